@@ -1,0 +1,308 @@
+"""Every setting of Safewatch, in one typed, frozen object.
+
+Built once by an entry point (`Settings.load`) from, in increasing precedence: the defaults
+below, a TOML file (`--config`, `$SAFEWATCH_CONFIG`, or `./safewatch.toml` when present), and
+environment variables `SAFEWATCH_<SECTION>__<NAME>` (e.g. `SAFEWATCH_KAFKA__BOOTSTRAP_SERVERS`).
+Library code receives the object; no module reads the environment by itself.
+`safewatch config docs` prints the reference generated from the descriptions below.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from pipelines.errors import ConfigError
+
+SEGMENT_DIMENSIONS = (
+    "product_surface",
+    "feature",
+    "model_id",
+    "model_version",
+    "prompt_version",
+    "policy_version",
+    "locale",
+    "region",
+    "risk_tier",
+    "client",
+    "user_cohort",
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """The Kafka cluster the job reads and the producer writes: the local broker or any other."""
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", description="Comma-separated host:port list of the Kafka cluster."
+    )
+    topic_interactions: str = Field(
+        "safety.interactions.v1", description="Topic of interaction events (the job's input)."
+    )
+    topic_dlq: str = Field(
+        "safety.interactions.dlq", description="Dead-letter topic for rejected events."
+    )
+    topic_alerts: str = Field("safety.alerts.v1", description="Topic that alerts are published to.")
+    partitions: int = Field(3, ge=1, description="Partitions of each topic Safewatch creates.")
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor of topics Safewatch creates."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="Kafka security.protocol for every client."
+    )
+    sasl_mechanism: str | None = Field(
+        None, description="SASL mechanism (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) when SASL is used."
+    )
+    sasl_username: str | None = Field(None, description="SASL user name.")
+    sasl_password: SecretStr | None = Field(None, description="SASL password (never printed).")
+    ssl_cafile: str | None = Field(None, description="CA bundle (PEM) to verify the brokers.")
+    client_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra Kafka client properties (Java names, e.g. request.timeout.ms), "
+        "passed to Spark's Kafka source as kafka.<name>.",
+    )
+
+    def spark_options(self) -> dict[str, str]:
+        """Options for Spark's Kafka source/sink (`kafka.`-prefixed client properties)."""
+        opts = {
+            "kafka.bootstrap.servers": self.bootstrap_servers,
+            "kafka.security.protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts["kafka.sasl.mechanism"] = self.sasl_mechanism
+            if self.sasl_username and self.sasl_password:
+                module = (
+                    "org.apache.kafka.common.security.plain.PlainLoginModule"
+                    if self.sasl_mechanism == "PLAIN"
+                    else "org.apache.kafka.common.security.scram.ScramLoginModule"
+                )
+                secret = self.sasl_password.get_secret_value()
+                opts["kafka.sasl.jaas.config"] = (
+                    f'{module} required username="{self.sasl_username}" password="{secret}";'
+                )
+        if self.ssl_cafile:
+            opts["kafka.ssl.truststore.type"] = "PEM"
+            opts["kafka.ssl.truststore.location"] = self.ssl_cafile
+        opts.update({f"kafka.{k}": v for k, v in self.client_options.items()})
+        return opts
+
+    def python_client_options(self) -> dict[str, Any]:
+        """Keyword arguments for kafka-python clients (producer, admin, consumer)."""
+        opts: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "security_protocol": self.security_protocol,
+        }
+        if self.sasl_mechanism:
+            opts["sasl_mechanism"] = self.sasl_mechanism
+            opts["sasl_plain_username"] = self.sasl_username
+            opts["sasl_plain_password"] = (
+                self.sasl_password.get_secret_value() if self.sasl_password else None
+            )
+        if self.ssl_cafile:
+            opts["ssl_cafile"] = self.ssl_cafile
+        return opts
+
+
+class BrokerSettings(_Section):
+    """The single-node local Kafka broker that `safewatch infra up` runs (KRaft mode)."""
+
+    host: str = Field("127.0.0.1", description="Address the local broker listens on.")
+    port: int = Field(9092, description="Client port of the local broker.")
+    controller_port: int = Field(9093, description="KRaft controller port of the local broker.")
+    data_dir: Path = Field(
+        Path("var/kafka"), description="Log directory, config and pid file of the local broker."
+    )
+    jars_dir: Path = Field(
+        Path("var/jars/kafka"), description="Where Maven copies the broker's jars."
+    )
+    heap: str = Field("512m", description="JVM heap (-Xmx) of the local broker.")
+    start_timeout_s: float = Field(60.0, description="Seconds to wait for the broker to listen.")
+
+
+class SparkSettings(_Section):
+    """The Spark session the jobs run in: local by default, a cluster by changing `master`."""
+
+    master: str = Field(
+        "local[2]", description="Spark master URL (local[N], spark://…, yarn, k8s://…)."
+    )
+    app_name: str = Field("safewatch-aggregator", description="Spark application name.")
+    shuffle_partitions: int = Field(
+        2,
+        ge=1,
+        description="spark.sql.shuffle.partitions. Fixed by the checkpoint once a query ran.",
+    )
+    driver_memory: str = Field("1g", description="spark.driver.memory (local mode only).")
+    jars_dir: Path = Field(
+        Path("var/jars/spark"),
+        description="Where Maven copies Spark's Kafka connector (spark-sql-kafka-0-10) and deps.",
+    )
+    conf: dict[str, str] = Field(
+        default_factory=dict, description="Extra Spark configuration, passed as-is."
+    )
+    log_level: str = Field("WARN", description="Spark's log level.")
+
+
+class StreamSettings(_Section):
+    """The streaming aggregation: triggers, windows and grouping."""
+
+    checkpoint_dir: str = Field(
+        "var/checkpoints/aggregator",
+        description="Checkpoint location of the streaming query (any Hadoop-supported URI).",
+    )
+    trigger_interval: str = Field(
+        "30 seconds", description="Micro-batch interval of `safewatch run` (continuous mode)."
+    )
+    max_offsets_per_trigger: int = Field(
+        50_000, ge=1, description="Back-pressure: at most this many records per micro-batch."
+    )
+    starting_offsets: Literal["earliest", "latest"] = Field(
+        "earliest", description="Where a new checkpoint starts reading the topic."
+    )
+    window: str = Field("5 minutes", description="Event-time tumbling window length.")
+    watermark: str = Field(
+        "10 minutes",
+        description="How late an event may arrive; older events are counted as late, "
+        "not aggregated.",
+    )
+    dimensions: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("product_surface", "model_version", "locale"),
+        description="Segment dimensions aggregates are grouped by (any of the event's "
+        "segment fields).",
+    )
+
+    @field_validator("dimensions", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [d for d in value if d not in SEGMENT_DIMENSIONS]
+        if unknown:
+            msg = f"unknown segment dimension(s) {unknown}; choose from {list(SEGMENT_DIMENSIONS)}"
+            raise ValueError(msg)
+        if not value:
+            msg = "at least one segment dimension is needed"
+            raise ValueError(msg)
+        return tuple(dict.fromkeys(value))
+
+
+class WarehouseSettings(_Section):
+    """Where aggregates go: an SQLite file by default, PostgreSQL in production."""
+
+    url: SecretStr = Field(
+        SecretStr("sqlite:///var/warehouse.db"),
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db "
+        "(never printed).",
+    )
+
+
+class Settings(BaseSettings):
+    """All settings; see `safewatch config docs`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SAFEWATCH_", env_nested_delimiter="__", frozen=True, extra="forbid"
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    broker: BrokerSettings = BrokerSettings()
+    spark: SparkSettings = SparkSettings()
+    stream: StreamSettings = StreamSettings()
+    warehouse: WarehouseSettings = WarehouseSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        toml_file = _CONFIG_FILE.get("path")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_file))
+        return tuple(sources)
+
+    @classmethod
+    def load(
+        cls, config_file: str | Path | None = None, environ: dict[str, str] | None = None
+    ) -> Settings:
+        """Settings from `config_file` (or $SAFEWATCH_CONFIG, or ./safewatch.toml) and env vars.
+
+        Raises ConfigError naming the file and the setting when a value is invalid.
+        """
+        env = os.environ if environ is None else environ
+        path = config_file or env.get("SAFEWATCH_CONFIG")
+        if path is None and Path("safewatch.toml").is_file():
+            path = "safewatch.toml"
+        if path is not None and not Path(path).is_file():
+            msg = f"config file {path} does not exist"
+            raise ConfigError(msg)
+        _CONFIG_FILE["path"] = Path(path) if path else None
+        try:
+            if environ is None:
+                return cls()
+            saved = dict(os.environ)
+            try:
+                for key in [k for k in os.environ if k.startswith("SAFEWATCH_")]:
+                    del os.environ[key]
+                os.environ.update({k: v for k, v in environ.items() if k.startswith("SAFEWATCH_")})
+                return cls()
+            finally:
+                os.environ.clear()
+                os.environ.update(saved)
+        except ValueError as exc:
+            where = f" (file {path})" if path else ""
+            msg = f"invalid settings{where}: {exc}"
+            raise ConfigError(msg) from exc
+        finally:
+            _CONFIG_FILE["path"] = None
+
+
+_CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def settings_reference() -> str:
+    """Markdown reference of every setting: name, env variable, default, description."""
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated by `safewatch config docs` from `pipelines/settings.py`. Every setting can "
+        "be set in a TOML file (`--config FILE`, `$SAFEWATCH_CONFIG`, or `./safewatch.toml`) "
+        "under its section, or by the environment variable shown, which wins over the file.",
+        "",
+    ]
+    for section_name, section_field in Settings.model_fields.items():
+        section_cls = section_field.annotation
+        assert section_cls is not None and issubclass(section_cls, BaseModel)
+        lines += [f"## [{section_name}]", "", (section_cls.__doc__ or "").strip(), ""]
+        lines += ["| setting | environment variable | default | description |", "|---|---|---|---|"]
+        for name, field in section_cls.model_fields.items():
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, SecretStr):
+                default = "(secret)" if name != "url" else "sqlite:///var/warehouse.db"
+            if isinstance(default, tuple):
+                default = ",".join(default)
+            env = f"SAFEWATCH_{section_name.upper()}__{name.upper()}"
+            shown = "" if default is None else f"`{default}`"
+            lines.append(f"| `{name}` | `{env}` | {shown} | {field.description} |")
+        lines.append("")
+    return "\n".join(lines)
