@@ -1,0 +1,367 @@
+"""The `safewatch` command: one entry point, a subcommand per task, `--help` on each."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from pipelines.errors import SafewatchError
+from pipelines.settings import Settings, settings_reference
+
+
+def _log(message: str) -> None:
+    print(f"[safewatch {datetime.now(UTC):%H:%M:%S}] {message}", flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return Settings.load(args.config)
+
+
+# ---------------------------------------------------------------- infra
+def cmd_infra(args: argparse.Namespace) -> int:
+    from pipelines.infra.kafka_broker import LocalKafkaBroker
+    from pipelines.kafka.admin import ensure_topics
+
+    settings = _settings(args)
+    broker = LocalKafkaBroker(settings.broker, log=_log)
+    if args.action == "up":
+        broker.start()
+        created = ensure_topics(settings.kafka, log=_log)
+        _log(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
+        _log(f"Kafka is up at {broker.bootstrap_servers}; stop it with: safewatch infra down")
+    elif args.action == "down":
+        broker.stop()
+    else:
+        print(broker.status().describe())
+    return 0
+
+
+# ---------------------------------------------------------------- produce / replay
+def _parse_start(text: str | None, duration: timedelta) -> datetime:
+    if text is None:
+        now = datetime.now(UTC).replace(microsecond=0)
+        return now - duration
+    value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if value.tzinfo is None:
+        msg = f"--start {text!r} needs a time zone, e.g. 2026-11-23T10:00:00Z"
+        raise SafewatchError(msg)
+    return value.astimezone(UTC)
+
+
+def _progress(total_hint: int | None):  # type: ignore[no-untyped-def]
+    def report(sent: int) -> None:
+        suffix = f" of ~{total_hint}" if total_hint else ""
+        _log(f"produced {sent}{suffix} events")
+
+    return report
+
+
+def produce_scenario(
+    settings: Settings,
+    *,
+    scenarios: Sequence[str],
+    minutes: float,
+    rate: float,
+    seed: int,
+    start: datetime,
+    topic: str,
+) -> int:
+    from pipelines.kafka.producer import produce_events
+    from pipelines.synth.generator import generate_events
+
+    duration = timedelta(minutes=minutes)
+    events = generate_events(
+        seed=seed, start=start, duration=duration, rate_per_s=rate, scenarios=scenarios
+    )
+    _log(
+        f"producing ~{int(rate * duration.total_seconds())} events to {topic}: "
+        f"{minutes:g} min of traffic from {start:%Y-%m-%d %H:%M}Z, seed {seed}, "
+        f"scenarios: {', '.join(scenarios) or 'none'}"
+    )
+    sent = produce_events(
+        settings.kafka,
+        topic,
+        events,
+        progress=_progress(int(rate * duration.total_seconds())),
+    )
+    _log(f"produced {sent} events to {topic}")
+    return sent
+
+
+def cmd_produce(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    duration = timedelta(minutes=args.minutes)
+    produce_scenario(
+        settings,
+        scenarios=args.scenario,
+        minutes=args.minutes,
+        rate=args.rate,
+        seed=args.seed,
+        start=_parse_start(args.start, duration),
+        topic=args.topic or settings.kafka.topic_interactions,
+    )
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from pipelines.kafka.producer import iter_jsonl_lines, produce_raw
+
+    settings = _settings(args)
+    path = Path(args.file)
+    if not path.is_file():
+        msg = f"no such file: {path}"
+        raise SafewatchError(msg)
+    topic = args.topic or settings.kafka.topic_interactions
+    _log(f"replaying {path} to {topic} (each line as recorded; bad lines are the job's to reject)")
+    sent = produce_raw(settings.kafka, topic, iter_jsonl_lines(path), progress=_progress(None))
+    _log(f"replayed {sent} records to {topic}")
+    return 0
+
+
+# ---------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    from jobs.streaming_aggregator import run
+    from pipelines.kafka.admin import topic_exists
+    from pipelines.stream.session import build_session
+
+    settings = _settings(args)
+    if not topic_exists(settings.kafka, settings.kafka.topic_interactions):
+        msg = (
+            f"topic {settings.kafka.topic_interactions} does not exist on "
+            f"{settings.kafka.bootstrap_servers}: run `safewatch infra up` (local broker) or "
+            "create it, or set kafka.topic_interactions"
+        )
+        raise SafewatchError(msg)
+    mode = "until caught up" if args.until_caught_up else "continuously (Ctrl-C to stop)"
+    _log(
+        f"starting the streaming job {mode}: {settings.kafka.topic_interactions} -> warehouse, "
+        f"window {settings.stream.window}, dimensions {','.join(settings.stream.dimensions)}, "
+        f"checkpoint {settings.stream.checkpoint_dir}"
+    )
+    t0 = time.monotonic()
+    spark = build_session(settings.spark)
+    _log(f"Spark {spark.version} session ready ({settings.spark.master})")
+    summary = run(spark, settings, until_caught_up=args.until_caught_up, log=_log)
+    _log(
+        f"done: {len(summary.batches)} batches, {summary.input_rows} records read, "
+        f"{summary.aggregated_rows} aggregated, in {time.monotonic() - t0:.0f} s"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- show
+def print_segments(
+    settings: Settings, *, top: int, min_events: int, timeline: bool, rate_id: str
+) -> None:
+    from pipelines.metrics.summary import summarize_segments
+    from pipelines.report.text import bar, format_table, percent
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.queries import aggregate_rows
+
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    dims = settings.stream.dimensions
+    rows = aggregate_rows(engine, dimension_set=",".join(dims))
+    if not rows:
+        print("The warehouse has no aggregates for dimensions " + ",".join(dims) + " yet.")
+        return
+    summaries = summarize_segments(rows, dims, peak_rate=rate_id, min_events=min_events)
+    first = min(r["window_start"] for r in rows)
+    last = max(r["window_end"] for r in rows)
+    print(
+        f"\nSegments by peak {rate_id} per window (windows with >= {min_events} events), "
+        f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC:\n"
+    )
+    table = []
+    for s in summaries[:top]:
+        lo, hi = s.interval("violation_rate")
+        table.append(
+            [
+                *s.segment,
+                s.totals["events"],
+                s.totals["violations"],
+                f"{percent(s.rate('violation_rate'))} [{percent(lo)}, {percent(hi)}]",
+                percent(s.peak_rate),
+                f"{s.peak_window_start:%H:%M}" if s.peak_window_start else "-",
+                percent(s.rate("refusal_rate")),
+                s.totals["injection_attempts"],
+                s.totals["blocks"],
+            ]
+        )
+    print(
+        format_table(
+            [*dims, "events", "violations", "violation rate [95% CI]", "peak", "peak at",
+             "refusal rate", "injections", "blocks"],
+            table,
+        )
+    )
+    if len(summaries) > top:
+        print(f"... and {len(summaries) - top} more segments (--top to show more)")
+    if timeline and summaries and summaries[0].peak_rate is not None:
+        worst = summaries[0]
+        where = dict(zip(dims, worst.segment, strict=True))
+        seg_rows = [r for r in rows if all(r[d] == v for d, v in where.items())]
+        scale = max(int(r["violations"]) / r["events"] for r in seg_rows if r["events"])
+        print(f"\nTimeline of {', '.join(f'{k}={v}' for k, v in where.items())}:\n")
+        print(
+            format_table(
+                ["window (UTC)", "events", "violations", "rate", ""],
+                [
+                    [
+                        f"{r['window_start']:%H:%M}-{r['window_end']:%H:%M}",
+                        r["events"],
+                        r["violations"],
+                        percent(r["violations"] / r["events"] if r["events"] else None),
+                        bar(r["violations"] / r["events"] if r["events"] else 0.0, scale),
+                    ]
+                    for r in seg_rows
+                ],
+            )
+        )
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    print_segments(
+        _settings(args),
+        top=args.top,
+        min_events=args.min_events,
+        timeline=not args.no_timeline,
+        rate_id=args.rate,
+    )
+    return 0
+
+
+# ---------------------------------------------------------------- warehouse / config
+def cmd_warehouse(args: argparse.Namespace) -> int:
+    from pipelines.warehouse.engine import describe, make_engine
+    from pipelines.warehouse.migrate import migrate
+
+    settings = _settings(args)
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    applied = migrate(engine, log=_log)
+    _log(f"warehouse {describe(engine)} is at the latest schema ({len(applied)} applied now)")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    if args.action == "docs":
+        print(settings_reference())
+        return 0
+    settings = _settings(args)
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+def cmd_demo(args: argparse.Namespace) -> int:
+    from jobs.demo import run_demo
+
+    return run_demo(args, log=_log)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="safewatch",
+        description="Safety monitoring for LLM products: Kafka events -> Spark -> warehouse.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help="TOML settings file (default: $SAFEWATCH_CONFIG, else ./safewatch.toml if present)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("infra", help="start, stop or inspect the local Kafka broker")
+    p.add_argument(
+        "action",
+        choices=["up", "down", "status"],
+        help="up: fetch-free start of the broker (KRaft) and topic creation; down: stop it",
+    )
+    p.set_defaults(func=cmd_infra)
+
+    p = sub.add_parser("produce", help="produce synthetic interaction events with scenarios")
+    p.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="incident to inject (repeatable): violation-spike, injection-campaign, "
+        "refusal-jump, pii-leak",
+    )
+    p.add_argument("--minutes", type=float, default=60.0, help="event-time span (default 60)")
+    p.add_argument("--rate", type=float, default=10.0, help="events per second of event time")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument(
+        "--start", help="first event time, ISO 8601 with zone (default: now minus --minutes)"
+    )
+    p.add_argument("--topic", help="topic (default: kafka.topic_interactions)")
+    p.set_defaults(func=cmd_produce)
+
+    p = sub.add_parser("replay", help="produce recorded events from a JSONL file, line by line")
+    p.add_argument("file", help="a .jsonl or .jsonl.gz file, one event per line")
+    p.add_argument("--topic", help="topic (default: kafka.topic_interactions)")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("run", help="run the streaming aggregation job")
+    p.add_argument(
+        "--until-caught-up",
+        action="store_true",
+        help="process everything available now, then exit (default: run continuously)",
+    )
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("show", help="print the per-segment table from the warehouse")
+    p.add_argument("--top", type=int, default=12, help="segments to list (default 12)")
+    p.add_argument(
+        "--min-events", type=int, default=30, help="least events for a window to count as peak"
+    )
+    p.add_argument("--rate", default="violation_rate", help="rate to rank segments by")
+    p.add_argument("--no-timeline", action="store_true", help="skip the worst segment's timeline")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("warehouse", help="manage the warehouse schema")
+    p.add_argument("action", choices=["migrate"], help="apply pending migrations")
+    p.set_defaults(func=cmd_warehouse)
+
+    p = sub.add_parser("config", help="show the effective settings or their reference")
+    p.add_argument(
+        "action", choices=["show", "docs"], help="show: effective values; docs: Markdown reference"
+    )
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser(
+        "demo",
+        help="end to end: start Kafka, produce an incident, run the job, print the table",
+    )
+    p.add_argument(
+        "--scenario", default="violation-spike", help="incident to inject (default violation-spike)"
+    )
+    p.add_argument("--minutes", type=float, default=60.0, help="event-time span (default 60)")
+    p.add_argument("--rate", type=float, default=12.0, help="events per second (default 12)")
+    p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
+    p.add_argument(
+        "--keep-running", action="store_true", help="leave the Kafka broker running afterwards"
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except SafewatchError as exc:
+        print(f"safewatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("safewatch: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Rendering of what Safewatch shows people: terminal tables now, the weekly report later."""

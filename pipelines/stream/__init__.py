@@ -1,0 +1,1 @@
+"""The streaming aggregation as functions over DataFrames: parse, classify, aggregate."""

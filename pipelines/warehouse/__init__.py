@@ -1,0 +1,1 @@
+"""Warehouse access through SQLAlchemy: engine, migrations, the batch sink and read queries."""

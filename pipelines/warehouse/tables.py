@@ -1,0 +1,32 @@
+"""Handles on the warehouse tables, reflected from the migrated database (one definition)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Engine, MetaData, Table
+
+AGG_TABLE = "segment_window_agg"
+LEDGER_TABLE = "batch_ledger"
+OFFSETS_TABLE = "ingested_offsets"
+ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
+
+
+class Tables:
+    """The reflected tables of a migrated warehouse."""
+
+    def __init__(self, engine: Engine) -> None:
+        md = MetaData()
+        md.reflect(engine, only=[AGG_TABLE, LEDGER_TABLE, OFFSETS_TABLE])
+        self.agg: Table = md.tables[AGG_TABLE]
+        self.ledger: Table = md.tables[LEDGER_TABLE]
+        self.offsets: Table = md.tables[OFFSETS_TABLE]
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes (stored as UTC); PostgreSQL aware ones. Normalise to UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,1 @@
+"""The warehouse schema, as versioned migrations (see `migrations/`)."""
