@@ -195,8 +195,17 @@ def print_segments(
         )
     print(
         format_table(
-            [*dims, "events", "violations", "violation rate [95% CI]", "peak", "peak at",
-             "refusal rate", "injections", "blocks"],
+            [
+                *dims,
+                "events",
+                "violations",
+                "violation rate [95% CI]",
+                "peak",
+                "peak at",
+                "refusal rate",
+                "injections",
+                "blocks",
+            ],
             table,
         )
     )

@@ -66,8 +66,10 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
 
         duration = timedelta(minutes=args.minutes)
         start = datetime.now(UTC).replace(second=0, microsecond=0) - duration
-        log(f"step 3/5: producing synthetic traffic with incident '{scenario.name}': "
-            f"{scenario.description}")
+        log(
+            f"step 3/5: producing synthetic traffic with incident '{scenario.name}': "
+            f"{scenario.description}"
+        )
         produce_scenario(
             settings,
             scenarios=[scenario.name],

@@ -208,8 +208,7 @@ class WarehouseSettings(_Section):
 
     url: SecretStr = Field(
         SecretStr("sqlite:///var/warehouse.db"),
-        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db "
-        "(never printed).",
+        description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db (never printed).",
     )
 
 
@@ -292,7 +291,7 @@ def settings_reference() -> str:
     ]
     for section_name, section_field in Settings.model_fields.items():
         section_cls = section_field.annotation
-        assert section_cls is not None and issubclass(section_cls, BaseModel)
+        assert isinstance(section_cls, type) and issubclass(section_cls, BaseModel)
         lines += [f"## [{section_name}]", "", (section_cls.__doc__ or "").strip(), ""]
         lines += ["| setting | environment variable | default | description |", "|---|---|---|---|"]
         for name, field in section_cls.model_fields.items():

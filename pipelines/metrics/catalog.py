@@ -67,9 +67,7 @@ RATES: tuple[Rate, ...] = (
     Rate("violation_rate", "violations", "events", "Harmful output rate."),
     Rate("block_rate", "blocks", "events", "Share of outputs blocked."),
     Rate("refusal_rate", "refusals", "events", "Refusal rate."),
-    Rate(
-        "injection_attempt_rate", "injection_attempts", "events", "Injection attempts per event."
-    ),
+    Rate("injection_attempt_rate", "injection_attempts", "events", "Injection attempts per event."),
     Rate(
         "injection_success_rate",
         "injection_successes",

@@ -124,7 +124,9 @@ class BatchProcessor:
             watermark_before=watermark_before,
             watermark_after=watermark_after,
             offsets=[
-                OffsetRange(s["topic"], s["partition"], s["start_offset"], s["end_offset"], s["rows"])
+                OffsetRange(
+                    s["topic"], s["partition"], s["start_offset"], s["end_offset"], s["rows"]
+                )
                 for s in stats
             ],
             aggregates=rows,

@@ -56,7 +56,7 @@ def classify_late(parsed: DataFrame, watermark: datetime | None) -> DataFrame:
 
 def _dimension(name: str, dimensions: Sequence[str]) -> Column:
     if name in dimensions:
-        return F.coalesce(F.col(f"event.segment.{name}"), F.lit(UNKNOWN_VALUE)).alias(name)
+        return F.coalesce(F.col(f"segment.{name}"), F.lit(UNKNOWN_VALUE)).alias(name)
     return F.lit(ALL_DIMENSIONS_VALUE).alias(name)
 
 
@@ -65,13 +65,17 @@ def aggregate_window_segments(
 ) -> DataFrame:
     """Count every catalog counter per tumbling event-time window x segment.
 
-    `events` holds only rows to aggregate (parsed, on time). Dimensions not grouped by get
+    `events` holds only rows to aggregate (parsed, on time); counter predicates see the
+    event's fields at top level (`moderation.action`). Dimensions not grouped by get
     the value '*'. Window bounds come back as epoch seconds (UTC) to avoid any time-zone
     conversion between the JVM and Python.
     """
-    w = F.window(F.col("event.event_time"), window)
-    grouped = events.groupBy(w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS])
-    counts = [F.count_if(F.coalesce(F.expr(c.predicate), F.lit(False))).alias(c.id) for c in COUNTERS]
+    flat = events.select("event.*")
+    w = F.window(F.col("event_time"), window)
+    grouped = flat.groupBy(w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS])
+    counts = [
+        F.count_if(F.coalesce(F.expr(c.predicate), F.lit(False))).alias(c.id) for c in COUNTERS
+    ]
     return grouped.agg(*counts).select(
         F.unix_timestamp(F.col("w.start")).alias("window_start_s"),
         F.unix_timestamp(F.col("w.end")).alias("window_end_s"),

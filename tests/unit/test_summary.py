@@ -9,7 +9,9 @@ T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 def _row(locale, minute, events, violations):
     row = dict.fromkeys(counter_ids(), 0)
     row.update(
-        locale=locale, window_start=T0 + timedelta(minutes=minute), events=events,
+        locale=locale,
+        window_start=T0 + timedelta(minutes=minute),
+        events=events,
         violations=violations,
     )
     return row

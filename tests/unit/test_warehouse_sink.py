@@ -41,9 +41,18 @@ def _agg(locale, events, violations, minute=0):
 
 def _batch(batch_id, aggs, offsets, query_id="q1"):
     return BatchResult(
-        query_id=query_id, batch_id=batch_id, topic="t", started_at=T0, input_rows=10,
-        parse_errors=0, late_rows=0, aggregated_rows=sum(a["events"] for a in aggs),
-        watermark_before=None, watermark_after=T0, offsets=offsets, aggregates=aggs,
+        query_id=query_id,
+        batch_id=batch_id,
+        topic="t",
+        started_at=T0,
+        input_rows=10,
+        parse_errors=0,
+        late_rows=0,
+        aggregated_rows=sum(a["events"] for a in aggs),
+        watermark_before=None,
+        watermark_after=T0,
+        offsets=offsets,
+        aggregates=aggs,
     )
 
 
@@ -58,7 +67,9 @@ def test_migrations_apply_once_and_cover_every_catalog_counter(tmp_path):
 
 def test_batches_add_up_per_window_and_segment(engine):
     sink = WarehouseSink(engine)
-    sink.commit(_batch(0, [_agg("de-DE", 10, 1), _agg("en-US", 5, 0)], [OffsetRange("t", 0, 0, 9, 10)]))
+    sink.commit(
+        _batch(0, [_agg("de-DE", 10, 1), _agg("en-US", 5, 0)], [OffsetRange("t", 0, 0, 9, 10)])
+    )
     sink.commit(_batch(1, [_agg("de-DE", 7, 2)], [OffsetRange("t", 0, 10, 16, 7)]))
     rows = {r["locale"]: r for r in aggregate_rows(engine)}
     assert rows["de-DE"]["events"] == 17 and rows["de-DE"]["violations"] == 3
