@@ -42,7 +42,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics, recreate_topic
     from pipelines.stream.session import build_session
-    from pipelines.synth.generator import SCENARIOS
+    from pipelines.synth.scenarios import SCENARIOS
 
     t0 = time.monotonic()
     base = Settings.load(args.config)
@@ -88,7 +88,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
 
         log("step 5/5: per-segment table from the warehouse")
         print_segments(settings, top=12, min_events=30, timeline=True, rate_id="violation_rate")
-        target = ", ".join(f"{k}={v}" for k, v in scenario.segment.items())
+        target = ", ".join(f"{k}={v}" for k, v in scenario.target.items())
         print(
             f"\nThe injected incident was on {target}, "
             f"from {start + duration * scenario.start_fraction:%H:%M} "

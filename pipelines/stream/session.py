@@ -42,9 +42,6 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
-        # The timestamps and offsets inside a batch are read several times; adaptive
-        # coalescing keeps the tiny aggregate stages at one task on a laptop.
-        .config("spark.sql.adaptive.enabled", "true")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -1,0 +1,1 @@
+"""Local infrastructure that `safewatch infra` runs on this machine (Kafka broker)."""

@@ -1,0 +1,1 @@
+"""Kafka clients of Safewatch: topic administration (admin) and event production."""

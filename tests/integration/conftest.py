@@ -1,0 +1,105 @@
+"""Session fixtures of the integration tests: real services, started once per test session.
+
+Each service runs on free loopback ports with its data in a pytest temporary directory, so a
+test session never touches `var/` or a developer's running broker. Tests mark themselves
+`pytest.mark.integration`; nothing here is marked.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+
+from pipelines.infra.kafka_broker import LocalKafkaBroker
+from pipelines.settings import BrokerSettings, KafkaSettings
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+KAFKA_JARS = REPO_ROOT / "var" / "jars" / "kafka"
+
+
+def _free_ports(count: int) -> list[int]:
+    """`count` distinct loopback ports that were free a moment ago."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(count)]
+        # Bind all before closing any, so the kernel cannot hand out the same port twice.
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+
+
+# -- Kafka ------------------------------------------------------------------------------------
+
+
+class KafkaHarness(NamedTuple):
+    kafka: KafkaSettings  # points at `broker`; topics get 2 partitions
+    broker: LocalKafkaBroker
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHarness]:
+    """One real Kafka broker for the whole session, stopped at the end."""
+    port, controller_port = _free_ports(2)
+    settings = BrokerSettings(
+        host="127.0.0.1",
+        port=port,
+        controller_port=controller_port,
+        data_dir=tmp_path_factory.mktemp("kafka"),
+        jars_dir=KAFKA_JARS,
+        start_timeout_s=120,  # generous: CI machines start the JVM slowly
+    )
+    broker = LocalKafkaBroker(settings)
+    try:
+        broker.start()
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=2)
+        yield KafkaHarness(kafka=kafka, broker=broker)
+    finally:
+        broker.stop()
+
+
+@pytest.fixture
+def unique_topic() -> Callable[[str], str]:
+    """Makes topic names no other test (or earlier run) uses: `unique_topic("events")`."""
+    return lambda prefix: f"{prefix}.{uuid.uuid4().hex[:12]}"
+
+
+# -- Spark ------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def spark():
+    """One local Spark session (local[2], 2 shuffle partitions) for the whole test session."""
+    from pipelines.settings import SparkSettings
+    from pipelines.stream.session import build_session
+
+    session = build_session(
+        SparkSettings(
+            app_name="safewatch-tests",
+            jars_dir=REPO_ROOT / "var" / "jars" / "spark",
+            conf={"spark.sql.streaming.minBatchesToRetain": "10"},
+        )
+    )
+    yield session
+    session.stop()
+
+
+# -- PostgreSQL -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory):
+    """A real PostgreSQL server (Debian's package) on a free port; `.create_database(name)`."""
+    from pipelines.infra.postgres import LocalPostgres
+
+    (port,) = _free_ports(1)
+    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data", port, log=lambda _m: None)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

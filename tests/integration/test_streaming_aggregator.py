@@ -1,0 +1,172 @@
+"""The first slice end to end: real broker, Spark's Kafka source, warehouse on SQLite and PG."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipelines.kafka.admin import ensure_topics
+from pipelines.kafka.producer import produce_events, produce_raw
+from pipelines.synth.generator import generate_events
+from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.queries import aggregate_rows, ledger_rows
+from tests.integration.streaming_support import (
+    ground_truth,
+    make_settings,
+    run_job,
+    warehouse_table,
+)
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+
+
+def _events(seed, start, minutes, rate=8.0, scenarios=("violation-spike",)):
+    return list(
+        generate_events(
+            seed=seed,
+            start=start,
+            duration=timedelta(minutes=minutes),
+            rate_per_s=rate,
+            scenarios=scenarios,
+        )
+    )
+
+
+@pytest.fixture
+def topic(kafka_broker, unique_topic):
+    name = unique_topic("interactions")
+    ensure_topics(kafka_broker.kafka, [name])
+    return name
+
+
+def test_counts_equal_ground_truth_per_window_and_segment(spark, kafka_broker, topic, tmp_path):
+    events = _events(seed=11, start=T0, minutes=20)
+    produce_events(kafka_broker.kafka, topic, events)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = make_settings(kafka_broker.kafka, topic, tmp_path / "ckpt", url, max_offsets=3000)
+
+    summary = run_job(spark, settings)
+
+    engine = make_engine(url)
+    assert warehouse_table(aggregate_rows(engine)) == ground_truth(events)
+    assert len(summary.batches) >= 3  # back-pressure split the backlog into micro-batches
+    ledger = ledger_rows(engine)
+    assert sum(r["input_rows"] for r in ledger) == len(events)
+    assert sum(r["aggregated_rows"] for r in ledger) == len(events)
+    assert sum(r["parse_errors"] + r["late_rows"] for r in ledger) == 0
+
+
+def test_rerun_changes_no_row_and_new_events_add_exactly(spark, kafka_broker, topic, tmp_path):
+    first = _events(seed=21, start=T0, minutes=10)
+    produce_events(kafka_broker.kafka, topic, first)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = make_settings(kafka_broker.kafka, topic, tmp_path / "ckpt", url)
+    run_job(spark, settings)
+    engine = make_engine(url)
+    before = aggregate_rows(engine)
+    ledger_before = ledger_rows(engine)
+
+    again = run_job(spark, settings)
+
+    assert again.input_rows == 0
+    assert aggregate_rows(engine) == before  # not one value, timestamp or batch id changed
+    assert ledger_rows(engine) == ledger_before
+
+    more = _events(seed=22, start=T0 + timedelta(minutes=10), minutes=10, scenarios=())
+    produce_events(kafka_broker.kafka, topic, more)
+    run_job(spark, settings)
+    assert warehouse_table(aggregate_rows(engine)) == ground_truth(first + more)
+
+
+def test_batch_replayed_after_a_crash_changes_nothing(spark, kafka_broker, topic, tmp_path):
+    events = _events(seed=31, start=T0, minutes=10)
+    produce_events(kafka_broker.kafka, topic, events)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    checkpoint = tmp_path / "ckpt"
+    settings = make_settings(kafka_broker.kafka, topic, checkpoint, url, max_offsets=2000)
+    run_job(spark, settings)
+    engine = make_engine(url)
+    before = aggregate_rows(engine)
+
+    # A job killed after the warehouse commit but before Spark's own commit leaves the last
+    # batch without its commit file; on restart Spark runs that batch id again.
+    commits = sorted(
+        (p for p in (checkpoint / "commits").iterdir() if p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+    last = commits[-1]
+    last.unlink()
+    (last.parent / f".{last.name}.crc").unlink(missing_ok=True)
+    replay = run_job(spark, settings)
+
+    assert [b.batch_id for b in replay.batches] == [int(last.name)]
+    assert replay.batches[0].skipped
+    assert aggregate_rows(engine) == before
+    assert warehouse_table(before) == ground_truth(events)
+
+
+def test_lost_checkpoint_cannot_count_offsets_twice(spark, kafka_broker, topic, tmp_path):
+    events = _events(seed=41, start=T0, minutes=5, scenarios=())
+    produce_events(kafka_broker.kafka, topic, events)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "ckpt", url))
+    engine = make_engine(url)
+    before = aggregate_rows(engine)
+
+    shutil.rmtree(tmp_path / "ckpt")
+    with pytest.raises(Exception, match="already counted"):
+        run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "ckpt", url))
+    assert aggregate_rows(engine) == before
+
+
+def test_late_and_unparseable_records_are_counted_not_aggregated(
+    spark, kafka_broker, topic, tmp_path
+):
+    on_time = _events(seed=51, start=T0, minutes=30, rate=2.0, scenarios=())
+    produce_events(kafka_broker.kafka, topic, on_time)
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = make_settings(
+        kafka_broker.kafka, topic, tmp_path / "ckpt", url, watermark="10 minutes"
+    )
+    run_job(spark, settings)
+    engine = make_engine(url)
+    before = aggregate_rows(engine)
+
+    # 15 minutes older than the newest event already seen: behind the 10-minute watermark.
+    late = _events(seed=52, start=T0, minutes=5, rate=1.0, scenarios=())
+    produce_events(kafka_broker.kafka, topic, late)
+    produce_raw(kafka_broker.kafka, topic, [b"not json", b'{"event_id": 3}', b"[]"])
+    run_job(spark, settings)
+
+    assert aggregate_rows(engine) == before
+    last = ledger_rows(engine)[-1]
+    assert last["late_rows"] == len(late)
+    assert last["parse_errors"] == 3
+    assert last["input_rows"] == len(late) + 3
+    assert last["aggregated_rows"] == 0
+
+
+def test_postgres_warehouse_holds_the_same_table_as_sqlite(
+    spark, kafka_broker, topic, tmp_path, postgres
+):
+    events = _events(seed=61, start=T0, minutes=15)
+    produce_events(kafka_broker.kafka, topic, events)
+    sqlite_url = f"sqlite:///{tmp_path / 'wh.db'}"
+    pg_url = postgres.create_database("parity")
+    run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "c1", sqlite_url))
+    run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "c2", pg_url))
+
+    def comparable(url):
+        ignore = {"updated_at"}
+        return [
+            {k: v for k, v in r.items() if k not in ignore}
+            for r in aggregate_rows(make_engine(url))
+        ]
+
+    sqlite_rows = comparable(sqlite_url)
+    assert sqlite_rows == comparable(pg_url)
+    assert warehouse_table(sqlite_rows) == ground_truth(events)
