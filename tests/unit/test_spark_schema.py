@@ -37,7 +37,8 @@ def test_types_and_nullability_follow_the_json_schema():
     assert fields["request.latency_ms"].dataType == T.DoubleType()
     assert fields["refusal.refused"].dataType == T.BooleanType()
     assert fields["moderation.flagged_categories"].dataType == T.ArrayType(T.StringType(), False)
-    assert fields["privacy.entity_counts"].dataType == T.MapType(T.StringType(), T.LongType(), False)
+    counts = fields["privacy.entity_counts"].dataType
+    assert counts == T.MapType(T.StringType(), T.LongType(), False)
     assert not fields["event_id"].nullable  # required
     assert fields["excerpts"].nullable  # optional
     assert fields["injection.source"].nullable  # type ["string", "null"]

@@ -1,0 +1,1 @@
+"""Privacy by construction: pseudonymous identifiers and checks that text arrives redacted."""
