@@ -11,6 +11,7 @@ from pathlib import Path
 
 from pipelines.errors import SafewatchError
 from pipelines.settings import Settings, settings_reference
+from pipelines.synth.scenarios import describe_scenarios
 
 
 def _log(message: str) -> None:
@@ -74,9 +75,12 @@ def produce_scenario(
     from pipelines.synth.generator import generate_events
 
     duration = timedelta(minutes=minutes)
-    events = generate_events(
-        seed=seed, start=start, duration=duration, rate_per_s=rate, scenarios=scenarios
-    )
+    try:
+        events = generate_events(
+            seed=seed, start=start, duration=duration, rate_per_s=rate, scenarios=scenarios
+        )
+    except ValueError as exc:
+        raise SafewatchError(str(exc)) from exc
     _log(
         f"producing ~{int(rate * duration.total_seconds())} events to {topic}: "
         f"{minutes:g} min of traffic from {start:%Y-%m-%d %H:%M}Z, seed {seed}, "
@@ -289,11 +293,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "action",
         choices=["up", "down", "status"],
-        help="up: fetch-free start of the broker (KRaft) and topic creation; down: stop it",
+        help="up: start the broker (KRaft, single node) and create the topics; "
+        "down: stop it; status: is it running, where",
     )
     p.set_defaults(func=cmd_infra)
 
-    p = sub.add_parser("produce", help="produce synthetic interaction events with scenarios")
+    p = sub.add_parser(
+        "produce",
+        help="produce synthetic interaction events with scenarios",
+        description="Produce realistic synthetic interaction events (deterministic for a "
+        "seed) to Kafka, optionally with incidents injected into one segment.",
+        epilog=describe_scenarios(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument(
         "--scenario",
         action="append",

@@ -59,7 +59,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
     broker.start()
     try:
         log("step 2/5: creating topics and a fresh demo sandbox in var/demo/")
-        ensure_topics(settings.kafka, log=log)
+        ensure_topics(base.kafka, log=log)
         recreate_topic(settings.kafka, DEMO_TOPIC, log=log)
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
         DEMO_DIR.mkdir(parents=True)

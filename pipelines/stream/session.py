@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -32,6 +33,10 @@ def connector_jars(jars_dir: Path) -> list[Path]:
 
 def build_session(settings: SparkSettings) -> SparkSession:
     """A session (or the active one) configured for Safewatch: UTC, few shuffle partitions."""
+    if settings.master.startswith("local"):
+        # A local driver talks to itself: bind to loopback instead of guessing an interface
+        # (Spark warns at every start otherwise). Must be set before the JVM starts.
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     jars = ",".join(str(j) for j in connector_jars(Path(settings.jars_dir)))
     builder = (
         SparkSession.builder.master(settings.master)
@@ -42,6 +47,8 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
+        # Adaptive execution does not apply to streaming plans; Spark warns if it is left on.
+        .config("spark.sql.adaptive.enabled", "false")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

@@ -1,0 +1,47 @@
+from pathlib import Path
+
+import pytest
+
+from pipelines.errors import ConfigError
+from pipelines.settings import Settings, settings_reference
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_environment_overrides_file_and_file_overrides_defaults(tmp_path):
+    config = tmp_path / "sw.toml"
+    config.write_text(
+        '[stream]\nwindow = "1 minute"\ndimensions = ["locale"]\n[kafka]\npartitions = 4\n'
+    )
+    settings = Settings.load(config, environ={"SAFEWATCH_KAFKA__PARTITIONS": "6"})
+    assert settings.stream.window == "1 minute"
+    assert settings.stream.dimensions == ("locale",)
+    assert settings.kafka.partitions == 6
+    assert settings.stream.watermark == "10 minutes"  # default kept
+
+
+def test_dimensions_from_a_comma_separated_variable():
+    settings = Settings.load(environ={"SAFEWATCH_STREAM__DIMENSIONS": "risk_tier, locale"})
+    assert settings.stream.dimensions == ("risk_tier", "locale")
+
+
+def test_unknown_dimension_is_a_config_error_naming_the_choices():
+    with pytest.raises(ConfigError, match="unknown segment dimension"):
+        Settings.load(environ={"SAFEWATCH_STREAM__DIMENSIONS": "colour"})
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        Settings.load(tmp_path / "nope.toml", environ={})
+
+
+def test_secrets_are_not_printed():
+    settings = Settings.load(
+        environ={"SAFEWATCH_WAREHOUSE__URL": "postgresql+psycopg://u:hunter2@db/sw"}
+    )
+    assert "hunter2" not in settings.model_dump_json()
+    assert "hunter2" not in repr(settings)
+
+
+def test_settings_reference_in_docs_is_current():
+    assert (REPO / "docs" / "settings.md").read_text() == settings_reference() + "\n"
