@@ -44,7 +44,9 @@ def start_query(
     """Start the aggregation query; with `until_caught_up` it stops once the topic is drained."""
     engine = make_engine(settings.warehouse.url.get_secret_value())
     migrate(engine, log=log)
-    processor = BatchProcessor(WarehouseSink(engine), settings.stream, log=log, on_batch=on_batch)
+    sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
+    sink.set_min_distinct_users(settings.privacy.min_distinct_users)
+    processor = BatchProcessor(sink, settings, log=log, on_batch=on_batch)
     raw = (
         spark.readStream.format("kafka")
         .options(**settings.kafka.spark_options())

@@ -203,6 +203,60 @@ class StreamSettings(_Section):
         return tuple(dict.fromkeys(value))
 
 
+class ContractSettings(_Section):
+    """What the job accepts; everything else goes to the dead-letter topic with a reason."""
+
+    max_message_bytes: int = Field(
+        65_536, ge=1024, description="Larger Kafka messages are rejected (message_too_large)."
+    )
+    max_future: str = Field(
+        "5 minutes",
+        description="An event_time further ahead of the Kafka record's timestamp is rejected "
+        "(event_time_out_of_range).",
+    )
+    max_age: str = Field(
+        "7 days",
+        description="An event_time further behind the Kafka record's timestamp is rejected "
+        "(event_time_out_of_range).",
+    )
+    dedup_state_dir: str = Field(
+        "var/state/dedup",
+        description="Where the job keeps the event ids of recent batches to drop duplicates "
+        "within the watermark (any Hadoop-supported URI; keep it with the checkpoint).",
+    )
+
+
+class PrivacySettings(_Section):
+    """Privacy controls on what analysts see."""
+
+    min_distinct_users: int = Field(
+        20,
+        ge=1,
+        description="k of k-anonymity: analyst views hide window x segment rows with fewer "
+        "(approximately) distinct users.",
+    )
+    users_sketch_lg_k: int = Field(
+        11,
+        ge=4,
+        le=21,
+        description="log2 of the HyperLogLog buckets of the distinct-user sketch "
+        "(11: about 2 % error, at most ~2 KB per row).",
+    )
+
+
+class QualitySettings(_Section):
+    """The Great Expectations suite run on every micro-batch."""
+
+    enabled: bool = Field(True, description="Validate each micro-batch with the suite.")
+    max_rows: int = Field(
+        20_000,
+        ge=100,
+        description="Validate a deterministic sample of at most this many events per batch "
+        "(bounds the cost of a large batch).",
+    )
+    sample_seed: int = Field(0, description="Seed of the sample.")
+
+
 class WarehouseSettings(_Section):
     """Where aggregates go: an SQLite file by default, PostgreSQL in production."""
 
@@ -223,6 +277,9 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
+    contract: ContractSettings = ContractSettings()
+    privacy: PrivacySettings = PrivacySettings()
+    quality: QualitySettings = QualitySettings()
     warehouse: WarehouseSettings = WarehouseSettings()
 
     @classmethod

@@ -1,26 +1,62 @@
-"""The foreachBatch body: classify one micro-batch, aggregate it, commit it to the warehouse."""
+"""The foreachBatch body: classify one micro-batch, aggregate it, commit it to the warehouse.
+
+Per batch, in this order (a crash anywhere before step 6 leaves no trace in the warehouse,
+and Spark re-runs the same batch id with the same offsets):
+  1. skip the batch if its id is in the ledger (a replay);
+  2. check the contract of every record on the JVM; screen free text for PII on the JVM and
+     confirm the candidates with the Python detectors;
+  3. classify: aggregated, late, duplicate, or rejected with a reason;
+  4. write rejected and late records, scrubbed, to the DLQ topic;
+  5. validate the parsed events with the Great Expectations suite (sampled);
+  6. write this batch's event ids for deduplication, then commit aggregates, ledger row,
+     offsets and quality results in one transaction; prune dedup files behind the watermark.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS, StreamSettings
+from pipelines.privacy.detectors import screen_pattern
+from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.stream.classify import (
+    AGGREGATED,
+    DUPLICATE,
+    LATE,
+    apply_verdicts,
+    check_contract,
+    pii_candidates,
+    telemetry_rows,
+)
+from pipelines.stream.dedup import DedupState
 from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.stream.transform import (
-    aggregate_window_segments,
+    TELEMETRY_COUNTERS,
+    aggregated_events,
     batch_statistics,
-    classify_late,
-    parse_kafka_records,
+    window_segment_counts,
 )
+from pipelines.stream.udfs import pii_detectors_udf
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+
+PII_SCHEMA = T.StructType(
+    [
+        T.StructField("partition", T.IntegerType()),
+        T.StructField("offset", T.LongType()),
+        T.StructField("detectors", T.ArrayType(T.StringType())),
+    ]
+)
+UNPARSED = ("message_too_large", "invalid_json", "unknown_schema_version")
 
 
 @dataclass(frozen=True)
@@ -28,22 +64,31 @@ class BatchReport:
     batch_id: int
     skipped: bool
     input_rows: int = 0
-    parse_errors: int = 0
-    late_rows: int = 0
     aggregated_rows: int = 0
+    late_rows: int = 0
+    duplicate_rows: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
     aggregate_rows_written: int = 0
+    quality_success: bool | None = None
     seconds: float = 0.0
     watermark: datetime | None = None
+
+    @property
+    def rejected_rows(self) -> int:
+        return sum(self.rejected_by_reason.values())
 
     def describe(self) -> str:
         if self.skipped:
             return f"batch {self.batch_id}: already in the ledger, skipped (replay)"
         wm = self.watermark.strftime("%Y-%m-%d %H:%M:%S") if self.watermark else "none"
+        rejects = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
+        quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
         return (
             f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
-            f"aggregated, {self.parse_errors} unparseable, {self.late_rows} late; "
-            f"{self.aggregate_rows_written} aggregate rows upserted in {self.seconds:.1f} s; "
-            f"watermark {wm}"
+            f"aggregated, {self.rejected_rows} rejected{f' ({rejects})' if rejects else ''}, "
+            f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
+            f"{self.aggregate_rows_written} aggregate rows upserted; quality {quality}; "
+            f"{self.seconds:.1f} s; watermark {wm}"
         )
 
 
@@ -57,19 +102,24 @@ class BatchProcessor:
     def __init__(
         self,
         sink: WarehouseSink,
-        stream: StreamSettings,
+        settings: Settings,
         *,
         log: Callable[[str], None] = print,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[BatchReport], None] | None = None,
     ) -> None:
         self.sink = sink
+        self.settings = settings
+        stream, contract = settings.stream, settings.contract
         self.window = spark_interval(stream.window)
         self.watermark_delay: timedelta = parse_duration(stream.watermark)
-        self.dimensions = stream.dimensions
+        self.max_future = parse_duration(contract.max_future)
+        self.max_age = parse_duration(contract.max_age)
+        self.screen = screen_pattern()
         self.log = log
         self.clock = clock
         self.on_batch = on_batch
+        self._validator: Any = None
         self._query_id: str | None = None
         self._bound = threading.Event()
 
@@ -87,62 +137,166 @@ class BatchProcessor:
             self.on_batch(report)
 
     def process(self, df: DataFrame, batch_id: int, query_id: str) -> BatchReport:
-        """Aggregate and commit `df` as batch `batch_id` of `query_id` (skipped if committed)."""
+        """Classify, aggregate and commit `df` as batch `batch_id` of `query_id`."""
         if self.sink.is_committed(query_id, batch_id):
             return BatchReport(batch_id=batch_id, skipped=True)
         started = self.clock()
+        spark = df.sparkSession
         watermark_before = self.sink.watermark(query_id)
-        classified = classify_late(parse_kafka_records(df), watermark_before).persist()
+        dedup = DedupState(spark, self.settings.contract.dedup_state_dir, query_id)
+        checked = check_contract(
+            df,
+            max_message_bytes=self.settings.contract.max_message_bytes,
+            max_future=self.max_future,
+            max_age=self.max_age,
+        ).persist()
+        verdicts: DataFrame | None = None
         try:
-            stats = batch_statistics(classified).collect()
-            on_time = classified.where(~F.col("parse_error") & ~F.col("late"))
-            aggregates = aggregate_window_segments(
-                on_time, window=self.window, dimensions=self.dimensions
+            pii_rows = (
+                pii_candidates(checked, self.screen)
+                .withColumn("detectors", pii_detectors_udf(F.col("texts")))
+                .where(F.size("detectors") > 0)
+                .select("partition", "offset", "detectors")
+                .collect()
+            )
+            pii = spark.createDataFrame(pii_rows, PII_SCHEMA)
+            prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
+            verdicts = apply_verdicts(checked, pii, prior, watermark_before).persist()
+            stats = batch_statistics(verdicts).collect()
+            aggregated = aggregated_events(verdicts)
+            aggregates = window_segment_counts(
+                telemetry_rows(verdicts, self.screen),
+                aggregated,
+                window=self.window,
+                dimensions=self.settings.stream.dimensions,
+                users_lg_k=self.settings.privacy.users_sketch_lg_k,
             ).collect()
+            by_status = Counter[str]()
+            for s in stats:
+                by_status[s["status"]] += s["rows"]
+            dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
+            if dlq_rows:
+                rejected = verdicts.where(~F.col("status").isin(AGGREGATED, DUPLICATE))
+                write_dlq(
+                    dlq_records(rejected, query_id=query_id, batch_id=batch_id),
+                    self.settings.kafka,
+                )
+            quality = self._validate(verdicts) if self.settings.quality.enabled else None
+            dedup.write(aggregated.select("event.event_id", "event.event_time"), batch_id)
         finally:
-            classified.unpersist()
+            checked.unpersist()
+            if verdicts is not None:
+                verdicts.unpersist()
 
-        input_rows = sum(s["rows"] for s in stats)
-        parse_errors = sum(s["parse_errors"] for s in stats)
-        late_rows = sum(s["late_rows"] for s in stats)
-        max_times = [s["max_event_time_s"] for s in stats if s["max_event_time_s"] is not None]
+        valid_times = [
+            s["max_event_time_s"]
+            for s in stats
+            if s["status"] in (AGGREGATED, DUPLICATE) and s["max_event_time_s"] is not None
+        ]
+        max_event_time = datetime.fromtimestamp(max(valid_times), UTC) if valid_times else None
         watermark_after = watermark_before
-        if max_times:
-            candidate = datetime.fromtimestamp(max(max_times), UTC) - self.watermark_delay
+        if max_event_time is not None:
+            candidate = max_event_time - self.watermark_delay
             if watermark_after is None or candidate > watermark_after:
                 watermark_after = candidate
+        rejected_by_reason = {
+            k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
+        }
         rows = [_aggregate_row(r) for r in aggregates]
         result = BatchResult(
             query_id=query_id,
             batch_id=batch_id,
             topic=",".join(sorted({s["topic"] for s in stats})),
             started_at=started,
-            input_rows=input_rows,
-            parse_errors=parse_errors,
-            late_rows=late_rows,
-            aggregated_rows=sum(r["events"] for r in rows),
+            input_rows=sum(by_status.values()),
+            late_rows=by_status[LATE],
+            aggregated_rows=by_status[AGGREGATED],
             watermark_before=watermark_before,
             watermark_after=watermark_after,
-            offsets=[
-                OffsetRange(
-                    s["topic"], s["partition"], s["start_offset"], s["end_offset"], s["rows"]
-                )
-                for s in stats
-            ],
+            offsets=_offset_ranges(stats),
             aggregates=rows,
+            rejected_by_reason=rejected_by_reason,
+            duplicate_rows=by_status[DUPLICATE],
+            dlq_rows=dlq_rows,
+            max_event_time=max_event_time,
+            quality_success=quality.success if quality else None,
+            quality_rows=_quality_rows(quality),
         )
         written = self.sink.commit(result, now=self.clock())
+        if watermark_after is not None:
+            dedup.prune(self.sink.stale_batches(query_id, watermark_after))
         return BatchReport(
             batch_id=batch_id,
             skipped=False,
-            input_rows=input_rows,
-            parse_errors=parse_errors,
-            late_rows=late_rows,
+            input_rows=result.input_rows,
             aggregated_rows=result.aggregated_rows,
+            late_rows=result.late_rows,
+            duplicate_rows=result.duplicate_rows,
+            rejected_by_reason=rejected_by_reason,
             aggregate_rows_written=written,
+            quality_success=result.quality_success,
             seconds=(self.clock() - started).total_seconds(),
             watermark=watermark_after,
         )
+
+    def _validate(self, verdicts: DataFrame) -> Any:
+        from pipelines.quality.runner import BatchValidator
+        from pipelines.quality.suite import leaf_columns, load_suite
+        from schemas import event_schema
+
+        if self._validator is None:
+            self._validator = BatchValidator(
+                load_suite(),
+                max_rows=self.settings.quality.max_rows,
+                seed=self.settings.quality.sample_seed,
+            )
+        parsed = verdicts.where(~F.col("status").isin(*UNPARSED))
+        total = parsed.count()
+        if total == 0:
+            return None
+        columns = []
+        for leaf in leaf_columns(event_schema("1")):
+            col = F.col("event." + ".".join(leaf.path))
+            if leaf.node.get("format") == "date-time":
+                col = F.date_format(col, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
+            columns.append(col.alias(leaf.column))
+        limit = self.settings.quality.max_rows
+        # Deterministic sample on the JVM: only the sample crosses over to pandas.
+        ordered = parsed.orderBy(
+            F.xxhash64("partition", "offset", F.lit(self.settings.quality.sample_seed))
+        )
+        frame = ordered.limit(limit).select(*columns).toPandas()
+        return self._validator.validate(frame, total_rows=total)
+
+
+def _quality_rows(quality: Any) -> list[dict[str, Any]]:
+    if quality is None:
+        return []
+    rows = []
+    for row in quality.to_rows():
+        rows.append(
+            {
+                "expectation_type": row["expectation_type"],
+                "column_name": row.get("column") or "",
+                "success": bool(row["success"]),
+                "element_count": int(row.get("element_count") or 0),
+                "unexpected_count": int(row.get("unexpected_count") or 0),
+                "unexpected_percent": float(row.get("unexpected_percent") or 0.0),
+                "rows_total": quality.rows_total,
+                "rows_validated": quality.rows_validated,
+                "sampled": quality.sampled,
+            }
+        )
+    return rows
+
+
+def _offset_ranges(stats: list[Any]) -> list[OffsetRange]:
+    ranges: dict[tuple[str, int], list[int]] = {}
+    for s in stats:
+        key = (s["topic"], s["partition"])
+        lo, hi, n = ranges.get(key, [s["start_offset"], s["end_offset"], 0])
+        ranges[key] = [min(lo, s["start_offset"]), max(hi, s["end_offset"]), n + s["rows"]]
+    return [OffsetRange(t, p, lo, hi, n) for (t, p), (lo, hi, n) in sorted(ranges.items())]
 
 
 def _aggregate_row(row: Any) -> dict[str, Any]:
@@ -152,5 +306,7 @@ def _aggregate_row(row: Any) -> dict[str, Any]:
         "dimension_set": row["dimension_set"],
     }
     out.update({d: row[d] for d in SEGMENT_DIMENSIONS})
-    out.update({c: int(row[c]) for c in counter_ids()})
+    out.update({c: int(row[c] or 0) for c in (*counter_ids(), *TELEMETRY_COUNTERS)})
+    sketch = row["users_sketch"]
+    out["users_sketch"] = bytes(sketch) if sketch is not None else None
     return out

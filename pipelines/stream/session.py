@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from pyspark.sql import SparkSession
@@ -37,6 +38,9 @@ def build_session(settings: SparkSettings) -> SparkSession:
         # A local driver talks to itself: bind to loopback instead of guessing an interface
         # (Spark warns at every start otherwise). Must be set before the JVM starts.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    # PySpark starts its Python workers with $PYSPARK_PYTHON (default: python3 on the PATH),
+    # which lacks this environment's packages; the driver's interpreter has them.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     jars = ",".join(str(j) for j in connector_jars(Path(settings.jars_dir)))
     builder = (
         SparkSession.builder.master(settings.master)
@@ -47,6 +51,9 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
+        # Python workers (PII detectors, scrubbing) need this environment's packages; on a
+        # cluster, override with spark.conf."spark.pyspark.python".
+        .config("spark.pyspark.python", sys.executable)
         # Adaptive execution does not apply to streaming plans; Spark warns if it is left on.
         .config("spark.sql.adaptive.enabled", "false")
     )

@@ -1,57 +1,23 @@
-"""Pure DataFrame transformations of the streaming job: parse, classify, aggregate.
+"""Aggregate classified records per tumbling event-time window x segment (pure DataFrames).
 
-Each takes and returns a DataFrame; nothing here starts a query or touches I/O, so the same
-functions serve the streaming job, a backfill over a static DataFrame, and the tests.
+Nothing here starts a query or touches I/O, so the same functions serve the streaming job,
+a backfill over a static DataFrame, and the tests.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
 
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.contract.spark_schema import spark_schema_from_json_schema
 from pipelines.metrics.catalog import COUNTERS
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.stream.classify import AGGREGATED
 from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
 UNKNOWN_VALUE = "unknown"
-
-
-def parse_kafka_records(raw: DataFrame) -> DataFrame:
-    """Kafka records -> topic, partition, offset, `event` (parsed struct) and `parse_error`.
-
-    `parse_error` is true when the value is not a JSON object carrying at least an event_id
-    and a readable event_time; such records are counted, never aggregated.
-    """
-    schema = spark_schema_from_json_schema()
-    parsed = F.from_json(
-        F.col("value").cast("string"),
-        schema,
-        {"mode": "PERMISSIVE", "timestampFormat": "yyyy-MM-dd'T'HH:mm:ss[.SSSSSS][.SSS]XXX"},
-    )
-    return raw.select(
-        F.col("topic"),
-        F.col("partition"),
-        F.col("offset"),
-        parsed.alias("event"),
-    ).withColumn(
-        "parse_error",
-        F.col("event").isNull()
-        | F.col("event.event_id").isNull()
-        | F.col("event.event_time").isNull(),
-    )
-
-
-def classify_late(parsed: DataFrame, watermark: datetime | None) -> DataFrame:
-    """Add `late`: the event's time is before the watermark left by the previous batch."""
-    if watermark is None:
-        return parsed.withColumn("late", F.lit(False))
-    return parsed.withColumn(
-        "late", ~F.col("parse_error") & (F.col("event.event_time") < F.lit(watermark))
-    )
+TELEMETRY_COUNTERS = ("events_seen", "telemetry_complete", "redaction_failures")
 
 
 def _dimension(name: str, dimensions: Sequence[str]) -> Column:
@@ -60,40 +26,70 @@ def _dimension(name: str, dimensions: Sequence[str]) -> Column:
     return F.lit(ALL_DIMENSIONS_VALUE).alias(name)
 
 
-def aggregate_window_segments(
-    events: DataFrame, *, window: str, dimensions: Sequence[str]
+def window_segment_counts(
+    telemetry: DataFrame,
+    aggregated: DataFrame,
+    *,
+    window: str,
+    dimensions: Sequence[str],
+    users_lg_k: int,
 ) -> DataFrame:
-    """Count every catalog counter per tumbling event-time window x segment.
+    """One row per window x segment: every catalog counter, the telemetry counters and a
+    HyperLogLog sketch of the aggregated events' user ids.
 
-    `events` holds only rows to aggregate (parsed, on time); counter predicates see the
-    event's fields at top level (`moderation.action`). Dimensions not grouped by get
-    the value '*'. Window bounds come back as epoch seconds (UTC) to avoid any time-zone
-    conversion between the JVM and Python.
+    `telemetry` comes from `classify.telemetry_rows` (event_time, segment, telemetry_complete,
+    redaction_failure); `aggregated` holds the parsed `event` of the aggregated records.
+    Catalog predicates see the event's fields at top level (`moderation.action`). Dimensions
+    not grouped by get '*'. Window bounds come back as epoch seconds (UTC), which avoids any
+    time-zone conversion between the JVM and Python.
     """
-    flat = events.select("event.*")
+    zero = F.lit(0).cast("long")
+    flat = aggregated.select("event.*")
+    counted = flat.select(
+        F.col("event_time"),
+        F.col("segment"),
+        F.col("user_id"),
+        *[F.coalesce(F.expr(c.predicate), F.lit(False)).cast("long").alias(c.id) for c in COUNTERS],
+        *[zero.alias(t) for t in TELEMETRY_COUNTERS],
+    )
+    seen = telemetry.select(
+        F.col("event_time"),
+        F.col("segment"),
+        F.lit(None).cast("string").alias("user_id"),
+        *[zero.alias(c.id) for c in COUNTERS],
+        F.lit(1).cast("long").alias("events_seen"),
+        F.col("telemetry_complete").cast("long").alias("telemetry_complete"),
+        F.col("redaction_failure").cast("long").alias("redaction_failures"),
+    )
+    rows = counted.unionByName(seen)
     w = F.window(F.col("event_time"), window)
-    grouped = flat.groupBy(w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS])
-    counts = [
-        F.count_if(F.coalesce(F.expr(c.predicate), F.lit(False))).alias(c.id) for c in COUNTERS
+    grouped = rows.groupBy(w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS])
+    sums = [F.sum(c.id).alias(c.id) for c in COUNTERS] + [
+        F.sum(t).alias(t) for t in TELEMETRY_COUNTERS
     ]
-    return grouped.agg(*counts).select(
+    return grouped.agg(
+        *sums,
+        F.hll_sketch_agg(F.col("user_id"), users_lg_k).alias("users_sketch"),
+    ).select(
         F.unix_timestamp(F.col("w.start")).alias("window_start_s"),
         F.unix_timestamp(F.col("w.end")).alias("window_end_s"),
         F.lit(",".join(dimensions)).alias("dimension_set"),
         *SEGMENT_DIMENSIONS,
         *[c.id for c in COUNTERS],
+        *TELEMETRY_COUNTERS,
+        "users_sketch",
     )
 
 
-def batch_statistics(classified: DataFrame) -> DataFrame:
-    """Per Kafka partition: offset range, rows, parse errors, late rows, max event time (s)."""
-    return classified.groupBy("topic", "partition").agg(
+def aggregated_events(verdicts: DataFrame) -> DataFrame:
+    return verdicts.where(F.col("status") == AGGREGATED).select("event")
+
+
+def batch_statistics(verdicts: DataFrame) -> DataFrame:
+    """Per Kafka partition and status: offset range, rows, max event time (epoch s)."""
+    return verdicts.groupBy("topic", "partition", "status").agg(
         F.min("offset").alias("start_offset"),
         F.max("offset").alias("end_offset"),
         F.count(F.lit(1)).alias("rows"),
-        F.count_if(F.col("parse_error")).alias("parse_errors"),
-        F.count_if(F.col("late")).alias("late_rows"),
-        F.max(F.when(~F.col("parse_error"), F.unix_timestamp("event.event_time"))).alias(
-            "max_event_time_s"
-        ),
+        F.max(F.unix_timestamp("event.event_time")).alias("max_event_time_s"),
     )

@@ -24,10 +24,17 @@ from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
 from pipelines.metrics.catalog import counter_ids
+from pipelines.metrics.sketches import merge_sketches
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import Tables, as_utc
 
-_CHUNK = 400  # rows per INSERT statement; keeps SQLite under its bound-parameter limit
+_CHUNK = 200  # rows per INSERT statement; keeps SQLite under its bound-parameter limit
+TELEMETRY_COLUMNS = ("events_seen", "telemetry_complete", "redaction_failures")
+
+
+def counted_columns() -> tuple[str, ...]:
+    """Columns of segment_window_agg that batches add to."""
+    return (*counter_ids(), *TELEMETRY_COLUMNS)
 
 
 class OffsetsAlreadyIngestedError(SafewatchError):
@@ -50,20 +57,48 @@ class BatchResult:
     topic: str
     started_at: datetime
     input_rows: int
-    parse_errors: int
     late_rows: int
     aggregated_rows: int
     watermark_before: datetime | None
     watermark_after: datetime | None
     offsets: Sequence[OffsetRange]
-    # Each aggregate: window_start, window_end, dimension_set, all SEGMENT_DIMENSIONS, counters.
+    # Each aggregate: window_start, window_end, dimension_set, all SEGMENT_DIMENSIONS, every
+    # counter of COUNTED_COLUMNS and users_sketch (serialized HLL sketch bytes or None).
     aggregates: Sequence[dict[str, Any]] = field(default_factory=list)
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    duplicate_rows: int = 0
+    dlq_rows: int = 0
+    max_event_time: datetime | None = None
+    quality_success: bool | None = None
+    quality_rows: Sequence[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def rejected_rows(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    @property
+    def parse_errors(self) -> int:
+        """Records that were not a readable event at all (kept for the ledger's column)."""
+        return sum(
+            self.rejected_by_reason.get(r, 0)
+            for r in ("message_too_large", "invalid_json", "unknown_schema_version")
+        )
 
 
 class WarehouseSink:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, *, users_lg_k: int = 11) -> None:
         self.engine = engine
         self.tables = Tables(engine)
+        self.users_lg_k = users_lg_k
+
+    def set_min_distinct_users(self, k: int) -> None:
+        """The k below which the analyst view v_segment_window hides a row."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                self.tables.analyst_settings.update()
+                .where(self.tables.analyst_settings.c.id == 1)
+                .values(min_distinct_users=k)
+            )
 
     def is_committed(self, query_id: str, batch_id: int) -> bool:
         ledger = self.tables.ledger
@@ -106,6 +141,12 @@ class WarehouseSink:
                     late_rows=result.late_rows,
                     aggregated_rows=result.aggregated_rows,
                     aggregate_rows_written=written,
+                    rejected_rows=result.rejected_rows,
+                    rejected_by_reason=json.dumps(result.rejected_by_reason, sort_keys=True),
+                    duplicate_rows=result.duplicate_rows,
+                    dlq_rows=result.dlq_rows,
+                    max_event_time=result.max_event_time,
+                    quality_success=result.quality_success,
                     watermark_before=result.watermark_before,
                     watermark_after=result.watermark_after,
                     offsets=json.dumps(
@@ -114,6 +155,14 @@ class WarehouseSink:
                     ),
                 )
             )
+            if result.quality_rows:
+                conn.execute(
+                    self.tables.quality.insert(),
+                    [
+                        {**row, "query_id": result.query_id, "batch_id": result.batch_id}
+                        for row in result.quality_rows
+                    ],
+                )
             if result.offsets:
                 conn.execute(
                     self.tables.offsets.insert(),
@@ -130,6 +179,41 @@ class WarehouseSink:
                     ],
                 )
         return written
+
+    def _existing_sketches(
+        self, conn: Connection, aggregates: Sequence[dict[str, Any]], key: list[str]
+    ) -> dict[tuple[Any, ...], bytes | None]:
+        t = self.tables.agg
+        windows = sorted({row["window_start"] for row in aggregates})
+        sets = sorted({row["dimension_set"] for row in aggregates})
+        found: dict[tuple[Any, ...], bytes | None] = {}
+        for i in range(0, len(windows), _CHUNK):
+            stmt = select(*[t.c[k] for k in key], t.c.users_sketch).where(
+                and_(t.c.window_start.in_(windows[i : i + _CHUNK]), t.c.dimension_set.in_(sets))
+            )
+            for r in conn.execute(stmt).mappings():
+                values = tuple(as_utc(r[k]) if k == "window_start" else r[k] for k in key)
+                found[values] = r["users_sketch"]
+        return found
+
+    def recent_batches(self, query_id: str, not_before: datetime | None) -> list[int]:
+        """Committed batches of the query that may hold events at or after `not_before`."""
+        ledger = self.tables.ledger
+        stmt = select(ledger.c.batch_id).where(ledger.c.query_id == query_id)
+        if not_before is not None:
+            stmt = stmt.where(ledger.c.max_event_time >= not_before)
+        stmt = stmt.where(ledger.c.max_event_time.is_not(None))
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(stmt))
+
+    def stale_batches(self, query_id: str, watermark: datetime) -> list[int]:
+        """Committed batches whose newest event is behind `watermark`."""
+        ledger = self.tables.ledger
+        stmt = select(ledger.c.batch_id).where(
+            and_(ledger.c.query_id == query_id, ledger.c.max_event_time < watermark)
+        )
+        with self.engine.connect() as conn:
+            return sorted(conn.scalars(stmt))
 
     def _check_offsets(self, conn: Connection, result: BatchResult) -> None:
         t = self.tables.offsets
@@ -160,17 +244,25 @@ class WarehouseSink:
         if not result.aggregates:
             return 0
         t = self.tables.agg
-        counters = counter_ids()
+        counters = counted_columns()
         key = ["window_start", "dimension_set", *SEGMENT_DIMENSIONS]
-        rows = [
-            {
-                **{k: row[k] for k in ("window_start", "window_end", *key[1:], *counters)},
-                "first_batch_id": result.batch_id,
-                "last_batch_id": result.batch_id,
-                "updated_at": committed_at,
-            }
-            for row in result.aggregates
-        ]
+        existing = self._existing_sketches(conn, result.aggregates, key)
+        rows = []
+        for row in result.aggregates:
+            # Distinct counts do not add up: merge the batch's sketch with the stored one
+            # (one writer per warehouse table, inside this transaction).
+            stored = existing.get(tuple(row[k] for k in key))
+            sketch, distinct = merge_sketches([stored, row.get("users_sketch")], self.users_lg_k)
+            rows.append(
+                {
+                    **{k: row[k] for k in ("window_start", "window_end", *key[1:], *counters)},
+                    "users_sketch": sketch,
+                    "distinct_users": distinct,
+                    "first_batch_id": result.batch_id,
+                    "last_batch_id": result.batch_id,
+                    "updated_at": committed_at,
+                }
+            )
         dialect = conn.dialect.name
         if dialect == "postgresql":
             insert: Any = postgresql.insert
@@ -185,6 +277,8 @@ class WarehouseSink:
                 index_elements=key,
                 set_={
                     **{c: t.c[c] + stmt.excluded[c] for c in counters},
+                    "users_sketch": stmt.excluded.users_sketch,
+                    "distinct_users": stmt.excluded.distinct_users,
                     "last_batch_id": stmt.excluded.last_batch_id,
                     "updated_at": stmt.excluded.updated_at,
                 },

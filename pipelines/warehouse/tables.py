@@ -9,6 +9,8 @@ from sqlalchemy import Engine, MetaData, Table
 AGG_TABLE = "segment_window_agg"
 LEDGER_TABLE = "batch_ledger"
 OFFSETS_TABLE = "ingested_offsets"
+QUALITY_TABLE = "quality_results"
+ANALYST_SETTINGS_TABLE = "analyst_settings"
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
 
 
@@ -17,10 +19,15 @@ class Tables:
 
     def __init__(self, engine: Engine) -> None:
         md = MetaData()
-        md.reflect(engine, only=[AGG_TABLE, LEDGER_TABLE, OFFSETS_TABLE])
+        md.reflect(
+            engine,
+            only=[AGG_TABLE, LEDGER_TABLE, OFFSETS_TABLE, QUALITY_TABLE, ANALYST_SETTINGS_TABLE],
+        )
         self.agg: Table = md.tables[AGG_TABLE]
         self.ledger: Table = md.tables[LEDGER_TABLE]
         self.offsets: Table = md.tables[OFFSETS_TABLE]
+        self.quality: Table = md.tables[QUALITY_TABLE]
+        self.analyst_settings: Table = md.tables[ANALYST_SETTINGS_TABLE]
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -11,6 +11,7 @@ from pydantic import SecretStr
 
 from jobs.streaming_aggregator import RunSummary, run
 from pipelines.settings import (
+    ContractSettings,
     KafkaSettings,
     Settings,
     SparkSettings,
@@ -56,6 +57,7 @@ def make_settings(
             watermark=watermark,
             dimensions=DIMENSIONS,
         ),
+        contract=ContractSettings(dedup_state_dir=f"{checkpoint}-dedup"),
         warehouse=WarehouseSettings(url=SecretStr(warehouse_url)),
     )
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import UTC, datetime, timedelta
 
@@ -57,7 +58,7 @@ def test_counts_equal_ground_truth_per_window_and_segment(spark, kafka_broker, t
     ledger = ledger_rows(engine)
     assert sum(r["input_rows"] for r in ledger) == len(events)
     assert sum(r["aggregated_rows"] for r in ledger) == len(events)
-    assert sum(r["parse_errors"] + r["late_rows"] for r in ledger) == 0
+    assert sum(r["rejected_rows"] + r["late_rows"] + r["duplicate_rows"] for r in ledger) == 0
 
 
 def test_rerun_changes_no_row_and_new_events_add_exactly(spark, kafka_broker, topic, tmp_path):
@@ -145,7 +146,7 @@ def test_late_and_unparseable_records_are_counted_not_aggregated(
     assert aggregate_rows(engine) == before
     last = ledger_rows(engine)[-1]
     assert last["late_rows"] == len(late)
-    assert last["parse_errors"] == 3
+    assert json.loads(last["rejected_by_reason"]) == {"invalid_json": 2, "schema_violation": 1}
     assert last["input_rows"] == len(late) + 3
     assert last["aggregated_rows"] == 0
 

@@ -15,6 +15,7 @@ from pipelines.warehouse.sink import (
     OffsetRange,
     OffsetsAlreadyIngestedError,
     WarehouseSink,
+    counted_columns,
 )
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -33,7 +34,8 @@ def _agg(locale, events, violations, minute=0):
         "window_end": T0 + timedelta(minutes=minute + 5),
         "dimension_set": "locale",
         **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
-        **dict.fromkeys(counter_ids(), 0),
+        **dict.fromkeys(counted_columns(), 0),
+        "users_sketch": None,
     }
     row.update(locale=locale, events=events, violations=violations)
     return row
@@ -46,7 +48,6 @@ def _batch(batch_id, aggs, offsets, query_id="q1"):
         topic="t",
         started_at=T0,
         input_rows=10,
-        parse_errors=0,
         late_rows=0,
         aggregated_rows=sum(a["events"] for a in aggs),
         watermark_before=None,

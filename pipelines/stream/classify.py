@@ -1,0 +1,191 @@
+"""Decide the fate of every Kafka record of a micro-batch (pure DataFrame functions).
+
+Each record ends in exactly one bucket, so the ledger's accounting closes:
+    input = aggregated + rejected (by reason) + late + duplicates
+Rejection reasons, in order of precedence:
+    message_too_large, invalid_json, unknown_schema_version, schema_violation,
+    event_time_out_of_range, pii_detected
+then late (event_time before the watermark), then duplicate (event_id already aggregated
+within the watermark, or earlier in the same batch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+
+from pipelines.contract.spark_checks import free_text_paths, with_contract_errors
+from pipelines.settings import SEGMENT_DIMENSIONS
+
+MESSAGE_TOO_LARGE = "message_too_large"
+EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+PII_DETECTED = "pii_detected"
+LATE = "late"
+DUPLICATE = "duplicate"
+AGGREGATED = "aggregated"
+REJECT_REASONS = (
+    MESSAGE_TOO_LARGE,
+    "invalid_json",
+    "unknown_schema_version",
+    "schema_violation",
+    EVENT_TIME_OUT_OF_RANGE,
+    PII_DETECTED,
+)
+# Paths whose errors make an event's safety telemetry incomplete.
+SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
+                "feedback", "request.outcome")  # fmt: skip
+REDACTED_VALUE = "[REDACTED]"
+
+
+def check_contract(
+    raw: DataFrame, *, max_message_bytes: int, max_future: timedelta, max_age: timedelta
+) -> DataFrame:
+    """Kafka records -> coordinates, `event` (typed, may be partial), `errors`, `reason`.
+
+    `reason` is null for an event that meets the contract and whose event_time lies within
+    [kafka timestamp - max_age, kafka timestamp + max_future]; the Kafka timestamp, not the
+    wall clock, keeps a replayed batch's decisions identical.
+    """
+    too_large = F.length(F.col("value")) > max_message_bytes
+    records = raw.select(
+        "topic",
+        "partition",
+        "offset",
+        F.col("timestamp").alias("kafka_timestamp"),
+        F.col("value"),
+        too_large.alias("too_large"),
+    )
+    # An oversized message is not parsed at all: its text is replaced by null.
+    text = F.when(~F.col("too_large"), F.col("value").cast("string"))
+    checked = (
+        with_contract_errors(records, text)
+        .withColumn(
+            "errors",
+            F.when(
+                F.col("too_large"),
+                F.array(
+                    F.concat(
+                        F.lit(f"{MESSAGE_TOO_LARGE}|$: "),
+                        F.length(F.col("value")).cast("string"),
+                        F.lit(f" bytes, more than the maximum of {max_message_bytes}"),
+                    )
+                ),
+            ).otherwise(F.col("errors")),
+        )
+        .drop("too_large")
+    )
+    event_time = F.col("event.event_time")
+    ahead = event_time > F.col("kafka_timestamp") + F.expr(_interval(max_future))
+    behind = event_time < F.col("kafka_timestamp") - F.expr(_interval(max_age))
+    first_reason = F.split(F.col("errors")[0], r"\|")[0]
+    return checked.withColumn(
+        "reason",
+        F.when(F.size("errors") > 0, first_reason)
+        .when(ahead | behind, F.lit(EVENT_TIME_OUT_OF_RANGE))
+        .otherwise(F.lit(None).cast("string")),
+    ).withColumn(
+        "errors",
+        F.when(
+            (F.size("errors") == 0) & ahead,
+            F.array(F.lit(f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: more than {max_future} "
+                          "ahead of the Kafka record's timestamp")),
+        )
+        .when(
+            (F.size("errors") == 0) & behind,
+            F.array(F.lit(f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: more than {max_age} "
+                          "behind the Kafka record's timestamp")),
+        )
+        .otherwise(F.col("errors")),
+    )  # fmt: skip
+
+
+def _interval(delta: timedelta) -> str:
+    return f"INTERVAL {int(delta.total_seconds())} SECONDS"
+
+
+def free_texts(paths: Sequence[str] | None = None) -> Column:
+    """Array of the event's free-text fields (nulls dropped)."""
+    cols = [F.col(f"event.{p}") for p in (paths or free_text_paths())]
+    return F.filter(F.array(*cols), lambda t: t.isNotNull())
+
+
+def pii_candidates(checked: DataFrame, screen: str) -> DataFrame:
+    """Contract-valid records whose free text the JVM screen flags (Python decides next)."""
+    return checked.where(
+        F.col("reason").isNull() & F.exists(free_texts(), lambda t: t.rlike(screen))
+    ).select("partition", "offset", free_texts().alias("texts"))
+
+
+def apply_verdicts(
+    checked: DataFrame,
+    pii: DataFrame,
+    prior_ids: DataFrame | None,
+    watermark: datetime | None,
+) -> DataFrame:
+    """Add `pii_detectors` and the final `status` (aggregated, late, duplicate or a reason).
+
+    `pii` holds (partition, offset, detectors) of the records with confirmed hits;
+    `prior_ids` the event ids aggregated by earlier batches within the watermark.
+    """
+    joined = checked.join(pii, ["partition", "offset"], "left").withColumn(
+        "reason",
+        F.when(
+            F.col("reason").isNull() & (F.size(F.coalesce("detectors", F.array())) > 0),
+            F.lit(PII_DETECTED),
+        ).otherwise(F.col("reason")),
+    )
+    valid = F.col("reason").isNull()
+    late = valid & (F.col("event.event_time") < F.lit(watermark)) if watermark else F.lit(False)
+    on_time = valid & ~late
+    first_in_batch = Window.partitionBy(F.col("event.event_id")).orderBy("partition", "offset")
+    ranked = joined.withColumn("dup_rank", F.when(on_time, F.row_number().over(first_in_batch)))
+    if prior_ids is not None:
+        seen = prior_ids.select(F.col("event_id").alias("_seen_id")).distinct()
+        ranked = (
+            ranked.join(seen, F.col("event.event_id") == F.col("_seen_id"), "left")
+            .withColumn("seen_before", F.col("_seen_id").isNotNull())
+            .drop("_seen_id")
+        )
+    else:
+        ranked = ranked.withColumn("seen_before", F.lit(False))
+    status = (
+        F.when(~valid, F.col("reason"))
+        .when(late, F.lit(LATE))
+        .when((F.col("dup_rank") > 1) | F.col("seen_before"), F.lit(DUPLICATE))
+        .otherwise(F.lit(AGGREGATED))
+    )
+    return ranked.withColumn("status", status).drop("dup_rank", "seen_before")
+
+
+def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
+    """Records attributable to a segment, for events_seen / telemetry_complete /
+    redaction_failures: a readable event_time and a segment that met the contract.
+
+    Segment values of a PII-rejected event that the screen flags are replaced, so that the
+    personal data cannot become a segment key.
+    """
+    segment_ok = ~F.exists("errors", lambda e: e.contains("|$.segment"))
+    attributable = (
+        F.col("status").isin(AGGREGATED, "schema_violation", EVENT_TIME_OUT_OF_RANGE, PII_DETECTED)
+        & F.col("event.event_time").isNotNull()
+        & F.col("event.segment").isNotNull()
+        & segment_ok
+    )
+    pattern = r"\|\$\.(" + "|".join(p.replace(".", r"\.") for p in SAFETY_PATHS) + ")"
+    complete = ~F.exists("errors", lambda e: e.rlike(pattern))
+    is_pii = F.col("status") == PII_DETECTED
+    dims = [
+        F.when(is_pii & F.col(f"event.segment.{d}").rlike(screen), F.lit(REDACTED_VALUE))
+        .otherwise(F.col(f"event.segment.{d}"))
+        .alias(d)
+        for d in SEGMENT_DIMENSIONS
+    ]
+    return verdicts.where(attributable).select(
+        F.col("event.event_time").alias("event_time"),
+        F.struct(*dims).alias("segment"),
+        complete.alias("telemetry_complete"),
+        is_pii.alias("redaction_failure"),
+    )
