@@ -20,7 +20,7 @@ from pipelines.stream.udfs import scrub_udf
 def dlq_records(rejected: DataFrame, *, query_id: str, batch_id: int) -> DataFrame:
     """Key/value rows for the DLQ from classified records (status = reason or 'late')."""
     scrubbed = rejected.withColumn(
-        "scrubbed", scrub_udf(F.col("value").cast("string"), F.col("errors"))
+        "scrubbed", scrub_udf(F.make_valid_utf8(F.col("value").cast("string")), F.col("errors"))
     )
     record = F.struct(
         F.col("status").alias("reason"),

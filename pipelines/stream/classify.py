@@ -58,8 +58,9 @@ def check_contract(
         F.col("value"),
         too_large.alias("too_large"),
     )
-    # An oversized message is not parsed at all: its text is replaced by null.
-    text = F.when(~F.col("too_large"), F.col("value").cast("string"))
+    # An oversized message is not parsed at all. Invalid UTF-8 becomes U+FFFD here, once, so
+    # that nothing downstream (JSON parser, Arrow, Python) meets undecodable bytes.
+    text = F.when(~F.col("too_large"), F.make_valid_utf8(F.col("value").cast("string")))
     checked = (
         with_contract_errors(records, text)
         .withColumn(
@@ -157,7 +158,30 @@ def apply_verdicts(
         .when((F.col("dup_rank") > 1) | F.col("seen_before"), F.lit(DUPLICATE))
         .otherwise(F.lit(AGGREGATED))
     )
-    return ranked.withColumn("status", status).drop("dup_rank", "seen_before")
+    verdict = ranked.withColumn("status", status).drop("dup_rank", "seen_before")
+    # Every record that is not aggregated says why, in the same form as the contract errors.
+    return verdict.withColumn(
+        "errors",
+        F.when(
+            F.col("status") == PII_DETECTED,
+            F.array(
+                F.concat(
+                    F.lit(f"{PII_DETECTED}|$: free text holds "),
+                    F.array_join(F.col("detectors"), ", "),
+                    F.lit(" (upstream redaction failed)"),
+                )
+            ),
+        )
+        .when(
+            F.col("status") == LATE,
+            F.array(F.lit(f"{LATE}|$.event_time: behind the watermark {watermark}")),
+        )
+        .when(
+            F.col("status") == DUPLICATE,
+            F.array(F.lit(f"{DUPLICATE}|$.event_id: already counted within the watermark")),
+        )
+        .otherwise(F.col("errors")),
+    )
 
 
 def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
@@ -169,7 +193,8 @@ def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
     """
     segment_ok = ~F.exists("errors", lambda e: e.contains("|$.segment"))
     attributable = (
-        F.col("status").isin(AGGREGATED, "schema_violation", EVENT_TIME_OUT_OF_RANGE, PII_DETECTED)
+        # Out-of-range times are not trusted enough to place an event in a window.
+        F.col("status").isin(AGGREGATED, "schema_violation", PII_DETECTED)
         & F.col("event.event_time").isNotNull()
         & F.col("event.segment").isNotNull()
         & segment_ok

@@ -93,6 +93,8 @@ def warehouse_table(rows: Iterable[dict]) -> dict[tuple, dict[str, int]]:
     out = {}
     for r in rows:
         assert r["dimension_set"] == ",".join(DIMENSIONS)
+        if r["events"] == 0:
+            continue  # a row of rejected events only (telemetry, redaction failures)
         key = (r["window_start"], *(r[d] for d in DIMENSIONS))
         out[key] = {c: r[c] for c in ("events", *LABEL_TO_COUNTER.values())}
     return out

@@ -70,7 +70,11 @@ def _mutate(example, op, path, value):
     max_examples=3,
     deadline=None,
     derandomize=True,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.large_base_example,
+    ],
 )
 @given(mutations=st.lists(MUTATION, min_size=400, max_size=400))
 def test_spark_contract_checks_agree_with_jsonschema(spark, mutations):
