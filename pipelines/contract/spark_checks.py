@@ -7,8 +7,9 @@ Python per row). Each object level is read twice: as a map of key -> raw JSON te
 present value that did not convert is mistyped). Value checks (enum, range, pattern,
 length, uniqueness) apply to typed values.
 
-Known limit: Spark reads a number or boolean given where a string is expected as its text,
-so such a value is only rejected when the string has an enum or a pattern.
+Known limit: Spark reads any JSON value (number, boolean, array, object) given where a
+string is expected as its JSON text, so such a value is only rejected when the string has an
+enum or a pattern; free-text fields accept it (and the privacy screen still reads it).
 """
 
 from __future__ import annotations
@@ -90,6 +91,12 @@ class _Walker:
         self.checks.append(
             _error(given & value.isNull(), SCHEMA_VIOLATION, path, f"mistyped, expected {expected}")
         )
+        if node.get("format") == "date-time" and "pattern" in node:
+            # Spark reads a JSON number as epoch seconds: the text must be an RFC 3339 string.
+            self.checks.append(
+                _error(given & value.isNotNull() & ~raw_value.rlike(node["pattern"]),
+                       SCHEMA_VIOLATION, path, f"mistyped, expected {expected}")
+            )  # fmt: skip
         ok = given & value.isNotNull()
         if kind == "object" and "properties" in node:
             self.object(node, self.raw_map(F.from_json(raw_value, RAW_MAP)), value, path)

@@ -20,6 +20,8 @@ class Record:
     expected: str  # aggregated, duplicate, or the rejection reason
     event: dict | None = None  # the valid event, for aggregated records
     pii: tuple[str, ...] = ()  # raw personal data planted in the record
+    incomplete: bool = False  # a required safety field is missing
+    attributable: bool = False  # valid segment and event time: counted in events_seen
 
 
 def _dump(event: dict) -> bytes:
@@ -62,7 +64,7 @@ def build_mixed_input(
             rate_per_s=max(valid / 1800, 0.01),
         )
     )[:valid]
-    records = [Record(_dump(e), "aggregated", e) for e in events]
+    records = [Record(_dump(e), "aggregated", e, attributable=True) for e in events]
     broken: list[Record] = []
     for i, kind in enumerate(kinds):
         base = copy.deepcopy(rng.choice(events))
@@ -75,14 +77,19 @@ def build_mixed_input(
         elif kind == "not_object":
             broken.append(Record(rng.choice([b"[]", b"42", b'"text"', b"null"]), "invalid_json"))
         elif kind == "missing":
-            del base["request"][rng.choice(list(base["request"]))]
-            broken.append(Record(_dump(base), "schema_violation"))
+            field = rng.choice(list(base["request"]))
+            del base["request"][field]
+            # request.outcome is safety telemetry; token counts and latency are not
+            broken.append(
+                Record(_dump(base), "schema_violation", incomplete=field == "outcome",
+                       attributable=True)
+            )  # fmt: skip
         elif kind == "extra":
             base["segment"]["debug"] = "1"
             broken.append(Record(_dump(base), "schema_violation"))
         elif kind == "mistyped":
             base["request"]["output_tokens"] = "lots"
-            broken.append(Record(_dump(base), "schema_violation"))
+            broken.append(Record(_dump(base), "schema_violation", attributable=True))
         elif kind == "enum":
             base["segment"]["risk_tier"] = "production"
             broken.append(Record(_dump(base), "schema_violation"))
@@ -101,11 +108,11 @@ def build_mixed_input(
             name, value = rng.choice(planted_pii(rng, i))
             text = f"Sure, I can reach you at {value} tomorrow."
             base["excerpts"] = {"prompt": "Contact details please", "response": text}
-            broken.append(Record(_dump(base), "pii_detected", pii=(value,)))
+            broken.append(Record(_dump(base), "pii_detected", pii=(value,), attributable=True))
         elif kind == "raw_id":
             value = f"user{i}.name@example.com"
             base["user_id"] = value
-            broken.append(Record(_dump(base), "schema_violation", pii=(value,)))
+            broken.append(Record(_dump(base), "schema_violation", pii=(value,), attributable=True))
     broken += [Record(g, "invalid_json") for g in garbage]
     mixed = records + broken
     rng.shuffle(mixed)

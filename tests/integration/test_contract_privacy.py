@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
-from sqlalchemy import MetaData, select
+from sqlalchemy import MetaData, Table, func, select
 
 from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.producer import produce_raw
@@ -143,7 +143,24 @@ def test_mixed_input_closes_the_accounting_with_right_reasons_and_no_pii(
     # Aggregates hold exactly the valid events, once each.
     valid_events = [r.event for r in records if r.expected == "aggregated"]
     assert warehouse_table(aggregate_rows(engine)) == ground_truth(valid_events)
-    assert sum(r["redaction_failures"] for r in aggregate_rows(engine)) == expected["pii_detected"]
+    rows = aggregate_rows(engine)
+    assert sum(r["redaction_failures"] for r in rows) == expected["pii_detected"]
+    # Telemetry completeness: events attributable to a segment (valid segment and time) and,
+    # of those, the ones with every safety field.
+    assert sum(r["events_seen"] for r in rows) == sum(r.attributable for r in records)
+    assert sum(r["telemetry_complete"] for r in rows) == sum(
+        r.attributable and not r.incomplete for r in records
+    )
+    # The quality suite saw the planted out-of-set risk tiers, exactly.
+    quality = Table("quality_results", MetaData(), autoload_with=engine)
+    with engine.connect() as conn:
+        bad_tiers = conn.execute(
+            select(func.sum(quality.c.unexpected_count)).where(
+                quality.c.column_name == "segment__risk_tier",
+                quality.c.expectation_type == "expect_column_values_to_be_in_set",
+            )
+        ).scalar()
+    assert bad_tiers == counts["enum"]
 
     # Every reject is in the DLQ once, with the reason its record was built to have.
     by_payload: dict[bytes, set[str]] = {}

@@ -108,3 +108,39 @@ def test_watermark_is_the_latest_committed(engine):
     assert sink.watermark("q1") is None
     sink.commit(_batch(0, [], [OffsetRange("t", 0, 0, 0, 1)]))
     assert sink.watermark("q1") == T0
+
+
+def _users_sketch(user_ids):
+    import datasketches as ds
+
+    sketch = ds.hll_sketch(11)
+    for u in user_ids:
+        sketch.update(u)
+    return sketch.serialize_compact()
+
+
+def test_analyst_view_hides_segments_with_fewer_than_k_distinct_users(engine):
+    from sqlalchemy import text
+
+    sink = WarehouseSink(engine)
+    crowded = {**_agg("de-DE", 40, 1), "users_sketch": _users_sketch(f"u{i}" for i in range(25))}
+    sparse = {**_agg("fr-FR", 40, 1), "users_sketch": _users_sketch(["a", "b", "c"])}
+    sink.commit(_batch(0, [crowded, sparse], [OffsetRange("t", 0, 0, 79, 80)]))
+    # A second batch adds users to fr-FR: the sketches merge (19 distinct, still below 20).
+    more = {**_agg("fr-FR", 5, 0), "users_sketch": _users_sketch(f"x{i}" for i in range(16))}
+    sink.commit(_batch(1, [more], [OffsetRange("t", 0, 80, 84, 5)]))
+
+    def visible():
+        with engine.connect() as conn:
+            return {
+                r.locale: r.distinct_users
+                for r in conn.execute(text("SELECT * FROM v_segment_window"))
+            }
+
+    assert visible() == {"de-DE": 25}
+    assert {r["locale"]: r["distinct_users"] for r in aggregate_rows(engine)} == {
+        "de-DE": 25,
+        "fr-FR": 19,
+    }
+    sink.set_min_distinct_users(10)
+    assert visible() == {"de-DE": 25, "fr-FR": 19}
