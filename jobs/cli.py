@@ -8,6 +8,7 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pipelines.errors import SafewatchError
 from pipelines.settings import Settings, settings_reference
@@ -175,6 +176,7 @@ def print_segments(
         print("The warehouse has no aggregates for dimensions " + ",".join(dims) + " yet.")
         return
     summaries = summarize_segments(rows, dims, peak_rate=rate_id, min_events=min_events)
+    print_accounting(engine)
     first = min(r["window_start"] for r in rows)
     last = max(r["window_end"] for r in rows)
     print(
@@ -236,6 +238,28 @@ def print_segments(
                 ],
             )
         )
+
+
+def print_accounting(engine: Any) -> None:
+    """One paragraph from the ledger: what came in and where it went."""
+    import json
+
+    from pipelines.warehouse.queries import ledger_rows
+
+    ledger = ledger_rows(engine)
+    if not ledger:
+        return
+    rejected: dict[str, int] = {}
+    for row in ledger:
+        for reason, n in json.loads(row["rejected_by_reason"] or "{}").items():
+            rejected[reason] = rejected.get(reason, 0) + n
+    reasons = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
+    print(
+        f"\nLedger: {len(ledger)} micro-batches, {sum(r['input_rows'] for r in ledger)} records: "
+        f"{sum(r['aggregated_rows'] for r in ledger)} aggregated, "
+        f"{sum(r['late_rows'] for r in ledger)} late, "
+        f"{sum(r['duplicate_rows'] for r in ledger)} duplicates, rejected: {reasons}."
+    )
 
 
 def cmd_show(args: argparse.Namespace) -> int:
