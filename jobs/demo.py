@@ -95,8 +95,9 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             f"to {start + duration * scenario.end_fraction:%H:%M} UTC."
         )
         print(
-            f"Warehouse: {DEMO_DIR / 'warehouse.db'} (sqlite3 {DEMO_DIR / 'warehouse.db'} "
-            "'select * from segment_window_agg limit 5'). Tables: docs/warehouse.md"
+            f"Warehouse: {DEMO_DIR / 'warehouse.db'}; show it again with "
+            f"SAFEWATCH_WAREHOUSE__URL=sqlite:///{DEMO_DIR / 'warehouse.db'} safewatch show "
+            "(tables: docs/warehouse.md)"
         )
     finally:
         if args.keep_running:
