@@ -224,7 +224,7 @@ class BatchProcessor:
         )
         written = self.sink.commit(result, now=self.clock())
         if watermark_after is not None:
-            dedup.prune(self.sink.stale_batches(query_id, watermark_after))
+            dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(
             batch_id=batch_id,
             skipped=False,

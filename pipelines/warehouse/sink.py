@@ -206,12 +206,18 @@ class WarehouseSink:
         with self.engine.connect() as conn:
             return sorted(conn.scalars(stmt))
 
-    def stale_batches(self, query_id: str, watermark: datetime) -> list[int]:
-        """Committed batches whose newest event is behind `watermark`."""
+    def stale_batches(
+        self, query_id: str, watermark: datetime, since: datetime | None = None
+    ) -> list[int]:
+        """Committed batches whose newest event is behind `watermark` (and, with `since`, not
+        behind that earlier watermark: those became stale before and were handled then).
+        """
         ledger = self.tables.ledger
         stmt = select(ledger.c.batch_id).where(
             and_(ledger.c.query_id == query_id, ledger.c.max_event_time < watermark)
         )
+        if since is not None:
+            stmt = stmt.where(ledger.c.max_event_time >= since)
         with self.engine.connect() as conn:
             return sorted(conn.scalars(stmt))
 

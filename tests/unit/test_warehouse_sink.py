@@ -144,3 +144,18 @@ def test_analyst_view_hides_segments_with_fewer_than_k_distinct_users(engine):
     }
     sink.set_min_distinct_users(10)
     assert visible() == {"de-DE": 25, "fr-FR": 19}
+
+
+def test_recent_and_stale_batches_follow_the_newest_event_time(engine):
+    from dataclasses import replace
+
+    sink = WarehouseSink(engine)
+    for batch_id, minute in enumerate([0, 10, 20]):
+        batch = _batch(batch_id, [], [OffsetRange("t", 0, batch_id, batch_id, 1)])
+        sink.commit(replace(batch, max_event_time=T0 + timedelta(minutes=minute)))
+    assert sink.recent_batches("q1", None) == [0, 1, 2]
+    assert sink.recent_batches("q1", T0 + timedelta(minutes=10)) == [1, 2]
+    assert sink.stale_batches("q1", T0 + timedelta(minutes=15)) == [0, 1]
+    # Batches already stale at the previous watermark were pruned then, not again.
+    since = T0 + timedelta(minutes=5)
+    assert sink.stale_batches("q1", T0 + timedelta(minutes=15), since=since) == [1]
