@@ -18,6 +18,8 @@ from sqlalchemy.engine import Connection
 VERSION = 1
 DESCRIPTION = "segment_window_agg, batch_ledger, ingested_offsets"
 
+# Frozen copies of the lists as they were when this migration was written: a migration must
+# produce the same schema forever, so it does not import the current catalog or settings.
 DIMENSIONS = (
     "product_surface",
     "feature",

@@ -24,6 +24,8 @@ from sqlalchemy.engine import Connection
 VERSION = 2
 DESCRIPTION = "rejects/duplicates in the ledger, redaction failures, user sketches, quality"
 
+# Frozen copies of the lists as they were when this migration was written: a migration must
+# produce the same schema forever, so it does not import the current catalog or settings.
 DIMENSIONS = (
     "product_surface",
     "feature",
