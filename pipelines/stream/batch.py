@@ -181,7 +181,10 @@ class BatchProcessor:
                     dlq_records(rejected, query_id=query_id, batch_id=batch_id),
                     self.settings.kafka,
                 )
-            quality = self._validate(verdicts) if self.settings.quality.enabled else None
+            parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
+            quality = (
+                self._validate(verdicts, parsed_rows) if self.settings.quality.enabled else None
+            )
             dedup.write(aggregated.select("event.event_id", "event.event_time"), batch_id)
         finally:
             checked.unpersist()
@@ -239,7 +242,8 @@ class BatchProcessor:
             watermark=watermark_after,
         )
 
-    def _validate(self, verdicts: DataFrame) -> Any:
+    def _validate(self, verdicts: DataFrame, total: int) -> Any:
+        """Run the suite on the parsed events (`total` of them, known from the batch stats)."""
         from pipelines.quality.runner import BatchValidator
         from pipelines.quality.suite import leaf_columns, load_suite
         from schemas import event_schema
@@ -251,7 +255,6 @@ class BatchProcessor:
                 seed=self.settings.quality.sample_seed,
             )
         parsed = verdicts.where(~F.col("status").isin(*UNPARSED))
-        total = parsed.count()
         if total == 0:
             return None
         columns = []
