@@ -46,6 +46,7 @@ def start_query(
     migrate(engine, log=log)
     sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
     sink.set_min_distinct_users(settings.privacy.min_distinct_users)
+    sink.sync_distribution_bins()
     processor = BatchProcessor(sink, settings, log=log, on_batch=on_batch)
     raw = (
         spark.readStream.format("kafka")

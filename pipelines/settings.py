@@ -10,10 +10,11 @@ Library code receives the object; no module reads the environment by itself.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -183,6 +184,35 @@ class StreamSettings(_Section):
         "segment fields).",
     )
 
+    max_values_per_dimension: int = Field(
+        100,
+        ge=1,
+        description="Cardinality control: a grouped dimension keeps at most this many distinct "
+        "values (the first admitted, most events first); later new values are counted as "
+        "`other`.",
+    )
+    max_values: dict[str, int] = Field(
+        default_factory=dict,
+        description="Per-dimension overrides of max_values_per_dimension, e.g. "
+        "{model_version = 40}.",
+    )
+
+    def value_limits(self) -> dict[str, int]:
+        """The value limit of each grouped dimension."""
+        return {d: self.max_values.get(d, self.max_values_per_dimension) for d in self.dimensions}
+
+    @field_validator("max_values")
+    @classmethod
+    def _known_limits(cls, value: dict[str, int]) -> dict[str, int]:
+        unknown = [d for d in value if d not in SEGMENT_DIMENSIONS]
+        if unknown:
+            msg = f"max_values names unknown dimension(s) {unknown}"
+            raise ValueError(msg)
+        if any(v < 1 for v in value.values()):
+            msg = "max_values must be at least 1"
+            raise ValueError(msg)
+        return value
+
     @field_validator("dimensions", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
@@ -257,6 +287,75 @@ class QualitySettings(_Section):
     sample_seed: int = Field(0, description="Seed of the sample.")
 
 
+class DriftSettings(_Section):
+    """Drift statistics and rate tests of each closed window x segment against a baseline."""
+
+    enabled: bool = Field(True, description="Compute drift for every window the watermark closes.")
+    baseline: Literal["trailing", "pinned"] = Field(
+        "trailing",
+        description="trailing: the `lookback` before each window; pinned: the fixed period "
+        "pinned_from..pinned_to (e.g. a known-good week).",
+    )
+    lookback: str = Field(
+        "7 days", description="Length of the trailing baseline (e.g. '7 days', '24 hours')."
+    )
+    pinned_from: datetime | None = Field(
+        None, description="Start of the pinned baseline period (UTC, ISO 8601)."
+    )
+    pinned_to: datetime | None = Field(
+        None, description="End (exclusive) of the pinned baseline period (UTC, ISO 8601)."
+    )
+    reference_segment: dict[str, str] = Field(
+        default_factory=dict,
+        description="Compare each segment with the same segment but these dimension values, "
+        "e.g. {model_version = 'atlas-l-2026.10.1'} to measure drift against the previous "
+        "model; empty: each segment's own history.",
+    )
+    min_events: int = Field(
+        30,
+        ge=1,
+        description="A statistic needs at least this many events (or rate denominator) in the "
+        "window and in the baseline; otherwise it is stored with status insufficient_data.",
+    )
+    psi_epsilon: float = Field(
+        1e-4,
+        gt=0,
+        lt=0.01,
+        description="Proportion used in place of 0 for an empty bin in PSI (keeps it finite).",
+    )
+
+    @field_validator("lookback")
+    @classmethod
+    def _duration(cls, value: str) -> str:
+        from pipelines.stream.durations import parse_duration
+
+        parse_duration(value)
+        return value
+
+    @field_validator("reference_segment")
+    @classmethod
+    def _known_dimensions(cls, value: dict[str, str]) -> dict[str, str]:
+        unknown = [d for d in value if d not in SEGMENT_DIMENSIONS]
+        if unknown:
+            msg = f"reference_segment names unknown dimension(s) {unknown}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _pinned_period(self) -> DriftSettings:
+        if self.baseline == "pinned":
+            if self.pinned_from is None or self.pinned_to is None:
+                msg = "baseline = 'pinned' needs pinned_from and pinned_to"
+                raise ValueError(msg)
+            if self.pinned_from.tzinfo is None or self.pinned_to.tzinfo is None:
+                msg = "pinned_from and pinned_to need a time zone (e.g. 2026-11-01T00:00:00Z)"
+                raise ValueError(msg)
+            if self.pinned_from >= self.pinned_to:
+                msg = "pinned_from must be before pinned_to"
+                raise ValueError(msg)
+        return self
+
+
 class WarehouseSettings(_Section):
     """Where aggregates go: an SQLite file by default, PostgreSQL in production."""
 
@@ -280,6 +379,7 @@ class Settings(BaseSettings):
     contract: ContractSettings = ContractSettings()
     privacy: PrivacySettings = PrivacySettings()
     quality: QualitySettings = QualitySettings()
+    drift: DriftSettings = DriftSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
 
     @classmethod

@@ -1,25 +1,52 @@
-"""Counters and rates per window x segment, each with a stable id.
+"""The metric catalog: every counter, rate and quantile per window x segment, with a stable id.
 
-A counter is the number of aggregated events in a window x segment for which a boolean
-predicate holds. The predicate is a Spark SQL expression over the parsed event, so it runs on
-the JVM (no Python per row), and the same text is what the docs and the warehouse columns
-show. A rate is numerator / denominator of two counters; the warehouse stores the counters,
-never the ratio, so that any roll-up (hour, day, segment union) is an exact sum.
+A counter is the number of records in a window x segment for which a boolean predicate holds.
+Event counters are counted over aggregated events (valid, on time, not duplicates); their
+predicate is a Spark SQL expression over the parsed event, so it runs on the JVM (no Python
+per row), and the same text is what the docs and the warehouse columns show. Telemetry
+counters are counted over every record that names a segment, rejected ones included (see
+`pipelines.stream.classify.telemetry_rows`), because a broken event is exactly what they
+measure.
+
+A rate is numerator / denominator of two counters, the numerator counting a subset of the
+denominator's records, so every rate is a binomial proportion with a Wilson interval. The
+warehouse stores the counters, never the ratio, so any roll-up (day, week, segment union)
+is an exact sum. A quantile is read from a mergeable histogram
+(`pipelines.metrics.distributions`).
 
 Adding a counter: add an entry here and a warehouse migration that adds its column
-(tests/unit/test_metric_catalog.py checks that they agree).
+(tests/unit/test_metric_catalog.py checks that they agree), then regenerate docs/metrics.md
+with `safewatch metrics docs > docs/metrics.md`. Alert rules, the report and the docs name
+metrics by id, so an id never changes meaning.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+from pipelines.metrics.stats import wilson_interval
+
+POLICY_CATEGORIES = (
+    "hate",
+    "harassment",
+    "sexual",
+    "sexual_minors",
+    "violence",
+    "self_harm",
+    "illegal",
+    "extremism",
+    "privacy",
+)
+_UNFLAGGED = "size(moderation.flagged_categories) = 0"
+_BLOCKED_OR_REFUSED = "(moderation.action = 'block' OR refusal.refused)"
 
 
 @dataclass(frozen=True)
 class Counter:
     id: str
     description: str
-    predicate: str  # Spark SQL boolean expression over one parsed event
+    predicate: str | None  # Spark SQL boolean over one parsed event; None: telemetry counter
 
 
 @dataclass(frozen=True)
@@ -28,17 +55,53 @@ class Rate:
     numerator: str
     denominator: str
     description: str
+    higher_is_worse: bool = True
 
 
-COUNTERS: tuple[Counter, ...] = (
-    Counter("events", "Events aggregated (valid, on time).", "true"),
+@dataclass(frozen=True)
+class Quantile:
+    id: str
+    distribution: str  # id of a numeric distribution in pipelines.metrics.distributions
+    q: float
+    description: str
+
+
+@dataclass(frozen=True)
+class RateValue:
+    """A rate with its Wilson 95 % interval; `value` is None when the denominator is 0."""
+
+    rate_id: str
+    numerator: int
+    denominator: int
+    value: float | None
+    lower: float
+    upper: float
+
+
+EVENT_COUNTERS: tuple[Counter, ...] = (
+    Counter("events", "Events aggregated (valid, on time, not duplicates).", "true"),
     Counter(
         "violations",
         "Outputs flagged in at least one policy category (harmful output).",
         "size(moderation.flagged_categories) > 0",
     ),
+    *(
+        Counter(
+            f"violations_{c}",
+            f"Outputs flagged in the policy category {c}.",
+            f"array_contains(moderation.flagged_categories, '{c}')",
+        )
+        for c in POLICY_CATEGORIES
+    ),
+    Counter("unflagged_events", "Outputs flagged in no policy category.", _UNFLAGGED),
     Counter("blocks", "Outputs blocked by moderation.", "moderation.action = 'block'"),
     Counter("refusals", "Requests the model refused, fully or partly.", "refusal.refused"),
+    Counter(
+        "over_refusals",
+        "Refusals of requests whose output no policy category flagged (a proxy for false "
+        "positives of the safety behaviour).",
+        f"refusal.refused AND {_UNFLAGGED}",
+    ),
     Counter(
         "injection_attempts",
         "Requests with a detected prompt-injection attempt.",
@@ -56,17 +119,73 @@ COUNTERS: tuple[Counter, ...] = (
         "jailbreak.attempt AND jailbreak.succeeded",
     ),
     Counter(
+        "tool_call_events", "Events in which the model made tool calls.", "tool_calls.total > 0"
+    ),
+    Counter(
+        "unauthorized_tool_call_events",
+        "Events with tool calls of which at least one was executed outside the user's or "
+        "tenant's permissions.",
+        "tool_calls.total > 0 AND tool_calls.unauthorized > 0",
+    ),
+    Counter(
         "pii_outputs",
         "Outputs that contained personal data before redaction.",
         "privacy.pii_detected_in_output",
     ),
     Counter("user_reports", "Responses reported by the user.", "feedback.user_report"),
+    Counter(
+        "blocked_or_refused",
+        "Events blocked by moderation or refused by the model (decisions that can be appealed).",
+        _BLOCKED_OR_REFUSED,
+    ),
+    Counter(
+        "appeal_overturns",
+        "Blocks or refusals overturned on appeal.",
+        f"feedback.appeal_overturned AND {_BLOCKED_OR_REFUSED}",
+    ),
 )
+
+TELEMETRY_COUNTERS: tuple[Counter, ...] = (
+    Counter(
+        "events_seen",
+        "Records that named this segment: aggregated, rejected or late (not duplicates).",
+        None,
+    ),
+    Counter(
+        "telemetry_complete",
+        "Records among events_seen that carried every required safety field with a valid value.",
+        None,
+    ),
+    Counter(
+        "redaction_failures",
+        "Records among events_seen rejected because their text still held personal data "
+        "(pii_detected): upstream redaction failed.",
+        None,
+    ),
+)
+
+# Kept under its old name: the streaming job counts these per event.
+COUNTERS = EVENT_COUNTERS
 
 RATES: tuple[Rate, ...] = (
     Rate("violation_rate", "violations", "events", "Harmful output rate."),
+    *(
+        Rate(
+            f"violation_rate_{c}",
+            f"violations_{c}",
+            "events",
+            f"Harmful output rate in the policy category {c}.",
+        )
+        for c in POLICY_CATEGORIES
+    ),
     Rate("block_rate", "blocks", "events", "Share of outputs blocked."),
     Rate("refusal_rate", "refusals", "events", "Refusal rate."),
+    Rate(
+        "over_refusal_rate",
+        "over_refusals",
+        "unflagged_events",
+        "Share of unflagged outputs whose request was refused (false-positive proxy).",
+    ),
     Rate("injection_attempt_rate", "injection_attempts", "events", "Injection attempts per event."),
     Rate(
         "injection_success_rate",
@@ -81,13 +200,53 @@ RATES: tuple[Rate, ...] = (
         "jailbreak_attempts",
         "Share of jailbreak attempts that succeeded.",
     ),
+    Rate(
+        "unauthorized_tool_call_rate",
+        "unauthorized_tool_call_events",
+        "tool_call_events",
+        "Share of tool-using events with an unauthorized tool call executed.",
+    ),
     Rate("pii_output_rate", "pii_outputs", "events", "PII leakage rate."),
     Rate("user_report_rate", "user_reports", "events", "User report rate."),
+    Rate(
+        "appeal_overturn_rate",
+        "appeal_overturns",
+        "blocked_or_refused",
+        "Share of blocks and refusals overturned on appeal.",
+    ),
+    Rate(
+        "telemetry_completeness",
+        "telemetry_complete",
+        "events_seen",
+        "Share of records with every required safety field (target > 98-99 %).",
+        higher_is_worse=False,
+    ),
+    Rate(
+        "redaction_failure_rate",
+        "redaction_failures",
+        "events_seen",
+        "Share of records whose text still held personal data.",
+    ),
+)
+
+QUANTILES: tuple[Quantile, ...] = (
+    Quantile("latency_p50", "latency_ms", 0.50, "Median end-to-end latency, ms."),
+    Quantile("latency_p95", "latency_ms", 0.95, "95th percentile of latency, ms."),
+    Quantile("latency_p99", "latency_ms", 0.99, "99th percentile of latency, ms."),
 )
 
 
 def counter_ids() -> tuple[str, ...]:
-    return tuple(c.id for c in COUNTERS)
+    """Every counter column of segment_window_agg: event counters, then telemetry counters."""
+    return tuple(c.id for c in (*EVENT_COUNTERS, *TELEMETRY_COUNTERS))
+
+
+def event_counter_ids() -> tuple[str, ...]:
+    return tuple(c.id for c in EVENT_COUNTERS)
+
+
+def telemetry_counter_ids() -> tuple[str, ...]:
+    return tuple(c.id for c in TELEMETRY_COUNTERS)
 
 
 def rate(rate_id: str) -> Rate:
@@ -97,3 +256,11 @@ def rate(rate_id: str) -> Rate:
             return r
     msg = f"unknown rate {rate_id!r}; known: {[r.id for r in RATES]}"
     raise KeyError(msg)
+
+
+def rate_value(rate_id: str, totals: Mapping[str, int]) -> RateValue:
+    """The rate over `totals` (counter id -> count, e.g. a row or a roll-up), with its interval."""
+    r = rate(rate_id)
+    num, den = int(totals[r.numerator]), int(totals[r.denominator])
+    lo, hi = wilson_interval(num, den)
+    return RateValue(r.id, num, den, num / den if den else None, lo, hi)

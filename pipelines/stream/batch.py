@@ -8,8 +8,11 @@ and Spark re-runs the same batch id with the same offsets):
   3. classify: aggregated, late, duplicate, or rejected with a reason;
   4. write rejected and late records, scrubbed, to the DLQ topic;
   5. validate the parsed events with the Great Expectations suite (sampled);
-  6. write this batch's event ids for deduplication, then commit aggregates, ledger row,
-     offsets and quality results in one transaction; prune dedup files behind the watermark.
+  6. fold values beyond a dimension's limit into `other` (cardinality control);
+  7. write this batch's event ids for deduplication, then commit aggregates, histograms,
+     admitted values, ledger row, offsets, quality results and the drift statistics of the
+     windows the new watermark closed, in one transaction; prune dedup files behind the
+     watermark.
 """
 
 from __future__ import annotations
@@ -25,10 +28,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from pipelines.drift.compute import closed_windows, compute_drift
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.metrics.catalog import counter_ids
+from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import screen_pattern
 from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
 from pipelines.stream.classify import (
     AGGREGATED,
     DUPLICATE,
@@ -41,13 +48,13 @@ from pipelines.stream.classify import (
 from pipelines.stream.dedup import DedupState
 from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.stream.transform import (
-    TELEMETRY_COUNTERS,
     aggregated_events,
     batch_statistics,
     window_segment_counts,
+    window_segment_histograms,
 )
 from pipelines.stream.udfs import pii_detectors_udf
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
 PII_SCHEMA = T.StructType(
     [
@@ -72,6 +79,8 @@ class BatchReport:
     quality_success: bool | None = None
     seconds: float = 0.0
     watermark: datetime | None = None
+    folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
+    drift_windows: int = 0
 
     @property
     def rejected_rows(self) -> int:
@@ -87,7 +96,9 @@ class BatchReport:
             f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
             f"aggregated, {self.rejected_rows} rejected{f' ({rejects})' if rejects else ''}, "
             f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
-            f"{self.aggregate_rows_written} aggregate rows upserted; quality {quality}; "
+            f"{self.aggregate_rows_written} aggregate rows upserted"
+            f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
+            f"quality {quality}; drift for {self.drift_windows} closed window(s); "
             f"{self.seconds:.1f} s; watermark {wm}"
         )
 
@@ -171,6 +182,9 @@ class BatchProcessor:
                 dimensions=self.settings.stream.dimensions,
                 users_lg_k=self.settings.privacy.users_sketch_lg_k,
             ).collect()
+            histograms = window_segment_histograms(
+                aggregated, window=self.window, dimensions=self.settings.stream.dimensions
+            ).collect()
             by_status = Counter[str]()
             for s in stats:
                 by_status[s["status"]] += s["rows"]
@@ -205,7 +219,9 @@ class BatchProcessor:
         rejected_by_reason = {
             k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
         }
-        rows = [_aggregate_row(r) for r in aggregates]
+        rows, hist_rows, admissions, folded = self._fold(
+            [_aggregate_row(r) for r in aggregates], [_histogram_row(r) for r in histograms]
+        )
         result = BatchResult(
             query_id=query_id,
             batch_id=batch_id,
@@ -224,8 +240,31 @@ class BatchProcessor:
             max_event_time=max_event_time,
             quality_success=quality.success if quality else None,
             quality_rows=_quality_rows(quality),
+            histograms=hist_rows,
+            admissions=[(a.dimension, a.value, a.events) for a in admissions],
         )
-        written = self.sink.commit(result, now=self.clock())
+        drift_windows: list[datetime] = []
+
+        def derive(conn: Any) -> None:
+            if not self.settings.drift.enabled or watermark_after is None:
+                return
+            if watermark_before is not None and watermark_after <= watermark_before:
+                return
+            dims = self.settings.stream.dimensions
+            windows = closed_windows(
+                conn, self.sink.tables, ",".join(dims), watermark_before, watermark_after
+            )
+            compute_drift(
+                conn,
+                self.sink.tables,
+                windows,
+                dimensions=dims,
+                settings=self.settings.drift,
+                now=self.clock(),
+            )
+            drift_windows.extend(windows)
+
+        written = self.sink.commit(result, now=self.clock(), derive=derive)
         if watermark_after is not None:
             dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(
@@ -240,7 +279,37 @@ class BatchProcessor:
             quality_success=result.quality_success,
             seconds=(self.clock() - started).total_seconds(),
             watermark=watermark_after,
+            folded_rows=folded,
+            drift_windows=len(drift_windows),
         )
+
+    def _fold(
+        self, rows: list[dict[str, Any]], hist_rows: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], int]:
+        """Cardinality control: admit new values up to each dimension's limit, fold the rest."""
+        dims = self.settings.stream.dimensions
+        allowed, admissions = admit(
+            self.sink.admitted_values(),
+            value_counts(rows, dims, "events_seen"),
+            self.settings.stream.value_limits(),
+        )
+        folded = sum(
+            1
+            for r in rows
+            if any(r[d] not in allowed[d] and r[d] not in RESERVED_VALUES for d in dims)
+        )
+        if not folded:
+            return rows, hist_rows, admissions, 0
+        lg_k = self.settings.privacy.users_sketch_lg_k
+        rows = fold(
+            rows,
+            allowed,
+            SEGMENT_KEY,
+            add=counter_ids(),
+            merge={"users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0]},
+        )
+        hist_rows = fold(hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"])
+        return rows, hist_rows, admissions, folded
 
     def _validate(self, verdicts: DataFrame, total: int) -> Any:
         """Run the suite on the parsed events (`total` of them, known from the batch stats)."""
@@ -309,7 +378,19 @@ def _aggregate_row(row: Any) -> dict[str, Any]:
         "dimension_set": row["dimension_set"],
     }
     out.update({d: row[d] for d in SEGMENT_DIMENSIONS})
-    out.update({c: int(row[c] or 0) for c in (*counter_ids(), *TELEMETRY_COUNTERS)})
+    out.update({c: int(row[c] or 0) for c in counter_ids()})
     sketch = row["users_sketch"]
     out["users_sketch"] = bytes(sketch) if sketch is not None else None
+    return out
+
+
+def _histogram_row(row: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "window_start": datetime.fromtimestamp(row["window_start_s"], UTC),
+        "dimension_set": row["dimension_set"],
+    }
+    out.update({d: row[d] for d in SEGMENT_DIMENSIONS})
+    out["distribution"] = DISTRIBUTIONS[row["d"]].id
+    out["bin"] = int(row["bin"])
+    out["count"] = int(row["count"])
     return out

@@ -5,15 +5,17 @@ Lifecycle per batch (called by the streaming job's foreachBatch):
      replayed batch id (Spark re-runs the last batch after a crash) changes nothing.
   2. `watermark(query_id)`: the watermark left by the previous batch, used to classify late
      events deterministically (a re-run of the same batch sees the same value).
-  3. `commit(BatchResult)`: one transaction that adds the batch's partial counts to the
-     aggregate rows (upsert with +), inserts the ledger row and the offset ranges. If any part
-     fails nothing is written and the error propagates, so Spark does not commit the batch.
+  3. `commit(BatchResult, derive=...)`: one transaction that adds the batch's partial counts
+     and histograms to the stored rows (upsert with +), records newly admitted dimension
+     values, inserts the ledger row and the offset ranges, then runs `derive` (the drift
+     statistics of the windows the batch closed) on the same connection. If any part fails
+     nothing is written and the error propagates, so Spark does not commit the batch.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -24,17 +26,18 @@ from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
 from pipelines.metrics.catalog import counter_ids
+from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import Tables, as_utc
 
 _CHUNK = 200  # rows per INSERT statement; keeps SQLite under its bound-parameter limit
-TELEMETRY_COLUMNS = ("events_seen", "telemetry_complete", "redaction_failures")
+SEGMENT_KEY = ("window_start", "dimension_set", *SEGMENT_DIMENSIONS)
 
 
 def counted_columns() -> tuple[str, ...]:
     """Columns of segment_window_agg that batches add to."""
-    return (*counter_ids(), *TELEMETRY_COLUMNS)
+    return counter_ids()
 
 
 class OffsetsAlreadyIngestedError(SafewatchError):
@@ -71,6 +74,11 @@ class BatchResult:
     max_event_time: datetime | None = None
     quality_success: bool | None = None
     quality_rows: Sequence[dict[str, Any]] = field(default_factory=list)
+    # Each histogram row: window_start, dimension_set, all SEGMENT_DIMENSIONS, distribution,
+    # bin, count.
+    histograms: Sequence[dict[str, Any]] = field(default_factory=list)
+    # Dimension values this batch admitted (cardinality control): dimension, value, events.
+    admissions: Sequence[tuple[str, str, int]] = field(default_factory=list)
 
     @property
     def rejected_rows(self) -> int:
@@ -118,16 +126,70 @@ class WarehouseSink:
             ).scalar()
         return as_utc(value)
 
-    def commit(self, result: BatchResult, *, now: datetime | None = None) -> int:
+    def admitted_values(self) -> dict[str, set[str]]:
+        """Dimension -> the values admitted so far by cardinality control."""
+        t = self.tables.dimension_values
+        found: dict[str, set[str]] = {}
+        with self.engine.connect() as conn:
+            for dim, value in conn.execute(select(t.c.dimension, t.c.value)):
+                found.setdefault(dim, set()).add(value)
+        return found
+
+    def sync_distribution_bins(self) -> None:
+        """Write the bins of every distribution to distribution_bins (for analysts' joins)."""
+        t = self.tables.bins
+        rows = []
+        for d in DISTRIBUTIONS:
+            for i in range(d.bins):
+                numeric = d.kind == "numeric"
+                rows.append(
+                    {
+                        "distribution": d.id,
+                        "bin": i,
+                        "label": d.bin_label(i),
+                        "lower": d.edges[i] if numeric else None,
+                        "upper": d.edges[i + 1] if numeric else None,
+                    }
+                )
+        with self.engine.begin() as conn:
+            conn.execute(t.delete())
+            for i in range(0, len(rows), _CHUNK):
+                conn.execute(t.insert(), rows[i : i + _CHUNK])
+
+    def commit(
+        self,
+        result: BatchResult,
+        *,
+        now: datetime | None = None,
+        derive: Callable[[Connection], None] | None = None,
+    ) -> int:
         """Write the batch in one transaction; returns the number of aggregate rows touched.
 
-        Raises OffsetsAlreadyIngestedError (and writes nothing) when another query already
-        counted any of these offsets.
+        `derive(conn)` runs last inside the transaction, so what it derives from the stored
+        rows (drift statistics) commits or fails together with the batch. Raises
+        OffsetsAlreadyIngestedError (and writes nothing) when another query already counted
+        any of these offsets.
         """
         committed_at = now or datetime.now(UTC)
         with self.engine.begin() as conn:
             self._check_offsets(conn, result)
             written = self._upsert_aggregates(conn, result, committed_at)
+            self._upsert_histograms(conn, result)
+            if result.admissions:
+                conn.execute(
+                    self.tables.dimension_values.insert(),
+                    [
+                        {
+                            "dimension": dim,
+                            "value": value,
+                            "events_when_admitted": events,
+                            "query_id": result.query_id,
+                            "batch_id": result.batch_id,
+                            "admitted_at": committed_at,
+                        }
+                        for dim, value, events in result.admissions
+                    ],
+                )
             conn.execute(
                 self.tables.ledger.insert().values(
                     query_id=result.query_id,
@@ -178,6 +240,8 @@ class WarehouseSink:
                         for o in result.offsets
                     ],
                 )
+            if derive is not None:
+                derive(conn)
         return written
 
     def _existing_sketches(
@@ -251,7 +315,7 @@ class WarehouseSink:
             return 0
         t = self.tables.agg
         counters = counted_columns()
-        key = ["window_start", "dimension_set", *SEGMENT_DIMENSIONS]
+        key = list(SEGMENT_KEY)
         existing = self._existing_sketches(conn, result.aggregates, key)
         rows = []
         for row in result.aggregates:
@@ -269,14 +333,7 @@ class WarehouseSink:
                     "updated_at": committed_at,
                 }
             )
-        dialect = conn.dialect.name
-        if dialect == "postgresql":
-            insert: Any = postgresql.insert
-        elif dialect == "sqlite":
-            insert = sqlite.insert
-        else:
-            msg = f"warehouse dialect {dialect!r} is not supported (use SQLite or PostgreSQL)"
-            raise SafewatchError(msg)
+        insert = upsert_for(conn)
         for i in range(0, len(rows), _CHUNK):
             stmt = insert(t).values(rows[i : i + _CHUNK])
             stmt = stmt.on_conflict_do_update(
@@ -291,3 +348,28 @@ class WarehouseSink:
             )
             conn.execute(stmt)
         return len(rows)
+
+    def _upsert_histograms(self, conn: Connection, result: BatchResult) -> None:
+        if not result.histograms:
+            return
+        t = self.tables.hist
+        insert = upsert_for(conn)
+        rows = list(result.histograms)
+        for i in range(0, len(rows), _CHUNK):
+            stmt = insert(t).values(rows[i : i + _CHUNK])
+            stmt = stmt.on_conflict_do_update(
+                index_elements=[*SEGMENT_KEY, "distribution", "bin"],
+                set_={"count": t.c["count"] + stmt.excluded["count"]},
+            )
+            conn.execute(stmt)
+
+
+def upsert_for(conn: Connection) -> Any:
+    """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert
+    if dialect == "sqlite":
+        return sqlite.insert
+    msg = f"warehouse dialect {dialect!r} is not supported (use SQLite or PostgreSQL)"
+    raise SafewatchError(msg)

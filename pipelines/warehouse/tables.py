@@ -11,6 +11,11 @@ LEDGER_TABLE = "batch_ledger"
 OFFSETS_TABLE = "ingested_offsets"
 QUALITY_TABLE = "quality_results"
 ANALYST_SETTINGS_TABLE = "analyst_settings"
+HIST_TABLE = "segment_window_hist"
+BINS_TABLE = "distribution_bins"
+DIMENSION_VALUES_TABLE = "dimension_values"
+DRIFT_TABLE = "segment_window_drift"
+RATE_TESTS_TABLE = "segment_window_rate_tests"
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
 
 
@@ -21,13 +26,29 @@ class Tables:
         md = MetaData()
         md.reflect(
             engine,
-            only=[AGG_TABLE, LEDGER_TABLE, OFFSETS_TABLE, QUALITY_TABLE, ANALYST_SETTINGS_TABLE],
+            only=[
+                AGG_TABLE,
+                LEDGER_TABLE,
+                OFFSETS_TABLE,
+                QUALITY_TABLE,
+                ANALYST_SETTINGS_TABLE,
+                HIST_TABLE,
+                BINS_TABLE,
+                DIMENSION_VALUES_TABLE,
+                DRIFT_TABLE,
+                RATE_TESTS_TABLE,
+            ],
         )
         self.agg: Table = md.tables[AGG_TABLE]
         self.ledger: Table = md.tables[LEDGER_TABLE]
         self.offsets: Table = md.tables[OFFSETS_TABLE]
         self.quality: Table = md.tables[QUALITY_TABLE]
         self.analyst_settings: Table = md.tables[ANALYST_SETTINGS_TABLE]
+        self.hist: Table = md.tables[HIST_TABLE]
+        self.bins: Table = md.tables[BINS_TABLE]
+        self.dimension_values: Table = md.tables[DIMENSION_VALUES_TABLE]
+        self.drift: Table = md.tables[DRIFT_TABLE]
+        self.rate_tests: Table = md.tables[RATE_TESTS_TABLE]
 
 
 def as_utc(value: datetime | None) -> datetime | None:

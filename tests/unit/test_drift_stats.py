@@ -1,0 +1,433 @@
+"""Drift statistics agree with independent references (scipy, hand sums) on the same data."""
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from scipy.spatial.distance import jensenshannon
+from scipy.stats import (
+    chi2_contingency,
+    false_discovery_control,
+    ks_2samp,
+    wasserstein_distance,
+)
+
+from pipelines.drift.stats import (
+    INSUFFICIENT,
+    OK,
+    DistributionDrift,
+    benjamini_hochberg,
+    chi2_homogeneity,
+    compare_distributions,
+    js_distance,
+    ks_binned,
+    psi,
+    two_proportion_test,
+    wasserstein_binned,
+)
+
+REL = 1e-9
+ABS = 1e-12
+
+
+@st.composite
+def count_pairs(draw):
+    k = draw(st.integers(2, 40))
+    # Clipping a range that starts below 0 makes ~1 in 4 bins empty on purpose: empty bins
+    # are where the edge cases live.
+    vec = (
+        hnp.arrays(np.int64, k, elements=st.integers(-150, 500))
+        .map(lambda a: np.maximum(a, 0))
+        .filter(lambda a: a.sum() > 0)
+    )
+    return draw(vec), draw(vec)
+
+
+@st.composite
+def counts_with_points(draw):
+    c, b = draw(count_pairs())
+    gaps = draw(st.lists(st.floats(0.01, 100.0), min_size=c.size, max_size=c.size))
+    return c, b, np.cumsum(gaps)
+
+
+def _reference_psi(current, baseline, epsilon):
+    # Plain-Python restatement of the contract, independent of the numpy implementation.
+    p = [x / sum(current) or epsilon for x in current]
+    q = [x / sum(baseline) or epsilon for x in baseline]
+    return sum((pi - qi) * math.log(pi / qi) for pi, qi in zip(p, q, strict=True))
+
+
+def _table_without_empty_bins(current, baseline):
+    table = np.vstack([current, baseline])
+    return table[:, table.sum(axis=0) > 0]
+
+
+# --- PSI ----------------------------------------------------------------------------------
+
+
+def test_psi_two_bins_by_hand():
+    # p = (1/4, 3/4), q = (1/2, 1/2):
+    # (1/4 - 1/2) ln(1/2) + (3/4 - 1/2) ln(3/2) = 1/4 ln 2 + 1/4 ln 3/2 = 1/4 ln 3
+    assert psi([1, 3], [1, 1]) == pytest.approx(0.25 * math.log(3), rel=REL)
+
+
+def test_psi_of_identical_distributions_is_zero():
+    assert psi([5, 0, 7, 2], [5, 0, 7, 2]) == 0.0
+    assert psi([1, 2, 3], [10, 20, 30]) == pytest.approx(0.0, abs=ABS)
+
+
+def test_psi_empty_bin_uses_epsilon_without_renormalising():
+    # current shares (0, 1) become (1e-4, 1): the second share is NOT scaled down to 1 - 1e-4.
+    expected = (1e-4 - 0.5) * math.log(1e-4 / 0.5) + (1 - 0.5) * math.log(1 / 0.5)
+    assert psi([0, 10], [5, 5]) == pytest.approx(expected, rel=REL)
+    assert psi([0, 10], [5, 5], epsilon=1e-2) == pytest.approx(
+        (1e-2 - 0.5) * math.log(1e-2 / 0.5) + 0.5 * math.log(2), rel=REL
+    )
+    assert math.isfinite(psi([0, 10], [10, 0]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(count_pairs())
+def test_psi_matches_reference_formula(pair):
+    c, b = pair
+    value = psi(c, b)
+    assert type(value) is float
+    assert value == pytest.approx(_reference_psi(c.tolist(), b.tolist(), 1e-4), rel=REL, abs=ABS)
+    assert value >= -ABS
+
+
+# --- Jensen-Shannon ----------------------------------------------------------------------
+
+
+def test_js_distance_extremes():
+    assert js_distance([3, 0, 1], [6, 0, 2]) == pytest.approx(0.0, abs=1e-7)
+    assert js_distance([4, 0], [0, 9]) == pytest.approx(1.0, rel=REL)
+
+
+@settings(max_examples=200, deadline=None)
+@given(count_pairs())
+def test_js_distance_matches_scipy(pair):
+    c, b = pair
+    value = js_distance(c, b)
+    assert type(value) is float
+    assert 0.0 <= value <= 1.0
+    # abs tolerance: sqrt amplifies rounding near 0 (sqrt(1e-16) = 1e-8).
+    assert value == pytest.approx(float(jensenshannon(c, b, base=2)), rel=REL, abs=1e-7)
+
+
+# --- chi-square --------------------------------------------------------------------------
+
+
+def test_chi2_drops_bins_empty_in_both_rows():
+    with_empty = chi2_homogeneity([10, 0, 20, 5], [12, 0, 15, 9])
+    without = chi2_homogeneity([10, 20, 5], [12, 15, 9])
+    assert with_empty == without
+    assert with_empty[1] == 2
+
+
+def test_chi2_with_fewer_than_two_bins_is_no_evidence():
+    assert chi2_homogeneity([0, 7, 0], [0, 3, 0]) == (0.0, 0, 1.0)
+    assert chi2_homogeneity([4], [9]) == (0.0, 0, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(count_pairs())
+def test_chi2_matches_scipy_contingency(pair):
+    c, b = pair
+    statistic, dof, p_value = chi2_homogeneity(c, b)
+    assert (type(statistic), type(dof), type(p_value)) == (float, int, float)
+    ref = chi2_contingency(_table_without_empty_bins(c, b), correction=False)
+    assert dof == ref.dof
+    assert statistic == pytest.approx(ref.statistic, rel=REL, abs=ABS)
+    assert p_value == pytest.approx(ref.pvalue, rel=1e-8, abs=ABS)
+
+
+# --- Kolmogorov-Smirnov ------------------------------------------------------------------
+
+
+def test_ks_known_values():
+    d, p = ks_binned([10, 0], [0, 10])
+    assert d == 1.0
+    assert p < 1e-4
+    assert ks_binned([3, 4, 5], [6, 8, 10]) == (0.0, 1.0)
+
+
+def test_ks_single_observation_each_side_is_no_evidence():
+    # scipy's asymptotic formula gives NaN here (effective size rounds to 0).
+    assert ks_binned([1, 0], [0, 1]) == (1.0, 1.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(count_pairs())
+def test_ks_matches_scipy_on_samples_at_bin_positions(pair):
+    c, b = pair
+    d, p = ks_binned(c, b)
+    assert (type(d), type(p)) == (float, float)
+    points = np.arange(c.size, dtype=float)
+    with np.errstate(divide="ignore"):  # scipy divides by 0 in the n = m = 1 case below
+        ref = ks_2samp(np.repeat(points, c), np.repeat(points, b), method="asymp")
+    assert d == pytest.approx(float(ref.statistic), rel=REL, abs=ABS)
+    if c.sum() == b.sum() == 1:
+        assert p == 1.0
+    else:
+        assert p == pytest.approx(float(ref.pvalue), rel=REL, abs=ABS)
+
+
+# --- Wasserstein -------------------------------------------------------------------------
+
+
+def test_wasserstein_moves_all_mass_between_points():
+    assert wasserstein_binned([5, 0, 0], [0, 0, 2], [1.0, 2.0, 4.5]) == pytest.approx(3.5)
+    assert wasserstein_binned([1, 2], [2, 4], [0.0, 1.0]) == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(counts_with_points())
+def test_wasserstein_matches_scipy(data):
+    c, b, points = data
+    value = wasserstein_binned(c, b, points)
+    assert type(value) is float
+    ref = wasserstein_distance(points, points, c, b)
+    assert value == pytest.approx(float(ref), rel=REL, abs=1e-9)
+
+
+# --- compare_distributions ---------------------------------------------------------------
+
+
+def test_compare_ordered_with_points_reports_everything():
+    c, b, pts = [30, 50, 20], [25, 45, 30], [0.5, 1.5, 2.5]
+    res = compare_distributions(c, b, ordered=True, points=pts)
+    chi2_stat, chi2_dof, chi2_p = chi2_homogeneity(c, b)
+    assert res == DistributionDrift(
+        status=OK,
+        current_n=100,
+        baseline_n=100,
+        psi=psi(c, b),
+        js_distance=js_distance(c, b),
+        chi2_statistic=chi2_stat,
+        chi2_dof=chi2_dof,
+        chi2_p_value=chi2_p,
+        ks_statistic=ks_binned(c, b)[0],
+        ks_p_value=ks_binned(c, b)[1],
+        wasserstein=wasserstein_binned(c, b, pts),
+    )
+    assert type(res.current_n) is int
+
+
+def test_compare_passes_epsilon_to_psi():
+    res = compare_distributions([0, 10], [5, 5], ordered=False, epsilon=1e-2)
+    assert res.psi == psi([0, 10], [5, 5], epsilon=1e-2)
+
+
+def test_compare_ordered_without_points_has_no_wasserstein():
+    res = compare_distributions([3, 4], [4, 3], ordered=True)
+    assert res.ks_statistic is not None and res.ks_p_value is not None
+    assert res.wasserstein is None
+
+
+def test_compare_categorical_has_no_ks_or_wasserstein():
+    res = compare_distributions([3, 4, 0], [4, 3, 1], ordered=False)
+    assert res.status == OK
+    assert res.psi is not None and res.js_distance is not None and res.chi2_p_value is not None
+    assert (res.ks_statistic, res.ks_p_value, res.wasserstein) == (None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("current", "baseline", "min_count"),
+    [([2, 3], [40, 60], 10), ([40, 60], [2, 3], 10), ([0, 0], [4, 5], 1), ([0, 0], [4, 5], 0)],
+)
+def test_compare_insufficient_data_has_no_statistics(current, baseline, min_count):
+    res = compare_distributions(current, baseline, ordered=True, points=[0, 1], min_count=min_count)
+    assert res.status == INSUFFICIENT
+    assert (res.current_n, res.baseline_n) == (sum(current), sum(baseline))
+    stats_fields = (
+        res.psi,
+        res.js_distance,
+        res.chi2_statistic,
+        res.chi2_dof,
+        res.chi2_p_value,
+        res.ks_statistic,
+        res.ks_p_value,
+        res.wasserstein,
+    )
+    assert stats_fields == (None,) * 8
+
+
+def test_compare_at_exactly_min_count_is_sufficient():
+    assert compare_distributions([4, 6], [5, 5], ordered=False, min_count=10).status == OK
+
+
+def test_compare_validates_even_when_insufficient():
+    with pytest.raises(ValueError, match="same bins"):
+        compare_distributions([0, 0], [1, 2, 3], ordered=False, min_count=100)
+    with pytest.raises(ValueError, match="strictly increasing"):
+        compare_distributions([1, 1], [1, 1], ordered=True, points=[1, 1], min_count=100)
+
+
+def test_compare_rejects_points_for_categorical_bins():
+    with pytest.raises(ValueError, match="ordered"):
+        compare_distributions([1, 2], [2, 1], ordered=False, points=[0.0, 1.0])
+
+
+# --- two-proportion test -----------------------------------------------------------------
+
+
+@st.composite
+def proportion_samples(draw):
+    n1 = draw(st.integers(1, 10_000))
+    n2 = draw(st.integers(1, 10_000))
+    return draw(st.integers(0, n1)), n1, draw(st.integers(0, n2)), n2
+
+
+@settings(max_examples=200, deadline=None)
+@given(proportion_samples())
+def test_two_proportion_z_squared_is_pearson_chi2(sample):
+    x1, n1, x2, n2 = sample
+    res = two_proportion_test(x1, n1, x2, n2)
+    assert res.status == OK
+    assert res.difference == pytest.approx(x1 / n1 - x2 / n2, rel=REL, abs=ABS)
+    assert res.z is not None and res.p_value is not None
+    if x1 + x2 in (0, n1 + n2):
+        assert (res.z, res.p_value) == (0.0, 1.0)
+        return
+    ref = chi2_contingency([[x1, n1 - x1], [x2, n2 - x2]], correction=False)
+    assert res.z**2 == pytest.approx(ref.statistic, rel=1e-8, abs=ABS)
+    assert res.p_value == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
+    assert np.sign(res.z) == np.sign(x1 / n1 - x2 / n2)
+
+
+def test_two_proportion_direction_and_fields():
+    res = two_proportion_test(30, 100, 10, 100)
+    assert res.z is not None and res.z > 0
+    assert res.difference == pytest.approx(0.2)
+    assert (res.current_successes, res.current_trials) == (30, 100)
+    assert (res.baseline_successes, res.baseline_trials) == (10, 100)
+    lower = two_proportion_test(10, 100, 30, 100)
+    assert lower.z == pytest.approx(-res.z) and lower.p_value == pytest.approx(res.p_value)
+
+
+@pytest.mark.parametrize(("x1", "n1", "x2", "n2"), [(0, 50, 0, 80), (50, 50, 80, 80)])
+def test_two_proportion_without_variance_is_no_evidence(x1, n1, x2, n2):
+    res = two_proportion_test(x1, n1, x2, n2)
+    assert (res.status, res.difference, res.z, res.p_value) == (OK, 0.0, 0.0, 1.0)
+
+
+@pytest.mark.parametrize(
+    ("n1", "n2", "min_trials"), [(0, 10, 1), (10, 0, 1), (0, 10, 0), (9, 50, 10), (50, 9, 10)]
+)
+def test_two_proportion_insufficient_trials(n1, n2, min_trials):
+    res = two_proportion_test(0, n1, 0, n2, min_trials=min_trials)
+    assert res.status == INSUFFICIENT
+    assert (res.difference, res.z, res.p_value) == (None, None, None)
+    assert (res.current_trials, res.baseline_trials) == (n1, n2)
+
+
+@pytest.mark.parametrize(
+    "args", [(3, 2, 1, 5), (1, 5, 6, 5), (-1, 5, 1, 5), (1, 5, -1, 5), (0, -1, 0, 5)]
+)
+def test_two_proportion_rejects_impossible_counts(args):
+    with pytest.raises(ValueError, match="successes <= trials"):
+        two_proportion_test(*args)
+
+
+# --- Benjamini-Hochberg ------------------------------------------------------------------
+
+
+def test_bh_by_hand_with_none_preserved():
+    # m = 3, sorted 0.01, 0.03, 0.04 -> p * m / rank = 0.03, 0.045, 0.04; step-up takes the
+    # running minimum from the top, so the 0.03 inherits 0.04.
+    assert benjamini_hochberg([0.01, None, 0.04, 0.03, None]) == pytest.approx(
+        [0.03, None, 0.04, 0.04, None]
+    )
+    assert benjamini_hochberg([]) == []
+    assert benjamini_hochberg([None, None]) == [None, None]
+    assert benjamini_hochberg([0.9, 0.8]) == [0.9, 0.9]
+    assert benjamini_hochberg([1.0, 0.5]) == [1.0, 1.0]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(0.0, 1.0)), max_size=40))
+def test_bh_matches_scipy(ps):
+    q = benjamini_hochberg(ps)
+    assert [v is None for v in q] == [p is None for p in ps]
+    present = [p for p in ps if p is not None]
+    if not present:
+        return
+    ref = false_discovery_control(present, method="bh")
+    got = [v for v in q if v is not None]
+    assert all(type(v) is float for v in got)
+    assert got == pytest.approx(ref.tolist(), rel=REL, abs=ABS)
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("current", "baseline", "match"),
+    [
+        ([1, 2], [1, 2, 3], "same bins"),
+        ([1, -2], [1, 2], "non-negative integer"),
+        ([1, 2.5], [1, 2], "non-negative integer"),
+        ([1, float("nan")], [1, 2], "non-negative integer"),
+        ([], [], "non-empty 1-D"),
+        ([[1, 2]], [[1, 2]], "non-empty 1-D"),
+        ([0, 0], [1, 2], "positive total"),
+        ([1, 2], [0, 0], "positive total"),
+    ],
+)
+@pytest.mark.parametrize(
+    "fn",
+    [
+        psi,
+        js_distance,
+        chi2_homogeneity,
+        ks_binned,
+        lambda c, b: wasserstein_binned(c, b, list(range(len(c)))),
+    ],
+)
+def test_bad_counts_are_rejected(fn, current, baseline, match):
+    with pytest.raises(ValueError, match=match):
+        fn(current, baseline)
+
+
+@pytest.mark.parametrize("epsilon", [0.0, -1e-4])
+def test_psi_rejects_non_positive_epsilon(epsilon):
+    with pytest.raises(ValueError, match="epsilon"):
+        psi([1, 2], [2, 1], epsilon=epsilon)
+
+
+@pytest.mark.parametrize(
+    ("points", "match"),
+    [
+        ([0.0, 0.0, 1.0], "strictly increasing"),
+        ([2.0, 1.0, 3.0], "strictly increasing"),
+        ([0.0, float("inf"), 1.0], "strictly increasing"),
+        ([0.0, 1.0], "one value per bin"),
+    ],
+)
+def test_wasserstein_rejects_bad_points(points, match):
+    with pytest.raises(ValueError, match=match):
+        wasserstein_binned([1, 2, 3], [3, 2, 1], points)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan")])
+def test_bh_rejects_invalid_p_values(bad):
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        benjamini_hochberg([0.1, None, bad])
+
+
+def test_integer_dtype_inputs_are_accepted():
+    c = np.array([3, 5, 2], dtype=np.int64)
+    b = np.array([4, 4, 2], dtype=np.uint32)
+    assert psi(c, b) == pytest.approx(psi(c.tolist(), b.tolist()), rel=REL)
+    res = two_proportion_test(np.int64(3), np.int64(10), np.int32(5), np.int32(10))
+    assert type(res.current_trials) is int
+    assert all(type(v) is float for v in (res.difference, res.z, res.p_value))
+
+
+def test_two_proportion_rejects_fractional_counts():
+    with pytest.raises(TypeError):
+        two_proportion_test(2.5, 10, 1, 10)
