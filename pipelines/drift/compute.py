@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines.drift.stats import (
     INSUFFICIENT,
+    DistributionDrift,
     benjamini_hochberg,
     compare_distributions,
     two_proportion_test,
@@ -46,6 +47,7 @@ Histograms = dict[Segment, dict[str, npt.NDArray[np.int64]]]
 Counts = dict[Segment, dict[str, int]]
 _RATE_COUNTERS = tuple(dict.fromkeys(c for r in RATES for c in (r.numerator, r.denominator)))
 _DIST_INDEX = {d.id: d for d in DISTRIBUTIONS}
+_POINTS = {d.id: d.points() for d in DISTRIBUTIONS if d.ordered}
 
 
 @dataclass(frozen=True)
@@ -123,16 +125,22 @@ def evaluate_window(
         cur = current_hist.get(seg, {})
         base = baseline_hist.get(reference[seg], {})
         for d in DISTRIBUTIONS:
-            c = cur.get(d.id, np.zeros(d.bins, dtype=np.int64))
-            b = base.get(d.id, np.zeros(d.bins, dtype=np.int64))
-            result = compare_distributions(
-                c,
-                b,
-                ordered=d.ordered,
-                points=d.points() if d.ordered else None,
-                min_count=min_events,
-                epsilon=psi_epsilon,
-            )
+            c = cur.get(d.id)
+            b = base.get(d.id)
+            cn = int(c.sum()) if c is not None else 0
+            bn = int(b.sum()) if b is not None else 0
+            if c is None or b is None or cn < min_events or bn < min_events:
+                # Most small segments end here: skip the statistics' input checks.
+                result = DistributionDrift(INSUFFICIENT, cn, bn, *([None] * 8))
+            else:
+                result = compare_distributions(
+                    c,
+                    b,
+                    ordered=d.ordered,
+                    points=_POINTS.get(d.id),
+                    min_count=min_events,
+                    epsilon=psi_epsilon,
+                )
             drift_rows.append({"segment": seg, "distribution": d.id, **vars(result)})
 
     test_rows: list[dict[str, Any]] = []

@@ -18,8 +18,10 @@ and Spark re-runs the same batch id with the same offsets):
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -81,6 +83,9 @@ class BatchReport:
     watermark: datetime | None = None
     folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
     drift_windows: int = 0
+    stages: dict[str, float] = field(
+        default_factory=dict
+    )  # seconds per stage (commit: incl. drift)
 
     @property
     def rejected_rows(self) -> int:
@@ -101,6 +106,30 @@ class BatchReport:
             f"quality {quality}; drift for {self.drift_windows} closed window(s); "
             f"{self.seconds:.1f} s; watermark {wm}"
         )
+
+
+class _Stages:
+    """Wall-clock seconds per stage of a batch, for the log and the benchmark."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._open: list[tuple[str, float]] = []  # a stage may run inside another (drift)
+
+    def start(self, name: str) -> None:
+        self._open.append((name, time.perf_counter()))
+
+    def stop(self) -> None:
+        if self._open:
+            name, t0 = self._open.pop()
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.start(name)
+        try:
+            yield
+        finally:
+            self.stop()
 
 
 class BatchProcessor:
@@ -162,44 +191,53 @@ class BatchProcessor:
             max_age=self.max_age,
         ).persist()
         verdicts: DataFrame | None = None
+        stages = _Stages()
         try:
-            pii_rows = (
-                pii_candidates(checked, self.screen)
-                .withColumn("detectors", pii_detectors_udf(F.col("texts")))
-                .where(F.size("detectors") > 0)
-                .select("partition", "offset", "detectors")
-                .collect()
-            )
+            with stages("pii"):
+                pii_rows = (
+                    pii_candidates(checked, self.screen)
+                    .withColumn("detectors", pii_detectors_udf(F.col("texts")))
+                    .where(F.size("detectors") > 0)
+                    .select("partition", "offset", "detectors")
+                    .collect()
+                )
             pii = spark.createDataFrame(pii_rows, PII_SCHEMA)
-            prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
-            verdicts = apply_verdicts(checked, pii, prior, watermark_before).persist()
-            stats = batch_statistics(verdicts).collect()
+            with stages("classify"):
+                prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
+                verdicts = apply_verdicts(checked, pii, prior, watermark_before).persist()
+                stats = batch_statistics(verdicts).collect()
             aggregated = aggregated_events(verdicts)
-            aggregates = window_segment_counts(
-                telemetry_rows(verdicts, self.screen),
-                aggregated,
-                window=self.window,
-                dimensions=self.settings.stream.dimensions,
-                users_lg_k=self.settings.privacy.users_sketch_lg_k,
-            ).collect()
-            histograms = window_segment_histograms(
-                aggregated, window=self.window, dimensions=self.settings.stream.dimensions
-            ).collect()
+            with stages("aggregate"):
+                aggregates = window_segment_counts(
+                    telemetry_rows(verdicts, self.screen),
+                    aggregated,
+                    window=self.window,
+                    dimensions=self.settings.stream.dimensions,
+                    users_lg_k=self.settings.privacy.users_sketch_lg_k,
+                ).collect()
+            with stages("histograms"):
+                histograms = window_segment_histograms(
+                    aggregated, window=self.window, dimensions=self.settings.stream.dimensions
+                ).collect()
             by_status = Counter[str]()
             for s in stats:
                 by_status[s["status"]] += s["rows"]
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
             if dlq_rows:
+                stages.start("dlq")
                 rejected = verdicts.where(~F.col("status").isin(AGGREGATED, DUPLICATE))
                 write_dlq(
                     dlq_records(rejected, query_id=query_id, batch_id=batch_id),
                     self.settings.kafka,
                 )
+                stages.stop()
             parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
-            quality = (
-                self._validate(verdicts, parsed_rows) if self.settings.quality.enabled else None
-            )
-            dedup.write(aggregated.select("event.event_id", "event.event_time"), batch_id)
+            with stages("quality"):
+                quality = (
+                    self._validate(verdicts, parsed_rows) if self.settings.quality.enabled else None
+                )
+            with stages("dedup"):
+                dedup.write(aggregated.select("event.event_id", "event.event_time"), batch_id)
         finally:
             checked.unpersist()
             if verdicts is not None:
@@ -246,6 +284,7 @@ class BatchProcessor:
         drift_windows: list[datetime] = []
 
         def derive(conn: Any) -> None:
+            stages.start("drift")
             if not self.settings.drift.enabled or watermark_after is None:
                 return
             if watermark_before is not None and watermark_after <= watermark_before:
@@ -263,8 +302,10 @@ class BatchProcessor:
                 now=self.clock(),
             )
             drift_windows.extend(windows)
+            stages.stop()
 
-        written = self.sink.commit(result, now=self.clock(), derive=derive)
+        with stages("commit"):
+            written = self.sink.commit(result, now=self.clock(), derive=derive)
         if watermark_after is not None:
             dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(
@@ -281,6 +322,7 @@ class BatchProcessor:
             watermark=watermark_after,
             folded_rows=folded,
             drift_windows=len(drift_windows),
+            stages=stages.seconds,
         )
 
     def _fold(

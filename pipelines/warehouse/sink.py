@@ -333,36 +333,31 @@ class WarehouseSink:
                     "updated_at": committed_at,
                 }
             )
-        insert = upsert_for(conn)
-        for i in range(0, len(rows), _CHUNK):
-            stmt = insert(t).values(rows[i : i + _CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=key,
-                set_={
-                    **{c: t.c[c] + stmt.excluded[c] for c in counters},
-                    "users_sketch": stmt.excluded.users_sketch,
-                    "distinct_users": stmt.excluded.distinct_users,
-                    "last_batch_id": stmt.excluded.last_batch_id,
-                    "updated_at": stmt.excluded.updated_at,
-                },
-            )
-            conn.execute(stmt)
+        # One statement executed with many parameter sets: compiled once, batched by the driver.
+        stmt = upsert_for(conn)(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=key,
+            set_={
+                **{c: t.c[c] + stmt.excluded[c] for c in counters},
+                "users_sketch": stmt.excluded.users_sketch,
+                "distinct_users": stmt.excluded.distinct_users,
+                "last_batch_id": stmt.excluded.last_batch_id,
+                "updated_at": stmt.excluded.updated_at,
+            },
+        )
+        conn.execute(stmt, rows)
         return len(rows)
 
     def _upsert_histograms(self, conn: Connection, result: BatchResult) -> None:
         if not result.histograms:
             return
         t = self.tables.hist
-        insert = upsert_for(conn)
-        rows = list(result.histograms)
-        for i in range(0, len(rows), _CHUNK):
-            stmt = insert(t).values(rows[i : i + _CHUNK])
-            stmt = stmt.on_conflict_do_update(
-                index_elements=[*SEGMENT_KEY, "distribution", "bin"],
-                set_={"count": t.c["count"] + stmt.excluded["count"]},
-            )
-            conn.execute(stmt)
-
+        stmt = upsert_for(conn)(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[*SEGMENT_KEY, "distribution", "bin"],
+            set_={"count": t.c["count"] + stmt.excluded["count"]},
+        )
+        conn.execute(stmt, list(result.histograms))
 
 def upsert_for(conn: Connection) -> Any:
     """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""

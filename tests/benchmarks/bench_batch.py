@@ -35,7 +35,7 @@ def main() -> None:
     args = parser.parse_args()
     spark = build_session(SparkSettings(jars_dir=REPO / "var" / "jars" / "spark"))
     now = datetime.now(UTC)
-    print(f"{'events':>8} {'run':>4} {'seconds':>8} {'events/s':>9}")
+    print(f"{'events':>8} {'run':>4} {'seconds':>8} {'events/s':>9}  seconds per stage")
     for size in args.sizes:
         events = list(
             generate_events(
@@ -59,9 +59,13 @@ def main() -> None:
                 )
                 processor = BatchProcessor(WarehouseSink(engine), settings, log=lambda _m: None)
                 t0 = time.perf_counter()
-                processor.process(df, 0, f"bench-{size}-{run}")
+                report = processor.process(df, 0, f"bench-{size}-{run}")
                 seconds = time.perf_counter() - t0
-            print(f"{len(events):>8} {run + 1:>4} {seconds:>8.2f} {len(events) / seconds:>9.0f}")
+            stages = " ".join(f"{k} {v:.1f}" for k, v in report.stages.items())
+            print(
+                f"{len(events):>8} {run + 1:>4} {seconds:>8.2f} {len(events) / seconds:>9.0f}"
+                f"  {stages}"
+            )
         df.unpersist()
     spark.stop()
 

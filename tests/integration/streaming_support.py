@@ -47,6 +47,7 @@ def make_settings(
     *,
     max_offsets: int = 4000,
     watermark: str = "1 day",
+    dimensions: tuple[str, ...] = DIMENSIONS,
 ) -> Settings:
     return Settings(
         kafka=kafka.model_copy(update={"topic_interactions": topic}),
@@ -55,7 +56,7 @@ def make_settings(
             checkpoint_dir=str(checkpoint),
             max_offsets_per_trigger=max_offsets,
             watermark=watermark,
-            dimensions=DIMENSIONS,
+            dimensions=dimensions,
         ),
         contract=ContractSettings(dedup_state_dir=f"{checkpoint}-dedup"),
         warehouse=WarehouseSettings(url=SecretStr(warehouse_url)),
