@@ -238,6 +238,79 @@ def print_segments(
                 ],
             )
         )
+    print_changes(engine, dims, limit=8)
+    print_kpis(engine, rows, dims)
+
+
+def print_kpis(engine: Any, rows: list[dict[str, Any]], dims: Sequence[str]) -> None:
+    """Every rate of the catalog over all windows and segments, with its 95 % interval."""
+    from pipelines.metrics.catalog import QUANTILES, RATES, counter_ids, rate_value
+    from pipelines.metrics.distributions import distribution, histogram_quantile
+    from pipelines.report.text import format_table, percent
+    from pipelines.warehouse.queries import histogram_totals
+
+    totals = dict.fromkeys(counter_ids(), 0)
+    for r in rows:
+        for c in totals:
+            totals[c] += int(r[c])
+    table = []
+    for rate in RATES:
+        v = rate_value(rate.id, totals)
+        if v.denominator == 0:
+            continue
+        table.append(
+            [
+                rate.id,
+                v.numerator,
+                v.denominator,
+                percent(v.value),
+                percent(v.lower),
+                percent(v.upper),
+            ]
+        )
+    print("\nAll segments, all windows: every rate with its Wilson 95 % interval\n")
+    print(format_table(["rate", "numerator", "denominator", "rate", "95% low", "95% high"], table))
+    quantiles = []
+    for q in QUANTILES:
+        d = distribution(q.distribution)
+        counts = [0] * d.bins
+        for hist in histogram_totals(
+            engine, dimension_set=",".join(dims), distribution=d.id
+        ).values():
+            for b, n in hist.items():
+                counts[b] += n
+        value = histogram_quantile(d, counts, q.q)
+        if value is not None:
+            quantiles.append(f"{q.id} {value:,.0f} {d.unit}".strip())
+    if quantiles:
+        print("\nLatency (from the merged histograms): " + ", ".join(quantiles))
+
+
+def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float = 0.05) -> None:
+    """The most significant rate changes against the baseline (BH q-values)."""
+    from pipelines.report.text import format_table, percent
+    from pipelines.warehouse.queries import significant_changes
+
+    changes = significant_changes(engine, dimension_set=",".join(dims), max_q=max_q, limit=limit)
+    if not changes:
+        print(f"\nNo rate differs from its baseline at q <= {max_q} in the windows with drift.")
+        return
+    print(f"\nSignificant changes against the baseline (q <= {max_q}), most significant first:\n")
+    table = []
+    for c in changes:
+        cur = c["current_numerator"] / c["current_denominator"]
+        base = c["baseline_numerator"] / c["baseline_denominator"]
+        table.append(
+            [
+                f"{c['window_start']:%H:%M}",
+                *[c[d] for d in dims],
+                c["rate_id"],
+                f"{percent(cur)} of {c['current_denominator']}",
+                f"{percent(base)} of {c['baseline_denominator']}",
+                f"{c['q_value']:.1e}",
+            ]
+        )
+    print(format_table(["window", *dims, "rate", "window", "baseline", "q-value"], table))
 
 
 def print_accounting(engine: Any) -> None:
@@ -271,6 +344,75 @@ def cmd_show(args: argparse.Namespace) -> int:
         rate_id=args.rate,
     )
     return 0
+
+
+def cmd_metrics(args: argparse.Namespace) -> int:
+    from pipelines.metrics.catalog import QUANTILES, RATES
+    from pipelines.metrics.reference import metrics_reference
+    from pipelines.report.text import format_table
+
+    if args.action == "docs":
+        print(metrics_reference())
+        return 0
+    print(
+        format_table(
+            ["metric", "definition", "description"],
+            [[r.id, f"{r.numerator} / {r.denominator}", r.description] for r in RATES]
+            + [[q.id, f"q{q.q:g} of {q.distribution}", q.description] for q in QUANTILES],
+        )
+    )
+    return 0
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from pipelines.drift.compute import Baseline, compute_drift
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.queries import drift_windows
+    from pipelines.warehouse.sink import WarehouseSink
+
+    settings = _settings(args)
+    dims = settings.stream.dimensions
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    sink = WarehouseSink(engine)
+    windows = drift_windows(engine, dimension_set=",".join(dims))
+    since = _parse_time(args.since, "--from") if args.since else None
+    until = _parse_time(args.until, "--to") if args.until else None
+    windows = [w for w in windows if (since is None or w >= since) and (until is None or w < until)]
+    if not windows:
+        print("No windows with aggregates in that period for dimensions " + ",".join(dims) + ".")
+        return 0
+    baseline = Baseline.from_settings(settings.drift).describe()
+    _log(f"computing drift for {len(windows)} windows against the {baseline} baseline")
+    segments = 0
+    seconds = 0.0
+    for i, w in enumerate(windows, 1):
+        with engine.begin() as conn:
+            run = compute_drift(
+                conn, sink.tables, [w], dimensions=dims, settings=settings.drift,
+                now=datetime.now(UTC),
+            )  # fmt: skip
+        segments += run.segments
+        seconds += run.seconds
+        if i % 20 == 0 or i == len(windows):
+            _log(f"{i}/{len(windows)} windows done")
+    per = 1000 * seconds / segments if segments else 0.0
+    _log(f"drift stored for {segments} window x segments in {seconds:.1f} s ({per:.1f} ms each)")
+    print_changes(engine, dims, limit=args.top)
+    return 0
+
+
+def _parse_time(text: str, option: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        msg = f"{option} {text!r} is not an ISO 8601 time, e.g. 2026-11-23T10:00:00Z"
+        raise SafewatchError(msg) from exc
+    if value.tzinfo is None:
+        msg = f"{option} {text!r} needs a time zone, e.g. 2026-11-23T10:00:00Z"
+        raise SafewatchError(msg)
+    return value.astimezone(UTC)
 
 
 # ---------------------------------------------------------------- warehouse / config
@@ -368,6 +510,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", default="violation_rate", help="rate to rank segments by")
     p.add_argument("--no-timeline", action="store_true", help="skip the worst segment's timeline")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser(
+        "metrics",
+        help="list the metric catalog or print its Markdown reference",
+        description="The metric catalog: every rate (numerator / denominator counters) and "
+        "quantile Safewatch computes per window x segment.",
+    )
+    p.add_argument(
+        "action", choices=["list", "docs"], help="list: a table; docs: Markdown (docs/metrics.md)"
+    )
+    p.set_defaults(func=cmd_metrics)
+
+    p = sub.add_parser(
+        "drift",
+        help="(re)compute drift statistics and rate tests for stored windows",
+        description="Compare every segment of each stored window with its baseline (settings "
+        "[drift]) and replace that window's rows in segment_window_drift and "
+        "segment_window_rate_tests. The streaming job does this for every window its "
+        "watermark closes; run this after changing the baseline, or for still-open windows.",
+    )
+    p.add_argument("--from", dest="since", help="first window start, ISO 8601 with zone")
+    p.add_argument("--to", dest="until", help="windows starting before this time")
+    p.add_argument("--top", type=int, default=10, help="significant changes to list (default 10)")
+    p.set_defaults(func=cmd_drift)
 
     p = sub.add_parser("warehouse", help="manage the warehouse schema")
     p.add_argument("action", choices=["migrate"], help="apply pending migrations")

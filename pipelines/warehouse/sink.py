@@ -359,6 +359,7 @@ class WarehouseSink:
         )
         conn.execute(stmt, list(result.histograms))
 
+
 def upsert_for(conn: Connection) -> Any:
     """The dialect's INSERT that supports ON CONFLICT (SQLite and PostgreSQL)."""
     dialect = conn.dialect.name

@@ -3,6 +3,7 @@
 import copy
 import random
 from collections import defaultdict
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -31,7 +32,11 @@ def test_existing_admissions_over_a_lowered_limit_are_all_kept():
 def test_new_values_are_admitted_by_events_desc_then_value_asc():
     counts = {"x": 5, "y": 9, "b": 5, "a": 5, "z": 1, "c": 5}
     allowed, new = admit({}, {"model": counts}, {"model": 3})
-    assert new == [Admission("model", "y", 9), Admission("model", "a", 5), Admission("model", "b", 5)]
+    assert new == [
+        Admission("model", "y", 9),
+        Admission("model", "a", 5),
+        Admission("model", "b", 5),
+    ]
     assert allowed == {"model": frozenset({"y", "a", "b"})}
 
 
@@ -118,7 +123,9 @@ def test_admit_matches_reference_and_ignores_insertion_order(admitted, batch_cou
         items = list(batch_counts[d].items())
         rnd.shuffle(items)
         shuffled[d] = dict(items)
-    allowed2, new2 = admit({d: sorted(v, reverse=True) for d, v in admitted.items()}, shuffled, limits)
+    allowed2, new2 = admit(
+        {d: sorted(v, reverse=True) for d, v in admitted.items()}, shuffled, limits
+    )
     assert allowed2 == allowed
     assert set(new2) == set(new)
     for d in batch_counts:
@@ -129,7 +136,7 @@ def test_admit_matches_reference_and_ignores_insertion_order(admitted, batch_cou
 
 
 def test_value_counts_sums_the_weight_per_dimension_value():
-    rows = [
+    rows: list[dict[str, Any]] = [
         {"model": "m1", "locale": "en", "events_seen": 3},
         {"model": "m1", "locale": "de", "events_seen": 4},
         {"model": "m2", "locale": "en", "events_seen": 5},
@@ -155,7 +162,7 @@ def test_value_counts_of_no_rows_lists_every_dimension():
     )
 )
 def test_value_counts_matches_a_reference_sum(rows):
-    expected = {"a": {}, "b": {}}
+    expected: dict[str, dict[str, int]] = {"a": {}, "b": {}}
     for r in rows:
         for d in ("a", "b"):
             expected[d][r[d]] = expected[d].get(r[d], 0) + r["w"]
@@ -175,9 +182,7 @@ def merge_users(sketches):
 
 def _reference_map(row, allowed):
     return tuple(
-        row[c]
-        if c not in allowed or row[c] in allowed[c] or row[c] in RESERVED
-        else "other"
+        row[c] if c not in allowed or row[c] in allowed[c] or row[c] in RESERVED else "other"
         for c in KEY
     )
 
@@ -285,7 +290,7 @@ def test_a_thousand_values_with_limit_ten_keep_the_top_ten_and_fold_the_rest():
     rnd = random.Random(42)
     models = [f"model-{i:04d}" for i in range(1000)]
     weight = dict(zip(models, rnd.sample(range(1, 100_001), len(models)), strict=True))
-    rows = []
+    rows: list[dict[str, Any]] = []
     for window in (0, 1):
         for locale in ("en", "de"):
             for m in models:

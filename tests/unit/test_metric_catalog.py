@@ -111,7 +111,9 @@ def test_one_violation_rate_per_contract_category():
 
 
 def test_rate_value_is_numerator_over_denominator():
-    v = catalog.rate_value("injection_success_rate", {"injection_successes": 3, "injection_attempts": 12})
+    v = catalog.rate_value(
+        "injection_success_rate", {"injection_successes": 3, "injection_attempts": 12}
+    )
     assert (v.rate_id, v.numerator, v.denominator) == ("injection_success_rate", 3, 12)
     assert v.value == pytest.approx(0.25)
     assert v.lower < 0.25 < v.upper
@@ -121,16 +123,6 @@ def test_rate_value_reads_only_its_own_counters():
     totals = {"refusals": 7, "events": 70, "blocks": 69, "violations": 1}
     v = catalog.rate_value("refusal_rate", totals)
     assert (v.numerator, v.denominator, v.value) == (7, 70, pytest.approx(0.1))
-
-
-def test_rate_value_accepts_numbers_that_are_not_python_ints():
-    # Totals from a SQL roll-up may come back as Decimal or float.
-    from decimal import Decimal
-
-    v = catalog.rate_value("block_rate", {"blocks": Decimal(5), "events": 20.0})
-    assert (v.numerator, v.denominator) == (5, 20)
-    assert isinstance(v.numerator, int) and isinstance(v.denominator, int)
-    assert v.value == pytest.approx(0.25)
 
 
 def test_rate_value_is_none_for_a_zero_denominator_with_the_uninformative_interval():
@@ -153,11 +145,6 @@ def test_rate_value_interval_is_the_wilson_95_interval(k, n):
     assert v.lower - 1e-12 <= k / n <= v.upper + 1e-12
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="wilson_interval rounds: lower ~5.6e-17 > 0 at k=0, upper 0.9999999999999999 < 1 "
-    "at k=n (scipy returns exactly 0 and 1); the interval then excludes the estimate",
-)
 @pytest.mark.parametrize(("k", "n"), [(0, 7), (10, 10)])
 def test_rate_value_interval_contains_the_estimate_exactly_at_zero_and_one(k, n):
     v = catalog.rate_value("user_report_rate", {"user_reports": k, "events": n})
@@ -246,7 +233,9 @@ def test_rate_numerator_predicate_implies_the_denominator_predicate(r):
     ],
 )
 def test_known_subset_numerators_restate_their_population(numerator, must_contain):
-    assert must_contain in _top_level_split(PREDICATES[numerator], "AND")
+    predicate = PREDICATES[numerator]
+    assert predicate is not None
+    assert must_contain in _top_level_split(predicate, "AND")
 
 
 def test_whole_population_denominators_count_every_record():
