@@ -162,8 +162,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 def print_segments(
     settings: Settings, *, top: int, min_events: int, timeline: bool, rate_id: str
 ) -> None:
+    from pipelines.metrics.catalog import rate as catalog_rate
     from pipelines.metrics.summary import summarize_segments
-    from pipelines.report.text import bar, format_table, percent
+    from pipelines.report.text import bar, format_table, rate_text
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
     from pipelines.warehouse.queries import aggregate_rows
@@ -183,20 +184,19 @@ def print_segments(
         f"\nSegments by peak {rate_id} per window (windows with >= {min_events} events), "
         f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC:\n"
     )
+    rate = catalog_rate(rate_id)
+    paired = catalog_rate("refusal_rate" if rate_id != "refusal_rate" else "violation_rate")
     table = []
     for s in summaries[:top]:
-        lo, hi = s.interval("violation_rate")
+        peak = rate_text(*s.peak_counts) if s.peak_counts else "-"
         table.append(
             [
                 *s.segment,
                 s.totals["events"],
-                s.totals["violations"],
-                f"{percent(s.rate('violation_rate'))} [{percent(lo)}, {percent(hi)}]",
-                percent(s.peak_rate),
+                rate_text(s.totals[rate.numerator], s.totals[rate.denominator]),
+                peak,
                 f"{s.peak_window_start:%H:%M}" if s.peak_window_start else "-",
-                percent(s.rate("refusal_rate")),
-                s.totals["injection_attempts"],
-                s.totals["blocks"],
+                rate_text(s.totals[paired.numerator], s.totals[paired.denominator]),
             ]
         )
     print(
@@ -204,13 +204,10 @@ def print_segments(
             [
                 *dims,
                 "events",
-                "violations",
-                "violation rate [95% CI]",
-                "peak",
+                f"{rate_id} [95% CI]",
+                "peak window [95% CI]",
                 "peak at",
-                "refusal rate",
-                "injections",
-                "blocks",
+                f"{paired.id} [95% CI]",
             ],
             table,
         )
@@ -221,18 +218,24 @@ def print_segments(
         worst = summaries[0]
         where = dict(zip(dims, worst.segment, strict=True))
         seg_rows = [r for r in rows if all(r[d] == v for d, v in where.items())]
-        scale = max(int(r["violations"]) / r["events"] for r in seg_rows if r["events"])
+        ratios = [
+            int(r[rate.numerator]) / r[rate.denominator] for r in seg_rows if r[rate.denominator]
+        ]
+        scale = max(ratios, default=0.0)
         print(f"\nTimeline of {', '.join(f'{k}={v}' for k, v in where.items())}:\n")
         print(
             format_table(
-                ["window (UTC)", "events", "violations", "rate", ""],
+                ["window (UTC)", rate.denominator, rate.numerator, f"{rate_id} [95% CI]", ""],
                 [
                     [
                         f"{r['window_start']:%H:%M}-{r['window_end']:%H:%M}",
-                        r["events"],
-                        r["violations"],
-                        percent(r["violations"] / r["events"] if r["events"] else None),
-                        bar(r["violations"] / r["events"] if r["events"] else 0.0, scale),
+                        r[rate.denominator],
+                        r[rate.numerator],
+                        rate_text(r[rate.numerator], r[rate.denominator]),
+                        bar(
+                            r[rate.numerator] / r[rate.denominator] if r[rate.denominator] else 0.0,
+                            scale,
+                        ),
                     ]
                     for r in seg_rows
                 ],
@@ -288,7 +291,7 @@ def print_kpis(engine: Any, rows: list[dict[str, Any]], dims: Sequence[str]) -> 
 
 def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float = 0.05) -> None:
     """The most significant rate changes against the baseline (BH q-values)."""
-    from pipelines.report.text import format_table, percent
+    from pipelines.report.text import format_table, rate_text
     from pipelines.warehouse.queries import significant_changes
 
     changes = significant_changes(engine, dimension_set=",".join(dims), max_q=max_q, limit=limit)
@@ -298,19 +301,24 @@ def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float 
     print(f"\nSignificant changes against the baseline (q <= {max_q}), most significant first:\n")
     table = []
     for c in changes:
-        cur = c["current_numerator"] / c["current_denominator"]
-        base = c["baseline_numerator"] / c["baseline_denominator"]
         table.append(
             [
                 f"{c['window_start']:%H:%M}",
                 *[c[d] for d in dims],
                 c["rate_id"],
-                f"{percent(cur)} of {c['current_denominator']}",
-                f"{percent(base)} of {c['baseline_denominator']}",
+                f"{rate_text(c['current_numerator'], c['current_denominator'])} "
+                f"of {c['current_denominator']}",
+                f"{rate_text(c['baseline_numerator'], c['baseline_denominator'])} "
+                f"of {c['baseline_denominator']}",
                 f"{c['q_value']:.1e}",
             ]
         )
-    print(format_table(["window", *dims, "rate", "window", "baseline", "q-value"], table))
+    print(
+        format_table(
+            ["window", *dims, "rate", "in the window [95% CI]", "baseline [95% CI]", "q-value"],
+            table,
+        )
+    )
 
 
 def print_accounting(engine: Any) -> None:

@@ -21,6 +21,15 @@ DEMO_DIR = Path("var/demo")
 DEMO_TOPIC = "safety.interactions.demo"
 
 
+# The rate that shows each scenario's incident (its label -> the catalog's rate id).
+SCENARIO_RATE = {
+    "violation": "violation_rate",
+    "injection_attempt": "injection_attempt_rate",
+    "refused": "refusal_rate",
+    "pii_in_output": "pii_output_rate",
+}
+
+
 def demo_settings(settings: Settings) -> Settings:
     """The user's settings with the warehouse, checkpoint and input topic of the sandbox."""
     return settings.model_copy(
@@ -87,7 +96,9 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         log(f"job done: {summary.input_rows} records in {len(summary.batches)} micro-batches")
 
         log("step 5/5: per-segment table from the warehouse")
-        print_segments(settings, top=12, min_events=30, timeline=True, rate_id="violation_rate")
+        print_segments(
+            settings, top=12, min_events=30, timeline=True, rate_id=SCENARIO_RATE[scenario.metric]
+        )
         target = ", ".join(f"{k}={v}" for k, v in scenario.target.items())
         print(
             f"\nThe injected incident was on {target}, "

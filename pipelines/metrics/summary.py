@@ -18,6 +18,7 @@ class SegmentSummary:
     windows: int
     peak_window_start: datetime | None
     peak_rate: float | None  # highest window rate among windows with >= min_events events
+    peak_counts: tuple[int, int] | None = None  # numerator, denominator of that window
 
     def rate(self, rate_id: str) -> float | None:
         r = rate(rate_id)
@@ -44,7 +45,7 @@ def summarize_segments(
     counters = counter_ids()
     totals: dict[tuple[str, ...], dict[str, int]] = {}
     windows: dict[tuple[str, ...], int] = {}
-    peaks: dict[tuple[str, ...], tuple[float, datetime]] = {}
+    peaks: dict[tuple[str, ...], tuple[float, datetime, int, int]] = {}
     for row in rows:
         key = tuple(str(row[d]) for d in dimensions)
         acc = totals.setdefault(key, dict.fromkeys(counters, 0))
@@ -53,9 +54,10 @@ def summarize_segments(
         windows[key] = windows.get(key, 0) + 1
         den = int(row[r.denominator])
         if den >= min_events:
-            value = int(row[r.numerator]) / den
+            num = int(row[r.numerator])
+            value = num / den
             if key not in peaks or value > peaks[key][0]:
-                peaks[key] = (value, row["window_start"])
+                peaks[key] = (value, row["window_start"], num, den)
     out = [
         SegmentSummary(
             segment=key,
@@ -63,6 +65,7 @@ def summarize_segments(
             windows=windows[key],
             peak_window_start=peaks[key][1] if key in peaks else None,
             peak_rate=peaks[key][0] if key in peaks else None,
+            peak_counts=(peaks[key][2], peaks[key][3]) if key in peaks else None,
         )
         for key, acc in totals.items()
     ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from pipelines.metrics.stats import wilson_interval
+
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """Left-aligned text columns, right-aligned numbers, a rule under the header."""
@@ -46,3 +48,12 @@ def bar(value: float, scale: float, width: int = 30) -> str:
     if scale <= 0:
         return ""
     return "#" * max(0, min(width, round(width * value / scale)))
+
+
+def rate_text(numerator: int, denominator: int, digits: int = 2) -> str:
+    """'11.00% [7.40%, 16.10%]': a rate with its Wilson 95 % interval; '-' without trials."""
+    if denominator == 0:
+        return "-"
+    lo, hi = wilson_interval(numerator, denominator)
+    value = numerator / denominator
+    return f"{percent(value, digits)} [{percent(lo, digits)}, {percent(hi, digits)}]"

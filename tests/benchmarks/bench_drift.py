@@ -1,0 +1,125 @@
+"""Benchmark: cost of drift per segment per window, from the stored histograms (prints figures).
+
+Fills a SQLite warehouse through the sink with histograms and counters for S segments over W
+windows (no Spark), then times `compute_drift` for the last window against a trailing
+baseline of the W - 1 windows before it. The number of events behind each histogram changes
+the counts, not the number of rows, so the cost should not grow with events; it grows with
+the number of stored baseline windows. Not collected by pytest.
+
+    .venv/bin/python tests/benchmarks/bench_drift.py [--segments 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+
+from pipelines.drift.compute import compute_drift
+from pipelines.metrics.catalog import RATES, counter_ids
+from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
+from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+
+T0 = datetime(2026, 11, 1, tzinfo=UTC)
+DIMS = ("product_surface", "model_version", "locale")
+
+
+def _fill(sink: WarehouseSink, segments: int, windows: int, events: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    probs = {d.id: rng.dirichlet(np.ones(d.bins)) for d in DISTRIBUTIONS}
+    for w in range(windows):
+        start = T0 + timedelta(minutes=5 * w)
+        aggs, hists = [], []
+        for s in range(segments):
+            key = {
+                "window_start": start,
+                "dimension_set": ",".join(DIMS),
+                **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
+                "product_surface": f"surface-{s % 5}",
+                "model_version": f"model-{s // 5}",
+                "locale": "en-US",
+            }
+            counters = dict.fromkeys(counter_ids(), 0)
+            counters["events"] = counters["events_seen"] = counters["unflagged_events"] = events
+            for r in RATES:
+                if r.denominator == "events":
+                    counters[r.numerator] = int(rng.binomial(events, 0.01))
+            aggs.append(
+                {
+                    **key,
+                    "window_end": start + timedelta(minutes=5),
+                    **counters,
+                    "users_sketch": None,
+                }
+            )
+            for d in DISTRIBUTIONS:
+                counts = rng.multinomial(events, probs[d.id])
+                hists += [
+                    {**key, "distribution": d.id, "bin": b, "count": int(n)}
+                    for b, n in enumerate(counts)
+                    if n
+                ]
+        sink.commit(
+            BatchResult(
+                query_id="bench",
+                batch_id=w,
+                topic="t",
+                started_at=start,
+                input_rows=0,
+                late_rows=0,
+                aggregated_rows=0,
+                watermark_before=None,
+                watermark_after=None,
+                offsets=[OffsetRange("t", 0, w, w, 1)],
+                aggregates=aggs,
+                histograms=hists,
+            )
+        )
+
+
+def _measure(segments: int, windows: int, events: int) -> tuple[float, int]:
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/wh.db")
+        migrate(engine)
+        sink = WarehouseSink(engine)
+        _fill(sink, segments, windows, events, seed=events)
+        settings = DriftSettings(lookback=f"{5 * windows} minutes")
+        last = T0 + timedelta(minutes=5 * (windows - 1))
+        t0 = time.perf_counter()
+        with engine.begin() as conn:
+            run = compute_drift(
+                conn, sink.tables, [last], dimensions=DIMS, settings=settings, now=T0
+            )
+        seconds = time.perf_counter() - t0
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql("SELECT count(*) FROM segment_window_hist").scalar_one()
+        assert run.segments == segments
+        return seconds, int(rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--segments", type=int, default=50)
+    args = parser.parse_args()
+    s = args.segments
+    print(
+        f"{'segments':>8} {'baseline windows':>16} {'events/segment/window':>21} "
+        f"{'hist rows':>9} {'seconds':>8} {'ms per segment':>14}"
+    )
+    cases = [(24, 100), (24, 10_000), (24, 1_000_000), (12, 10_000), (96, 10_000)]
+    for windows, events in cases:
+        seconds, rows = _measure(s, windows, events)
+        print(
+            f"{s:>8} {windows - 1:>16} {events:>21,} {rows:>9,} {seconds:>8.2f} "
+            f"{1000 * seconds / s:>14.1f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
