@@ -7,13 +7,16 @@ import shutil
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import select
 
 from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.producer import produce_events, produce_raw
 from pipelines.synth.generator import generate_events
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
+from pipelines.warehouse.tables import Tables, as_utc
 from tests.integration.streaming_support import (
+    DIMENSIONS,
     ground_truth,
     make_settings,
     run_job,
@@ -158,8 +161,13 @@ def test_postgres_warehouse_holds_the_same_table_as_sqlite(
     produce_events(kafka_broker.kafka, topic, events)
     sqlite_url = f"sqlite:///{tmp_path / 'wh.db'}"
     pg_url = postgres.create_database("parity")
-    run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "c1", sqlite_url))
-    run_job(spark, make_settings(kafka_broker.kafka, topic, tmp_path / "c2", pg_url))
+    # One batch whose 1-minute watermark closes the first two windows: drift on both.
+    for ckpt, url in (("c1", sqlite_url), ("c2", pg_url)):
+        settings = make_settings(
+            kafka_broker.kafka, topic, tmp_path / ckpt, url, max_offsets=50_000,
+            watermark="1 minute",
+        )  # fmt: skip
+        run_job(spark, settings)
 
     def comparable(url):
         ignore = {"updated_at"}
@@ -171,3 +179,42 @@ def test_postgres_warehouse_holds_the_same_table_as_sqlite(
     sqlite_rows = comparable(sqlite_url)
     assert sqlite_rows == comparable(pg_url)
     assert warehouse_table(sqlite_rows) == ground_truth(events)
+
+    def table(url, name, key):
+        engine = make_engine(url)
+        t = getattr(Tables(engine), name)
+        with engine.connect() as conn:
+            rows = [dict(r) for r in conn.execute(select(t)).mappings()]
+        for r in rows:
+            r.pop("computed_at", None)
+            r["window_start"] = as_utc(r["window_start"])
+        return sorted(rows, key=lambda r: tuple(r[k] for k in key))
+
+    key = ["window_start", *DIMENSIONS]
+    assert table(sqlite_url, "hist", [*key, "distribution", "bin"]) == table(
+        pg_url, "hist", [*key, "distribution", "bin"]
+    )
+    drift_sqlite = table(sqlite_url, "drift", [*key, "distribution"])
+    drift_pg = table(pg_url, "drift", [*key, "distribution"])
+    assert drift_sqlite, [
+        (r["batch_id"], r["watermark_before"], r["watermark_after"])
+        for r in ledger_rows(make_engine(sqlite_url))
+    ]
+    assert len(drift_sqlite) == len(drift_pg)
+    assert any(r["status"] == "ok" for r in drift_sqlite)
+
+    def same(a, b):
+        assert a.keys() == b.keys()
+        for k, v in a.items():
+            if isinstance(v, float):
+                assert v == pytest.approx(b[k], rel=1e-9), k
+            else:
+                assert v == b[k], k
+
+    for a, b in zip(drift_sqlite, drift_pg, strict=True):
+        same(a, b)
+    tests_sqlite = table(sqlite_url, "rate_tests", [*key, "rate_id"])
+    tests_pg = table(pg_url, "rate_tests", [*key, "rate_id"])
+    assert len(tests_sqlite) == len(tests_pg) > 0
+    for a, b in zip(tests_sqlite, tests_pg, strict=True):
+        same(a, b)
