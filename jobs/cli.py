@@ -373,7 +373,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from pipelines.drift.compute import Baseline, compute_drift
+    from pipelines.drift.compute import Baseline, BaselineCache, compute_drift
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
     from pipelines.warehouse.queries import drift_windows
@@ -395,11 +395,12 @@ def cmd_drift(args: argparse.Namespace) -> int:
     _log(f"computing drift for {len(windows)} windows against the {baseline} baseline")
     segments = 0
     seconds = 0.0
+    cache = BaselineCache()
     for i, w in enumerate(windows, 1):
         with engine.begin() as conn:
             run = compute_drift(
                 conn, sink.tables, [w], dimensions=dims, settings=settings.drift,
-                now=datetime.now(UTC),
+                now=datetime.now(UTC), cache=cache,
             )  # fmt: skip
         segments += run.segments
         seconds += run.seconds

@@ -181,6 +181,66 @@ def evaluate_window(
     return drift_rows, test_rows
 
 
+class BaselineCache:
+    """Running sums of histograms and counters over a range of closed windows, per segment.
+
+    A trailing baseline moves by one window at a time, so the next baseline is the previous
+    one plus the windows that entered the range and minus those that left it: the cost per
+    window no longer depends on the lookback. Valid because every window in a baseline is
+    closed (before the window being evaluated, itself closed), so its stored sums no longer
+    change. `clear()` when a transaction that used the cache rolls back, or when something
+    else rewrites closed windows (a backfill); a range that does not overlap the cached one
+    is read in full.
+    """
+
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.key: tuple[str, datetime, datetime] | None = None
+        self.hist: Histograms = {}
+        self.counts: Counts = {}
+
+    def sums(
+        self, conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
+    ) -> tuple[Histograms, Counts]:
+        if self.key is not None:
+            cached_set, cached_lo, cached_hi = self.key
+            if cached_set == dimension_set and cached_lo <= lo < cached_hi <= hi:
+                for a, b, sign in ((cached_hi, hi, 1), (cached_lo, lo, -1)):
+                    if a < b:
+                        _add(
+                            self.hist, self.counts, *_read(conn, tables, dimension_set, a, b), sign
+                        )
+                self.key = (dimension_set, lo, hi)
+                return self.hist, self.counts
+        self.hist, self.counts = _read(conn, tables, dimension_set, lo, hi)
+        self.key = (dimension_set, lo, hi)
+        return self.hist, self.counts
+
+
+def _read(
+    conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
+) -> tuple[Histograms, Counts]:
+    return _histograms(conn, tables, dimension_set, lo, hi), _counts(
+        conn, tables, dimension_set, lo, hi
+    )
+
+
+def _add(hist: Histograms, counts: Counts, h: Histograms, c: Counts, sign: int) -> None:
+    for seg, dists in h.items():
+        target = hist.setdefault(seg, {})
+        for dist_id, arr in dists.items():
+            if dist_id in target:
+                target[dist_id] = target[dist_id] + sign * arr
+            else:
+                target[dist_id] = sign * arr
+    for seg, values in c.items():
+        acc = counts.setdefault(seg, {})
+        for k, v in values.items():
+            acc[k] = acc.get(k, 0) + sign * v
+
+
 @dataclass(frozen=True)
 class DriftRun:
     windows: int
@@ -210,9 +270,15 @@ def compute_drift(
     dimensions: Sequence[str],
     settings: DriftSettings,
     now: datetime,
+    cache: BaselineCache | None = None,
 ) -> DriftRun:
-    """(Re)compute drift and rate tests of every segment of each window in `windows`."""
+    """(Re)compute drift and rate tests of every segment of each window in `windows`.
+
+    With a `cache` (kept by the caller across calls), consecutive windows reuse the previous
+    baseline sums; pass windows in ascending order to benefit.
+    """
     started = time.perf_counter()
+    cache = cache if cache is not None else BaselineCache()
     baseline = Baseline.from_settings(settings)
     dimension_set = ",".join(dimensions)
     segments = 0
@@ -222,11 +288,12 @@ def compute_drift(
         if not current_counts:
             continue
         reference = {s: baseline.reference(s, dimensions) for s in current_counts}
+        baseline_hist, baseline_counts = cache.sums(conn, tables, dimension_set, lo, hi)
         drift_rows, test_rows = evaluate_window(
             _histograms(conn, tables, dimension_set, w, w + timedelta(microseconds=1)),
-            _histograms(conn, tables, dimension_set, lo, hi),
+            baseline_hist,
             current_counts,
-            _counts(conn, tables, dimension_set, lo, hi),
+            baseline_counts,
             reference=reference,
             min_events=settings.min_events,
             psi_epsilon=settings.psi_epsilon,
@@ -309,4 +376,11 @@ def _replace(
             conn.execute(table.insert(), records[i : i + 200])
 
 
-__all__ = ["INSUFFICIENT", "Baseline", "DriftRun", "closed_windows", "compute_drift"]
+__all__ = [
+    "INSUFFICIENT",
+    "Baseline",
+    "BaselineCache",
+    "DriftRun",
+    "closed_windows",
+    "compute_drift",
+]

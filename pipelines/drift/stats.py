@@ -130,19 +130,24 @@ def ks_binned(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[float, f
 
     D = max |F_c - F_b| of the cumulative proportions at bin boundaries, which equals
     ``scipy.stats.ks_2samp`` on samples placed at the bin positions (ties included). The
-    p-value is scipy's two-sided ``method="asymp"`` one: ``kstwo.sf(D, round(n*m/(n+m)))``
-    with n, m the totals. With one observation on each side that effective size rounds to 0
-    (scipy returns NaN); we return 1.0 there, which is also the exact permutation p-value.
-    Raises ``ValueError`` for invalid counts, differing lengths or a zero total.
+    p-value is the asymptotic Kolmogorov distribution with Stephens' small-sample correction,
+    ``kstwobign.sf((sqrt(e) + 0.12 + 0.11 / sqrt(e)) * D)`` with e = n*m/(n+m) and n, m the
+    totals. Within 0.035 of scipy's ``ks_2samp(method="asymp")`` p-value once e >= 2, and
+    its cost does not depend on the data: scipy's finite-n distribution (``kstwo``) takes
+    up to tens of milliseconds for some (n, D), too slow for thousands of segments per
+    window. When e rounds to 0 (one observation on each side) the p-value is 1.0, which is
+    the exact permutation p-value there. Raises ``ValueError`` for invalid counts, differing
+    lengths or a zero total.
     """
     c, b = _nonempty_pair(current, baseline)
     n, m = c.sum(), b.sum()
     # Integer cumulative counts divided by the total, as scipy does, so D agrees to the bit.
     d = float(np.max(np.abs(np.cumsum(c) / n - np.cumsum(b) / m)))
-    effective_n = float(np.round(n * m / (n + m)))
-    if effective_n < 1:
+    effective_n = float(n * m / (n + m))
+    if round(effective_n) < 1:
         return (d, 1.0)
-    p_value = float(np.clip(stats.kstwo.sf(d, effective_n), 0.0, 1.0))
+    root = math.sqrt(effective_n)
+    p_value = float(np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0))
     return (d, p_value)
 
 

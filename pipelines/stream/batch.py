@@ -30,7 +30,7 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from pipelines.drift.compute import closed_windows, compute_drift
+from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
@@ -160,6 +160,7 @@ class BatchProcessor:
         self.clock = clock
         self.on_batch = on_batch
         self._validator: Any = None
+        self._baseline = BaselineCache()
         self._query_id: str | None = None
         self._bound = threading.Event()
 
@@ -300,12 +301,18 @@ class BatchProcessor:
                 dimensions=dims,
                 settings=self.settings.drift,
                 now=self.clock(),
+                cache=self._baseline,
             )
             drift_windows.extend(windows)
             stages.stop()
 
         with stages("commit"):
-            written = self.sink.commit(result, now=self.clock(), derive=derive)
+            try:
+                written = self.sink.commit(result, now=self.clock(), derive=derive)
+            except BaseException:
+                # The baseline sums may hold this transaction's rows, which rolled back.
+                self._baseline.clear()
+                raise
         if watermark_after is not None:
             dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(

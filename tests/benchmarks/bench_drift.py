@@ -1,10 +1,15 @@
 """Benchmark: cost of drift per segment per window, from the stored histograms (prints figures).
 
 Fills a SQLite warehouse through the sink with histograms and counters for S segments over W
-windows (no Spark), then times `compute_drift` for the last window against a trailing
-baseline of the W - 1 windows before it. The number of events behind each histogram changes
-the counts, not the number of rows, so the cost should not grow with events; it grows with
-the number of stored baseline windows. Not collected by pytest.
+windows (no Spark), then times `compute_drift`:
+- cold: the last window against a trailing baseline of the W - 1 windows before it, read in
+  full (a job's first window after a start, or `safewatch drift` on one window). The number
+  of events behind each histogram changes the counts, not the number of rows, so the cost
+  should not grow with events; it grows with the number of stored baseline windows;
+- streaming: the last windows one after another with a `BaselineCache`, as the job closes
+  them: each baseline is the previous one plus the window that entered it and minus the one
+  that left, so the cost per window should not grow with the lookback either.
+Not collected by pytest.
 
     .venv/bin/python tests/benchmarks/bench_drift.py [--segments 50]
 """
@@ -18,7 +23,7 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 
-from pipelines.drift.compute import compute_drift
+from pipelines.drift.compute import BaselineCache, compute_drift
 from pipelines.metrics.catalog import RATES, counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
@@ -103,6 +108,28 @@ def _measure(segments: int, windows: int, events: int) -> tuple[float, int]:
         return seconds, int(rows)
 
 
+def _measure_streaming(segments: int, windows: int, lookback: int, evaluated: int) -> float:
+    """Mean seconds per window over the last `evaluated` windows, computed with a cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/wh.db")
+        migrate(engine)
+        sink = WarehouseSink(engine)
+        _fill(sink, segments, windows, 10_000, seed=windows)
+        settings = DriftSettings(lookback=f"{5 * lookback} minutes")
+        cache = BaselineCache()
+        times = []
+        for w in range(windows - evaluated - 1, windows):
+            start = T0 + timedelta(minutes=5 * w)
+            t0 = time.perf_counter()
+            with engine.begin() as conn:
+                compute_drift(
+                    conn, sink.tables, [start], dimensions=DIMS, settings=settings, now=T0,
+                    cache=cache,
+                )  # fmt: skip
+            times.append(time.perf_counter() - t0)
+        return sum(times[1:]) / len(times[1:])  # the first one fills the cache (cold)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=50)
@@ -119,6 +146,11 @@ def main() -> None:
             f"{s:>8} {windows - 1:>16} {events:>21,} {rows:>9,} {seconds:>8.2f} "
             f"{1000 * seconds / s:>14.1f}"
         )
+    print("\nstreaming, one window after another with the baseline cache (10,000 events each):")
+    print(f"{'segments':>8} {'lookback windows':>16} {'seconds/window':>14} {'ms per segment':>14}")
+    for lookback in (12, 48):
+        seconds = _measure_streaming(s, lookback + 8, lookback, evaluated=6)
+        print(f"{s:>8} {lookback:>16} {seconds:>14.2f} {1000 * seconds / s:>14.1f}")
 
 
 if __name__ == "__main__":
