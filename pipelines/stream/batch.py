@@ -83,9 +83,8 @@ class BatchReport:
     watermark: datetime | None = None
     folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
     drift_windows: int = 0
-    stages: dict[str, float] = field(
-        default_factory=dict
-    )  # seconds per stage (commit: incl. drift)
+    # Seconds per stage; "commit" includes "drift", which runs inside its transaction.
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def rejected_rows(self) -> int:
@@ -194,7 +193,8 @@ class BatchProcessor:
         verdicts: DataFrame | None = None
         stages = _Stages()
         try:
-            with stages("pii"):
+            # The first action on `checked`: runs the contract checks and the PII screen.
+            with stages("contract+pii"):
                 pii_rows = (
                     pii_candidates(checked, self.screen)
                     .withColumn("detectors", pii_detectors_udf(F.col("texts")))
