@@ -47,16 +47,28 @@ class LocalPostgres:
             raise InfraError(msg)
         return result
 
+    def _allow_traversal(self) -> None:
+        """Let the postgres user reach the data directory through its parents.
+
+        Checked before every pg_ctl call, not once: another tool may tighten a parent in
+        the meantime (pytest resets its temporary root to 0700 when a second session starts).
+        """
+        if not self._as_postgres:
+            return
+        for parent in self.data_dir.parents:
+            if parent == Path("/"):
+                break
+            mode = os.stat(parent).st_mode
+            if mode & 0o111 != 0o111:
+                os.chmod(parent, mode | 0o111)
+
     def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._allow_traversal()
         if not (self.data_dir / "PG_VERSION").exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             if self._as_postgres:
                 shutil.chown(self.data_dir, "postgres", "postgres")
-                # runuser needs to traverse the parents of the data directory
-                for parent in self.data_dir.parents:
-                    if parent == Path("/"):
-                        break
-                    os.chmod(parent, os.stat(parent).st_mode | 0o111)
             self.log(f"postgres: initdb {self.data_dir}")
             self._run(
                 str(self.bin / "initdb"), "-D", str(self.data_dir), "-A", "trust",
@@ -72,6 +84,7 @@ class LocalPostgres:
 
     def stop(self) -> None:
         if (self.data_dir / "postmaster.pid").exists():
+            self._allow_traversal()
             self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop")
 
     def create_database(self, name: str) -> str:
