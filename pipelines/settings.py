@@ -10,6 +10,7 @@ Library code receives the object; no module reads the environment by itself.
 from __future__ import annotations
 
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -365,6 +366,76 @@ class WarehouseSettings(_Section):
     )
 
 
+_PROM_DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
+
+
+class AlertingSettings(_Section):
+    """The Alertmanager alerts go to; the local Alertmanager and Prometheus (tests, trials)."""
+
+    alertmanager_url: str = Field(
+        "http://127.0.0.1:9193",
+        description="Base URL of the Alertmanager that receives alerts (API v2); the local "
+        "instance is http://127.0.0.1:<alertmanager_port>.",
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds an HTTP call to Alertmanager may take."
+    )
+    alertmanager_port: int = Field(
+        9193, ge=1, le=65535, description="Port of the local Alertmanager (web UI and API)."
+    )
+    prometheus_port: int = Field(
+        9190, ge=1, le=65535, description="Port of the local Prometheus (web UI and API)."
+    )
+    metrics_port: int = Field(
+        9108,
+        ge=1,
+        le=65535,
+        description="Port of the streaming job's /metrics endpoint, scraped by the local "
+        "Prometheus.",
+    )
+    data_dir: Path = Field(
+        Path("var/alerting"),
+        description="Config, data, pid and log files of the local Alertmanager and Prometheus.",
+    )
+    prometheus_rules: str = Field(
+        "alerts/prometheus/*.rules.yml",
+        description="Glob of the rule files the local Prometheus evaluates (relative: to the "
+        "working directory).",
+    )
+    webhook_url: SecretStr | None = Field(
+        None,
+        description="Webhook the local Alertmanager notifies (e.g. a chat or paging hook; never "
+        "printed); none: alerts are only kept in Alertmanager.",
+    )
+    group_wait: str = Field(
+        "1s", description="Local Alertmanager: wait before the first notification of a group."
+    )
+    group_interval: str = Field(
+        "5s",
+        description="Local Alertmanager: wait before notifying changes (new or resolved alerts) "
+        "of a group.",
+    )
+    repeat_interval: str = Field(
+        "1h", description="Local Alertmanager: resend a still-firing alert after this long."
+    )
+    resolve_timeout: str = Field(
+        "5m",
+        description="Local Alertmanager: an alert posted without endsAt is resolved after this "
+        "long without an update.",
+    )
+    start_timeout_s: float = Field(
+        30.0, gt=0, description="Seconds to wait for the local Alertmanager or Prometheus."
+    )
+
+    @field_validator("group_wait", "group_interval", "repeat_interval", "resolve_timeout")
+    @classmethod
+    def _prometheus_duration(cls, value: str) -> str:
+        if not value or not _PROM_DURATION.match(value):
+            msg = f"{value!r} is not a Prometheus duration such as 30s, 5m, 1h30m or 2d"
+            raise ValueError(msg)
+        return value
+
+
 class Settings(BaseSettings):
     """All settings; see `safewatch config docs`."""
 
@@ -381,6 +452,7 @@ class Settings(BaseSettings):
     quality: QualitySettings = QualitySettings()
     drift: DriftSettings = DriftSettings()
     warehouse: WarehouseSettings = WarehouseSettings()
+    alerting: AlertingSettings = AlertingSettings()
 
     @classmethod
     def settings_customise_sources(

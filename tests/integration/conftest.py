@@ -103,3 +103,22 @@ def postgres(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+# -- Alertmanager -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def alertmanager(tmp_path_factory: pytest.TempPathFactory):
+    """A real Alertmanager (Debian's package) on a free port, no webhook; `.url` is its API."""
+    from pipelines.infra.alertmanager import LocalAlertmanager
+    from pipelines.settings import AlertingSettings
+
+    (port,) = _free_ports(1)
+    settings = AlertingSettings(alertmanager_url=f"http://127.0.0.1:{port}", alertmanager_port=port)
+    server = LocalAlertmanager(settings, tmp_path_factory.mktemp("alerting"), log=lambda _m: None)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,372 @@
+"""A local Prometheus Alertmanager (Debian's `prometheus-alertmanager`) run as a detached process.
+
+Everything it owns lives in `<data_dir>/alertmanager/`: `alertmanager.yml` (rewritten from the
+settings on every start), `data/` (silences and notification log), `alertmanager.pid` and
+`alertmanager.log` (its output of the current run). Clustering is switched off, so it listens
+on 127.0.0.1:`port` only.
+
+`LocalService`, the process supervision shared with `pipelines.infra.prometheus`, lives here too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipelines.errors import InfraError
+from pipelines.settings import AlertingSettings
+
+# Debian's name first, then upstream's.
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
+RECEIVER = "safewatch"
+_PORT_SETTING = "SAFEWATCH_ALERTING__ALERTMANAGER_PORT"
+_TAIL_LINES = 20
+# How Alertmanager and Prometheus report a configuration they reject.
+_CONFIG_FAILURES = ("loading configuration file failed", "error loading config")
+
+
+def alertmanager_config(settings: AlertingSettings) -> dict[str, Any]:
+    """Every alert routed to the one receiver `safewatch`, which calls `webhook_url` when set.
+
+    Alerts are grouped by `alertname`; the timings come from the settings (`group_wait` 1s by
+    default, so tests see notifications quickly).
+    """
+    receiver: dict[str, Any] = {"name": RECEIVER}
+    if settings.webhook_url is not None:
+        receiver["webhook_configs"] = [
+            {"url": settings.webhook_url.get_secret_value(), "send_resolved": True}
+        ]
+    return {
+        "global": {"resolve_timeout": settings.resolve_timeout},
+        "route": {
+            "receiver": RECEIVER,
+            "group_by": ["alertname"],
+            "group_wait": settings.group_wait,
+            "group_interval": settings.group_interval,
+            "repeat_interval": settings.repeat_interval,
+        },
+        "receivers": [receiver],
+    }
+
+
+def render_alertmanager_config(settings: AlertingSettings) -> str:
+    """`alertmanager_config` as YAML text."""
+    header = "# Written by Safewatch (pipelines/infra/alertmanager.py); edits are overwritten.\n"
+    return header + yaml.safe_dump(alertmanager_config(settings), sort_keys=False)
+
+
+def find_binary(names: Sequence[str], package: str, override: str = "binary=") -> str:
+    """The first of `names` on PATH.
+
+    Raises InfraError naming them, the Debian package and the `override` argument otherwise.
+    """
+    for name in names:
+        path = shutil.which(name)
+        if path:
+            return path
+    msg = (
+        f"{' or '.join(names)} not found on PATH: run `infra/setup.sh --test` "
+        f"(Debian package {package}) or pass {override}"
+    )
+    raise InfraError(msg)
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to a temporary file next to `path`, then rename it into place."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    tmp.replace(path)
+
+
+@dataclass(frozen=True)
+class ServiceStatus:
+    """Snapshot of a local service: `pid` is set only while the process is alive."""
+
+    name: str
+    running: bool
+    pid: int | None
+    url: str
+    data_dir: Path
+    log_file: Path
+
+    def describe(self) -> str:
+        """One line for people, e.g. `Alertmanager running (pid 42) at http://…; …`."""
+        state = f"running (pid {self.pid}) at" if self.running else "not running; configured for"
+        return f"{self.name} {state} {self.url}; data in {self.data_dir}; log {self.log_file}"
+
+
+class LocalService:
+    """One server process detached from the caller, with a pid file and a log file.
+
+    The pid file lets another process (a later CLI call) find and stop the server; a pid counts
+    as the server only while its command line still holds `--config.file=<config_file>`.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        data_dir: Path,
+        url: str,
+        config_file: Path,
+        *,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.url = url
+        self.config_file = config_file
+        stem = name.lower()
+        self.log_file = data_dir / f"{stem}.log"
+        self._pid_file = data_dir / f"{stem}.pid"
+        self._log = log
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def running_pid(self) -> int | None:
+        pid = self._read_pid()
+        return pid if pid is not None and self._alive(pid) else None
+
+    def start(
+        self, cmd: list[str], *, port: int, port_setting: str, timeout_s: float, hint: str
+    ) -> None:
+        """Run `cmd` and return once GET `url`/-/ready answers 200.
+
+        Raises InfraError when `port` is taken (naming `port_setting`), when the process exits
+        during startup, or when it is not ready within `timeout_s` (it is stopped first); the
+        message quotes the end of its log and, as the last resort, `hint`.
+        """
+        self._pid_file.unlink(missing_ok=True)
+        _check_port_free(port, self.name, port_setting)
+        self._log(f"starting {self.name} at {self.url} …")
+        began = time.monotonic()
+        with self.log_file.open("wb") as out:
+            self._proc = subprocess.Popen(
+                cmd,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+            )
+        self._pid_file.write_text(f"{self._proc.pid}\n", encoding="utf-8")
+        deadline = began + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                self._pid_file.unlink(missing_ok=True)
+                headline = f"{self.name} exited with code {self._proc.returncode} during startup"
+                raise InfraError(self._failure(headline, port_setting, hint))
+            if _http_ok(f"{self.url}/-/ready"):
+                self._log(f"{self.name} ready in {time.monotonic() - began:.1f} s")
+                return
+            time.sleep(0.1)
+        self.stop(timeout_s=10)
+        headline = (
+            f"{self.name} was not ready within {timeout_s:g} s (stopped it); raise "
+            "SAFEWATCH_ALERTING__START_TIMEOUT_S on a slow machine"
+        )
+        raise InfraError(self._failure(headline, port_setting, hint))
+
+    def stop(self, timeout_s: float = 20) -> bool:
+        """Stop the server (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
+        pid = self.running_pid()
+        if pid is None:
+            self._pid_file.unlink(missing_ok=True)
+            self._log(f"{self.name} not running")
+            return False
+        self._log(f"stopping {self.name} (pid {pid}) …")
+        _signal_group(pid, signal.SIGTERM)
+        if not self._wait_exit(pid, timeout_s):
+            self._log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
+            _signal_group(pid, signal.SIGKILL)
+            self._wait_exit(pid, 10)
+        self._pid_file.unlink(missing_ok=True)
+        self._proc = None
+        self._log(f"{self.name} stopped")
+        return True
+
+    def status(self) -> ServiceStatus:
+        """Current state, from the pid file and the process table; changes nothing."""
+        pid = self.running_pid()
+        return ServiceStatus(
+            name=self.name,
+            running=pid is not None,
+            pid=pid,
+            url=self.url,
+            data_dir=self.data_dir,
+            log_file=self.log_file,
+        )
+
+    def _failure(self, headline: str, port_setting: str, hint: str) -> str:
+        lines: list[str] = []
+        if self.log_file.exists():
+            text = self.log_file.read_bytes().decode("utf-8", errors="replace")
+            lines = text.splitlines()[-_TAIL_LINES:]
+        output = "\n".join(lines)
+        parts = [headline]
+        if lines:
+            parts.append(f"--- last lines of {self.log_file} ---\n{output}")
+        if "address already in use" in output.lower():
+            parts.append(f"check: the port is in use; change {port_setting}")
+        elif any(m in output.lower() for m in _CONFIG_FAILURES):
+            parts.append(
+                f"check: {self.config_file}, written from the SAFEWATCH_ALERTING__* settings"
+            )
+        else:
+            parts.append(f"check: {hint}")
+        return "\n".join(parts)
+
+    def _read_pid(self) -> int | None:
+        try:
+            return int(self._pid_file.read_text(encoding="utf-8").strip())
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _alive(self, pid: int) -> bool:
+        if self._proc is not None and self._proc.pid == pid:
+            return self._proc.poll() is None
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        if not cmdline.exists():
+            return True
+        # A recycled pid, or a zombie (empty cmdline), is not our server.
+        return f"--config.file={self.config_file}".encode() in cmdline.read_bytes().split(b"\0")
+
+    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if not self._alive(pid):
+                return True
+            time.sleep(0.1)
+        return not self._alive(pid)
+
+
+class LocalAlertmanager:
+    """Writes the config, starts, stops and reports on a local Alertmanager.
+
+    `data_dir` (default `settings.data_dir`) and `port` (default `settings.alertmanager_port`)
+    override the settings, e.g. for tests on free ports; relative paths are resolved against
+    the working directory at construction. `binary` defaults to `prometheus-alertmanager` (or
+    `alertmanager`) on PATH.
+    """
+
+    def __init__(
+        self,
+        settings: AlertingSettings,
+        data_dir: Path | None = None,
+        port: int | None = None,
+        *,
+        log: Callable[[str], None] = print,
+        binary: str | None = None,
+    ) -> None:
+        self.settings = settings
+        root = Path(data_dir) if data_dir is not None else settings.data_dir
+        self.data_dir = root.expanduser().absolute() / "alertmanager"
+        self.port = port if port is not None else settings.alertmanager_port
+        self.config_file = self.data_dir / "alertmanager.yml"
+        self._binary = binary
+        self._log = log
+        self._service = LocalService(
+            "Alertmanager", self.data_dir, self.url, self.config_file, log=log
+        )
+        self.log_file = self._service.log_file
+
+    @property
+    def url(self) -> str:
+        """Base URL of its web UI and API, e.g. `http://127.0.0.1:9193`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        """Write `alertmanager.yml` from the settings and return its path.
+
+        The file is readable by its owner only: it may hold the webhook's secret URL.
+        """
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(self.config_file, render_alertmanager_config(self.settings), 0o600)
+        return self.config_file
+
+    def start(self) -> ServiceStatus:
+        """Start Alertmanager unless it already runs; return once `/-/ready` answers.
+
+        Raises InfraError when the binary is missing, the port is taken, or it does not start
+        within `start_timeout_s` (the message quotes its log and names the setting to change).
+        """
+        pid = self._service.running_pid()
+        if pid is not None:
+            self._log(f"Alertmanager already running (pid {pid}) at {self.url}")
+            return self.status()
+        binary = self._binary or find_binary(ALERTMANAGER_BINARIES, "prometheus-alertmanager")
+        self.write_config()
+        cmd = [
+            binary,
+            f"--config.file={self.config_file}",
+            f"--storage.path={self.data_dir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+            "--cluster.listen-address=",  # no HA gossip port (default 9094)
+            "--log.level=info",
+        ]
+        self._service.start(
+            cmd,
+            port=self.port,
+            port_setting=_PORT_SETTING,
+            timeout_s=self.settings.start_timeout_s,
+            hint=f"{self.log_file}; is {binary} Alertmanager 0.25 or newer?",
+        )
+        return self.status()
+
+    def stop(self, timeout_s: float = 20) -> bool:
+        """Stop it (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
+        return self._service.stop(timeout_s)
+
+    def status(self) -> ServiceStatus:
+        """Current state; changes nothing."""
+        return self._service.status()
+
+
+def _check_port_free(port: int, name: str, setting: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # Go servers bind with SO_REUSEADDR too, so TIME_WAIT leftovers are no conflict.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError as exc:
+            msg = (
+                f"cannot start {name}: 127.0.0.1:{port} is not available ({exc.strerror}); "
+                f"stop what uses it or set {setting}"
+            )
+            raise InfraError(msg) from exc
+
+
+# Loopback probes must not go through an HTTP proxy from the environment.
+_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _http_ok(url: str) -> bool:
+    try:
+        with _NO_PROXY.open(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
