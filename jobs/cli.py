@@ -424,6 +424,149 @@ def _parse_time(text: str, option: str) -> datetime:
     return value.astimezone(UTC)
 
 
+# ---------------------------------------------------------------- alerts
+def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
+    from pipelines.alerting.rules import load_rules
+
+    chosen = [Path(p) for p in (paths or settings.alerting.rules)]
+    missing = [str(p) for p in chosen if not p.exists()]
+    if missing:
+        msg = f"no such rule file or directory: {', '.join(missing)}"
+        raise SafewatchError(msg)
+    return load_rules(chosen)
+
+
+def cmd_alerts(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.action == "check":
+        rules = _rules(settings, args.rules)
+        problems = [
+            f"{r.path}:{r.line}: rule {r.name}: runbook {r.runbook} does not exist"
+            for r in rules
+            if not Path(r.runbook).is_file()
+        ]
+        for p in problems:
+            print(p, file=sys.stderr)
+        print(f"{len(rules)} rule(s) valid" + (f", {len(problems)} problem(s)" if problems else ""))
+        return 1 if problems else 0
+    if args.action == "backtest":
+        return alerts_backtest(settings, args)
+    if args.action == "status":
+        return alerts_status(settings)
+    return alerts_deliver(settings)
+
+
+def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.alerting.backtest import backtest, stored_windows
+    from pipelines.alerting.evaluate import segment_label
+    from pipelines.report.text import format_table
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+
+    rules = _rules(settings, args.rules)
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    dims = settings.stream.dimensions
+    since = _parse_time(args.since, "--from") if args.since else None
+    until = _parse_time(args.until, "--to") if args.until else None
+    windows = stored_windows(engine, ",".join(dims), since, until)
+    if not windows:
+        print("No stored windows in that period for dimensions " + ",".join(dims) + ".")
+        return 0
+    window = windows[1] - windows[0] if len(windows) > 1 else None
+    _log(
+        f"backtesting {len(rules)} rule(s) over {len(windows)} windows, "
+        f"{windows[0]:%Y-%m-%d %H:%M}..{windows[-1]:%Y-%m-%d %H:%M} UTC"
+    )
+    results = backtest(engine, rules, dims, windows)
+    table = []
+    for r in results:
+        table.append(
+            [
+                r.rule.name,
+                r.rule.severity,
+                len(r.episodes),
+                r.firing_windows,
+                "; ".join(r.segments()) or "-",
+            ]
+        )
+    print(format_table(["rule", "severity", "fired", "firing windows", "segments"], table))
+    for r in results:
+        for e in r.episodes:
+            end = f"{e.resolved_at:%H:%M}" if e.resolved_at else "still firing"
+            length = f" ({e.windows * window.total_seconds() / 60:.0f} min)" if window else ""
+            print(
+                f"  {r.rule.name}: {segment_label(e.segment)} fired "
+                f"{e.fired_at:%Y-%m-%d %H:%M}, resolved {end}{length}"
+            )
+    return 0
+
+
+def alerts_status(settings: Settings) -> int:
+    from sqlalchemy import select
+
+    from pipelines.report.text import format_table
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.tables import Tables
+
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    t = Tables(engine)
+    with engine.connect() as conn:
+        states = (
+            conn.execute(select(t.alert_state).where(t.alert_state.c.status != "inactive"))
+            .mappings()
+            .all()
+        )
+        pending = conn.execute(
+            select(t.outbox.c.channel, t.outbox.c.attempts, t.outbox.c.last_error).where(
+                t.outbox.c.sent_at.is_(None)
+            )
+        ).all()
+    if not states:
+        print("No alert is firing or pending.")
+    else:
+        print(
+            format_table(
+                ["rule", "segment", "status", "since", "last window"],
+                [
+                    [
+                        s["rule"],
+                        s["segment"],
+                        s["status"],
+                        f"{s['firing_since'] or s['started_at']:%Y-%m-%d %H:%M}",
+                        f"{s['last_window']:%Y-%m-%d %H:%M}",
+                    ]
+                    for s in states
+                ],
+            )  # fmt: skip
+        )
+    if pending:
+        last = pending[-1].last_error or "not tried yet"
+        print(f"\n{len(pending)} notice(s) waiting in the outbox; last error: {last}")
+    return 0
+
+
+def alerts_deliver(settings: Settings) -> int:
+    from jobs.streaming_aggregator import build_notifiers
+    from pipelines.alerting.outbox import deliver
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+
+    a = settings.alerting
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    report = deliver(
+        engine,
+        build_notifiers(settings),
+        now=datetime.now(UTC) + timedelta(seconds=a.retry_max_s),  # due now, whatever the wait
+        log=_log,
+    )
+    _log(f"{report.sent} notice(s) delivered, {report.pending} still pending")
+    return 0 if report.pending == 0 else 1
+
+
 # ---------------------------------------------------------------- warehouse / config
 def cmd_warehouse(args: argparse.Namespace) -> int:
     from pipelines.warehouse.engine import describe, make_engine
@@ -543,6 +686,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", help="windows starting before this time")
     p.add_argument("--top", type=int, default=10, help="significant changes to list (default 10)")
     p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser(
+        "alerts",
+        help="check, backtest and inspect alert rules; deliver waiting notices",
+        description="check: validate the rule files and that each runbook exists; backtest: "
+        "replay the rules over the stored windows of a period and print how often each would "
+        "have fired, how long, on which segments (writes nothing, notifies nobody); status: "
+        "firing and pending alerts and the outbox; deliver: send the notices waiting in the "
+        "outbox now.",
+    )
+    p.add_argument("action", choices=["check", "backtest", "status", "deliver"])
+    p.add_argument(
+        "--rules",
+        action="append",
+        metavar="PATH",
+        help="rule file or directory (repeatable; default: setting alerting.rules)",
+    )
+    p.add_argument("--from", dest="since", help="backtest: first window, ISO 8601 with zone")
+    p.add_argument("--to", dest="until", help="backtest: windows starting before this time")
+    p.set_defaults(func=cmd_alerts)
 
     p = sub.add_parser("warehouse", help="manage the warehouse schema")
     p.add_argument("action", choices=["migrate"], help="apply pending migrations")

@@ -8,13 +8,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
+from sqlalchemy import Engine
 
+from pipelines.alerting.engine import AlertEngine
+from pipelines.alerting.outbox import (
+    AlertmanagerNotifier,
+    KafkaNotifier,
+    Notifier,
+    WebhookNotifier,
+    deliver,
+)
+from pipelines.alerting.rules import load_rules
+from pipelines.errors import ConfigError
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor, BatchReport
-from pipelines.stream.durations import spark_interval
+from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import WarehouseSink
@@ -33,6 +46,66 @@ class RunSummary:
         return sum(b.aggregated_rows for b in self.batches)
 
 
+def alerting(
+    settings: Settings, engine: Engine, sink: WarehouseSink, log: Callable[[str], None]
+) -> tuple[AlertEngine | None, Callable[[], None] | None]:
+    """The alert engine for the configured rules and a function that delivers the outbox."""
+    if not settings.alerting.evaluate:
+        return None, None
+    paths = [Path(p) for p in settings.alerting.rules]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        msg = f"alert rule path(s) {missing} do not exist (setting alerting.rules)"
+        raise ConfigError(msg)
+    rules = load_rules(paths)
+    a = settings.alerting
+    alerts = AlertEngine(
+        rules,
+        sink.tables,
+        settings.stream.dimensions,
+        channels=a.channels,
+        window=parse_duration(settings.stream.window),
+        ttl_windows=a.ttl_windows,
+        runbook_base_url=a.runbook_base_url,
+    )
+    notifiers = build_notifiers(settings)
+    log(f"alerts: {len(rules)} rule(s) from {', '.join(a.rules)}; channels {', '.join(a.channels)}")
+
+    def notify() -> None:
+        report = deliver(
+            engine,
+            notifiers,
+            now=datetime.now(UTC),
+            retry_initial=timedelta(seconds=a.retry_initial_s),
+            retry_max=timedelta(seconds=a.retry_max_s),
+            log=log,
+        )
+        if report.sent or report.failed:
+            log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")
+
+    return alerts, notify
+
+
+def build_notifiers(settings: Settings) -> dict[str, Notifier]:
+    a = settings.alerting
+    notifiers: dict[str, Notifier] = {}
+    for channel in a.channels:
+        if channel == "alertmanager":
+            notifiers[channel] = AlertmanagerNotifier(
+                a.alertmanager_url, timeout=a.request_timeout_s
+            )
+        elif channel == "kafka":
+            notifiers[channel] = KafkaNotifier(settings.kafka, settings.kafka.topic_alerts)
+        elif channel == "webhook":
+            if a.notify_webhook_url is None:
+                msg = "alerting.channels has webhook but alerting.notify_webhook_url is not set"
+                raise ConfigError(msg)
+            notifiers[channel] = WebhookNotifier(
+                a.notify_webhook_url.get_secret_value(), timeout=a.request_timeout_s
+            )
+    return notifiers
+
+
 def start_query(
     spark: SparkSession,
     settings: Settings,
@@ -47,7 +120,10 @@ def start_query(
     sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
     sink.set_min_distinct_users(settings.privacy.min_distinct_users)
     sink.sync_distribution_bins()
-    processor = BatchProcessor(sink, settings, log=log, on_batch=on_batch)
+    alerts, notify = alerting(settings, engine, sink, log)
+    processor = BatchProcessor(
+        sink, settings, log=log, on_batch=on_batch, alerts=alerts, notify=notify
+    )
     raw = (
         spark.readStream.format("kafka")
         .options(**settings.kafka.spark_options())

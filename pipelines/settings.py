@@ -370,7 +370,56 @@ _PROM_DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d
 
 
 class AlertingSettings(_Section):
-    """The Alertmanager alerts go to; the local Alertmanager and Prometheus (tests, trials)."""
+    """Alert rules, where alerts go, and the local Alertmanager and Prometheus (tests, trials)."""
+
+    rules: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("alerts/rules",),
+        description="Alert rule files or directories (their *.yaml), evaluated for every "
+        "window the job's watermark closes; see docs/alert-rules.md.",
+    )
+    evaluate: bool = Field(True, description="Evaluate the alert rules in the streaming job.")
+    channels: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("alertmanager", "kafka"),
+        description="Where alert notices go: alertmanager (API v2 at alertmanager_url), kafka "
+        "(topic kafka.topic_alerts), webhook (notify_webhook_url). Undelivered notices wait in "
+        "the warehouse's notification_outbox and are retried.",
+    )
+    notify_webhook_url: SecretStr | None = Field(
+        None,
+        description="URL Safewatch POSTs each alert notice to as JSON, for the webhook channel "
+        "(never printed).",
+    )
+    retry_initial_s: float = Field(
+        5.0, gt=0, description="Wait before retrying a failed delivery; doubles per failure."
+    )
+    retry_max_s: float = Field(300.0, gt=0, description="Longest wait between delivery retries.")
+    ttl_windows: int = Field(
+        3,
+        ge=1,
+        description="A firing alert is sent with endsAt this many windows after its window: "
+        "it is re-sent every window while firing, and expires if the job stops.",
+    )
+    runbook_base_url: str = Field(
+        "",
+        description="Prefix of runbook links in alerts, e.g. https://git.example.com/safewatch/"
+        "blob/main/ (empty: the path in the repository, e.g. runbooks/X.md).",
+    )
+
+    @field_validator("rules", "channels", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [c for c in value if c not in ("alertmanager", "kafka", "webhook")]
+        if unknown:
+            msg = f"unknown alert channel(s) {unknown}; choose from alertmanager, kafka, webhook"
+            raise ValueError(msg)
+        return tuple(dict.fromkeys(value))
 
     alertmanager_url: str = Field(
         "http://127.0.0.1:9193",

@@ -273,3 +273,18 @@ def _transition(
         summary=render_template(rule.summary, fields),
         description=render_template(rule.description, fields),
     )
+
+
+def still_firing(
+    rule: Rule, window_start: datetime, state: AlertState, window: SegmentWindow | None
+) -> Transition:
+    """A firing segment's values in a window that changed nothing (firing -> firing).
+
+    For re-notifying: a receiver that expires alerts (Alertmanager's `endsAt`) keeps an
+    ongoing alert active when it is sent again every window.
+    """
+    if state.status != "firing":
+        msg = f"rule {rule.name}: segment {state.segment} is {state.status}, not firing"
+        raise ValueError(msg)
+    measured = None if window is None else measure(rule, window)
+    return _transition(rule, state.segment, window_start, state, state, "firing", window, measured)

@@ -29,8 +29,11 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
+from sqlalchemy.exc import SQLAlchemyError
 
+from pipelines.alerting.engine import AlertEngine
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
+from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
@@ -83,6 +86,7 @@ class BatchReport:
     watermark: datetime | None = None
     folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
     drift_windows: int = 0
+    alert_transitions: int = 0
     # Seconds per stage; "commit" includes "drift", which runs inside its transaction.
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -103,6 +107,7 @@ class BatchReport:
             f"{self.aggregate_rows_written} aggregate rows upserted"
             f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
             f"quality {quality}; drift for {self.drift_windows} closed window(s); "
+            f"{self.alert_transitions} alert transition(s); "
             f"{self.seconds:.1f} s; watermark {wm}"
         )
 
@@ -146,8 +151,12 @@ class BatchProcessor:
         log: Callable[[str], None] = print,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[BatchReport], None] | None = None,
+        alerts: AlertEngine | None = None,
+        notify: Callable[[], None] | None = None,
     ) -> None:
         self.sink = sink
+        self.alerts = alerts
+        self.notify = notify
         self.settings = settings
         stream, contract = settings.stream, settings.contract
         self.window = spark_interval(stream.window)
@@ -283,28 +292,39 @@ class BatchProcessor:
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
         )
         drift_windows: list[datetime] = []
+        transitions: list[Any] = []
 
         def derive(conn: Any) -> None:
-            stages.start("drift")
-            if not self.settings.drift.enabled or watermark_after is None:
+            """Drift and alert rules for the windows the new watermark closed."""
+            if watermark_after is None:
                 return
             if watermark_before is not None and watermark_after <= watermark_before:
+                return
+            if not self.settings.drift.enabled and self.alerts is None:
                 return
             dims = self.settings.stream.dimensions
             windows = closed_windows(
                 conn, self.sink.tables, ",".join(dims), watermark_before, watermark_after
             )
-            compute_drift(
-                conn,
-                self.sink.tables,
-                windows,
-                dimensions=dims,
-                settings=self.settings.drift,
-                now=self.clock(),
-                cache=self._baseline,
-            )
-            drift_windows.extend(windows)
-            stages.stop()
+            if self.settings.drift.enabled:
+                with stages("drift"):
+                    compute_drift(
+                        conn,
+                        self.sink.tables,
+                        windows,
+                        dimensions=dims,
+                        settings=self.settings.drift,
+                        now=self.clock(),
+                        cache=self._baseline,
+                    )
+                drift_windows.extend(windows)
+            if self.alerts is not None:
+                with stages("alerts"):
+                    transitions.extend(
+                        self.alerts.evaluate(
+                            conn, windows, now=self.clock(), query_id=query_id, batch_id=batch_id
+                        )
+                    )
 
         with stages("commit"):
             try:
@@ -313,6 +333,13 @@ class BatchProcessor:
                 # The baseline sums may hold this transaction's rows, which rolled back.
                 self._baseline.clear()
                 raise
+        if self.notify is not None:
+            with stages("notify"):
+                try:
+                    self.notify()
+                except (SafewatchError, SQLAlchemyError, OSError) as exc:
+                    # The batch is committed; its notices wait in the outbox for the next try.
+                    self.log(f"alerts: delivery failed, notices kept in the outbox: {exc}")
         if watermark_after is not None:
             dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(
@@ -329,6 +356,7 @@ class BatchProcessor:
             watermark=watermark_after,
             folded_rows=folded,
             drift_windows=len(drift_windows),
+            alert_transitions=len(transitions),
             stages=stages.seconds,
         )
 

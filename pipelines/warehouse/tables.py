@@ -16,6 +16,9 @@ BINS_TABLE = "distribution_bins"
 DIMENSION_VALUES_TABLE = "dimension_values"
 DRIFT_TABLE = "segment_window_drift"
 RATE_TESTS_TABLE = "segment_window_rate_tests"
+ALERT_STATE_TABLE = "alert_state"
+ALERT_HISTORY_TABLE = "alert_history"
+OUTBOX_TABLE = "notification_outbox"
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
 
 
@@ -37,6 +40,9 @@ class Tables:
                 DIMENSION_VALUES_TABLE,
                 DRIFT_TABLE,
                 RATE_TESTS_TABLE,
+                ALERT_STATE_TABLE,
+                ALERT_HISTORY_TABLE,
+                OUTBOX_TABLE,
             ],
         )
         self.agg: Table = md.tables[AGG_TABLE]
@@ -49,6 +55,9 @@ class Tables:
         self.dimension_values: Table = md.tables[DIMENSION_VALUES_TABLE]
         self.drift: Table = md.tables[DRIFT_TABLE]
         self.rate_tests: Table = md.tables[RATE_TESTS_TABLE]
+        self.alert_state: Table = md.tables[ALERT_STATE_TABLE]
+        self.alert_history: Table = md.tables[ALERT_HISTORY_TABLE]
+        self.outbox: Table = md.tables[OUTBOX_TABLE]
 
 
 def as_utc(value: datetime | None) -> datetime | None:

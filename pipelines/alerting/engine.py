@@ -1,0 +1,398 @@
+"""Alert rules evaluated on the warehouse, window by window, inside the batch's transaction.
+
+The streaming job calls `AlertEngine.evaluate` for the windows a batch's watermark closed,
+in ascending order, on the connection of the batch's commit: states (`alert_state`), the
+transitions (`alert_history`) and the notifications (`notification_outbox`) commit
+together with the counts they come from, or not at all. The same stored data gives the same
+transitions; a replayed batch is skipped by the ledger, and a window already evaluated for a
+segment is a no-op (`evaluate`), so nobody is notified twice.
+
+Notifications: a segment that fires, resolves, or is still firing in a window gets one
+outbox row per channel; `pipelines.alerting.outbox` delivers them, with retries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, select
+from sqlalchemy.engine import Connection
+
+from pipelines.alerting.evaluate import (
+    AlertState,
+    Segment,
+    SegmentWindow,
+    Transition,
+    evaluate,
+    segment_label,
+    still_firing,
+)
+from pipelines.alerting.rules import Rule
+from pipelines.errors import ConfigError
+from pipelines.metrics.catalog import rate
+from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.warehouse.sink import upsert_for
+from pipelines.warehouse.tables import Tables, as_utc
+
+CHANNELS = ("alertmanager", "webhook", "kafka")
+_DRIFT_COLUMNS = ("psi", "js_distance", "chi2_statistic", "chi2_p_value", "ks_statistic",
+                  "ks_p_value", "wasserstein")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class WindowData:
+    """What the rules read of one window: aggregate rows, rate tests and drift rows."""
+
+    window_start: datetime
+    window_end: datetime
+    rows: Sequence[Mapping[str, Any]]
+    tests: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (rate id, segment values)
+    drift: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (distribution, segment)
+
+
+def segment_key(segment: Segment) -> str:
+    """The stored form of a segment: JSON [[dimension, value], ...] in the rule's order."""
+    return json.dumps([list(p) for p in segment], separators=(",", ":"))
+
+
+def parse_segment(key: str) -> Segment:
+    return tuple((str(d), str(v)) for d, v in json.loads(key))
+
+
+def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
+    """The rule's per-segment inputs in one window (pure): the rate's counters summed over
+    the dimensions the rule does not group by; the rate test and the drift statistic of the
+    segment when the rule groups by exactly the stored dimensions.
+    """
+    r = rate(rule.metric)
+    sums: dict[Segment, list[int]] = {}
+    full: dict[Segment, tuple[str, ...]] = {}
+    for row in data.rows:
+        seg = tuple((d, str(row[d])) for d in rule.by)
+        acc = sums.setdefault(seg, [0, 0])
+        acc[0] += int(row[r.numerator])
+        acc[1] += int(row[r.denominator])
+        full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
+    out = []
+    for seg, (num, den) in sorted(sums.items()):
+        test = data.tests.get((r.id, full[seg])) if rule.change else None
+        drift = data.drift.get((rule.drift.distribution, full[seg])) if rule.drift else None
+        baseline = None
+        if test is not None and test["baseline_denominator"]:
+            baseline = test["baseline_numerator"] / test["baseline_denominator"]
+        out.append(
+            SegmentWindow(
+                segment=seg,
+                numerator=num,
+                denominator=den,
+                q_value=None if test is None else test["q_value"],
+                difference=None if test is None else test["difference"],
+                baseline_rate=baseline,
+                drift_value=None
+                if drift is None or rule.drift is None
+                else drift[rule.drift.statistic],
+            )
+        )
+    return out
+
+
+def load_window(
+    conn: Connection, tables: Tables, window_start: datetime, dimensions: Sequence[str]
+) -> WindowData:
+    dimension_set = ",".join(dimensions)
+    agg, tests, drift = tables.agg, tables.rate_tests, tables.drift
+    rows = [
+        dict(r)
+        for r in conn.execute(
+            select(agg).where(
+                and_(agg.c.window_start == window_start, agg.c.dimension_set == dimension_set)
+            )
+        ).mappings()
+    ]
+    end = as_utc(rows[0]["window_end"]) if rows else window_start
+    assert end is not None
+
+    def keyed(table: Any, name: str) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+        found = conn.execute(
+            select(table).where(
+                and_(table.c.window_start == window_start, table.c.dimension_set == dimension_set)
+            )
+        ).mappings()
+        return {(r[name], tuple(str(r[d]) for d in SEGMENT_DIMENSIONS)): dict(r) for r in found}
+
+    return WindowData(
+        window_start, end, rows, keyed(tests, "rate_id"), keyed(drift, "distribution")
+    )
+
+
+class AlertEngine:
+    """The rules of a deployment against the warehouse tables; see the module docstring."""
+
+    def __init__(
+        self,
+        rules: Sequence[Rule],
+        tables: Tables,
+        dimensions: Sequence[str],
+        *,
+        channels: Sequence[str],
+        window: timedelta,
+        ttl_windows: int = 3,
+        runbook_base_url: str = "",
+    ) -> None:
+        for rule in rules:
+            where = f"{rule.path}:{rule.line}: rule {rule.name}" if rule.path else rule.name
+            extra = [d for d in rule.by if d not in dimensions]
+            if extra:
+                msg = (
+                    f"{where}: by {list(rule.by)} names {extra}, which the job does not group "
+                    f"by (stream.dimensions = {list(dimensions)})"
+                )
+                raise ConfigError(msg)
+            if (rule.change or rule.drift) and set(rule.by) != set(dimensions):
+                msg = (
+                    f"{where}: change and drift conditions exist per stored segment only: "
+                    f"set by to stream.dimensions {list(dimensions)}"
+                )
+                raise ConfigError(msg)
+        unknown = [c for c in channels if c not in CHANNELS]
+        if unknown:
+            msg = f"unknown notification channel(s) {unknown}; known: {list(CHANNELS)}"
+            raise ConfigError(msg)
+        self.rules = list(rules)
+        self.tables = tables
+        self.dimensions = tuple(dimensions)
+        self.channels = tuple(channels)
+        self.window = window
+        self.ttl = window * ttl_windows
+        self.runbook_base_url = runbook_base_url
+
+    def load_states(self, conn: Connection) -> dict[str, dict[Segment, AlertState]]:
+        t = self.tables.alert_state
+        states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in self.rules}
+        for row in conn.execute(select(t)).mappings():
+            if row["rule"] not in states:
+                continue  # a rule that was removed
+            seg = parse_segment(row["segment"])
+            states[row["rule"]][seg] = AlertState(
+                rule=row["rule"],
+                segment=seg,
+                status=row["status"],
+                true_windows=row["true_windows"],
+                false_windows=row["false_windows"],
+                started_at=as_utc(row["started_at"]),
+                firing_since=as_utc(row["firing_since"]),
+                last_window=as_utc(row["last_window"]),
+            )
+        return states
+
+    def evaluate(
+        self,
+        conn: Connection,
+        windows: Sequence[datetime],
+        *,
+        now: datetime,
+        query_id: str | None = None,
+        batch_id: int | None = None,
+    ) -> list[Transition]:
+        """Evaluate every rule on each window (ascending); store states, history, outbox."""
+        if not self.rules or not windows:
+            return []
+        states = self.load_states(conn)
+        before = {name: dict(s) for name, s in states.items()}
+        transitions: list[Transition] = []
+        notices: list[tuple[Rule, Transition, datetime]] = []
+        for w in sorted(windows):
+            data = load_window(conn, self.tables, w, self.dimensions)
+            for rule in self.rules:
+                inputs = rule_inputs(rule, data)
+                new_states, changed = evaluate(rule, w, inputs, states[rule.name])
+                by_segment = {i.segment: i for i in inputs}
+                moved = {t.segment for t in changed}
+                for t in changed:
+                    if t.to_status in ("firing", "resolved"):
+                        notices.append((rule, t, data.window_end))
+                for seg, state in new_states.items():
+                    was = states[rule.name].get(seg)
+                    if (
+                        state.status == "firing"
+                        and seg not in moved
+                        and state.last_window == w
+                        and (was is None or was.last_window != w)
+                    ):
+                        t = still_firing(rule, w, state, by_segment.get(seg))
+                        notices.append((rule, t, data.window_end))
+                states[rule.name] = new_states
+                transitions.extend(changed)
+        self._store_states(conn, states, before, now)
+        self._store_history(conn, transitions, now, query_id, batch_id)
+        self._enqueue(conn, notices, now)
+        return transitions
+
+    def _store_states(
+        self,
+        conn: Connection,
+        states: Mapping[str, Mapping[Segment, AlertState]],
+        before: Mapping[str, Mapping[Segment, AlertState]],
+        now: datetime,
+    ) -> None:
+        t = self.tables.alert_state
+        rows = [
+            {
+                "rule": s.rule,
+                "segment": segment_key(s.segment),
+                "status": s.status,
+                "true_windows": s.true_windows,
+                "false_windows": s.false_windows,
+                "started_at": s.started_at,
+                "firing_since": s.firing_since,
+                "last_window": s.last_window,
+                "updated_at": now,
+            }
+            for name, segs in states.items()
+            for seg, s in segs.items()
+            if before.get(name, {}).get(seg) != s
+        ]
+        if not rows:
+            return
+        stmt = upsert_for(conn)(t)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["rule", "segment"],
+            set_={c: stmt.excluded[c] for c in rows[0] if c not in ("rule", "segment")},
+        )
+        conn.execute(stmt, rows)
+
+    def _store_history(
+        self,
+        conn: Connection,
+        transitions: Sequence[Transition],
+        now: datetime,
+        query_id: str | None,
+        batch_id: int | None,
+    ) -> None:
+        if not transitions:
+            return
+        metrics = {r.name: r.metric for r in self.rules}
+        rows = [
+            {
+                "rule": t.rule,
+                "segment": segment_key(t.segment),
+                "window_start": t.window_start,
+                "from_status": t.from_status,
+                "to_status": t.to_status,
+                "severity": t.severity,
+                "metric": metrics[t.rule],
+                "value": t.value,
+                "lower": t.lower,
+                "upper": t.upper,
+                "numerator": t.numerator,
+                "denominator": t.denominator,
+                "baseline_rate": t.baseline_rate,
+                "q_value": t.q_value,
+                "drift_value": t.drift_value,
+                "firing_since": t.firing_since,
+                "summary": t.summary,
+                "description": t.description,
+                "query_id": query_id,
+                "batch_id": batch_id,
+                "recorded_at": now,
+            }
+            for t in transitions
+        ]
+        stmt = upsert_for(conn)(self.tables.alert_history).on_conflict_do_nothing(
+            index_elements=["rule", "segment", "window_start", "to_status"]
+        )
+        conn.execute(stmt, rows)
+
+    def payload(self, rule: Rule, t: Transition, window_end: datetime) -> dict[str, Any]:
+        """The alert as every channel receives it (Alertmanager gets its own shape of it)."""
+        resolved = t.to_status == "resolved"
+        labels = {
+            "alertname": rule.name,
+            "severity": rule.severity,
+            "owner": rule.owner,
+            "metric": rule.metric,
+            **dict(t.segment),
+            **dict(rule.labels),
+        }
+        runbook = f"{self.runbook_base_url}{rule.runbook}"
+        starts = t.firing_since or t.window_start
+        ends = t.window_start if resolved else window_end + self.ttl
+        return {
+            "alertname": rule.name,
+            "status": "resolved" if resolved else "firing",
+            "labels": labels,
+            "annotations": {
+                "summary": t.summary,
+                "description": t.description,
+                "runbook_url": runbook,
+                "triage_query": triage_query(rule, t.segment, self.dimensions),
+                "segment": segment_label(t.segment),
+            },
+            "startsAt": starts.isoformat(),
+            "endsAt": ends.isoformat(),
+            "window_start": t.window_start.isoformat(),
+            "values": {
+                "value": t.value,
+                "lower": t.lower,
+                "upper": t.upper,
+                "numerator": t.numerator,
+                "denominator": t.denominator,
+                "baseline_rate": t.baseline_rate,
+                "q_value": t.q_value,
+                "drift_value": t.drift_value,
+                "windows": t.windows,
+            },
+        }
+
+    def _enqueue(
+        self,
+        conn: Connection,
+        notices: Sequence[tuple[Rule, Transition, datetime]],
+        now: datetime,
+    ) -> None:
+        if not notices or not self.channels:
+            return
+        rows = []
+        for rule, t, window_end in notices:
+            body = json.dumps(self.payload(rule, t, window_end), sort_keys=True)
+            kind = "resolved" if t.to_status == "resolved" else "firing"
+            key = f"{rule.name}|{segment_key(t.segment)}|{t.window_start.isoformat()}|{kind}"
+            rows += [
+                {
+                    "channel": channel,
+                    "dedup_key": key,
+                    "payload": body,
+                    "created_at": now,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "last_error": None,
+                    "sent_at": None,
+                }
+                for channel in self.channels
+            ]
+        stmt = upsert_for(conn)(self.tables.outbox).on_conflict_do_nothing(
+            index_elements=["channel", "dedup_key"]
+        )
+        conn.execute(stmt, rows)
+
+
+def triage_query(rule: Rule, segment: Segment, dimensions: Sequence[str]) -> str:
+    """SQL on the analyst view: the rule's rate in this segment over the last 24 windows."""
+    r = rate(rule.metric)
+
+    def quoted(value: str) -> str:
+        return "'" + value.replace("'", "''") + "'"
+
+    conditions = [f"dimension_set = {quoted(','.join(dimensions))}"]
+    conditions += [f"{d} = {quoted(v)}" for d, v in segment]
+    return (
+        f"SELECT window_start, SUM({r.numerator}) AS {r.numerator}, "
+        f"SUM({r.denominator}) AS {r.denominator}, "
+        f"1.0 * SUM({r.numerator}) / NULLIF(SUM({r.denominator}), 0) AS {r.id} "
+        f"FROM v_segment_window WHERE {' AND '.join(conditions)} "
+        "GROUP BY window_start ORDER BY window_start DESC LIMIT 24"
+    )

@@ -1,0 +1,192 @@
+"""Deliver the notification outbox: every channel, in order, retried with backoff until sent.
+
+The alert engine writes one row per alert notice and channel in the batch's transaction
+(`notification_outbox`); this module sends the pending ones and marks them sent. A channel
+that is down keeps its rows: each failure doubles the wait before the next attempt (from
+`retry_initial` up to `retry_max`), and nothing is ever dropped. A row is marked sent only
+after its channel accepted it, so a crash between the two re-sends it: delivery is at least
+once, and every payload carries a stable identity (Alertmanager: the labels; webhook and
+Kafka: `dedup_key`) for receivers to collapse repeats.
+
+Notifiers are small classes with one method, `send(payloads)`, raising NotifierError.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, and_, func, select, update
+
+from pipelines.alerting.alertmanager_client import NotifierError, post_alerts
+from pipelines.errors import SafewatchError
+from pipelines.settings import KafkaSettings
+from pipelines.warehouse.tables import Tables
+
+
+class Notifier(Protocol):
+    channel: str
+
+    def send(self, payloads: Sequence[Mapping[str, Any]]) -> None: ...
+
+
+class AlertmanagerNotifier:
+    """Posts alerts to Alertmanager's API v2: labels, annotations, startsAt, endsAt."""
+
+    channel = "alertmanager"
+
+    def __init__(self, url: str, *, timeout: float = 10.0, generator_url: str = "") -> None:
+        self.url = url
+        self.timeout = timeout
+        self.generator_url = generator_url
+
+    def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        alerts = [
+            {
+                "labels": p["labels"],
+                "annotations": p["annotations"],
+                "startsAt": p["startsAt"],
+                "endsAt": p["endsAt"],
+                **({"generatorURL": self.generator_url} if self.generator_url else {}),
+            }
+            for p in payloads
+        ]
+        post_alerts(self.url, alerts, timeout=self.timeout)
+
+
+class WebhookNotifier:
+    """POSTs `{"alerts": [payload, ...]}` as JSON to a URL (any 2xx is success)."""
+
+    channel = "webhook"
+
+    def __init__(self, url: str, *, timeout: float = 10.0) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        body = json.dumps({"alerts": list(payloads)}).encode()
+        request = urllib.request.Request(self.url, data=body, method="POST")
+        request.add_header("Content-Type", "application/json")
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                response.read()
+        except urllib.error.HTTPError as exc:
+            msg = f"webhook {_safe(self.url)} answered HTTP {exc.code}"
+            raise NotifierError(msg, url=_safe(self.url), status=exc.code) from exc
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            msg = (
+                f"cannot reach the webhook {_safe(self.url)} ({exc}); check "
+                "SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
+            )
+            raise NotifierError(msg, url=_safe(self.url)) from exc
+
+
+class KafkaNotifier:
+    """Publishes each payload as JSON to the alerts topic, keyed by its dedup key."""
+
+    channel = "kafka"
+
+    def __init__(self, kafka: KafkaSettings, topic: str) -> None:
+        self.kafka = kafka
+        self.topic = topic
+
+    def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
+        from pipelines.kafka.producer import produce_raw
+
+        try:
+            produce_raw(
+                self.kafka,
+                self.topic,
+                [json.dumps(p, sort_keys=True).encode() for p in payloads],
+                keys=[str(p.get("dedup_key", "")).encode() for p in payloads],
+            )
+        except SafewatchError as exc:
+            msg = f"cannot publish alerts to Kafka topic {self.topic}: {exc}"
+            raise NotifierError(msg, url=self.kafka.bootstrap_servers) from exc
+
+
+def _safe(url: str) -> str:
+    """A webhook URL without its query string (tokens often live there)."""
+    return url.split("?", 1)[0]
+
+
+@dataclass(frozen=True)
+class DeliveryReport:
+    sent: int
+    failed: int  # rows whose attempt failed in this call (they stay pending)
+    pending: int  # rows still unsent after this call
+    errors: tuple[str, ...] = ()
+
+
+def deliver(
+    engine: Engine,
+    notifiers: Mapping[str, Notifier],
+    *,
+    now: datetime,
+    retry_initial: timedelta = timedelta(seconds=5),
+    retry_max: timedelta = timedelta(minutes=5),
+    limit: int = 500,
+    log: Callable[[str], None] | None = None,
+) -> DeliveryReport:
+    """Send the due rows of every channel that has a notifier, oldest first, in one request
+    per channel; mark them sent, or schedule the next attempt. Rows of a channel without a
+    notifier stay pending (they are sent once one is configured).
+    """
+    t = Tables(engine).outbox
+    sent = failed = 0
+    errors: list[str] = []
+    for channel, notifier in notifiers.items():
+        with engine.connect() as conn:
+            due = conn.execute(
+                select(t.c.id, t.c.payload, t.c.dedup_key, t.c.attempts)
+                .where(
+                    and_(
+                        t.c.channel == channel,
+                        t.c.sent_at.is_(None),
+                        t.c.next_attempt_at <= now,
+                    )
+                )
+                .order_by(t.c.id)
+                .limit(limit)
+            ).all()
+        if not due:
+            continue
+        payloads = [{**json.loads(r.payload), "dedup_key": r.dedup_key} for r in due]
+        ids = [r.id for r in due]
+        try:
+            notifier.send(payloads)
+        except NotifierError as exc:
+            failed += len(due)
+            errors.append(str(exc))
+            if log:
+                log(f"alerts: {channel} delivery failed ({len(due)} pending, retried): {exc}")
+            with engine.begin() as conn:
+                for r in due:
+                    wait = min(retry_initial * (2**r.attempts), retry_max)
+                    conn.execute(
+                        update(t)
+                        .where(t.c.id == r.id)
+                        .values(
+                            attempts=r.attempts + 1,
+                            next_attempt_at=now + wait,
+                            last_error=str(exc)[:2000],
+                        )
+                    )
+            continue
+        with engine.begin() as conn:
+            conn.execute(
+                update(t)
+                .where(t.c.id.in_(ids))
+                .values(sent_at=now, attempts=t.c.attempts + 1, last_error=None)
+            )
+        sent += len(due)
+    with engine.connect() as conn:
+        pending = conn.execute(
+            select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
+        ).scalar_one()
+    return DeliveryReport(sent, failed, int(pending), tuple(errors))

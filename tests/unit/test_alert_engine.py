@@ -1,0 +1,240 @@
+"""The alert engine on a real SQLite warehouse: transitions, history, outbox, replay, delivery."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from scipy.stats import binomtest
+from sqlalchemy import select, text
+
+from pipelines.alerting.alertmanager_client import NotifierError
+from pipelines.alerting.engine import AlertEngine, parse_segment
+from pipelines.alerting.outbox import WebhookNotifier, deliver
+from pipelines.alerting.rules import parse_rules
+from pipelines.errors import ConfigError
+from pipelines.metrics.catalog import counter_ids
+from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+
+T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+WINDOW = timedelta(minutes=5)
+DIMS = ("product_surface", "locale")
+# (window index, locale) -> (events, violations): de-DE spikes in windows 2 and 3.
+DATA = {
+    **{(w, "en-US"): (400, 1) for w in range(6)},
+    **{(w, "de-DE"): (200, 0) for w in range(6)},
+    (2, "de-DE"): (200, 30),
+    (3, "de-DE"): (180, 25),
+    (1, "fr-FR"): (8, 4),  # a high rate on a handful of events: below min_events
+}
+RULES = """
+rules:
+  - name: HarmfulOutputSpike
+    metric: violation_rate
+    by: [locale]
+    condition:
+      threshold: {above: 0.05}
+    min_events: 50
+    severity: sev2
+    owner: trust-safety
+    runbook: runbooks/HarmfulOutputSpike.md
+    summary: "Harmful output {value:.1%} in {segment}"
+    description: "{numerator} of {denominator} events, 95% CI {lower:.1%}-{upper:.1%}"
+    labels: {team: safety}
+"""
+
+
+@pytest.fixture
+def warehouse(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    migrate(engine)
+    sink = WarehouseSink(engine)
+    sink.set_min_distinct_users(1)
+    for w in range(6):
+        start = T0 + w * WINDOW
+        aggs = []
+        for (wi, locale), (events, violations) in DATA.items():
+            if wi != w:
+                continue
+            row = {
+                "window_start": start,
+                "window_end": start + WINDOW,
+                "dimension_set": ",".join(DIMS),
+                **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
+                **dict.fromkeys(counter_ids(), 0),
+                "product_surface": "chat",
+                "locale": locale,
+                "users_sketch": None,
+            }
+            row.update(events=events, violations=violations, events_seen=events)
+            aggs.append(row)
+        sink.commit(
+            BatchResult(
+                query_id="q", batch_id=w, topic="t", started_at=start, input_rows=1,
+                late_rows=0, aggregated_rows=1, watermark_before=None, watermark_after=None,
+                offsets=[OffsetRange("t", 0, w, w, 1)], aggregates=aggs,
+            )
+        )  # fmt: skip
+    with engine.begin() as conn:  # the sketches are absent here: show every row to analysts
+        conn.execute(text("UPDATE segment_window_agg SET distinct_users = 100"))
+    return engine, sink
+
+
+def _engine(sink, channels=("alertmanager", "webhook")):
+    return AlertEngine(
+        parse_rules(RULES, "safety.yaml"), sink.tables, DIMS, channels=channels, window=WINDOW
+    )
+
+
+def _evaluate(engine, alerts, windows):
+    with engine.begin() as conn:
+        return alerts.evaluate(conn, windows, now=T0 + timedelta(hours=1))
+
+
+def _rows(engine, table):
+    with engine.connect() as conn:
+        return [dict(r) for r in conn.execute(select(table)).mappings()]
+
+
+def test_spike_fires_refreshes_and_resolves_and_small_segments_do_not_fire(warehouse):
+    engine, sink = warehouse
+    alerts = _engine(sink)
+    windows = [T0 + w * WINDOW for w in range(6)]
+    transitions = []
+    for w in windows:  # one window at a time, as the job closes them
+        transitions += _evaluate(engine, alerts, [w])
+
+    # Independent expectation: a window fires iff its Wilson lower bound exceeds 5 % with
+    # at least 50 events.
+    def fires(events, violations):
+        low = binomtest(violations, events).proportion_ci(method="wilson").low
+        return events >= 50 and low > 0.05
+
+    expected_firing = sorted((w, loc) for (w, loc), (n, k) in DATA.items() if fires(n, k))
+    assert expected_firing == [(2, "de-DE"), (3, "de-DE")]
+    got = [(t.window_start, dict(t.segment)["locale"], t.to_status) for t in transitions]
+    assert got == [(windows[2], "de-DE", "firing"), (windows[4], "de-DE", "resolved")]
+    fired = transitions[0]
+    assert fired.summary == "Harmful output 15.0% in de-DE"
+    assert fired.numerator == 30 and fired.denominator == 200
+
+    history = _rows(engine, sink.tables.alert_history)
+    assert [(h["to_status"], parse_segment(h["segment"])) for h in history] == [
+        ("firing", (("locale", "de-DE"),)),
+        ("resolved", (("locale", "de-DE"),)),
+    ]
+    outbox = _rows(engine, sink.tables.outbox)
+    # firing (window 2), still firing (window 3), resolved (window 4), for each channel.
+    assert len(outbox) == 6
+    payloads = [json.loads(r["payload"]) for r in outbox if r["channel"] == "alertmanager"]
+    assert [p["status"] for p in payloads] == ["firing", "firing", "resolved"]
+    first = payloads[0]
+    assert first["labels"] == {
+        "alertname": "HarmfulOutputSpike",
+        "severity": "sev2",
+        "owner": "trust-safety",
+        "metric": "violation_rate",
+        "locale": "de-DE",
+        "team": "safety",
+    }
+    assert first["annotations"]["runbook_url"] == "runbooks/HarmfulOutputSpike.md"
+    assert datetime.fromisoformat(first["endsAt"]) == windows[2] + WINDOW * 4  # end + 3 windows
+    assert datetime.fromisoformat(payloads[2]["endsAt"]) == windows[4]  # resolved: in the past
+    # The triage query runs on the analyst view and shows the spike.
+    with engine.connect() as conn:
+        triage = conn.execute(text(first["annotations"]["triage_query"])).all()
+    # (violations, events) of de-DE, newest window first.
+    assert [(r[1], r[2]) for r in triage] == [
+        (0, 200), (0, 200), (25, 180), (30, 200), (0, 200), (0, 200),
+    ]  # fmt: skip
+
+
+def test_replayed_windows_change_nothing_and_notify_nobody_twice(warehouse):
+    engine, sink = warehouse
+    alerts = _engine(sink)
+    windows = [T0 + w * WINDOW for w in range(6)]
+    _evaluate(engine, alerts, windows)
+    before = (_rows(engine, sink.tables.alert_history), _rows(engine, sink.tables.outbox))
+    assert _evaluate(engine, alerts, windows) == []
+    assert _evaluate(engine, alerts, windows[2:4]) == []
+    assert (_rows(engine, sink.tables.alert_history), _rows(engine, sink.tables.outbox)) == before
+
+
+def test_all_windows_at_once_equal_window_by_window(warehouse):
+    engine, sink = warehouse
+    windows = [T0 + w * WINDOW for w in range(6)]
+    together = _evaluate(engine, _engine(sink), windows)
+    assert [(t.window_start, t.to_status) for t in together] == [
+        (windows[2], "firing"),
+        (windows[4], "resolved"),
+    ]
+
+
+def test_change_rules_must_group_by_the_stored_dimensions(warehouse):
+    _, sink = warehouse
+    rules = parse_rules(
+        RULES.replace("threshold: {above: 0.05}", "change: {max_q: 0.01}"), "safety.yaml"
+    )
+    with pytest.raises(ConfigError, match="safety.yaml:3: rule HarmfulOutputSpike"):
+        AlertEngine(rules, sink.tables, DIMS, channels=(), window=WINDOW)
+
+
+class _Capture(BaseHTTPRequestHandler):
+    received: list = []
+    fail = 0
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if _Capture.fail:
+            _Capture.fail -= 1
+            self.send_response(503)
+            self.end_headers()
+            return
+        _Capture.received.append(json.loads(body))
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_outbox_retries_with_backoff_until_the_webhook_takes_the_notices(warehouse):
+    engine, sink = warehouse
+    alerts = _engine(sink, channels=("webhook",))
+    _evaluate(engine, alerts, [T0 + w * WINDOW for w in range(6)])
+    server = HTTPServer(("127.0.0.1", 0), _Capture)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    _Capture.received, _Capture.fail = [], 1
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/hook?token=secret"
+        notifiers = {"webhook": WebhookNotifier(url)}
+        now = T0 + timedelta(hours=2)
+        first = deliver(engine, notifiers, now=now)
+        assert (first.sent, first.failed, first.pending) == (0, 3, 3)
+        assert "secret" not in first.errors[0]  # the query string (a token) is never shown
+        rows = _rows(engine, sink.tables.outbox)
+        assert {r["attempts"] for r in rows} == {1}
+        assert {r["next_attempt_at"].replace(tzinfo=UTC) for r in rows} == {
+            now + timedelta(seconds=5)
+        }
+        assert deliver(engine, notifiers, now=now + timedelta(seconds=1)).sent == 0  # not due
+        later = deliver(engine, notifiers, now=now + timedelta(seconds=6))
+        assert (later.sent, later.pending) == (3, 0)
+        alerts_sent = _Capture.received[0]["alerts"]
+        assert [a["status"] for a in alerts_sent] == ["firing", "firing", "resolved"]
+        assert all(a["dedup_key"].startswith("HarmfulOutputSpike|") for a in alerts_sent)
+        assert deliver(engine, notifiers, now=now + timedelta(minutes=1)).sent == 0
+    finally:
+        server.shutdown()
+
+
+def test_unreachable_webhook_is_a_notifier_error_naming_the_setting():
+    with pytest.raises(NotifierError, match="NOTIFY_WEBHOOK_URL"):
+        WebhookNotifier("http://127.0.0.1:9/x", timeout=1).send([{"a": 1}])
