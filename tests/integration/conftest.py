@@ -122,3 +122,32 @@ def alertmanager(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def prometheus(tmp_path_factory: pytest.TempPathFactory):
+    """A real Prometheus (Debian's package) on a free port, evaluating alerts/prometheus/.
+
+    It scrapes 127.0.0.1:`.settings.metrics_port` (a free port: serve the metrics under test
+    there) every 5 s; its alerts go to a port nothing listens on. `.url` is its API.
+    """
+    from pipelines.infra.prometheus import LocalPrometheus
+    from pipelines.settings import AlertingSettings
+
+    port, metrics_port, alertmanager_port = _free_ports(3)
+    settings = AlertingSettings(
+        alertmanager_url=f"http://127.0.0.1:{alertmanager_port}",
+        prometheus_port=port,
+        metrics_port=metrics_port,
+        prometheus_rules=str(REPO_ROOT / "alerts" / "prometheus" / "*.rules.yml"),
+        start_timeout_s=60,
+    )
+    server = LocalPrometheus(settings, tmp_path_factory.mktemp("prometheus"), log=lambda _m: None)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
