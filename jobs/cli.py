@@ -150,7 +150,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     t0 = time.monotonic()
     spark = build_session(settings.spark)
     _log(f"Spark {spark.version} session ready ({settings.spark.master})")
-    summary = run(spark, settings, until_caught_up=args.until_caught_up, log=_log)
+    port = None if args.no_metrics else (args.metrics_port or settings.alerting.metrics_port)
+    summary = run(
+        spark, settings, until_caught_up=args.until_caught_up, log=_log, metrics_port=port
+    )
     _log(
         f"done: {len(summary.batches)} batches, {summary.input_rows} records read, "
         f"{summary.aggregated_rows} aggregated, in {time.monotonic() - t0:.0f} s"
@@ -652,6 +655,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="process everything available now, then exit (default: run continuously)",
     )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        help="serve Prometheus metrics on this port (default: setting alerting.metrics_port)",
+    )
+    p.add_argument("--no-metrics", action="store_true", help="do not serve Prometheus metrics")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("show", help="print the per-segment table from the warehouse")

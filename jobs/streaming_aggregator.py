@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from sqlalchemy import Engine
@@ -25,6 +26,8 @@ from pipelines.alerting.outbox import (
 )
 from pipelines.alerting.rules import load_rules
 from pipelines.errors import ConfigError
+from pipelines.monitoring.collect import Collector
+from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor, BatchReport
 from pipelines.stream.durations import parse_duration, spark_interval
@@ -47,7 +50,11 @@ class RunSummary:
 
 
 def alerting(
-    settings: Settings, engine: Engine, sink: WarehouseSink, log: Callable[[str], None]
+    settings: Settings,
+    engine: Engine,
+    sink: WarehouseSink,
+    log: Callable[[str], None],
+    metrics: JobMetrics | None = None,
 ) -> tuple[AlertEngine | None, Callable[[], None] | None]:
     """The alert engine for the configured rules and a function that delivers the outbox."""
     if not settings.alerting.evaluate:
@@ -82,6 +89,8 @@ def alerting(
         )
         if report.sent or report.failed:
             log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")
+        if metrics is not None:
+            metrics.set_notifications(report.pending, report.failed, report.sent_by_channel)
 
     return alerts, notify
 
@@ -113,16 +122,43 @@ def start_query(
     until_caught_up: bool,
     log: Callable[[str], None] = print,
     on_batch: Callable[[BatchReport], None] | None = None,
+    metrics: JobMetrics | None = None,
 ) -> StreamingQuery:
-    """Start the aggregation query; with `until_caught_up` it stops once the topic is drained."""
+    """Start the aggregation query; with `until_caught_up` it stops once the topic is drained.
+
+    With `metrics`, every batch updates the Prometheus metrics (pipeline health, headline
+    rates of the newest closed window, firing alerts, outbox, consumer lag).
+    """
     engine = make_engine(settings.warehouse.url.get_secret_value())
     migrate(engine, log=log)
     sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
     sink.set_min_distinct_users(settings.privacy.min_distinct_users)
     sink.sync_distribution_bins()
-    alerts, notify = alerting(settings, engine, sink, log)
+    alerts, notify = alerting(settings, engine, sink, log, metrics)
+    batch_callback = on_batch
+    on_failure = None
+    if metrics is not None:
+        severities = {r.name: r.severity for r in alerts.rules} if alerts else {}
+        collector = Collector(metrics, engine, settings, severities)
+        collector.refresh_lag()
+        on_failure = metrics.observe_failure
+
+        def observed(report: BatchReport) -> None:
+            metrics.observe_batch(report)
+            collector.refresh(report.watermark)
+            collector.refresh_lag()
+            if on_batch is not None:
+                on_batch(report)
+
+        batch_callback = observed
     processor = BatchProcessor(
-        sink, settings, log=log, on_batch=on_batch, alerts=alerts, notify=notify
+        sink,
+        settings,
+        log=log,
+        on_batch=batch_callback,
+        alerts=alerts,
+        notify=notify,
+        on_failure=on_failure,
     )
     raw = (
         spark.readStream.format("kafka")
@@ -154,15 +190,35 @@ def run(
     *,
     until_caught_up: bool,
     log: Callable[[str], None] = print,
+    metrics_port: int | None = None,
 ) -> RunSummary:
-    """Run the query in the foreground until caught up (or until interrupted when continuous)."""
+    """Run the query in the foreground until caught up (or until interrupted when continuous).
+
+    With `metrics_port`, the job's Prometheus metrics are served on 127.0.0.1:<port>/metrics
+    while it runs.
+    """
     summary = RunSummary()
-    query = start_query(
-        spark, settings, until_caught_up=until_caught_up, log=log, on_batch=summary.batches.append
-    )
+    metrics = server = None
+    if metrics_port is not None:
+        registry = CollectorRegistry()
+        metrics = JobMetrics(registry)
+        server = serve(metrics_port, registry)
+        log(f"metrics: http://127.0.0.1:{server.port}/metrics")
     try:
-        query.awaitTermination()
-    except KeyboardInterrupt:
-        log("stopping the streaming query (the checkpoint keeps its place)")
-        query.stop()
+        query = start_query(
+            spark,
+            settings,
+            until_caught_up=until_caught_up,
+            log=log,
+            on_batch=summary.batches.append,
+            metrics=metrics,
+        )
+        try:
+            query.awaitTermination()
+        except KeyboardInterrupt:
+            log("stopping the streaming query (the checkpoint keeps its place)")
+            query.stop()
+    finally:
+        if server is not None:
+            server.close()
     return summary

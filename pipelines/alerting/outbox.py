@@ -17,7 +17,7 @@ import json
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -121,6 +121,7 @@ class DeliveryReport:
     failed: int  # rows whose attempt failed in this call (they stay pending)
     pending: int  # rows still unsent after this call
     errors: tuple[str, ...] = ()
+    sent_by_channel: Mapping[str, int] = field(default_factory=dict)
 
 
 def deliver(
@@ -140,6 +141,7 @@ def deliver(
     t = Tables(engine).outbox
     sent = failed = 0
     errors: list[str] = []
+    by_channel: dict[str, int] = {}
     for channel, notifier in notifiers.items():
         with engine.connect() as conn:
             due = conn.execute(
@@ -185,8 +187,9 @@ def deliver(
                 .values(sent_at=now, attempts=t.c.attempts + 1, last_error=None)
             )
         sent += len(due)
+        by_channel[channel] = len(due)
     with engine.connect() as conn:
         pending = conn.execute(
             select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
         ).scalar_one()
-    return DeliveryReport(sent, failed, int(pending), tuple(errors))
+    return DeliveryReport(sent, failed, int(pending), tuple(errors), by_channel)

@@ -153,10 +153,12 @@ class BatchProcessor:
         on_batch: Callable[[BatchReport], None] | None = None,
         alerts: AlertEngine | None = None,
         notify: Callable[[], None] | None = None,
+        on_failure: Callable[[float], None] | None = None,
     ) -> None:
         self.sink = sink
         self.alerts = alerts
         self.notify = notify
+        self.on_failure = on_failure
         self.settings = settings
         stream, contract = settings.stream, settings.contract
         self.window = spark_interval(stream.window)
@@ -180,7 +182,13 @@ class BatchProcessor:
         if not self._bound.wait(timeout=120) or self._query_id is None:
             msg = "BatchProcessor.bind_query was not called after the query started"
             raise RuntimeError(msg)
-        report = self.process(df, batch_id, self._query_id)
+        started = time.perf_counter()
+        try:
+            report = self.process(df, batch_id, self._query_id)
+        except BaseException:
+            if self.on_failure:
+                self.on_failure(time.perf_counter() - started)
+            raise
         self.log(report.describe())
         if self.on_batch:
             self.on_batch(report)
