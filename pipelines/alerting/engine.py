@@ -307,8 +307,14 @@ class AlertEngine:
         )
         conn.execute(stmt, rows)
 
-    def payload(self, rule: Rule, t: Transition, window_end: datetime) -> dict[str, Any]:
-        """The alert as every channel receives it (Alertmanager gets its own shape of it)."""
+    def payload(self, rule: Rule, t: Transition, now: datetime) -> dict[str, Any]:
+        """The alert as every channel receives it (Alertmanager gets its own shape of it).
+
+        A firing alert's `endsAt` is `ttl_windows` windows after `now` (its evaluation): it is
+        sent again with every window while it fires, so it only expires when the job stops
+        sending (measured from now, not from the window, so a job running behind does not
+        send alerts that have already expired). A resolved alert ends at its window.
+        """
         resolved = t.to_status == "resolved"
         labels = {
             "alertname": rule.name,
@@ -320,7 +326,7 @@ class AlertEngine:
         }
         runbook = f"{self.runbook_base_url}{rule.runbook}"
         starts = t.firing_since or t.window_start
-        ends = t.window_start if resolved else window_end + self.ttl
+        ends = t.window_start if resolved else now + self.ttl
         return {
             "alertname": rule.name,
             "status": "resolved" if resolved else "firing",
@@ -357,8 +363,8 @@ class AlertEngine:
         if not notices or not self.channels:
             return
         rows = []
-        for rule, t, window_end in notices:
-            body = json.dumps(self.payload(rule, t, window_end), sort_keys=True)
+        for rule, t, _window_end in notices:
+            body = json.dumps(self.payload(rule, t, now), sort_keys=True)
             kind = "resolved" if t.to_status == "resolved" else "firing"
             key = f"{rule.name}|{segment_key(t.segment)}|{t.window_start.isoformat()}|{kind}"
             rows += [

@@ -56,6 +56,9 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.pyspark.python", sys.executable)
         # Adaptive execution does not apply to streaming plans; Spark warns if it is left on.
         .config("spark.sql.adaptive.enabled", "false")
+        # The contract checks make a large plan; stopping a query mid-batch formats it with
+        # recursive regular expressions that overflow the JVM's default 1 MB thread stack.
+        .config("spark.driver.extraJavaOptions", "-Xss16m")
     )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)

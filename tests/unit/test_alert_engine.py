@@ -144,7 +144,8 @@ def test_spike_fires_refreshes_and_resolves_and_small_segments_do_not_fire(wareh
         "team": "safety",
     }
     assert first["annotations"]["runbook_url"] == "runbooks/HarmfulOutputSpike.md"
-    assert datetime.fromisoformat(first["endsAt"]) == windows[2] + WINDOW * 4  # end + 3 windows
+    evaluated = T0 + timedelta(hours=1)  # `now` of the evaluation
+    assert datetime.fromisoformat(first["endsAt"]) == evaluated + WINDOW * 3
     assert datetime.fromisoformat(payloads[2]["endsAt"]) == windows[4]  # resolved: in the past
     # The triage query runs on the analyst view and shows the spike.
     with engine.connect() as conn:
