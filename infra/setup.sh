@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything Safewatch needs on a Debian machine, idempotently:
 #   infra/setup.sh            Python venv (.venv) + Kafka broker jars + Spark Kafka connector jars
-#   infra/setup.sh --test     the above, plus Debian's PostgreSQL, Alertmanager and Prometheus
-#                             for the tests (their system services are kept stopped and disabled:
+#                             + Debian's Alertmanager
+#   infra/setup.sh --test     the above, plus Debian's PostgreSQL and Prometheus
+#                             for the tests (system services are kept stopped and disabled:
 #                             Safewatch starts its own instances on its own ports)
 # Re-running it only does what is missing.
 set -euo pipefail
@@ -12,7 +13,7 @@ WITH_TEST=0
 for arg in "$@"; do
   case "$arg" in
     --test) WITH_TEST=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     *) echo "setup: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -29,15 +30,15 @@ need_apt=()
 daemons=()  # Debian packages among need_apt that ship a system service
 command -v java >/dev/null 2>&1 || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null 2>&1 || need_apt+=(maven)
+# Debian installs /usr/bin/prometheus-alertmanager and /usr/bin/amtool (upstream: alertmanager),
+# and /usr/bin/prometheus and /usr/bin/promtool. The demo sends its alerts to Alertmanager.
+if ! { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null 2>&1 \
+   || ! command -v amtool >/dev/null 2>&1; then
+  need_apt+=(prometheus-alertmanager); daemons+=(prometheus-alertmanager)
+fi
 if [ "$WITH_TEST" = 1 ]; then
   if [ ! -x /usr/lib/postgresql/15/bin/initdb ] && ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then
     need_apt+=(postgresql)
-  fi
-  # Debian installs /usr/bin/prometheus-alertmanager and /usr/bin/amtool (upstream: alertmanager),
-  # and /usr/bin/prometheus and /usr/bin/promtool.
-  if ! { command -v prometheus-alertmanager || command -v alertmanager; } >/dev/null 2>&1 \
-     || ! command -v amtool >/dev/null 2>&1; then
-    need_apt+=(prometheus-alertmanager); daemons+=(prometheus-alertmanager)
   fi
   if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     need_apt+=(prometheus); daemons+=(prometheus)

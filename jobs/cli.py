@@ -25,20 +25,31 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 # ---------------------------------------------------------------- infra
 def cmd_infra(args: argparse.Namespace) -> int:
+    from pipelines.errors import InfraError
+    from pipelines.infra.alertmanager import LocalAlertmanager
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics
 
     settings = _settings(args)
     broker = LocalKafkaBroker(settings.broker, log=_log)
+    alertmanager = LocalAlertmanager(settings.alerting, log=_log)
     if args.action == "up":
         broker.start()
         created = ensure_topics(settings.kafka, log=_log)
         _log(f"topics created: {', '.join(created) if created else 'none (all exist)'}")
-        _log(f"Kafka is up at {broker.bootstrap_servers}; stop it with: safewatch infra down")
+        _log(f"Kafka is up at {broker.bootstrap_servers}")
+        try:
+            alertmanager.start()
+            _log(f"Alertmanager is up at {alertmanager.url}")
+        except InfraError as exc:
+            _log(f"Alertmanager not started: {exc}")
+        _log("stop them with: safewatch infra down")
     elif args.action == "down":
         broker.stop()
+        alertmanager.stop()
     else:
         print(broker.status().describe())
+        print(alertmanager.status().describe())
     return 0
 
 
@@ -610,12 +621,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("infra", help="start, stop or inspect the local Kafka broker")
+    p = sub.add_parser(
+        "infra", help="start, stop or inspect the local Kafka broker and Alertmanager"
+    )
     p.add_argument(
         "action",
         choices=["up", "down", "status"],
-        help="up: start the broker (KRaft, single node) and create the topics; "
-        "down: stop it; status: is it running, where",
+        help="up: start the broker (KRaft, single node), create the topics, start Alertmanager; "
+        "down: stop them; status: are they running, where",
     )
     p.set_defaults(func=cmd_infra)
 

@@ -36,7 +36,9 @@ def demo_settings(settings: Settings) -> Settings:
         update={
             "kafka": settings.kafka.model_copy(update={"topic_interactions": DEMO_TOPIC}),
             "stream": settings.stream.model_copy(
-                update={"checkpoint_dir": str(DEMO_DIR / "checkpoint")}
+                # The demo's events arrive in order, all at once: a short watermark closes
+                # (and so evaluates) the windows up to the last minutes of the hour.
+                update={"checkpoint_dir": str(DEMO_DIR / "checkpoint"), "watermark": "2 minutes"}
             ),
             "warehouse": settings.warehouse.model_copy(
                 update={"url": SecretStr(f"sqlite:///{DEMO_DIR / 'warehouse.db'}")}
@@ -48,6 +50,8 @@ def demo_settings(settings: Settings) -> Settings:
 def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
     from jobs.cli import print_segments, produce_scenario
     from jobs.streaming_aggregator import run
+    from pipelines.errors import InfraError
+    from pipelines.infra.alertmanager import LocalAlertmanager
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics, recreate_topic
     from pipelines.stream.session import build_session
@@ -62,12 +66,31 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         return 2
     scenario = SCENARIOS[args.scenario]
 
-    log("step 1/5: starting the local Kafka broker (KRaft, single node)")
+    log("step 1/6: starting the local Kafka broker (KRaft, single node) and Alertmanager")
     broker = LocalKafkaBroker(settings.broker, log=log)
     started_here = not broker.status().running
     broker.start()
+    alertmanager = LocalAlertmanager(settings.alerting, log=log)
+    alertmanager_here = False
     try:
-        log("step 2/5: creating topics and a fresh demo sandbox in var/demo/")
+        alertmanager_here = not alertmanager.status().running
+        alertmanager.start()
+        settings = settings.model_copy(
+            update={
+                "alerting": settings.alerting.model_copy(
+                    update={"alertmanager_url": alertmanager.url}
+                )
+            }
+        )
+        log(f"Alertmanager is up at {alertmanager.url} (alerts go there and to Kafka)")
+    except InfraError as exc:
+        alertmanager_here = False
+        log(f"no local Alertmanager ({exc}); alerts go to Kafka only")
+        settings = settings.model_copy(
+            update={"alerting": settings.alerting.model_copy(update={"channels": ("kafka",)})}
+        )
+    try:
+        log("step 2/6: creating topics and a fresh demo sandbox in var/demo/")
         ensure_topics(base.kafka, log=log)
         recreate_topic(settings.kafka, DEMO_TOPIC, log=log)
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
@@ -76,7 +99,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         duration = timedelta(minutes=args.minutes)
         start = datetime.now(UTC).replace(second=0, microsecond=0) - duration
         log(
-            f"step 3/5: producing synthetic traffic with incident '{scenario.name}': "
+            f"step 3/6: producing synthetic traffic with incident '{scenario.name}': "
             f"{scenario.description}"
         )
         produce_scenario(
@@ -89,13 +112,13 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             topic=DEMO_TOPIC,
         )
 
-        log("step 4/5: running the streaming job until it has caught up (Spark, local[2])")
+        log("step 4/6: running the streaming job until it has caught up (Spark, local[2])")
         spark = build_session(settings.spark)
         summary = run(spark, settings, until_caught_up=True, log=log)
         spark.stop()
         log(f"job done: {summary.input_rows} records in {len(summary.batches)} micro-batches")
 
-        log("step 5/5: per-segment table from the warehouse")
+        log("step 5/6: per-segment table from the warehouse")
         print_segments(
             settings, top=12, min_events=30, timeline=True, rate_id=SCENARIO_RATE[scenario.metric]
         )
@@ -105,16 +128,74 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             f"from {start + duration * scenario.start_fraction:%H:%M} "
             f"to {start + duration * scenario.end_fraction:%H:%M} UTC."
         )
+        log("step 6/6: alerts")
+        print_alerts(settings)
         print(
-            f"Warehouse: {DEMO_DIR / 'warehouse.db'}; show it again with "
+            f"\nWarehouse: {DEMO_DIR / 'warehouse.db'}; show it again with "
             f"SAFEWATCH_WAREHOUSE__URL=sqlite:///{DEMO_DIR / 'warehouse.db'} safewatch show "
-            "(tables: docs/warehouse.md)"
+            "(tables: docs/warehouse.md; alerts: safewatch alerts status)"
         )
     finally:
         if args.keep_running:
             log(f"Kafka keeps running at {broker.bootstrap_servers}; stop it: safewatch infra down")
-        elif started_here:
-            log("stopping the Kafka broker this demo started")
-            broker.stop()
+        else:
+            if started_here:
+                log("stopping the Kafka broker this demo started")
+                broker.stop()
+            if alertmanager_here:
+                log("stopping the Alertmanager this demo started")
+                alertmanager.stop()
     log(f"demo finished in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def print_alerts(settings: Settings) -> None:
+    """What the alert rules did: every transition, and what Alertmanager holds now."""
+    from sqlalchemy import select
+
+    from pipelines.alerting.alertmanager_client import NotifierError, get_alerts
+    from pipelines.alerting.engine import parse_segment
+    from pipelines.alerting.evaluate import segment_label
+    from pipelines.report.text import format_table
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.tables import Tables
+
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    t = Tables(engine)
+    with engine.connect() as conn:
+        history = (
+            conn.execute(select(t.alert_history).order_by(t.alert_history.c.window_start))
+            .mappings()
+            .all()
+        )
+        unsent = conn.execute(select(t.outbox.c.id).where(t.outbox.c.sent_at.is_(None))).all()
+    changes = [h for h in history if h["to_status"] in ("firing", "resolved")]
+    if not changes:
+        print("\nNo alert rule fired.")
+        return
+    print("\nAlert transitions (alert_history):\n")
+    print(
+        format_table(
+            ["window (UTC)", "rule", "severity", "segment", "to", "summary"],
+            [
+                [
+                    f"{h['window_start']:%H:%M}",
+                    h["rule"],
+                    h["severity"],
+                    segment_label(parse_segment(h["segment"])),
+                    h["to_status"],
+                    h["summary"],
+                ]
+                for h in changes
+            ],
+        )
+    )
+    print(f"\nNotices waiting in the outbox: {len(unsent)}")
+    if "alertmanager" in settings.alerting.channels:
+        try:
+            active = get_alerts(settings.alerting.alertmanager_url)
+        except NotifierError as exc:
+            print(f"Alertmanager: {exc}")
+            return
+        names = ", ".join(sorted(a["labels"]["alertname"] for a in active)) or "none"
+        print(f"Active at Alertmanager ({settings.alerting.alertmanager_url}): {names}")

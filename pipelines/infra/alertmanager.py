@@ -77,7 +77,7 @@ def find_binary(names: Sequence[str], package: str, override: str = "binary=") -
         if path:
             return path
     msg = (
-        f"{' or '.join(names)} not found on PATH: run `infra/setup.sh --test` "
+        f"{' or '.join(names)} not found on PATH: run `infra/setup.sh` "
         f"(Debian package {package}) or pass {override}"
     )
     raise InfraError(msg)
