@@ -453,7 +453,10 @@ def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
 def cmd_alerts(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.action == "check":
+        from pipelines.alerting.engine import check_rules
+
         rules = _rules(settings, args.rules)
+        check_rules(rules, settings.stream.dimensions)
         problems = [
             f"{r.path}:{r.line}: rule {r.name}: runbook {r.runbook} does not exist"
             for r in rules
@@ -485,14 +488,17 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     until = _parse_time(args.until, "--to") if args.until else None
     windows = stored_windows(engine, ",".join(dims), since, until)
     if not windows:
-        print("No stored windows in that period for dimensions " + ",".join(dims) + ".")
+        print(
+            "No closed windows in that period for dimensions " + ",".join(dims) + " (a "
+            "window is evaluated once the job's watermark has passed its end)."
+        )
         return 0
     window = windows[1] - windows[0] if len(windows) > 1 else None
     _log(
         f"backtesting {len(rules)} rule(s) over {len(windows)} windows, "
         f"{windows[0]:%Y-%m-%d %H:%M}..{windows[-1]:%Y-%m-%d %H:%M} UTC"
     )
-    results = backtest(engine, rules, dims, windows)
+    results = backtest(engine, rules, dims, windows)  # ConfigError for a rule the job refuses
     table = []
     for r in results:
         table.append(

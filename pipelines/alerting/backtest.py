@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import Engine, and_, select
+from sqlalchemy import Engine, and_, func, select
 
-from pipelines.alerting.engine import load_window, rule_inputs
+from pipelines.alerting.engine import check_rules, load_window, rule_inputs
 from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
 from pipelines.alerting.rules import Rule
 from pipelines.warehouse.tables import Tables, as_utc
@@ -47,8 +47,20 @@ class RuleBacktest:
 def stored_windows(
     engine: Engine, dimension_set: str, since: datetime | None, until: datetime | None
 ) -> list[datetime]:
-    t = Tables(engine).agg
-    stmt = select(t.c.window_start).where(t.c.dimension_set == dimension_set)
+    """Stored windows starting in [since, until) that the job's watermark has closed.
+
+    Only closed windows are final and have their rate tests and drift rows, and only those
+    are the ones the job evaluated, so a backtest replays exactly them.
+    """
+    tables = Tables(engine)
+    t = tables.agg
+    with engine.connect() as conn:
+        watermark = as_utc(conn.execute(select(func.max(tables.ledger.c.watermark_after))).scalar())
+    if watermark is None:
+        return []
+    stmt = select(t.c.window_start).where(
+        and_(t.c.dimension_set == dimension_set, t.c.window_end <= watermark)
+    )
     if since is not None:
         stmt = stmt.where(t.c.window_start >= since)
     if until is not None:
@@ -64,7 +76,11 @@ def backtest(
     dimensions: Sequence[str],
     windows: Sequence[datetime],
 ) -> list[RuleBacktest]:
-    """Evaluate `rules` on `windows` (ascending) from fresh states; one result per rule."""
+    """Evaluate `rules` on `windows` (ascending) from fresh states; one result per rule.
+
+    Raises ConfigError for a rule the job would refuse (`check_rules`).
+    """
+    check_rules(rules, dimensions)
     tables = Tables(engine)
     results = {r.name: RuleBacktest(r) for r in rules}
     states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in rules}

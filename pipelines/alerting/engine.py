@@ -129,6 +129,28 @@ def load_window(
     )
 
 
+def check_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> None:
+    """ConfigError unless every rule can be evaluated on aggregates grouped by `dimensions`:
+    its `by` is a subset of them, and with a change or drift condition (which exist per
+    stored segment only) it is all of them.
+    """
+    for rule in rules:
+        where = f"{rule.path}:{rule.line}: rule {rule.name}" if rule.path else rule.name
+        extra = [d for d in rule.by if d not in dimensions]
+        if extra:
+            msg = (
+                f"{where}: by {list(rule.by)} names {extra}, which the job does not group "
+                f"by (stream.dimensions = {list(dimensions)})"
+            )
+            raise ConfigError(msg)
+        if (rule.change or rule.drift) and set(rule.by) != set(dimensions):
+            msg = (
+                f"{where}: change and drift conditions exist per stored segment only: "
+                f"set by to stream.dimensions {list(dimensions)}"
+            )
+            raise ConfigError(msg)
+
+
 class AlertEngine:
     """The rules of a deployment against the warehouse tables; see the module docstring."""
 
@@ -143,21 +165,7 @@ class AlertEngine:
         ttl_windows: int = 3,
         runbook_base_url: str = "",
     ) -> None:
-        for rule in rules:
-            where = f"{rule.path}:{rule.line}: rule {rule.name}" if rule.path else rule.name
-            extra = [d for d in rule.by if d not in dimensions]
-            if extra:
-                msg = (
-                    f"{where}: by {list(rule.by)} names {extra}, which the job does not group "
-                    f"by (stream.dimensions = {list(dimensions)})"
-                )
-                raise ConfigError(msg)
-            if (rule.change or rule.drift) and set(rule.by) != set(dimensions):
-                msg = (
-                    f"{where}: change and drift conditions exist per stored segment only: "
-                    f"set by to stream.dimensions {list(dimensions)}"
-                )
-                raise ConfigError(msg)
+        check_rules(rules, dimensions)
         unknown = [c for c in channels if c not in CHANNELS]
         if unknown:
             msg = f"unknown notification channel(s) {unknown}; known: {list(CHANNELS)}"

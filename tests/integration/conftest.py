@@ -151,3 +151,21 @@ def prometheus(tmp_path_factory: pytest.TempPathFactory):
         yield server
     finally:
         server.stop()
+
+
+# -- Scenario warehouse -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def scenario_warehouse(spark, tmp_path_factory: pytest.TempPathFactory):
+    """An SQLite warehouse filled by the job's batch processor from an hour of synthetic
+    traffic with all four demo incidents, alert rules of alerts/rules evaluated as the job
+    does (tests/integration/scenario_warehouse.py). Read it; do not write to it.
+    """
+    from tests.integration.scenario_warehouse import build_scenario_warehouse
+
+    warehouse = build_scenario_warehouse(spark, tmp_path_factory.mktemp("scenario"))
+    try:
+        yield warehouse
+    finally:
+        warehouse.engine.dispose()

@@ -239,3 +239,23 @@ def test_outbox_retries_with_backoff_until_the_webhook_takes_the_notices(warehou
 def test_unreachable_webhook_is_a_notifier_error_naming_the_setting():
     with pytest.raises(NotifierError, match="NOTIFY_WEBHOOK_URL"):
         WebhookNotifier("http://127.0.0.1:9/x", timeout=1).send([{"a": 1}])
+
+
+def test_backtest_refuses_the_rules_the_job_refuses_and_replays_only_closed_windows(warehouse):
+    from pipelines.alerting.backtest import backtest, stored_windows
+
+    engine, _ = warehouse
+    rules = parse_rules(
+        RULES.replace("threshold: {above: 0.05}", "change: {max_q: 0.01}"), "safety.yaml"
+    )
+    with pytest.raises(ConfigError, match="change and drift conditions"):
+        backtest(engine, rules, DIMS, [T0])
+    # The fixture's ledger has no watermark: no window is closed, none is replayed.
+    assert stored_windows(engine, ",".join(DIMS), None, None) == []
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE batch_ledger SET watermark_after = :w WHERE batch_id = 5"),
+            {"w": (T0 + 3 * WINDOW).strftime("%Y-%m-%d %H:%M:%S.%f")},
+        )
+    # Windows end 5 min after they start: those ending by T0 + 15 min are closed.
+    assert stored_windows(engine, ",".join(DIMS), None, None) == [T0, T0 + WINDOW, T0 + 2 * WINDOW]
