@@ -453,10 +453,9 @@ def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
 def cmd_alerts(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if args.action == "check":
-        from pipelines.alerting.engine import check_rules
+        from pipelines.alerting.engine import bind_rules
 
-        rules = _rules(settings, args.rules)
-        check_rules(rules, settings.stream.dimensions)
+        rules = bind_rules(_rules(settings, args.rules), settings.stream.dimensions)
         problems = [
             f"{r.path}:{r.line}: rule {r.name}: runbook {r.runbook} does not exist"
             for r in rules

@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, func, select
 
-from pipelines.alerting.engine import check_rules, load_window, rule_inputs
+from pipelines.alerting.engine import bind_rules, load_window, rule_inputs
 from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
 from pipelines.alerting.rules import Rule
 from pipelines.warehouse.tables import Tables, as_utc
@@ -78,9 +78,9 @@ def backtest(
 ) -> list[RuleBacktest]:
     """Evaluate `rules` on `windows` (ascending) from fresh states; one result per rule.
 
-    Raises ConfigError for a rule the job would refuse (`check_rules`).
+    Raises ConfigError for a rule the job would refuse (`bind_rules`).
     """
-    check_rules(rules, dimensions)
+    rules = bind_rules(rules, dimensions)
     tables = Tables(engine)
     results = {r.name: RuleBacktest(r) for r in rules}
     states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in rules}

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,7 +31,7 @@ from pipelines.alerting.evaluate import (
     segment_label,
     still_firing,
 )
-from pipelines.alerting.rules import Rule
+from pipelines.alerting.rules import STORED, Rule
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
@@ -129,12 +129,15 @@ def load_window(
     )
 
 
-def check_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> None:
-    """ConfigError unless every rule can be evaluated on aggregates grouped by `dimensions`:
-    its `by` is a subset of them, and with a change or drift condition (which exist per
-    stored segment only) it is all of them.
+def bind_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> list[Rule]:
+    """The rules for aggregates grouped by `dimensions`: `by: stored` becomes `dimensions`.
+
+    Raises ConfigError unless every rule can then be evaluated: its `by` is a subset of
+    `dimensions`, and with a change or drift condition (which exist per stored segment
+    only) it is all of them.
     """
-    for rule in rules:
+    bound = [replace(r, by=tuple(dimensions)) if r.by == STORED else r for r in rules]
+    for rule in bound:
         where = f"{rule.path}:{rule.line}: rule {rule.name}" if rule.path else rule.name
         extra = [d for d in rule.by if d not in dimensions]
         if extra:
@@ -146,9 +149,10 @@ def check_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> None:
         if (rule.change or rule.drift) and set(rule.by) != set(dimensions):
             msg = (
                 f"{where}: change and drift conditions exist per stored segment only: "
-                f"set by to stream.dimensions {list(dimensions)}"
+                f"set by to 'stored' (stream.dimensions {list(dimensions)})"
             )
             raise ConfigError(msg)
+    return bound
 
 
 class AlertEngine:
@@ -165,7 +169,7 @@ class AlertEngine:
         ttl_windows: int = 3,
         runbook_base_url: str = "",
     ) -> None:
-        check_rules(rules, dimensions)
+        rules = bind_rules(rules, dimensions)
         unknown = [c for c in channels if c not in CHANNELS]
         if unknown:
             msg = f"unknown notification channel(s) {unknown}; known: {list(CHANNELS)}"

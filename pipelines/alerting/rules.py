@@ -57,6 +57,11 @@ LABEL_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # Label names a notifier sets from the rule itself; a rule's `labels` may not redefine them
 # (nor the names of its `by` dimensions, which label each alert with its segment).
 RESERVED_LABELS = ("alertname", "rule", "metric", "severity", "owner", "runbook", "segment")
+# `by: stored` evaluates a rule per stored segment, whatever `stream.dimensions` holds; the
+# job binds it (`bind_rules`). Its templates cannot name single dimensions (use {segment}),
+# and no extra label may be named like a dimension.
+STORED_KEYWORD = "stored"
+STORED: tuple[str, ...] = ("<stored>",)
 
 DEFAULT_MIN_EVENTS = 30
 
@@ -204,7 +209,7 @@ MISSING = _Missing()
 
 def template_fields(rule: Rule) -> tuple[str, ...]:
     """The fields `rule`'s templates may use: TEMPLATE_FIELDS and its `by` dimensions."""
-    return TEMPLATE_FIELDS + rule.by
+    return TEMPLATE_FIELDS + (() if rule.by == STORED else rule.by)
 
 
 def render_template(template: str, values: Mapping[str, object]) -> str:
@@ -497,7 +502,7 @@ class _Reader:
         severity = self.choice(m["severity"], "severity", SEVERITIES)
         owner = self.string(m["owner"], "owner")
         runbook = self.string(m["runbook"], "runbook")
-        allowed = TEMPLATE_FIELDS + by
+        allowed = TEMPLATE_FIELDS + (() if by == STORED else by)
         summary = self.template(m["summary"], "summary", allowed)
         description = ""
         if "description" in m:
@@ -526,11 +531,14 @@ class _Reader:
 
     def dimensions(self, entry: Entry) -> tuple[str, ...]:
         key, node = entry
+        if isinstance(node, yaml.ScalarNode) and node.value == STORED_KEYWORD:
+            return STORED
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(
                 key,
                 "by",
-                f"must be a list of segment dimensions ([] for all traffic), got {_kind(node)}",
+                f"must be a list of segment dimensions ([] for all traffic) or "
+                f"{STORED_KEYWORD!r} (the job's stream.dimensions), got {_kind(node)}",
             )
         out: list[str] = []
         for i, item in enumerate(node.value):
@@ -634,7 +642,7 @@ class _Reader:
         key, node = entry
         m = self.mapping_any(node, "labels", key)
         out: dict[str, str] = {}
-        reserved = RESERVED_LABELS + by
+        reserved = RESERVED_LABELS + (SEGMENT_DIMENSIONS if by == STORED else by)
         for name, (k, v) in m.items():
             field = f"labels.{name}"
             if not LABEL_PATTERN.fullmatch(name):
