@@ -746,7 +746,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "demo",
-        help="end to end: start Kafka, produce an incident, run the job, print the table",
+        help="end to end: start Kafka and Alertmanager, produce an incident, run the job, "
+        "show the segments and the alerts",
     )
     p.add_argument(
         "--scenario", default="violation-spike", help="incident to inject (default violation-spike)"
