@@ -86,6 +86,7 @@ def alerting(
             retry_initial=timedelta(seconds=a.retry_initial_s),
             retry_max=timedelta(seconds=a.retry_max_s),
             log=log,
+            tables=sink.tables,
         )
         if report.sent or report.failed:
             log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")

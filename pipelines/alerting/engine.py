@@ -39,8 +39,6 @@ from pipelines.warehouse.sink import upsert_for
 from pipelines.warehouse.tables import Tables, as_utc
 
 CHANNELS = ("alertmanager", "webhook", "kafka")
-_DRIFT_COLUMNS = ("psi", "js_distance", "chi2_statistic", "chi2_p_value", "ks_statistic",
-                  "ks_p_value", "wasserstein")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,7 +46,6 @@ class WindowData:
     """What the rules read of one window: aggregate rows, rate tests and drift rows."""
 
     window_start: datetime
-    window_end: datetime
     rows: Sequence[Mapping[str, Any]]
     tests: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (rate id, segment values)
     drift: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (distribution, segment)
@@ -113,8 +110,6 @@ def load_window(
             )
         ).mappings()
     ]
-    end = as_utc(rows[0]["window_end"]) if rows else window_start
-    assert end is not None
 
     def keyed(table: Any, name: str) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
         found = conn.execute(
@@ -124,9 +119,7 @@ def load_window(
         ).mappings()
         return {(r[name], tuple(str(r[d]) for d in SEGMENT_DIMENSIONS)): dict(r) for r in found}
 
-    return WindowData(
-        window_start, end, rows, keyed(tests, "rate_id"), keyed(drift, "distribution")
-    )
+    return WindowData(window_start, rows, keyed(tests, "rate_id"), keyed(drift, "distribution"))
 
 
 def bind_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> list[Rule]:
@@ -216,7 +209,7 @@ class AlertEngine:
         states = self.load_states(conn)
         before = {name: dict(s) for name, s in states.items()}
         transitions: list[Transition] = []
-        notices: list[tuple[Rule, Transition, datetime]] = []
+        notices: list[tuple[Rule, Transition]] = []
         for w in sorted(windows):
             data = load_window(conn, self.tables, w, self.dimensions)
             for rule in self.rules:
@@ -226,7 +219,7 @@ class AlertEngine:
                 moved = {t.segment for t in changed}
                 for t in changed:
                     if t.to_status in ("firing", "resolved"):
-                        notices.append((rule, t, data.window_end))
+                        notices.append((rule, t))
                 for seg, state in new_states.items():
                     was = states[rule.name].get(seg)
                     if (
@@ -236,7 +229,7 @@ class AlertEngine:
                         and (was is None or was.last_window != w)
                     ):
                         t = still_firing(rule, w, state, by_segment.get(seg))
-                        notices.append((rule, t, data.window_end))
+                        notices.append((rule, t))
                 states[rule.name] = new_states
                 transitions.extend(changed)
         self._store_states(conn, states, before, now)
@@ -369,13 +362,13 @@ class AlertEngine:
     def _enqueue(
         self,
         conn: Connection,
-        notices: Sequence[tuple[Rule, Transition, datetime]],
+        notices: Sequence[tuple[Rule, Transition]],
         now: datetime,
     ) -> None:
         if not notices or not self.channels:
             return
         rows = []
-        for rule, t, _window_end in notices:
+        for rule, t in notices:
             body = json.dumps(self.payload(rule, t, now), sort_keys=True)
             kind = "resolved" if t.to_status == "resolved" else "firing"
             key = f"{rule.name}|{segment_key(t.segment)}|{t.window_start.isoformat()}|{kind}"

@@ -133,12 +133,14 @@ def deliver(
     retry_max: timedelta = timedelta(minutes=5),
     limit: int = 500,
     log: Callable[[str], None] | None = None,
+    tables: Tables | None = None,
 ) -> DeliveryReport:
     """Send the due rows of every channel that has a notifier, oldest first, in one request
     per channel; mark them sent, or schedule the next attempt. Rows of a channel without a
-    notifier stay pending (they are sent once one is configured).
+    notifier stay pending (they are sent once one is configured). Pass the warehouse's
+    `tables` when calling it often (after every batch): reflecting them costs queries.
     """
-    t = Tables(engine).outbox
+    t = (tables or Tables(engine)).outbox
     sent = failed = 0
     errors: list[str] = []
     by_channel: dict[str, int] = {}
