@@ -469,7 +469,40 @@ def cmd_alerts(args: argparse.Namespace) -> int:
         return alerts_backtest(settings, args)
     if args.action == "status":
         return alerts_status(settings)
+    if args.action == "ack":
+        return alerts_ack(settings, args)
     return alerts_deliver(settings)
+
+
+def alerts_ack(settings: Settings, args: argparse.Namespace) -> int:
+    from pipelines.alerting.ack import acknowledge
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.tables import Tables
+
+    if not args.by:
+        msg = "alerts ack needs --by NAME (who takes the alert)"
+        raise SafewatchError(msg)
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine)
+    with engine.begin() as conn:
+        done = acknowledge(
+            conn,
+            Tables(engine),
+            rule=args.rule,
+            segment=args.segment,
+            by=args.by,
+            now=datetime.now(UTC),
+            note=args.note or "",
+        )
+    for a in done:
+        print(
+            f"acknowledged {a.rule} on {a.segment} (firing since {a.firing_since:%Y-%m-%d %H:%M})"
+        )
+    if not done:
+        print("No unacknowledged firing alert matches (see `safewatch alerts status`).")
+        return 1
+    return 0
 
 
 def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
@@ -588,13 +621,54 @@ def alerts_deliver(settings: Settings) -> int:
 
 # ---------------------------------------------------------------- warehouse / config
 def cmd_warehouse(args: argparse.Namespace) -> int:
+    import os
+
     from pipelines.warehouse.engine import describe, make_engine
     from pipelines.warehouse.migrate import migrate
 
     settings = _settings(args)
     engine = make_engine(settings.warehouse.url.get_secret_value())
+    if args.action == "roles":
+        from pipelines.infra.postgres import RolePlan, create_roles
+
+        plan = RolePlan(
+            writer=args.writer,
+            analyst=args.analyst,
+            writer_password=os.environ.get("SAFEWATCH_WRITER_PASSWORD"),
+            analyst_password=os.environ.get("SAFEWATCH_ANALYST_PASSWORD"),
+        )
+        create_roles(engine, plan, log=_log)
+        return 0
     applied = migrate(engine, log=_log)
     _log(f"warehouse {describe(engine)} is at the latest schema ({len(applied)} applied now)")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.query import format_result, run_query
+
+    if (args.sql is None) == (args.file is None):
+        msg = "give the SQL as an argument or with --file, not both"
+        raise SafewatchError(msg)
+    if args.file is not None:
+        path = Path(args.file)
+        if not path.is_file():
+            msg = f"no such SQL file: {path}"
+            raise SafewatchError(msg)
+        sql = path.read_text(encoding="utf-8")
+    else:
+        sql = args.sql
+    settings = _settings(args)
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    result = run_query(engine, sql, max_rows=args.max_rows or None)
+    if result.columns:
+        print(format_result(result, args.format))
+    if args.format == "table":
+        more = f" (first {len(result.rows)}; --max-rows 0 for all)" if result.truncated else ""
+        print(f"({len(result.rows)} row{'s' if len(result.rows) != 1 else ''}{more})")
+    elif result.truncated:
+        print(f"safewatch: output cut at {len(result.rows)} rows (--max-rows)", file=sys.stderr)
     return 0
 
 
@@ -721,9 +795,10 @@ def build_parser() -> argparse.ArgumentParser:
         "replay the rules over the stored windows of a period and print how often each would "
         "have fired, how long, on which segments (writes nothing, notifies nobody); status: "
         "firing and pending alerts and the outbox; deliver: send the notices waiting in the "
-        "outbox now.",
+        "outbox now; ack: acknowledge firing alerts (--by NAME), which the weekly report's "
+        "time to acknowledge is measured from.",
     )
-    p.add_argument("action", choices=["check", "backtest", "status", "deliver"])
+    p.add_argument("action", choices=["check", "backtest", "status", "deliver", "ack"])
     p.add_argument(
         "--rules",
         action="append",
@@ -732,11 +807,46 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--from", dest="since", help="backtest: first window, ISO 8601 with zone")
     p.add_argument("--to", dest="until", help="backtest: windows starting before this time")
+    p.add_argument("--rule", help="ack: only this rule (default: every firing rule)")
+    p.add_argument(
+        "--segment", help="ack: only this segment, e.g. 'chat / atlas-l-2026.10.2 / de-DE'"
+    )
+    p.add_argument("--by", help="ack: who acknowledges (recorded for time-to-acknowledge)")
+    p.add_argument("--note", help="ack: a note kept with the acknowledgement")
     p.set_defaults(func=cmd_alerts)
 
-    p = sub.add_parser("warehouse", help="manage the warehouse schema")
-    p.add_argument("action", choices=["migrate"], help="apply pending migrations")
+    p = sub.add_parser(
+        "warehouse",
+        help="manage the warehouse schema and its PostgreSQL roles",
+        description="migrate: apply pending migrations. roles (PostgreSQL, run with an admin "
+        "login in SAFEWATCH_WAREHOUSE__URL): create or update the writer role (owns the "
+        "tables; the job connects with it) and the analyst role (reads the v_* views only), "
+        "then migrate. Passwords come from $SAFEWATCH_WRITER_PASSWORD and "
+        "$SAFEWATCH_ANALYST_PASSWORD when set. See docs/warehouse.md#roles.",
+    )
+    p.add_argument("action", choices=["migrate", "roles"])
+    p.add_argument("--writer", default="safewatch_writer", help="writer role name")
+    p.add_argument("--analyst", default="safewatch_analyst", help="analyst role name")
     p.set_defaults(func=cmd_warehouse)
+
+    p = sub.add_parser(
+        "query",
+        help="run read-only SQL against the warehouse; print a table, CSV or JSON",
+        description="Runs one SQL statement in a read-only transaction against the configured "
+        "warehouse (SAFEWATCH_WAREHOUSE__URL; an analyst login for PostgreSQL). The tables and "
+        "views are documented in docs/warehouse.md.",
+        epilog='example: safewatch query "SELECT day, locale, events, violation_rate FROM '
+        'v_segment_daily ORDER BY violation_rate DESC LIMIT 5"',
+    )
+    p.add_argument("sql", nargs="?", help="the SQL statement")
+    p.add_argument("-f", "--file", help="read the SQL from this file instead")
+    p.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="default table"
+    )
+    p.add_argument(
+        "--max-rows", type=int, default=1000, help="print at most this many rows (0: all)"
+    )
+    p.set_defaults(func=cmd_query)
 
     p = sub.add_parser("config", help="show the effective settings or their reference")
     p.add_argument(

@@ -11,7 +11,10 @@ import os
 import shutil
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import Engine, String, text
 
 from pipelines.errors import InfraError
 
@@ -100,3 +103,73 @@ class LocalPostgres:
                 "-U", "postgres", name,
             )  # fmt: skip
         return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+
+@dataclass(frozen=True)
+class RolePlan:
+    """The two roles of a PostgreSQL warehouse (docs/warehouse.md#roles)."""
+
+    writer: str = "safewatch_writer"
+    analyst: str = "safewatch_analyst"
+    writer_password: str | None = None
+    analyst_password: str | None = None
+
+
+def create_roles(engine: Engine, plan: RolePlan, *, log: Callable[[str], None] = print) -> None:
+    """Create (or bring up to date) the writer and analyst roles on the warehouse database.
+
+    Run with an administrative login (superuser, or CREATEROLE and owner of the database).
+    Idempotent. The writer owns every warehouse table and view, so the job can apply future
+    migrations with it; the analyst can connect and SELECT the objects in ANALYST_OBJECTS
+    and nothing else (no base table, no rejected_events, no writes).
+    """
+    from pipelines.warehouse.migrate import grant_analyst, migrate
+
+    if engine.dialect.name != "postgresql":
+        msg = f"roles need a PostgreSQL warehouse, not {engine.dialect.name}"
+        raise InfraError(msg)
+    quote = engine.dialect.identifier_preparer.quote
+    writer, analyst = quote(plan.writer), quote(plan.analyst)
+    with engine.begin() as conn:
+        for name, password in (
+            (plan.writer, plan.writer_password),
+            (plan.analyst, plan.analyst_password),
+        ):
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_roles WHERE rolname = :n"), {"n": name}
+            ).scalar()
+            verb = "ALTER" if exists else "CREATE"
+            sql = f"{verb} ROLE {quote(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
+            if password is not None:
+                literal = conn.dialect.statement_compiler(conn.dialect, None).render_literal_value(
+                    password, String()
+                )
+                sql += f" PASSWORD {literal}"
+            conn.execute(text(sql))
+            log(f"postgres: role {name} {'updated' if exists else 'created'}")
+        database = quote(conn.execute(text("SELECT current_database()")).scalar_one())
+        conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {writer}, {analyst}"))
+        conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {writer}"))
+        conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {analyst}"))
+    migrate(engine, log=log)
+    with engine.begin() as conn:
+        owned = conn.execute(
+            text(
+                "SELECT c.relname, c.relkind FROM pg_class c "
+                "JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'S') "
+                "AND pg_get_userbyid(c.relowner) <> :w"
+            ),
+            {"w": plan.writer},
+        ).all()
+        kinds = {"r": "TABLE", "v": "VIEW", "S": "SEQUENCE"}
+        for relname, relkind in owned:
+            conn.execute(text(f"ALTER {kinds[relkind]} {quote(relname)} OWNER TO {writer}"))
+        # Analysts read the views only, never a base table (also if granted before).
+        conn.execute(text(f"REVOKE ALL ON ALL TABLES IN SCHEMA public FROM {analyst}"))
+        grant_analyst(conn, [plan.analyst])
+    log(
+        f"postgres: {plan.writer} owns {len(owned)} more object(s); "
+        f"{plan.analyst} can read the analyst views"
+    )

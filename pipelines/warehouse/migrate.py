@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import ModuleType
 
-from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select
+from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select, text
+from sqlalchemy.engine import Connection
 
 import schemas.warehouse.migrations as migrations_pkg
+from pipelines.warehouse.tables import ANALYST_OBJECTS
 
 _md = MetaData()
 schema_migrations = Table(
@@ -69,4 +71,30 @@ def migrate(engine: Engine, *, log: Callable[[str], None] | None = None) -> list
         if log:
             log(f"warehouse: applied migration {m.version:04d} ({m.description})")
         applied.append(m.version)
+    if applied and engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            grant_analyst(conn, analyst_roles(conn))
     return applied
+
+
+def analyst_roles(conn: Connection) -> list[str]:
+    """The roles that may read v_segment_window (PostgreSQL): the analyst roles."""
+    return list(
+        conn.scalars(
+            text(
+                "SELECT DISTINCT r.rolname FROM pg_class c "
+                "CROSS JOIN LATERAL aclexplode(c.relacl) a "
+                "JOIN pg_roles r ON r.oid = a.grantee "
+                "WHERE c.relname = 'v_segment_window' AND a.privilege_type = 'SELECT' "
+                "AND a.grantee <> c.relowner"
+            )
+        )
+    )
+
+
+def grant_analyst(conn: Connection, roles: Iterable[str]) -> None:
+    """Let `roles` SELECT every object of ANALYST_OBJECTS (also the ones a migration added)."""
+    quote = conn.dialect.identifier_preparer.quote
+    for role in roles:
+        for name in ANALYST_OBJECTS:
+            conn.execute(text(f"GRANT SELECT ON {quote(name)} TO {quote(role)}"))

@@ -19,7 +19,24 @@ RATE_TESTS_TABLE = "segment_window_rate_tests"
 ALERT_STATE_TABLE = "alert_state"
 ALERT_HISTORY_TABLE = "alert_history"
 OUTBOX_TABLE = "notification_outbox"
+REJECTED_TABLE = "rejected_events"
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
+
+# What the analyst role may read (docs/warehouse.md): the k-anonymous views and the bin
+# reference. Never the base tables, whose small segments are not suppressed, nor
+# rejected_events.
+ANALYST_OBJECTS = (
+    "v_segment_window",
+    "v_segment_daily",
+    "v_segment_weekly",
+    "v_segment_window_drift",
+    "v_segment_window_rate_tests",
+    "v_alert_history",
+    "v_alert_state",
+    "v_quality_results",
+    "v_batch_ledger",
+    BINS_TABLE,
+)
 
 
 class Tables:
@@ -43,6 +60,7 @@ class Tables:
                 ALERT_STATE_TABLE,
                 ALERT_HISTORY_TABLE,
                 OUTBOX_TABLE,
+                REJECTED_TABLE,
             ],
         )
         self.agg: Table = md.tables[AGG_TABLE]
@@ -58,6 +76,7 @@ class Tables:
         self.alert_state: Table = md.tables[ALERT_STATE_TABLE]
         self.alert_history: Table = md.tables[ALERT_HISTORY_TABLE]
         self.outbox: Table = md.tables[OUTBOX_TABLE]
+        self.rejected: Table = md.tables[REJECTED_TABLE]
 
 
 def as_utc(value: datetime | None) -> datetime | None:
