@@ -10,6 +10,10 @@ at least once; the warehouse stays exactly once).
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
+from typing import Any
+
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
@@ -40,6 +44,22 @@ def dlq_records(rejected: DataFrame, *, query_id: str, batch_id: int) -> DataFra
         F.concat_ws(":", "topic", "partition", "offset").alias("key"),
         F.to_json(record).alias("value"),
     )
+
+
+def rejected_event(value: str) -> dict[str, Any]:
+    """The warehouse's `rejected_events` row of a DLQ record value: everything but the payload."""
+    record = json.loads(value)
+    source = record["source"]
+    stamp = source.get("timestamp")
+    return {
+        "topic": source["topic"],
+        "kafka_partition": source["partition"],
+        "kafka_offset": source["offset"],
+        "kafka_timestamp": datetime.fromisoformat(stamp) if stamp else None,
+        "reason": record["reason"],
+        "errors": json.dumps(record.get("errors") or [], ensure_ascii=False),
+        "detectors": json.dumps(record.get("detectors") or []),
+    }
 
 
 def write_dlq(records: DataFrame, kafka: KafkaSettings) -> None:

@@ -34,7 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from pipelines.alerting.engine import AlertEngine
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
-from pipelines.kafka.dlq import dlq_records, write_dlq
+from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
@@ -241,13 +241,16 @@ class BatchProcessor:
             for s in stats:
                 by_status[s["status"]] += s["rows"]
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
+            rejected_events: list[dict[str, Any]] = []
             if dlq_rows:
                 stages.start("dlq")
                 rejected = verdicts.where(~F.col("status").isin(AGGREGATED, DUPLICATE))
-                write_dlq(
-                    dlq_records(rejected, query_id=query_id, batch_id=batch_id),
-                    self.settings.kafka,
-                )
+                records = dlq_records(rejected, query_id=query_id, batch_id=batch_id).persist()
+                try:
+                    write_dlq(records, self.settings.kafka)
+                    rejected_events = [rejected_event(r["value"]) for r in records.collect()]
+                finally:
+                    records.unpersist()
                 stages.stop()
             parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
             with stages("quality"):
@@ -298,6 +301,7 @@ class BatchProcessor:
             quality_rows=_quality_rows(quality),
             histograms=hist_rows,
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
+            rejected_events=rejected_events,
         )
         drift_windows: list[datetime] = []
         transitions: list[Any] = []

@@ -79,6 +79,8 @@ class BatchResult:
     histograms: Sequence[dict[str, Any]] = field(default_factory=list)
     # Dimension values this batch admitted (cardinality control): dimension, value, events.
     admissions: Sequence[tuple[str, str, int]] = field(default_factory=list)
+    # Rejected and late records, without payload (pipelines.kafka.dlq.rejected_event).
+    rejected_events: Sequence[dict[str, Any]] = field(default_factory=list)
 
     @property
     def rejected_rows(self) -> int:
@@ -223,6 +225,19 @@ class WarehouseSink:
                     [
                         {**row, "query_id": result.query_id, "batch_id": result.batch_id}
                         for row in result.quality_rows
+                    ],
+                )
+            if result.rejected_events:
+                conn.execute(
+                    self.tables.rejected.insert(),
+                    [
+                        {
+                            **row,
+                            "query_id": result.query_id,
+                            "batch_id": result.batch_id,
+                            "recorded_at": committed_at,
+                        }
+                        for row in result.rejected_events
                     ],
                 )
             if result.offsets:

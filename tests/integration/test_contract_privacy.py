@@ -176,6 +176,20 @@ def test_mixed_input_closes_the_accounting_with_right_reasons_and_no_pii(
         assert record["errors"], record
         if record["reason"] == "pii_detected":
             assert record["detectors"]
+    # The warehouse indexes the same rejects (no payload): one row per DLQ record.
+    rejected_table = Table("rejected_events", MetaData(), autoload_with=engine)
+    with engine.connect() as conn:
+        indexed = {
+            (r.topic, r.kafka_partition, r.kafka_offset): (r.reason, json.loads(r.errors))
+            for r in conn.execute(select(rejected_table))
+        }
+    assert indexed == {
+        (topic, rec["source"]["partition"], rec["source"]["offset"]): (
+            rec["reason"],
+            rec["errors"],
+        )
+        for rec in (json.loads(m.value) for m in dlq_messages)
+    }
     raw_id_payloads = [json.loads(m.value)["payload"] for m in dlq_messages]
     if "raw_id" in kinds:
         assert any("[RAW_ID]" in p for p in raw_id_payloads if p)
