@@ -158,12 +158,12 @@ def create_roles(engine: Engine, plan: RolePlan, *, log: Callable[[str], None] =
             text(
                 "SELECT c.relname, c.relkind FROM pg_class c "
                 "JOIN pg_namespace n ON n.oid = c.relnamespace "
-                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v', 'S') "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'v') "
                 "AND pg_get_userbyid(c.relowner) <> :w"
             ),
             {"w": plan.writer},
         ).all()
-        kinds = {"r": "TABLE", "v": "VIEW", "S": "SEQUENCE"}
+        kinds = {"r": "TABLE", "v": "VIEW"}  # a table's sequences follow it
         for relname, relkind in owned:
             conn.execute(text(f"ALTER {kinds[relkind]} {quote(relname)} OWNER TO {writer}"))
         # Analysts read the views only, never a base table (also if granted before).

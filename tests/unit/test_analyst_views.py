@@ -1,0 +1,102 @@
+"""The analyst views on SQLite against sums this test adds up itself (PostgreSQL: integration)."""
+
+from __future__ import annotations
+
+import math
+from datetime import date
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+from pipelines.metrics.catalog import RATES
+from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.sink import WarehouseSink
+from pipelines.warehouse.tables import ANALYST_OBJECTS
+from schemas.warehouse.migrations import m0005_analyst_views
+from tests.analyst_data import DIMENSION_SET, SEGMENTS, K, Truth, fill
+
+
+@pytest.fixture(scope="module")
+def filled(tmp_path_factory: pytest.TempPathFactory) -> tuple[Engine, Truth]:
+    url = f"sqlite:///{tmp_path_factory.mktemp('analyst') / 'wh.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    return engine, fill(WarehouseSink(engine))
+
+
+def view_rows(engine: Engine, view: str, period: str) -> dict[tuple[date, str, str], Any]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(f"SELECT * FROM {view} WHERE dimension_set = :d"), {"d": DIMENSION_SET}
+        ).mappings()
+        out = {}
+        for r in rows:
+            start = r[period]
+            start = date.fromisoformat(start) if isinstance(start, str) else start
+            out[(start, r["product_surface"], r["locale"])] = dict(r)
+    return out
+
+
+def assert_rollup_equals(actual: dict[Any, Any], expected: dict[Any, Any]) -> None:
+    assert set(actual) == set(expected)
+    for key, want in expected.items():
+        got = actual[key]
+        for column, value in want.items():
+            if value is None:
+                assert got[column] is None, (key, column)
+            elif isinstance(value, float):
+                assert math.isclose(float(got[column]), value, rel_tol=1e-12), (key, column)
+            elif column == "distinct_users_at_least":
+                # HLL estimate of a known set: exact at these small counts (list mode).
+                assert got[column] == value, (key, column)
+            else:
+                assert got[column] == value, (key, column)
+
+
+@pytest.mark.parametrize(("view", "period", "grain"), [
+    ("v_segment_daily", "day", "day"),
+    ("v_segment_weekly", "week_start", "week"),
+])  # fmt: skip
+def test_rollups_are_exact_sums_with_small_segments_suppressed(filled, view, period, grain):
+    engine, truth = filled
+    expected = truth.rollup(grain)
+    actual = view_rows(engine, view, period)
+    assert_rollup_equals(actual, expected)
+    # The data crosses days and weeks, and the small segment is gone.
+    assert len({k[0] for k in expected}) >= (8 if grain == "day" else 3)
+    assert not any(k[1:] == ("agent", "fr-FR") for k in actual)
+    if grain == "week":
+        assert all(k[0] == date.fromisocalendar(*k[0].isocalendar()[:2], 1) for k in actual)
+
+
+def test_raising_k_in_analyst_settings_suppresses_more(filled):
+    engine, truth = filled
+    sink = WarehouseSink(engine)
+    try:
+        sink.set_min_distinct_users(50)  # between the two large segments' 40 and 60
+        segments = {k[1:] for k in view_rows(engine, "v_segment_daily", "day")}
+        assert segments == {s for s, users in SEGMENTS.items() if users >= 50}
+    finally:
+        sink.set_min_distinct_users(K)
+
+
+@pytest.mark.parametrize("table", ["segment_window_drift", "segment_window_rate_tests"])
+def test_drift_views_hide_rows_of_segments_below_k(filled, table):
+    engine, truth = filled
+    with engine.connect() as conn:
+        base = conn.execute(text(f"SELECT * FROM {table}")).mappings().all()
+        visible = conn.execute(text(f"SELECT * FROM v_{table}")).mappings().all()
+    small = {s for s, users in SEGMENTS.items() if users < K}
+    expected = [dict(r) for r in base if (r["product_surface"], r["locale"]) not in small]
+    assert len(base) > len(expected) > 0
+    assert sorted(map(repr, expected)) == sorted(repr(dict(r)) for r in visible)
+
+
+def test_every_analyst_object_exists_and_the_frozen_rate_list_is_the_catalog(filled):
+    engine, _ = filled
+    with engine.connect() as conn:
+        for name in ANALYST_OBJECTS:
+            conn.execute(text(f"SELECT * FROM {name} LIMIT 1")).all()
+    assert m0005_analyst_views.RATES == tuple((r.id, r.numerator, r.denominator) for r in RATES)

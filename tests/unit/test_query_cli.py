@@ -1,0 +1,141 @@
+"""`safewatch query` and `safewatch alerts ack` against a real SQLite warehouse."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, text
+
+from jobs.cli import main
+from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.query import QueryError, run_query
+from pipelines.warehouse.sink import WarehouseSink
+from pipelines.warehouse.tables import Tables
+from tests.analyst_data import fill
+
+T = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def warehouse(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    monkeypatch.setenv("SAFEWATCH_WAREHOUSE__URL", url)
+    monkeypatch.chdir(tmp_path)
+    return engine
+
+
+SQL = (
+    "SELECT locale, SUM(events) AS events, SUM(violations) AS violations "
+    "FROM v_segment_daily GROUP BY locale ORDER BY locale"
+)
+
+
+def test_query_prints_table_csv_and_json_with_the_same_rows(warehouse, capsys):
+    truth = fill(WarehouseSink(warehouse), drift=False)
+    expected = {}
+    for key, row in truth.rollup("day").items():
+        events, violations = expected.get(key[2], (0, 0))
+        expected[key[2]] = (events + row["events"], violations + row["violations"])
+
+    assert main(["query", "--format", "csv", SQL]) == 0
+    rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert {r["locale"]: (int(r["events"]), int(r["violations"])) for r in rows} == expected
+
+    assert main(["query", "--format", "json", SQL]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["locale"]: (r["events"], r["violations"]) for r in rows} == expected
+
+    assert main(["query", SQL]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["locale", "events", "violations"]
+    assert out[-1] == f"({len(expected)} rows)"
+    for line, (locale, (events, violations)) in zip(
+        out[2:-1], sorted(expected.items()), strict=True
+    ):
+        assert line.split() == [locale, str(events), str(violations)]
+
+
+def test_query_reads_sql_from_a_file_and_cuts_at_max_rows(warehouse, tmp_path, capsys):
+    fill(WarehouseSink(warehouse), drift=False)
+    (tmp_path / "q.sql").write_text("SELECT day FROM v_segment_daily ORDER BY day;\n")
+    assert main(["query", "-f", "q.sql", "--max-rows", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 2 + 2 + 1
+    assert "first 2" in out[-1]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["query", "DELETE FROM batch_ledger"], "readonly"),
+    (["query", "SELEC 1"], "syntax error"),
+    (["query", "SELECT * FROM no_such_table"], "no such table"),
+    (["query", ";"], "empty"),
+    (["query"], "as an argument or with --file"),
+    (["query", "-f", "missing.sql"], "no such SQL file"),
+])  # fmt: skip
+def test_query_errors_are_clear_and_change_nothing(warehouse, capsys, argv, message):
+    fill(WarehouseSink(warehouse), drift=False)
+    with warehouse.connect() as conn:
+        before = conn.execute(text("SELECT COUNT(*) FROM batch_ledger")).scalar()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("safewatch: error:")
+    assert message in err
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT COUNT(*) FROM batch_ledger")).scalar() == before
+    # The connection is usable for writes again afterwards (query_only was reset).
+    with pytest.raises(QueryError):
+        run_query(warehouse, "UPDATE analyst_settings SET min_distinct_users = 1")
+    WarehouseSink(warehouse).set_min_distinct_users(7)
+    with warehouse.connect() as conn:
+        assert conn.execute(text("SELECT min_distinct_users FROM analyst_settings")).scalar() == 7
+
+
+def _firing(engine, rule: str, locale: str, since: datetime) -> None:
+    t = Tables(engine)
+    segment = json.dumps([["locale", locale]])
+    with engine.begin() as conn:
+        conn.execute(
+            t.alert_state.insert().values(
+                rule=rule, segment=segment, status="firing", true_windows=2, false_windows=0,
+                started_at=since, firing_since=since, last_window=since, updated_at=since,
+            )
+        )  # fmt: skip
+        conn.execute(
+            t.alert_history.insert().values(
+                rule=rule, segment=segment, window_start=since, from_status="pending",
+                to_status="firing", severity="sev2", metric="violation_rate", value=0.1,
+                summary="s", description="d", recorded_at=since + timedelta(minutes=12),
+            )
+        )  # fmt: skip
+
+
+def test_ack_records_one_acknowledgement_per_firing_episode(warehouse, capsys):
+    _firing(warehouse, "HarmfulOutputRateHigh", "de-DE", T)
+    _firing(warehouse, "HarmfulOutputRateHigh", "fr-FR", T)
+    _firing(warehouse, "RefusalSpike", "de-DE", T)
+    argv = ["alerts", "ack", "--rule", "HarmfulOutputRateHigh", "--segment", "de-DE", "--by", "kim"]
+    assert main(argv) == 0
+    assert "acknowledged HarmfulOutputRateHigh on de-DE" in capsys.readouterr().out
+    assert main(argv) == 1  # already acknowledged: nothing new
+    assert main(["alerts", "ack", "--rule", "HarmfulOutputRateHigh"]) == 2  # --by is required
+    t = Tables(warehouse)
+    with warehouse.connect() as conn:
+        acks = (
+            conn.execute(
+                select(t.alert_history).where(t.alert_history.c.to_status == "acknowledged")
+            )
+            .mappings()
+            .all()
+        )
+    assert [(a["rule"], json.loads(a["segment"]), a["summary"]) for a in acks] == [
+        ("HarmfulOutputRateHigh", [["locale", "de-DE"]], "acknowledged by kim")
+    ]
+    assert acks[0]["window_start"].replace(tzinfo=UTC) == T
+    assert acks[0]["recorded_at"].replace(tzinfo=UTC) > T + timedelta(minutes=12)
