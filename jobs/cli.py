@@ -438,6 +438,31 @@ def _parse_time(text: str, option: str) -> datetime:
     return value.astimezone(UTC)
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from jobs.backfill import run_backfill
+    from pipelines.stream.session import build_session
+
+    settings = _settings(args)
+    since = _parse_time(args.since, "--from")
+    until = _parse_time(args.until, "--to")
+    spark = build_session(settings.spark)
+    _log(f"Spark {spark.version} session ready ({settings.spark.master})")
+    try:
+        report = run_backfill(
+            spark,
+            settings,
+            since=since,
+            until=until,
+            archives=[Path(p) for p in args.archive or []],
+            force=args.force,
+            log=_log,
+        )
+    finally:
+        spark.stop()
+    _log(report.describe())
+    return 0
+
+
 # ---------------------------------------------------------------- alerts
 def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
     from pipelines.alerting.rules import load_rules
@@ -787,6 +812,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", help="windows starting before this time")
     p.add_argument("--top", type=int, default=10, help="significant changes to list (default 10)")
     p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser(
+        "backfill",
+        help="recompute a period's aggregates from retained Kafka data or a JSONL archive",
+        description="Reads the interactions topic (records produced from --from minus "
+        "contract.max_future to the end of the topic) or the --archive files (one event per "
+        "line), classifies them with the same contract, privacy and metric definitions as the "
+        "streaming job, and replaces the period's windows (widened to whole windows) in "
+        "segment_window_agg, segment_window_hist, segment_window_drift and "
+        "segment_window_rate_tests in one transaction, then recomputes their drift. Every "
+        "valid event of the period counts once, including events the stream rejected as late. "
+        "Running the same backfill again changes nothing. Alerts are not re-evaluated and "
+        "nothing is sent to the DLQ. Each run is logged in backfill_runs.",
+    )
+    p.add_argument("--from", dest="since", required=True, help="period start, ISO 8601 with zone")
+    p.add_argument("--to", dest="until", required=True, help="period end (exclusive)")
+    p.add_argument(
+        "--archive",
+        action="append",
+        metavar="FILE",
+        help="JSONL archive of events to read instead of Kafka (repeatable)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="allow windows the streaming job's watermark has not closed yet (only when that "
+        "job is stopped for good: it would add to the replaced windows)",
+    )
+    p.set_defaults(func=cmd_backfill)
 
     p = sub.add_parser(
         "alerts",

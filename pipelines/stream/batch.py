@@ -136,6 +136,32 @@ class _Stages:
             self.stop()
 
 
+@dataclass(frozen=True)
+class Classified:
+    """Raw records classified and aggregated (BatchProcessor.classified)."""
+
+    verdicts: DataFrame  # every record with its status (cached while the context is open)
+    stats: list[Any]  # batch_statistics rows: per topic, partition and status
+    aggregates: list[Any]  # window_segment_counts rows
+    histograms: list[Any]  # window_segment_histograms rows
+    by_status: Counter[str]  # records per status (aggregated, duplicate, late or a reason)
+
+
+@dataclass(frozen=True)
+class Recomputed:
+    """A period's aggregates recomputed from retained records (BatchProcessor.recompute)."""
+
+    aggregates: list[dict[str, Any]]  # as BatchResult.aggregates, windows of the period only
+    histograms: list[dict[str, Any]]
+    admissions: list[tuple[str, str, int]]
+    input_rows: int  # records read
+    aggregated_events: int  # valid events counted in the period
+    outside_events: int  # valid events of windows outside the period (not written)
+    duplicate_rows: int
+    rejected_by_reason: dict[str, int]  # of all records read
+    folded_rows: int
+
+
 class BatchProcessor:
     """Callable for `DataStreamWriter.foreachBatch`; `bind_query` must follow `start()`.
 
@@ -201,45 +227,10 @@ class BatchProcessor:
         spark = df.sparkSession
         watermark_before = self.sink.watermark(query_id)
         dedup = DedupState(spark, self.settings.contract.dedup_state_dir, query_id)
-        checked = check_contract(
-            df,
-            max_message_bytes=self.settings.contract.max_message_bytes,
-            max_future=self.max_future,
-            max_age=self.max_age,
-        ).persist()
-        verdicts: DataFrame | None = None
         stages = _Stages()
-        try:
-            # The first action on `checked`: runs the contract checks and the PII screen.
-            with stages("contract+pii"):
-                pii_rows = (
-                    pii_candidates(checked, self.screen)
-                    .withColumn("detectors", pii_detectors_udf(F.col("texts")))
-                    .where(F.size("detectors") > 0)
-                    .select("partition", "offset", "detectors")
-                    .collect()
-                )
-            pii = spark.createDataFrame(pii_rows, PII_SCHEMA)
-            with stages("classify"):
-                prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
-                verdicts = apply_verdicts(checked, pii, prior, watermark_before).persist()
-                stats = batch_statistics(verdicts).collect()
-            aggregated = aggregated_events(verdicts)
-            with stages("aggregate"):
-                aggregates = window_segment_counts(
-                    telemetry_rows(verdicts, self.screen),
-                    aggregated,
-                    window=self.window,
-                    dimensions=self.settings.stream.dimensions,
-                    users_lg_k=self.settings.privacy.users_sketch_lg_k,
-                ).collect()
-            with stages("histograms"):
-                histograms = window_segment_histograms(
-                    aggregated, window=self.window, dimensions=self.settings.stream.dimensions
-                ).collect()
-            by_status = Counter[str]()
-            for s in stats:
-                by_status[s["status"]] += s["rows"]
+        prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
+        with self.classified(df, stages, watermark=watermark_before, prior_ids=prior) as c:
+            stats, verdicts, by_status = c.stats, c.verdicts, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
             rejected_events: list[dict[str, Any]] = []
             if dlq_rows:
@@ -258,11 +249,8 @@ class BatchProcessor:
                     self._validate(verdicts, parsed_rows) if self.settings.quality.enabled else None
                 )
             with stages("dedup"):
-                dedup.write(aggregated.select("event.event_id", "event.event_time"), batch_id)
-        finally:
-            checked.unpersist()
-            if verdicts is not None:
-                verdicts.unpersist()
+                ids = aggregated_events(verdicts).select("event.event_id", "event.event_time")
+                dedup.write(ids, batch_id)
 
         valid_times = [
             s["max_event_time_s"]
@@ -279,7 +267,7 @@ class BatchProcessor:
             k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
         }
         rows, hist_rows, admissions, folded = self._fold(
-            [_aggregate_row(r) for r in aggregates], [_histogram_row(r) for r in histograms]
+            [_aggregate_row(r) for r in c.aggregates], [_histogram_row(r) for r in c.histograms]
         )
         result = BatchResult(
             query_id=query_id,
@@ -371,6 +359,106 @@ class BatchProcessor:
             alert_transitions=len(transitions),
             stages=stages.seconds,
         )
+
+    def recompute(
+        self, df: DataFrame, *, since: datetime, until: datetime
+    ) -> tuple[Recomputed, dict[str, float]]:
+        """The aggregates of the windows in [since, until) from `df` alone (the backfill).
+
+        Same classification as a streaming batch, but with no watermark and no event ids
+        from earlier batches: every valid event of the period counts once, late or not.
+        Nothing is written: not the DLQ (the stream already sent rejects there), not the
+        deduplication state, not the warehouse. Cardinality folding uses the stored
+        admissions, so the backfill folds values the same way as the stream.
+        """
+        stages = _Stages()
+        with self.classified(df, stages, watermark=None, prior_ids=None) as c:
+            rows = [_aggregate_row(r) for r in c.aggregates]
+            hist_rows = [_histogram_row(r) for r in c.histograms]
+
+        def inside(row: dict[str, Any]) -> bool:
+            start = row["window_start"]
+            return bool(since <= start < until)
+
+        kept = [r for r in rows if inside(r)]
+        rows_out, hist_out, admissions, folded = self._fold(
+            kept, [h for h in hist_rows if inside(h)]
+        )
+        return (
+            Recomputed(
+                aggregates=rows_out,
+                histograms=hist_out,
+                admissions=[(a.dimension, a.value, a.events) for a in admissions],
+                input_rows=sum(c.by_status.values()),
+                aggregated_events=sum(r["events"] for r in kept),
+                outside_events=sum(r["events"] for r in rows) - sum(r["events"] for r in kept),
+                duplicate_rows=c.by_status[DUPLICATE],
+                rejected_by_reason={
+                    k: v for k, v in c.by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
+                },
+                folded_rows=folded,
+            ),
+            stages.seconds,
+        )
+
+    @contextmanager
+    def classified(
+        self,
+        df: DataFrame,
+        stages: _Stages,
+        *,
+        watermark: datetime | None,
+        prior_ids: DataFrame | None,
+    ) -> Iterator[Classified]:
+        """Check, screen, classify and aggregate raw Kafka records (the records stay cached).
+
+        The one definition of what an event counts as, shared by the streaming batches and
+        the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
+        counters and histograms per window x segment (before cardinality folding).
+        """
+        spark = df.sparkSession
+        checked = check_contract(
+            df,
+            max_message_bytes=self.settings.contract.max_message_bytes,
+            max_future=self.max_future,
+            max_age=self.max_age,
+        ).persist()
+        verdicts: DataFrame | None = None
+        try:
+            # The first action on `checked`: runs the contract checks and the PII screen.
+            with stages("contract+pii"):
+                pii_rows = (
+                    pii_candidates(checked, self.screen)
+                    .withColumn("detectors", pii_detectors_udf(F.col("texts")))
+                    .where(F.size("detectors") > 0)
+                    .select("partition", "offset", "detectors")
+                    .collect()
+                )
+            pii = spark.createDataFrame(pii_rows, PII_SCHEMA)
+            with stages("classify"):
+                verdicts = apply_verdicts(checked, pii, prior_ids, watermark).persist()
+                stats = batch_statistics(verdicts).collect()
+            aggregated = aggregated_events(verdicts)
+            with stages("aggregate"):
+                aggregates = window_segment_counts(
+                    telemetry_rows(verdicts, self.screen),
+                    aggregated,
+                    window=self.window,
+                    dimensions=self.settings.stream.dimensions,
+                    users_lg_k=self.settings.privacy.users_sketch_lg_k,
+                ).collect()
+            with stages("histograms"):
+                histograms = window_segment_histograms(
+                    aggregated, window=self.window, dimensions=self.settings.stream.dimensions
+                ).collect()
+            by_status = Counter[str]()
+            for s in stats:
+                by_status[s["status"]] += s["rows"]
+            yield Classified(verdicts, stats, aggregates, histograms, by_status)
+        finally:
+            checked.unpersist()
+            if verdicts is not None:
+                verdicts.unpersist()
 
     def _fold(
         self, rows: list[dict[str, Any]], hist_rows: list[dict[str, Any]]

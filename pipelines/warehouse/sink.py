@@ -259,6 +259,88 @@ class WarehouseSink:
                 derive(conn)
         return written
 
+    def replace_windows(
+        self,
+        run: dict[str, Any],
+        *,
+        aggregates: Sequence[dict[str, Any]],
+        histograms: Sequence[dict[str, Any]],
+        admissions: Sequence[tuple[str, str, int]],
+        now: datetime,
+        derive: Callable[[Connection], None] | None = None,
+    ) -> int:
+        """Replace every window of [run.period_start, run.period_end) of run.dimension_set.
+
+        One transaction: the period's aggregates, histograms, drift and rate tests are
+        deleted and the recomputed rows inserted; the run is logged in backfill_runs, whose
+        negated id the rows carry as batch ids. Running it again with the same rows leaves
+        the same tables. Returns the backfill run's id.
+        """
+        t = self.tables
+        since, until, dimension_set = run["period_start"], run["period_end"], run["dimension_set"]
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                t.backfill_runs.insert().values(
+                    **run,
+                    aggregate_rows_deleted=0,
+                    aggregate_rows_written=0,
+                    histogram_rows_written=len(histograms),
+                    committed_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            run_id = int(inserted[0])
+            deleted = 0
+            for table in (t.agg, t.hist, t.drift, t.rate_tests):
+                done = conn.execute(
+                    table.delete().where(
+                        table.c.window_start >= since,
+                        table.c.window_start < until,
+                        table.c.dimension_set == dimension_set,
+                    )
+                )
+                if table is t.agg:
+                    deleted = done.rowcount
+            if admissions:
+                conn.execute(
+                    t.dimension_values.insert(),
+                    [
+                        {
+                            "dimension": dim,
+                            "value": value,
+                            "events_when_admitted": events,
+                            "query_id": "backfill",
+                            "batch_id": -run_id,
+                            "admitted_at": now,
+                        }
+                        for dim, value, events in admissions
+                    ],
+                )
+            result = BatchResult(
+                query_id="backfill",
+                batch_id=-run_id,
+                topic="",
+                started_at=run["started_at"],
+                input_rows=0,
+                late_rows=0,
+                aggregated_rows=0,
+                watermark_before=None,
+                watermark_after=None,
+                offsets=[],
+                aggregates=aggregates,
+                histograms=histograms,
+            )
+            written = self._upsert_aggregates(conn, result, now)
+            self._upsert_histograms(conn, result)
+            conn.execute(
+                t.backfill_runs.update()
+                .where(t.backfill_runs.c.id == run_id)
+                .values(aggregate_rows_deleted=deleted, aggregate_rows_written=written)
+            )
+            if derive is not None:
+                derive(conn)
+        return run_id
+
     def _existing_sketches(
         self, conn: Connection, aggregates: Sequence[dict[str, Any]], key: list[str]
     ) -> dict[tuple[Any, ...], bytes | None]:

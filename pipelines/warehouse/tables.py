@@ -20,6 +20,7 @@ ALERT_STATE_TABLE = "alert_state"
 ALERT_HISTORY_TABLE = "alert_history"
 OUTBOX_TABLE = "notification_outbox"
 REJECTED_TABLE = "rejected_events"
+BACKFILL_TABLE = "backfill_runs"
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
 
 # What the analyst role may read (docs/warehouse.md): the k-anonymous views and the bin
@@ -61,6 +62,7 @@ class Tables:
                 ALERT_HISTORY_TABLE,
                 OUTBOX_TABLE,
                 REJECTED_TABLE,
+                BACKFILL_TABLE,
             ],
         )
         self.agg: Table = md.tables[AGG_TABLE]
@@ -77,6 +79,7 @@ class Tables:
         self.alert_history: Table = md.tables[ALERT_HISTORY_TABLE]
         self.outbox: Table = md.tables[OUTBOX_TABLE]
         self.rejected: Table = md.tables[REJECTED_TABLE]
+        self.backfill_runs: Table = md.tables[BACKFILL_TABLE]
 
 
 def as_utc(value: datetime | None) -> datetime | None:

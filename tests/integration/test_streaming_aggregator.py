@@ -25,7 +25,8 @@ from tests.integration.streaming_support import (
 
 pytestmark = pytest.mark.integration
 
-T0 = datetime(2026, 11, 23, 9, 0, tzinfo=UTC)
+# Event times within the contract's max_age (7 days) of the records' Kafka timestamps (now).
+T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
 
 
 def _events(seed, start, minutes, rate=8.0, scenarios=("violation-spike",)):

@@ -1,6 +1,6 @@
 """The analyst layer: daily and weekly roll-up views with small-segment suppression,
 k-anonymous views of drift, rate tests and the operational tables, and the rejected-event
-index (operators only: never granted to the analyst role).
+index (operators only: never granted to the analyst role), the log of backfill runs.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Column,
     DateTime,
+    Integer,
     MetaData,
     PrimaryKeyConstraint,
     String,
@@ -25,7 +26,9 @@ from schemas.warehouse.migrations.m0003_metric_catalog_drift import (
 )
 
 VERSION = 5
-DESCRIPTION = "analyst views (daily/weekly roll-ups, k-anonymous drift), rejected_events"
+DESCRIPTION = (
+    "analyst views (daily/weekly roll-ups, k-anonymous drift), rejected_events, backfill_runs"
+)
 
 COUNTERS = (*OLD_COUNTERS, *NEW_COUNTERS)
 # Frozen copy of the catalog's rates when this migration was written (rate, numerator,
@@ -122,6 +125,25 @@ def upgrade(connection: Connection) -> None:
         Column("detectors", Text, nullable=False),  # JSON list of PII detectors that fired
         Column("recorded_at", DateTime(timezone=True), nullable=False),
         PrimaryKeyConstraint("topic", "kafka_partition", "kafka_offset", "query_id"),
+    )
+    Table(
+        "backfill_runs",
+        md,
+        Column("id", Integer, primary_key=True, autoincrement=True),
+        Column("period_start", DateTime(timezone=True), nullable=False),
+        Column("period_end", DateTime(timezone=True), nullable=False),
+        Column("dimension_set", String(300), nullable=False),
+        Column("source", Text, nullable=False),
+        Column("input_rows", BigInteger, nullable=False),
+        Column("aggregated_events", BigInteger, nullable=False),
+        Column("outside_events", BigInteger, nullable=False),
+        Column("duplicate_rows", BigInteger, nullable=False),
+        Column("rejected_by_reason", Text, nullable=False),
+        Column("aggregate_rows_deleted", BigInteger, nullable=False),
+        Column("aggregate_rows_written", BigInteger, nullable=False),
+        Column("histogram_rows_written", BigInteger, nullable=False),
+        Column("started_at", DateTime(timezone=True), nullable=False),
+        Column("committed_at", DateTime(timezone=True), nullable=False),
     )
     md.create_all(connection)
 
