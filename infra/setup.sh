@@ -43,6 +43,8 @@ if [ "$WITH_TEST" = 1 ]; then
   if ! command -v prometheus >/dev/null 2>&1 || ! command -v promtool >/dev/null 2>&1; then
     need_apt+=(prometheus); daemons+=(prometheus)
   fi
+  # The weekly report is tested as a person sees it: rendered by headless Chromium.
+  command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 fi
 
 # Keeps a Debian package's daemon stopped now and at boot. Debian's Alertmanager would listen on

@@ -463,6 +463,39 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    from pipelines.report.weekly import IsoWeek, collect_weekly, latest_week, write_report
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+
+    settings = _settings(args)
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    migrate(engine, log=_log)
+    if args.week:
+        try:
+            week = IsoWeek.parse(args.week)
+        except ValueError as exc:
+            raise SafewatchError(str(exc)) from exc
+    else:
+        found = latest_week(engine)
+        week = found or IsoWeek.containing(datetime.now(UTC))
+        _log(
+            f"no --week given: reporting {week}, the "
+            + ("week of the newest window in the warehouse" if found else "current week (empty)")
+        )
+    _log(f"collecting {week} ({week.start:%Y-%m-%d} .. {week.end:%Y-%m-%d}) from the warehouse")
+    report = collect_weekly(engine, settings, week)
+    out_dir = Path(args.out or settings.report.out_dir)
+    html_path, md_path = write_report(report, out_dir)
+    _log(f"wrote {html_path} and {md_path}")
+    if args.screenshot:
+        from pipelines.report.browser import screenshot
+
+        shot = screenshot(html_path, Path(args.screenshot))
+        _log(f"wrote {shot} (headless Chromium)")
+    return 0
+
+
 # ---------------------------------------------------------------- alerts
 def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
     from pipelines.alerting.rules import load_rules
@@ -812,6 +845,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", dest="until", help="windows starting before this time")
     p.add_argument("--top", type=int, default=10, help="significant changes to list (default 10)")
     p.set_defaults(func=cmd_drift)
+
+    p = sub.add_parser(
+        "report",
+        help="write the weekly safety-posture report (HTML and Markdown)",
+        description="Collects one ISO week from the warehouse: KPIs against their targets "
+        "(settings [report.targets]), week-over-week change with significance, trend charts "
+        "with confidence bands, top risk segments, alerts with time to acknowledge and "
+        "resolve, changes after new versions, data quality. Writes "
+        "safety-posture-<week>.html (self-contained) and .md to --out.",
+    )
+    p.add_argument("kind", choices=["weekly"], help="the report to write")
+    p.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: the week of the newest data)")
+    p.add_argument("--out", metavar="DIR", help="output folder (default: setting report.out_dir)")
+    p.add_argument(
+        "--screenshot",
+        metavar="PNG",
+        help="also render the page with headless Chromium to this PNG (needs chromium)",
+    )
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser(
         "backfill",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
+from pipelines.alerting.engine import parse_segment
+from pipelines.alerting.evaluate import segment_label
 from pipelines.warehouse.tables import Tables, as_utc
 
 
@@ -17,11 +18,6 @@ class Acknowledged:
     rule: str
     segment: str  # values joined by " / "
     firing_since: datetime
-
-
-def segment_label(segment_json: str) -> str:
-    """`[["product_surface","chat"],["locale","de-DE"]]` -> `chat / de-DE`."""
-    return " / ".join(str(value) for _dim, value in json.loads(segment_json))
 
 
 def acknowledge(
@@ -46,7 +42,7 @@ def acknowledge(
         query = query.where(state.c.rule == rule)
     done = []
     for s in conn.execute(query).mappings().all():
-        label = segment_label(s["segment"])
+        label = segment_label(parse_segment(s["segment"]))
         if segment is not None and label != segment:
             continue
         firing = (

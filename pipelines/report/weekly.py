@@ -1,0 +1,1326 @@
+"""The weekly safety-posture report: KPIs against targets, trends, top risks, incidents.
+
+`collect_weekly` does every warehouse read for one ISO week and returns a `WeeklyReport`, a
+frozen tree of plain values (ints, floats, strings, aware UTC datetimes); the renderers in
+`pipelines.report.render` turn it into HTML or Markdown without touching the database, and
+`write_report` puts both files in place. Every figure is a ratio of summed counters of
+`segment_window_agg` for the configured dimension set (`stream.dimensions`), with its Wilson
+95 % interval; week-over-week changes use the pooled two-proportion test of
+`pipelines.drift.stats`. Times are event times (window starts) except where a figure is
+about the pipeline itself (batches: commit time; acknowledgements: recorded time).
+
+Privacy: a segment whose merged weekly distinct users (HyperLogLog union) are below
+`privacy.min_distinct_users` is never shown on its own; the report says how many were held
+back. Queries are SQLAlchemy Core over the reflected tables (SQLite and PostgreSQL); date
+bucketing is done in Python.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import statistics
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import Engine, and_, distinct, func, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import InvalidRequestError
+
+from pipelines.alerting.engine import parse_segment
+from pipelines.alerting.evaluate import segment_label
+from pipelines.drift.stats import OK, benjamini_hochberg, two_proportion_test
+from pipelines.errors import SafewatchError
+from pipelines.metrics.catalog import (
+    POLICY_CATEGORIES,
+    RATES,
+    RateValue,
+    counter_ids,
+    rate,
+    rate_value,
+)
+from pipelines.metrics.sketches import merge_sketches
+from pipelines.settings import Settings
+from pipelines.warehouse.tables import Tables, as_utc
+
+MET = "met"
+MISSED = "missed"
+AT_RISK = "at_risk"  # the 95 % interval straddles the target
+NO_DATA = "no_data"
+NO_TARGET = "no_target"  # tracked beside its paired KPI, without a target of its own
+
+SIGNIFICANCE = 0.05  # a week-over-week change with p below this is called significant
+DRIFT_PSI = 0.1  # outcome PSI above this counts as a noticeable shift in the changes section
+OUTCOME_DISTRIBUTION = "outcome"
+SURFACE_DIMENSION = "product_surface"
+VERSION_DIMENSIONS = ("model_version", "prompt_version", "policy_version")
+_NOT_A_VALUE = ("*", "other")  # all values / the cardinality-control overflow bucket
+
+# The KPI table's rows, in reading order; refusal_rate has no target but is shown beside
+# the harmful-output rate because either can be gamed alone. Other rates with a configured
+# target follow in catalog order.
+KPI_ORDER = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "jailbreak_success_rate",
+    "injection_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+    "redaction_failure_rate",
+    "telemetry_completeness",
+)
+PAIRED_RATE = "refusal_rate"
+CHART_RATES = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "injection_success_rate",
+    "jailbreak_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+    "telemetry_completeness",
+)
+CHANGE_RATES = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "injection_success_rate",
+    "jailbreak_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+)
+
+_NAMES = {
+    "violation_rate": "Harmful output rate",
+    "refusal_rate": "Refusal rate",
+    "over_refusal_rate": "Over-refusal rate (benign requests refused)",
+    "jailbreak_success_rate": "Jailbreak success rate",
+    "injection_success_rate": "Prompt-injection success rate",
+    "unauthorized_tool_call_rate": "Unauthorized tool-call rate",
+    "pii_output_rate": "PII leakage rate",
+    "redaction_failure_rate": "Redaction failure rate",
+    "telemetry_completeness": "Safety telemetry completeness",
+    "block_rate": "Blocked outputs",
+    "user_report_rate": "User report rate",
+    "appeal_overturn_rate": "Appeals overturned",
+    "injection_attempt_rate": "Prompt-injection attempts",
+    "jailbreak_attempt_rate": "Jailbreak attempts",
+}
+_EXPLANATIONS = {
+    "violation_rate": "outputs flagged in any policy category",
+    "refusal_rate": "requests the model refused (paired with harmful output)",
+    "over_refusal_rate": "refusals of requests nothing flagged: a proxy for false positives",
+    "jailbreak_success_rate": "jailbreak attempts that got past the safety controls",
+    "injection_success_rate": "prompt-injection attempts that changed the model's behaviour",
+    "unauthorized_tool_call_rate": "tool-using requests with a call outside the user's rights",
+    "pii_output_rate": "outputs that contained personal data",
+    "redaction_failure_rate": "records whose text still held personal data upstream",
+    "telemetry_completeness": "records carrying every required safety field",
+}
+
+
+def kpi_name(rate_id: str) -> str:
+    """Plain-language name of a catalog rate, e.g. 'Harmful output rate'."""
+    if rate_id in _NAMES:
+        return _NAMES[rate_id]
+    if rate_id.startswith("violation_rate_"):
+        return "Harmful output: " + rate_id.removeprefix("violation_rate_").replace("_", " ")
+    return rate(rate_id).description.rstrip(".")
+
+
+# ---------------------------------------------------------------- ISO weeks
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+@dataclass(frozen=True, order=True)
+class IsoWeek:
+    """An ISO 8601 week, Monday 00:00 UTC to the next Monday (exclusive)."""
+
+    year: int
+    week: int
+
+    def __post_init__(self) -> None:
+        try:
+            date.fromisocalendar(self.year, self.week, 1)
+        except ValueError as exc:
+            msg = f"{self.year}-W{self.week:02d} is not an ISO week: {exc}"
+            raise ValueError(msg) from exc
+
+    @classmethod
+    def parse(cls, text: str) -> IsoWeek:
+        """'2026-W47' -> IsoWeek(2026, 47); ValueError naming the expected form otherwise."""
+        match = _WEEK.match(text.strip())
+        if match is None:
+            msg = f"cannot read ISO week {text!r}: write it as YYYY-Www, e.g. 2026-W47"
+            raise ValueError(msg)
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @classmethod
+    def containing(cls, moment: datetime) -> IsoWeek:
+        """The week of an aware datetime (taken in UTC); ValueError for a naive one."""
+        if moment.tzinfo is None:
+            msg = "need a timezone-aware datetime to find its ISO week"
+            raise ValueError(msg)
+        iso = moment.astimezone(UTC).isocalendar()
+        return cls(iso.year, iso.week)
+
+    @property
+    def start(self) -> datetime:
+        monday = date.fromisocalendar(self.year, self.week, 1)
+        return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(days=7)
+
+    def previous(self) -> IsoWeek:
+        return IsoWeek.containing(self.start - timedelta(days=1))
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.week:02d}"
+
+
+# ---------------------------------------------------------------- the report tree
+@dataclass(frozen=True)
+class Change:
+    """The week against the previous one: difference of proportions and its p-value."""
+
+    difference: float | None  # current - previous; None when either week has no data
+    p_value: float | None  # pooled two-proportion z test, two-sided
+    significant: bool | None  # p < SIGNIFICANCE; None when not tested
+
+
+@dataclass(frozen=True)
+class Kpi:
+    rate_id: str
+    name: str
+    explanation: str
+    current: RateValue
+    previous: RateValue
+    target: float | None
+    higher_is_worse: bool
+    status: str  # MET, MISSED, AT_RISK, NO_DATA or NO_TARGET
+    change: Change
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    start: datetime
+    numerator: int
+    denominator: int
+    value: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Trend:
+    rate_id: str
+    name: str
+    points: tuple[TrendPoint, ...]
+    target: float | None
+    higher_is_worse: bool
+    bucket_seconds: int
+
+
+@dataclass(frozen=True)
+class Trends:
+    bucket: str  # '1 day', '1 hour' or the stored window, e.g. '5 minutes'
+    charts: tuple[Trend, ...]
+    skipped: tuple[str, ...]  # chart rates without a denominator in the week
+
+
+@dataclass(frozen=True)
+class RiskSegment:
+    segment: str  # 'chat / atlas-l-2026.10.2 / de-DE'
+    values: tuple[str, ...]
+    events: int
+    distinct_users: int
+    violation: RateValue
+    refusal: RateValue
+    above_target: bool  # the violation rate's lower bound exceeds its target
+
+
+@dataclass(frozen=True)
+class RiskSegments:
+    dimensions: tuple[str, ...]
+    rows: tuple[RiskSegment, ...]
+    segments: int  # segments with traffic in the week
+    suppressed: int  # fewer than min_distinct_users distinct users: never shown alone
+    low_volume: int  # shown-able but fewer than min_events events: not ranked
+    min_events: int
+    min_distinct_users: int
+    violation_target: float | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    rule: str
+    severity: str
+    metric: str
+    segment: str
+    summary: str
+    fired_at: datetime  # window_start of the firing transition
+    resolved_at: datetime | None  # window_start of the resolving transition
+    acknowledged_at: datetime | None  # recorded_at of the first acknowledgement
+    mttr_seconds: float | None  # resolved_at - fired_at (event time)
+    mtta_seconds: float | None  # acknowledged - firing row's recorded_at
+    target_hours: float | None
+    within_target: bool | None  # None: no target, or still firing and not yet over it
+    fired_before_week: bool
+    runbook: str
+
+
+@dataclass(frozen=True)
+class Incidents:
+    incidents: tuple[Incident, ...]
+    by_severity: tuple[tuple[str, int], ...]
+    median_mttr_seconds: float | None
+    sev1: int
+    still_firing: int
+    mttr_targets: tuple[tuple[str, float], ...]  # severity -> hours
+
+
+@dataclass(frozen=True)
+class VersionSeen:
+    dimension: str
+    value: str
+    first_seen: datetime
+    events: int  # in the week
+    surfaces: tuple[str, ...]
+    is_new: bool  # first seen in this week
+
+
+@dataclass(frozen=True)
+class RateComparison:
+    rate_id: str
+    name: str
+    new: RateValue
+    previous: RateValue
+    higher_is_worse: bool
+    p_value: float | None
+    q_value: float | None  # Benjamini-Hochberg over every comparison of the section
+
+
+@dataclass(frozen=True)
+class DriftFlag:
+    segment: str
+    windows_tested: int
+    windows_flagged: int  # outcome PSI > DRIFT_PSI
+    max_psi: float
+    max_psi_window: datetime
+    baseline: str
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    dimension: str
+    value: str
+    surface: str | None
+    previous_values: tuple[str, ...]
+    suppressed: bool  # a side has fewer than min_distinct_users users
+    rates: tuple[RateComparison, ...]
+    drift: tuple[DriftFlag, ...]
+    drift_suppressed: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    tracked_dimensions: tuple[str, ...]
+    new_versions: tuple[VersionSeen, ...]
+    comparisons: tuple[VersionComparison, ...]
+    history_start: datetime | None  # the dimension set's first window
+    min_trials: int
+
+
+@dataclass(frozen=True)
+class FailingExpectation:
+    expectation: str
+    column: str
+    batches: int
+    unexpected: int
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    batches: int
+    input_rows: int
+    aggregated_rows: int
+    rejected_rows: int
+    rejected_by_reason: tuple[tuple[str, int], ...]
+    late_rows: int
+    duplicate_rows: int
+    dlq_rows: int
+    quality_failed_batches: int
+    quality_not_run: int
+    failing_expectations: tuple[FailingExpectation, ...]
+    telemetry: Kpi
+    redaction: Kpi
+
+
+@dataclass(frozen=True)
+class Versions:
+    seen: tuple[VersionSeen, ...]
+    rules_evaluated: int
+    rules_fired: tuple[str, ...]  # rules with an incident overlapping the week
+    transitions: int
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    week: str
+    previous_week: str
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    dimensions: tuple[str, ...]
+    events: int
+    events_seen: int
+    previous_events: int
+    kpis: tuple[Kpi, ...]
+    categories: tuple[Kpi, ...]
+    trends: Trends
+    risk: RiskSegments
+    incidents: Incidents
+    changes: Changes
+    data_quality: DataQuality
+    versions: Versions
+
+    @property
+    def has_data(self) -> bool:
+        return self.events_seen > 0 or self.events > 0
+
+    def kpi(self, rate_id: str) -> Kpi:
+        for k in (*self.kpis, *self.categories):
+            if k.rate_id == rate_id:
+                return k
+        msg = f"the report has no KPI {rate_id!r}"
+        raise KeyError(msg)
+
+    def status_counts(self) -> dict[str, int]:
+        """KPIs with a target per status (MET, MISSED, AT_RISK, NO_DATA)."""
+        counts = dict.fromkeys((MET, MISSED, AT_RISK, NO_DATA), 0)
+        for k in self.kpis:
+            if k.status in counts:
+                counts[k.status] += 1
+        return counts
+
+
+# ---------------------------------------------------------------- pure calculations
+def target_status(value: RateValue, target: float | None, *, higher_is_worse: bool) -> str:
+    """MET when the whole 95 % interval is on the good side of the target, MISSED when it is
+    all on the bad side, AT_RISK when it straddles it; NO_DATA without a denominator.
+    """
+    if value.denominator == 0:
+        return NO_DATA
+    if target is None:
+        return NO_TARGET
+    if higher_is_worse:
+        if value.upper <= target:
+            return MET
+        if value.lower > target:
+            return MISSED
+    else:
+        if value.lower >= target:
+            return MET
+        if value.upper < target:
+            return MISSED
+    return AT_RISK
+
+
+def week_over_week(current: RateValue, previous: RateValue) -> Change:
+    test = two_proportion_test(
+        current.numerator, current.denominator, previous.numerator, previous.denominator
+    )
+    if test.status != OK or test.p_value is None:
+        return Change(None, None, None)
+    return Change(test.difference, test.p_value, test.p_value < SIGNIFICANCE)
+
+
+def build_kpi(
+    rate_id: str,
+    current: Mapping[str, int],
+    previous: Mapping[str, int],
+    target: float | None,
+) -> Kpi:
+    cur, prev = rate_value(rate_id, current), rate_value(rate_id, previous)
+    worse = rate(rate_id).higher_is_worse
+    return Kpi(
+        rate_id=rate_id,
+        name=kpi_name(rate_id),
+        explanation=_EXPLANATIONS.get(rate_id, rate(rate_id).description.rstrip(".")),
+        current=cur,
+        previous=prev,
+        target=target,
+        higher_is_worse=worse,
+        status=target_status(cur, target, higher_is_worse=worse),
+        change=week_over_week(cur, prev),
+    )
+
+
+def kpi_ids(targets: Mapping[str, float]) -> list[str]:
+    ordered = [r for r in KPI_ORDER if r in targets or r == PAIRED_RATE]
+    return ordered + [r.id for r in RATES if r.id in targets and r.id not in ordered]
+
+
+def trend_bucket(span: timedelta, window: timedelta) -> timedelta:
+    """1 day when the data spans at least 3 days, else 1 hour from 6 hours, else the window."""
+    if span >= timedelta(days=3):
+        return timedelta(days=1)
+    if span >= timedelta(hours=6):
+        return timedelta(hours=1)
+    return window
+
+
+def duration_text(delta: timedelta) -> str:
+    """'1 day', '1 hour', '5 minutes', '30 seconds'."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def bucket_trends(
+    windows: Sequence[tuple[datetime, datetime, Mapping[str, int]]],
+    rate_ids: Sequence[str],
+    targets: Mapping[str, float],
+) -> Trends:
+    """Per-window counter sums -> one series per rate, in buckets sized by `trend_bucket`.
+
+    `windows`: (window_start, window_end, counter sums over every segment), any order.
+    A bucket with a zero denominator is left out of its series (a gap, not a zero).
+    """
+    charts: list[Trend] = []
+    skipped: list[str] = []
+    if not windows:
+        return Trends("-", (), tuple(rate_ids))
+    first = min(w[0] for w in windows)
+    last = max(w[1] for w in windows)
+    window = min(w[1] - w[0] for w in windows)
+    size = trend_bucket(last - first, window)
+    sums: dict[datetime, dict[str, int]] = {}
+    for start, _, counts in windows:
+        key = _floor(start, size)
+        acc = sums.setdefault(key, {})
+        for c, n in counts.items():
+            acc[c] = acc.get(c, 0) + int(n)
+    for rate_id in rate_ids:
+        r = rate(rate_id)
+        points = []
+        for key in sorted(sums):
+            v = rate_value(rate_id, {c: sums[key].get(c, 0) for c in (r.numerator, r.denominator)})
+            if v.denominator and v.value is not None:
+                points.append(
+                    TrendPoint(key, v.numerator, v.denominator, v.value, v.lower, v.upper)
+                )
+        if not points:
+            skipped.append(rate_id)
+            continue
+        charts.append(
+            Trend(
+                rate_id=rate_id,
+                name=kpi_name(rate_id),
+                points=tuple(points),
+                target=targets.get(rate_id),
+                higher_is_worse=r.higher_is_worse,
+                bucket_seconds=int(size.total_seconds()),
+            )
+        )
+    return Trends(duration_text(size), tuple(charts), tuple(skipped))
+
+
+def _floor(moment: datetime, size: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    seconds = int(size.total_seconds())
+    offset = int((moment - epoch).total_seconds())
+    return epoch + timedelta(seconds=offset - offset % seconds)
+
+
+def runbook_link(rule: str, base_url: str) -> str:
+    """`runbooks/<rule>.md`, behind `alerting.runbook_base_url` when that is set."""
+    return f"{base_url}runbooks/{quote(rule)}.md"
+
+
+def build_incidents(
+    rows: Iterable[Mapping[str, Any]],
+    week: IsoWeek,
+    *,
+    now: datetime,
+    mttr_targets: Mapping[str, float],
+    runbook_base_url: str = "",
+) -> Incidents:
+    """Firing episodes of `alert_history` rows that overlap the week (pure).
+
+    Per rule x segment, in window order: a `firing` row opens an episode and the next
+    `resolved` row closes it. An `acknowledged` row belongs to the latest episode whose firing
+    row was recorded before it; the first one counts. An episode overlaps the week when it
+    fired before the week's end and was not resolved before its start. Rows of other statuses
+    (pending, inactive) are ignored.
+    """
+    by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["rule"], row["segment"]), []).append(row)
+    incidents: list[Incident] = []
+    for (rule, segment), history in sorted(by_key.items()):
+        history.sort(key=lambda r: (_utc(r["window_start"]), _utc(r["recorded_at"])))
+        episodes: list[dict[str, Any]] = []
+        open_episode: dict[str, Any] | None = None
+        for row in history:
+            if row["to_status"] == "firing" and open_episode is None:
+                open_episode = {"firing": row, "resolved": None, "ack": None}
+                episodes.append(open_episode)
+            elif row["to_status"] == "resolved" and open_episode is not None:
+                open_episode["resolved"] = row
+                open_episode = None
+        acks = sorted(
+            (r for r in history if r["to_status"] == "acknowledged"),
+            key=lambda r: _utc(r["recorded_at"]),
+        )
+        for ack in acks:
+            at = _utc(ack["recorded_at"])
+            owners = [e for e in episodes if _utc(e["firing"]["recorded_at"]) <= at]
+            if owners and owners[-1]["ack"] is None:
+                owners[-1]["ack"] = ack
+        for e in episodes:
+            incident = _incident(rule, segment, e, now, mttr_targets, runbook_base_url, week)
+            overlaps = incident.fired_at < week.end and (
+                incident.resolved_at is None or incident.resolved_at >= week.start
+            )
+            if overlaps:
+                incidents.append(incident)
+    incidents.sort(key=lambda i: (i.severity, i.fired_at, i.rule, i.segment))
+    severities: dict[str, int] = {}
+    for i in incidents:
+        severities[i.severity] = severities.get(i.severity, 0) + 1
+    resolved = [i.mttr_seconds for i in incidents if i.mttr_seconds is not None]
+    return Incidents(
+        incidents=tuple(incidents),
+        by_severity=tuple(sorted(severities.items())),
+        median_mttr_seconds=statistics.median(resolved) if resolved else None,
+        sev1=severities.get("sev1", 0),
+        still_firing=sum(1 for i in incidents if i.resolved_at is None),
+        mttr_targets=tuple(sorted(mttr_targets.items())),
+    )
+
+
+def _incident(
+    rule: str,
+    segment: str,
+    episode: Mapping[str, Any],
+    now: datetime,
+    mttr_targets: Mapping[str, float],
+    runbook_base_url: str,
+    week: IsoWeek,
+) -> Incident:
+    firing, resolved, ack = episode["firing"], episode["resolved"], episode["ack"]
+    fired_at = _utc(firing["window_start"])
+    resolved_at = None if resolved is None else _utc(resolved["window_start"])
+    acked_at = None if ack is None else _utc(ack["recorded_at"])
+    mttr = None if resolved_at is None else (resolved_at - fired_at).total_seconds()
+    mtta = None
+    if acked_at is not None:
+        mtta = (acked_at - _utc(firing["recorded_at"])).total_seconds()
+    target = mttr_targets.get(firing["severity"])
+    within: bool | None = None
+    if target is not None:
+        if mttr is not None:
+            within = mttr <= target * 3600
+        elif (now - fired_at).total_seconds() > target * 3600:
+            within = False
+    return Incident(
+        rule=rule,
+        severity=str(firing["severity"]),
+        metric=str(firing["metric"]),
+        segment=segment_label(parse_segment(segment)),
+        summary=str(firing["summary"]),
+        fired_at=fired_at,
+        resolved_at=resolved_at,
+        acknowledged_at=acked_at,
+        mttr_seconds=mttr,
+        mtta_seconds=mtta,
+        target_hours=target,
+        within_target=within,
+        fired_before_week=fired_at < week.start,
+        runbook=runbook_link(rule, runbook_base_url),
+    )
+
+
+def _utc(value: datetime) -> datetime:
+    out = as_utc(value)
+    assert out is not None
+    return out
+
+
+# ---------------------------------------------------------------- warehouse reads
+@dataclass(frozen=True)
+class _Segment:
+    values: tuple[str, ...]
+    totals: dict[str, int]
+    max_users: int  # the largest window's distinct users: a lower bound of the week's
+
+
+def latest_week(engine: Engine) -> IsoWeek | None:
+    """The ISO week of the newest window in segment_window_agg; None when it is empty."""
+    t = _tables(engine).agg
+    with engine.connect() as conn:
+        newest = as_utc(conn.execute(select(func.max(t.c.window_start))).scalar())
+    return None if newest is None else IsoWeek.containing(newest)
+
+
+def collect_weekly(
+    engine: Engine, settings: Settings, week: IsoWeek, *, now: datetime | None = None
+) -> WeeklyReport:
+    """Everything the weekly report shows for `week`, read from the warehouse.
+
+    A week (or a warehouse) without data gives a report whose sections say so. Raises
+    SafewatchError when the warehouse has not been migrated.
+    """
+    generated_at = now or datetime.now(UTC)
+    tables = _tables(engine)
+    dims = tuple(settings.stream.dimensions)
+    dimension_set = ",".join(dims)
+    report = settings.report
+    k = settings.privacy.min_distinct_users
+    lg_k = settings.privacy.users_sketch_lg_k
+    prev = week.previous()
+    with engine.connect() as conn:
+        reader = _Reader(conn, tables, dims, dimension_set, lg_k)
+        segments = reader.segments(week)
+        totals = _sum_totals(s.totals for s in segments)
+        previous = reader.totals(prev)
+        users = reader.users_of_small_segments(week, segments, k)
+        visible = {s.values for s in segments if max(s.max_users, users.get(s.values, 0)) >= k}
+        kpis = tuple(
+            build_kpi(r, totals, previous, report.targets.get(r)) for r in kpi_ids(report.targets)
+        )
+        categories = tuple(
+            build_kpi(r, totals, previous, report.targets.get(r))
+            for r in (f"violation_rate_{c}" for c in POLICY_CATEGORIES)
+        )
+        trends = bucket_trends(reader.window_sums(week), CHART_RATES, report.targets)
+        risk = _risk_segments(reader, week, segments, visible, settings)
+        incidents = build_incidents(
+            reader.alert_rows(),
+            week,
+            now=generated_at,
+            mttr_targets=report.mttr_targets,
+            runbook_base_url=settings.alerting.runbook_base_url,
+        )
+        seen = reader.versions(week, segments)
+        changes = _changes(reader, week, segments, visible, seen, settings)
+        quality = _data_quality(
+            reader,
+            week,
+            build_kpi(
+                "telemetry_completeness",
+                totals,
+                previous,
+                report.targets.get("telemetry_completeness"),
+            ),
+            build_kpi(
+                "redaction_failure_rate",
+                totals,
+                previous,
+                report.targets.get("redaction_failure_rate"),
+            ),
+        )
+        versions = Versions(
+            seen=seen,
+            rules_evaluated=reader.rules_evaluated(),
+            rules_fired=tuple(sorted({i.rule for i in incidents.incidents})),
+            transitions=reader.transitions(week),
+        )
+    return WeeklyReport(
+        week=str(week),
+        previous_week=str(prev),
+        start=week.start,
+        end=week.end,
+        generated_at=generated_at,
+        dimensions=dims,
+        events=totals["events"],
+        events_seen=totals["events_seen"],
+        previous_events=previous["events"],
+        kpis=kpis,
+        categories=categories,
+        trends=trends,
+        risk=risk,
+        incidents=incidents,
+        changes=changes,
+        data_quality=quality,
+        versions=versions,
+    )
+
+
+def _tables(engine: Engine) -> Tables:
+    try:
+        return Tables(engine)
+    except InvalidRequestError as exc:
+        msg = (
+            "the warehouse has no Safewatch tables (or an old schema): run "
+            "`safewatch warehouse migrate` with the same warehouse.url first"
+        )
+        raise SafewatchError(msg) from exc
+
+
+def _sum_totals(rows: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    totals = dict.fromkeys(counter_ids(), 0)
+    for row in rows:
+        for c in totals:
+            totals[c] += int(row[c])
+    return totals
+
+
+class _Reader:
+    """The report's queries over one connection (SQLAlchemy Core, portable SQL)."""
+
+    def __init__(
+        self,
+        conn: Connection,
+        tables: Tables,
+        dims: tuple[str, ...],
+        dimension_set: str,
+        lg_k: int,
+    ) -> None:
+        self.conn = conn
+        self.t = tables
+        self.dims = dims
+        self.dimension_set = dimension_set
+        self.lg_k = lg_k
+        self._first_seen: dict[str, dict[tuple[str, str], datetime]] = {}
+
+    def _in_week(self, table: Any, week: IsoWeek) -> Any:
+        return and_(
+            table.c.dimension_set == self.dimension_set,
+            table.c.window_start >= week.start,
+            table.c.window_start < week.end,
+        )
+
+    def segments(self, week: IsoWeek) -> list[_Segment]:
+        """Per segment of the dimension set: the week's counter sums, max distinct users."""
+        agg = self.t.agg
+        counters = counter_ids()
+        stmt = (
+            select(
+                *[agg.c[d] for d in self.dims],
+                *[func.sum(agg.c[c]) for c in counters],
+                func.max(agg.c.distinct_users),
+            )
+            .where(self._in_week(agg, week))
+            .group_by(*[agg.c[d] for d in self.dims])
+        )
+        n = len(self.dims)
+        out = []
+        for row in self.conn.execute(stmt):
+            totals = {c: int(row[n + i] or 0) for i, c in enumerate(counters)}
+            out.append(_Segment(tuple(str(v) for v in row[:n]), totals, int(row[-1] or 0)))
+        out.sort(key=lambda s: s.values)
+        return out
+
+    def totals(self, week: IsoWeek) -> dict[str, int]:
+        agg = self.t.agg
+        counters = counter_ids()
+        row = self.conn.execute(
+            select(*[func.sum(agg.c[c]) for c in counters]).where(self._in_week(agg, week))
+        ).one()
+        return {c: int(row[i] or 0) for i, c in enumerate(counters)}
+
+    def window_sums(self, week: IsoWeek) -> list[tuple[datetime, datetime, dict[str, int]]]:
+        agg = self.t.agg
+        needed = sorted({c for r in CHART_RATES for c in (rate(r).numerator, rate(r).denominator)})
+        stmt = (
+            select(
+                agg.c.window_start,
+                func.max(agg.c.window_end),
+                *[func.sum(agg.c[c]) for c in needed],
+            )
+            .where(self._in_week(agg, week))
+            .group_by(agg.c.window_start)
+        )
+        out = []
+        for row in self.conn.execute(stmt):
+            counts = {c: int(row[2 + i] or 0) for i, c in enumerate(needed)}
+            out.append((_utc(row[0]), _utc(row[1]), counts))
+        return out
+
+    def merged_users(
+        self, week: IsoWeek, where: Mapping[str, Sequence[str]], *, small_only: int | None = None
+    ) -> dict[tuple[str, ...], int]:
+        """Segment -> distinct users of the week (HLL union of its windows' sketches), for
+        the rows matching `where` (dimension -> allowed values); with `small_only`, only rows
+        with fewer distinct users than that are read (enough to decide suppression).
+        The estimate is never below the largest single window's count.
+        """
+        agg = self.t.agg
+        stmt = select(
+            *[agg.c[d] for d in self.dims], agg.c.users_sketch, agg.c.distinct_users
+        ).where(self._in_week(agg, week))
+        for d, values in where.items():
+            stmt = stmt.where(agg.c[d].in_(list(values)))
+        if small_only is not None:
+            stmt = stmt.where(agg.c.distinct_users < small_only)
+        sketches: dict[tuple[str, ...], list[bytes | None]] = {}
+        floor: dict[tuple[str, ...], int] = {}
+        n = len(self.dims)
+        for row in self.conn.execute(stmt):
+            key = tuple(str(v) for v in row[:n])
+            sketches.setdefault(key, []).append(row[n])
+            floor[key] = max(floor.get(key, 0), int(row[n + 1] or 0))
+        return {
+            key: max(floor[key], merge_sketches(found, self.lg_k)[1])
+            for key, found in sketches.items()
+        }
+
+    def union_users(self, week: IsoWeek, where: Mapping[str, Sequence[str]]) -> int:
+        """Distinct users of the union of every row matching `where` in the week."""
+        agg = self.t.agg
+        stmt = select(agg.c.users_sketch, agg.c.distinct_users).where(self._in_week(agg, week))
+        for d, values in where.items():
+            stmt = stmt.where(agg.c[d].in_(list(values)))
+        sketches: list[bytes | None] = []
+        floor = 0
+        for sketch, users in self.conn.execute(stmt):
+            sketches.append(sketch)
+            floor = max(floor, int(users or 0))
+        return max(floor, merge_sketches(sketches, self.lg_k)[1])
+
+    def users_of_small_segments(
+        self, week: IsoWeek, segments: Sequence[_Segment], k: int
+    ) -> dict[tuple[str, ...], int]:
+        """Weekly distinct users of the segments whose every window has fewer than k users.
+
+        A segment with a window of k or more users has at least k in the week: no merge is
+        needed to show it. Only the small windows' (small) sketches are read.
+        """
+        small = {s.values for s in segments if s.max_users < k}
+        if not small:
+            return {}
+        # Larger segments can have small windows too; their partial unions are dropped.
+        merged = self.merged_users(week, {}, small_only=k)
+        return {key: n for key, n in merged.items() if key in small}
+
+    def first_seen(self, dimension: str) -> dict[tuple[str, str], datetime]:
+        """(surface or '*', value) -> the first window it appeared in, over all data."""
+        if dimension in self._first_seen:
+            return self._first_seen[dimension]
+        agg = self.t.agg
+        col = agg.c[dimension]
+        surface = agg.c[SURFACE_DIMENSION] if SURFACE_DIMENSION in self.dims else None
+        group = [surface, col] if surface is not None else [col]
+        stmt = (
+            select(*group, func.min(agg.c.window_start))
+            .where(agg.c.dimension_set == self.dimension_set)
+            .group_by(*group)
+        )
+        out = {}
+        for row in self.conn.execute(stmt):
+            if surface is not None:
+                out[str(row[0]), str(row[1])] = _utc(row[2])
+            else:
+                out["*", str(row[0])] = _utc(row[1])
+        self._first_seen[dimension] = out
+        return out
+
+    def history_start(self) -> datetime | None:
+        agg = self.t.agg
+        return as_utc(
+            self.conn.execute(
+                select(func.min(agg.c.window_start)).where(
+                    agg.c.dimension_set == self.dimension_set
+                )
+            ).scalar()
+        )
+
+    def versions(self, week: IsoWeek, segments: Sequence[_Segment]) -> tuple[VersionSeen, ...]:
+        """Model/prompt/policy versions with traffic in the week, new ones first."""
+        seen = []
+        for d in self.tracked_dimensions():
+            first = self.first_seen(d)
+            overall: dict[str, datetime] = {}
+            for (_, value), at in first.items():
+                overall[value] = min(at, overall.get(value, at))
+            i = self.dims.index(d)
+            s = self.dims.index(SURFACE_DIMENSION) if SURFACE_DIMENSION in self.dims else None
+            events: dict[str, int] = {}
+            surfaces: dict[str, set[str]] = {}
+            for seg in segments:
+                value = seg.values[i]
+                if value in _NOT_A_VALUE or not seg.totals["events_seen"]:
+                    continue
+                events[value] = events.get(value, 0) + seg.totals["events"]
+                if s is not None:
+                    surfaces.setdefault(value, set()).add(seg.values[s])
+            for value, n in events.items():
+                at = overall[value]
+                seen.append(
+                    VersionSeen(
+                        dimension=d,
+                        value=value,
+                        first_seen=at,
+                        events=n,
+                        surfaces=tuple(sorted(surfaces.get(value, ()))),
+                        is_new=week.start <= at < week.end,
+                    )
+                )
+        seen.sort(key=lambda v: (not v.is_new, VERSION_DIMENSIONS.index(v.dimension), v.value))
+        return tuple(seen)
+
+    def tracked_dimensions(self) -> tuple[str, ...]:
+        return tuple(d for d in VERSION_DIMENSIONS if d in self.dims)
+
+    def outcome_drift(
+        self, week: IsoWeek, dimension: str, values: Sequence[str]
+    ) -> list[dict[str, Any]]:
+        drift = self.t.drift
+        stmt = select(
+            *[drift.c[d] for d in self.dims],
+            drift.c.window_start,
+            drift.c.psi,
+            drift.c.baseline,
+        ).where(
+            self._in_week(drift, week),
+            drift.c.distribution == OUTCOME_DISTRIBUTION,
+            drift.c.status == OK,
+            drift.c[dimension].in_(list(values)),
+        )
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def alert_rows(self) -> list[dict[str, Any]]:
+        """Every firing, resolved and acknowledged transition (the table holds transitions
+        only, so this stays small); the week is chosen per episode by `build_incidents`.
+        """
+        h = self.t.alert_history
+        stmt = select(
+            h.c.id,
+            h.c.rule,
+            h.c.segment,
+            h.c.window_start,
+            h.c.to_status,
+            h.c.severity,
+            h.c.metric,
+            h.c.summary,
+            h.c.recorded_at,
+        ).where(h.c.to_status.in_(["firing", "resolved", "acknowledged"]))
+        return [dict(r) for r in self.conn.execute(stmt.order_by(h.c.id)).mappings()]
+
+    def rules_evaluated(self) -> int:
+        s = self.t.alert_state
+        return int(self.conn.execute(select(func.count(distinct(s.c.rule)))).scalar() or 0)
+
+    def transitions(self, week: IsoWeek) -> int:
+        h = self.t.alert_history
+        stmt = select(func.count()).where(
+            h.c.window_start >= week.start, h.c.window_start < week.end
+        )
+        return int(self.conn.execute(stmt).scalar() or 0)
+
+    def ledger(self, week: IsoWeek) -> list[dict[str, Any]]:
+        led = self.t.ledger
+        stmt = select(
+            led.c.input_rows,
+            led.c.aggregated_rows,
+            led.c.rejected_rows,
+            led.c.rejected_by_reason,
+            led.c.late_rows,
+            led.c.duplicate_rows,
+            led.c.dlq_rows,
+            led.c.quality_success,
+        ).where(led.c.committed_at >= week.start, led.c.committed_at < week.end)
+        return [dict(r) for r in self.conn.execute(stmt).mappings()]
+
+    def failing_expectations(self, week: IsoWeek) -> list[FailingExpectation]:
+        q, led = self.t.quality, self.t.ledger
+        stmt = (
+            select(
+                q.c.expectation_type,
+                q.c.column_name,
+                func.count(),
+                func.sum(q.c.unexpected_count),
+            )
+            .select_from(
+                q.join(led, and_(q.c.query_id == led.c.query_id, q.c.batch_id == led.c.batch_id))
+            )
+            .where(
+                led.c.committed_at >= week.start,
+                led.c.committed_at < week.end,
+                q.c.success.is_(False),
+            )
+            .group_by(q.c.expectation_type, q.c.column_name)
+        )
+        found = [
+            FailingExpectation(str(e), str(c), int(n), int(u or 0))
+            for e, c, n, u in self.conn.execute(stmt)
+        ]
+        found.sort(key=lambda f: (-f.batches, f.expectation, f.column))
+        return found
+
+
+def _risk_segments(
+    reader: _Reader,
+    week: IsoWeek,
+    segments: Sequence[_Segment],
+    visible: set[tuple[str, ...]],
+    settings: Settings,
+) -> RiskSegments:
+    report = settings.report
+    target = report.targets.get("violation_rate")
+    eligible = [
+        s for s in segments if s.values in visible and s.totals["events"] >= report.min_events
+    ]
+    scored = [(rate_value("violation_rate", s.totals), s) for s in eligible]
+    scored.sort(key=lambda p: (-p[0].lower, -p[1].totals["events"], p[1].values))
+    top = scored[: report.top_segments]
+    users: dict[tuple[str, ...], int] = {}
+    if top:
+        where = {d: sorted({s.values[i] for _, s in top}) for i, d in enumerate(reader.dims)}
+        users = reader.merged_users(week, where)
+    rows = tuple(
+        RiskSegment(
+            segment=" / ".join(s.values),
+            values=s.values,
+            events=s.totals["events"],
+            distinct_users=users.get(s.values, s.max_users),
+            violation=v,
+            refusal=rate_value(PAIRED_RATE, s.totals),
+            above_target=target is not None and v.lower > target,
+        )
+        for v, s in top
+    )
+    active = [s for s in segments if s.totals["events_seen"] or s.totals["events"]]
+    suppressed = sum(1 for s in active if s.values not in visible)
+    low_volume = sum(
+        1 for s in active if s.values in visible and s.totals["events"] < report.min_events
+    )
+    return RiskSegments(
+        dimensions=reader.dims,
+        rows=rows,
+        segments=len(active),
+        suppressed=suppressed,
+        low_volume=low_volume,
+        min_events=report.min_events,
+        min_distinct_users=settings.privacy.min_distinct_users,
+        violation_target=target,
+    )
+
+
+def _changes(
+    reader: _Reader,
+    week: IsoWeek,
+    segments: Sequence[_Segment],
+    visible: set[tuple[str, ...]],
+    seen: Sequence[VersionSeen],
+    settings: Settings,
+) -> Changes:
+    """New versions against the versions they follow on the same surface, over the week."""
+    k = settings.privacy.min_distinct_users
+    min_trials = settings.drift.min_events
+    dims = reader.dims
+    s_index = dims.index(SURFACE_DIMENSION) if SURFACE_DIMENSION in dims else None
+    new = tuple(v for v in seen if v.is_new)
+    pending: list[tuple[VersionSeen, str | None, tuple[str, ...], bool, list[Any]]] = []
+    for version in new:
+        d_index = dims.index(version.dimension)
+        first = reader.first_seen(version.dimension)
+        for surface in version.surfaces or (None,):
+            on_surface = [s for s in segments if s_index is None or s.values[s_index] == surface]
+            key_surface = surface if surface is not None else "*"
+            mine = first.get((key_surface, version.value))
+            previous_values = tuple(
+                sorted(
+                    value
+                    for (surf, value), at in first.items()
+                    if surf == key_surface
+                    and value not in _NOT_A_VALUE
+                    and value != version.value
+                    and mine is not None
+                    and at < mine
+                )
+            )
+            new_rows = [s for s in on_surface if s.values[d_index] == version.value]
+            prev_rows = [s for s in on_surface if s.values[d_index] in previous_values]
+            scope = {} if surface is None else {SURFACE_DIMENSION: [surface]}
+            suppressed = not _enough_users(
+                reader, week, new_rows, {**scope, version.dimension: [version.value]}, k
+            ) or (
+                bool(prev_rows)
+                and not _enough_users(
+                    reader, week, prev_rows, {**scope, version.dimension: previous_values}, k
+                )
+            )
+            new_totals = _sum_totals(s.totals for s in new_rows)
+            prev_totals = _sum_totals(s.totals for s in prev_rows)
+            tests = []
+            if previous_values and not suppressed:
+                for rate_id in CHANGE_RATES:
+                    a = rate_value(rate_id, new_totals)
+                    b = rate_value(rate_id, prev_totals)
+                    test = two_proportion_test(
+                        a.numerator, a.denominator, b.numerator, b.denominator,
+                        min_trials=min_trials,
+                    )  # fmt: skip
+                    tests.append((rate_id, a, b, test.p_value))
+            pending.append((version, surface, previous_values, suppressed, tests))
+    q_values = iter(benjamini_hochberg([p for *_, tests in pending for *_, p in tests]))
+    comparisons = []
+    for version, surface, previous_values, suppressed, tests in pending:
+        rates = tuple(
+            RateComparison(
+                rate_id=rate_id,
+                name=kpi_name(rate_id),
+                new=a,
+                previous=b,
+                higher_is_worse=rate(rate_id).higher_is_worse,
+                p_value=p,
+                q_value=next(q_values),
+            )
+            for rate_id, a, b, p in tests
+        )
+        flags, hidden = _drift_flags(reader, week, version, surface, visible, suppressed=suppressed)
+        comparisons.append(
+            VersionComparison(
+                dimension=version.dimension,
+                value=version.value,
+                surface=surface,
+                previous_values=previous_values,
+                suppressed=suppressed,
+                rates=rates,
+                drift=flags,
+                drift_suppressed=hidden,
+            )
+        )
+    return Changes(
+        tracked_dimensions=reader.tracked_dimensions(),
+        new_versions=new,
+        comparisons=tuple(comparisons),
+        history_start=reader.history_start(),
+        min_trials=min_trials,
+    )
+
+
+def _enough_users(
+    reader: _Reader,
+    week: IsoWeek,
+    rows: Sequence[_Segment],
+    where: Mapping[str, Sequence[str]],
+    k: int,
+) -> bool:
+    if sum(s.totals["events"] for s in rows) < k:
+        return False  # distinct users never exceed events
+    if any(s.max_users >= k for s in rows):
+        return True
+    return reader.union_users(week, where) >= k
+
+
+def _drift_flags(
+    reader: _Reader,
+    week: IsoWeek,
+    version: VersionSeen,
+    surface: str | None,
+    visible: set[tuple[str, ...]],
+    *,
+    suppressed: bool,
+) -> tuple[tuple[DriftFlag, ...], int]:
+    """Segments of the version on the surface whose outcome mix shifted (PSI > DRIFT_PSI)."""
+    per_segment: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in reader.outcome_drift(week, version.dimension, [version.value]):
+        values = tuple(str(row[d]) for d in reader.dims)
+        if surface is not None and row[SURFACE_DIMENSION] != surface:
+            continue
+        per_segment.setdefault(values, []).append(row)
+    flags = []
+    hidden = 0
+    for values, rows in sorted(per_segment.items()):
+        over = [r for r in rows if r["psi"] is not None and r["psi"] > DRIFT_PSI]
+        if not over:
+            continue
+        if suppressed or values not in visible:
+            hidden += 1
+            continue
+        worst = max(over, key=lambda r: (r["psi"], _utc(r["window_start"])))
+        flags.append(
+            DriftFlag(
+                segment=" / ".join(values),
+                windows_tested=len(rows),
+                windows_flagged=len(over),
+                max_psi=float(worst["psi"]),
+                max_psi_window=_utc(worst["window_start"]),
+                baseline=str(worst["baseline"]),
+            )
+        )
+    flags.sort(key=lambda f: -f.max_psi)
+    return tuple(flags), hidden
+
+
+def _data_quality(reader: _Reader, week: IsoWeek, telemetry: Kpi, redaction: Kpi) -> DataQuality:
+    batches = reader.ledger(week)
+    reasons: dict[str, int] = {}
+    for b in batches:
+        for reason, n in json.loads(b["rejected_by_reason"] or "{}").items():
+            reasons[reason] = reasons.get(reason, 0) + int(n)
+
+    def total(column: str) -> int:
+        return sum(int(b[column] or 0) for b in batches)
+
+    return DataQuality(
+        batches=len(batches),
+        input_rows=total("input_rows"),
+        aggregated_rows=total("aggregated_rows"),
+        rejected_rows=total("rejected_rows"),
+        rejected_by_reason=tuple(sorted(reasons.items(), key=lambda p: (-p[1], p[0]))),
+        late_rows=total("late_rows"),
+        duplicate_rows=total("duplicate_rows"),
+        dlq_rows=total("dlq_rows"),
+        quality_failed_batches=sum(1 for b in batches if b["quality_success"] is False),
+        quality_not_run=sum(1 for b in batches if b["quality_success"] is None),
+        failing_expectations=tuple(reader.failing_expectations(week)),
+        telemetry=telemetry,
+        redaction=redaction,
+    )
+
+
+# ---------------------------------------------------------------- writing
+def report_basename(week: str) -> str:
+    return f"safety-posture-{week}"
+
+
+def write_report(report: WeeklyReport, out_dir: Path) -> tuple[Path, Path]:
+    """Write `<out_dir>/safety-posture-<week>.html` and `.md`; return their paths.
+
+    The Markdown references the charts as PNG files in `safety-posture-<week>-charts/` next
+    to it (written too); the HTML embeds them and stands alone. Each file is written to a
+    temporary name and renamed, so a reader never sees half a report.
+    """
+    from pipelines.report.charts import trend_chart
+    from pipelines.report.render import render_html, render_markdown
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = report_basename(report.week)
+    chart_dir = out_dir / f"{base}-charts"
+    chart_dir.mkdir(exist_ok=True)
+    for trend in report.trends.charts:
+        _write_atomic(chart_dir / f"{trend.rate_id}.png", trend_chart(trend))
+    html_path = out_dir / f"{base}.html"
+    md_path = out_dir / f"{base}.md"
+    _write_atomic(html_path, render_html(report).encode("utf-8"))
+    _write_atomic(md_path, render_markdown(report, chart_dir.name).encode("utf-8"))
+    return html_path, md_path
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
