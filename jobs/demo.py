@@ -66,7 +66,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         return 2
     scenario = SCENARIOS[args.scenario]
 
-    log("step 1/6: starting the local Kafka broker (KRaft, single node) and Alertmanager")
+    log("step 1/7: starting the local Kafka broker (KRaft, single node) and Alertmanager")
     broker = LocalKafkaBroker(settings.broker, log=log)
     started_here = not broker.status().running
     broker.start()
@@ -90,7 +90,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             update={"alerting": settings.alerting.model_copy(update={"channels": ("kafka",)})}
         )
     try:
-        log("step 2/6: creating topics and a fresh demo sandbox in var/demo/")
+        log("step 2/7: creating topics and a fresh demo sandbox in var/demo/")
         ensure_topics(base.kafka, log=log)
         recreate_topic(settings.kafka, DEMO_TOPIC, log=log)
         shutil.rmtree(DEMO_DIR, ignore_errors=True)
@@ -99,7 +99,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         duration = timedelta(minutes=args.minutes)
         start = datetime.now(UTC).replace(second=0, microsecond=0) - duration
         log(
-            f"step 3/6: producing synthetic traffic with incident '{scenario.name}': "
+            f"step 3/7: producing synthetic traffic with incident '{scenario.name}': "
             f"{scenario.description}"
         )
         produce_scenario(
@@ -112,13 +112,13 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             topic=DEMO_TOPIC,
         )
 
-        log("step 4/6: running the streaming job until it has caught up (Spark, local[2])")
+        log("step 4/7: running the streaming job until it has caught up (Spark, local[2])")
         spark = build_session(settings.spark)
         summary = run(spark, settings, until_caught_up=True, log=log)
         spark.stop()
         log(f"job done: {summary.input_rows} records in {len(summary.batches)} micro-batches")
 
-        log("step 5/6: per-segment table from the warehouse")
+        log("step 5/7: per-segment table from the warehouse")
         print_segments(
             settings, top=12, min_events=30, timeline=True, rate_id=SCENARIO_RATE[scenario.metric]
         )
@@ -128,12 +128,16 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             f"from {start + duration * scenario.start_fraction:%H:%M} "
             f"to {start + duration * scenario.end_fraction:%H:%M} UTC."
         )
-        log("step 6/6: alerts")
+        log("step 6/7: alerts")
         print_alerts(settings)
+        log("step 7/7: the weekly safety-posture report")
+        html, md = weekly_report(settings)
+        print(f"\nWeekly report: {html} (open it in a browser) and {md}")
+        url = f"SAFEWATCH_WAREHOUSE__URL=sqlite:///{DEMO_DIR / 'warehouse.db'}"
         print(
-            f"\nWarehouse: {DEMO_DIR / 'warehouse.db'}; show it again with "
-            f"SAFEWATCH_WAREHOUSE__URL=sqlite:///{DEMO_DIR / 'warehouse.db'} safewatch show "
-            "(tables: docs/warehouse.md; alerts: safewatch alerts status)"
+            f"\nWarehouse: {DEMO_DIR / 'warehouse.db'}. Query it: {url} safewatch query "
+            '"SELECT * FROM v_segment_daily LIMIT 5"; the segment table again: '
+            f"{url} safewatch show (tables and views: docs/warehouse.md)"
         )
     finally:
         if args.keep_running:
@@ -147,6 +151,16 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
                 alertmanager.stop()
     log(f"demo finished in {time.monotonic() - t0:.0f} s")
     return 0
+
+
+def weekly_report(settings: Settings) -> tuple[Path, Path]:
+    """The posture report of the demo's week, written to var/demo/reports/."""
+    from pipelines.report.weekly import IsoWeek, collect_weekly, latest_week, write_report
+    from pipelines.warehouse.engine import make_engine
+
+    engine = make_engine(settings.warehouse.url.get_secret_value())
+    week = latest_week(engine) or IsoWeek.containing(datetime.now(UTC))
+    return write_report(collect_weekly(engine, settings, week), DEMO_DIR / "reports")
 
 
 def print_alerts(settings: Settings) -> None:

@@ -100,3 +100,17 @@ def test_every_analyst_object_exists_and_the_frozen_rate_list_is_the_catalog(fil
         for name in ANALYST_OBJECTS:
             conn.execute(text(f"SELECT * FROM {name} LIMIT 1")).all()
     assert m0005_analyst_views.RATES == tuple((r.id, r.numerator, r.denominator) for r in RATES)
+
+
+def test_every_table_and_view_is_documented(filled):
+    engine, _ = filled
+    from pathlib import Path
+
+    from sqlalchemy import inspect
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "warehouse.md").read_text()
+    names = set(inspect(engine).get_table_names()) | set(inspect(engine).get_view_names())
+    undocumented = sorted(n for n in names if f"`{n}`" not in doc)
+    assert undocumented == []
+    roles_section = doc[doc.index("## Roles") :]
+    assert all(f"`{name}`" in roles_section for name in ANALYST_OBJECTS)
