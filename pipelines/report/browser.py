@@ -50,7 +50,10 @@ def _run(args: list[str], timeout: float = 120) -> subprocess.CompletedProcess[b
 
 
 def screenshot(html: Path, png: Path, *, width: int = WIDTH) -> Path:
-    """Render `html` (a local file) to `png`, `width` px wide, cropped to the page's content."""
+    """Render `html` (a local file) to `png`, `width` px wide, cropped to the page's content.
+
+    Saved with a 256-colour palette: a third of the size, the same to the eye.
+    """
     from PIL import Image, ImageChops
 
     png.parent.mkdir(parents=True, exist_ok=True)
@@ -69,8 +72,8 @@ def screenshot(html: Path, png: Path, *, width: int = WIDTH) -> Path:
     background = Image.new("RGB", rgb.size, rgb.getpixel((rgb.width - 1, rgb.height - 1)))
     box = ImageChops.difference(rgb, background).getbbox()
     if box is not None:
-        bottom = min(rgb.height, box[3] + 24)
-        rgb.crop((0, 0, rgb.width, bottom)).save(png, optimize=True)
+        rgb = rgb.crop((0, 0, rgb.width, min(rgb.height, box[3] + 24)))
+    rgb.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
     return png
 
 

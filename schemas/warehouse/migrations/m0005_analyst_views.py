@@ -20,6 +20,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from schemas.warehouse.migrations.m0003_metric_catalog_drift import (
+    CATEGORIES,
     DIMENSIONS,
     NEW_COUNTERS,
     OLD_COUNTERS,
@@ -36,20 +37,7 @@ COUNTERS = (*OLD_COUNTERS, *NEW_COUNTERS)
 # change comes with a new migration that recreates the views.
 RATES = (
     ("violation_rate", "violations", "events"),
-    *(
-        (f"violation_rate_{c}", f"violations_{c}", "events")
-        for c in (
-            "hate",
-            "harassment",
-            "sexual",
-            "sexual_minors",
-            "violence",
-            "self_harm",
-            "illegal",
-            "extremism",
-            "privacy",
-        )
-    ),
+    *((f"violation_rate_{c}", f"violations_{c}", "events") for c in CATEGORIES),
     ("block_rate", "blocks", "events"),
     ("refusal_rate", "refusals", "events"),
     ("over_refusal_rate", "over_refusals", "unflagged_events"),
