@@ -16,7 +16,7 @@ from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.query import QueryError, run_query
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables
-from tests.analyst_data import fill
+from tests.analyst_data import DIMENSION_SET, fill
 
 T = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -139,3 +139,23 @@ def test_ack_records_one_acknowledgement_per_firing_episode(warehouse, capsys):
     ]
     assert acks[0]["window_start"].replace(tzinfo=UTC) == T
     assert acks[0]["recorded_at"].replace(tzinfo=UTC) > T + timedelta(minutes=12)
+
+
+def test_report_weekly_writes_html_and_markdown_for_the_chosen_week(
+    warehouse, tmp_path, capsys, monkeypatch
+):
+    truth = fill(WarehouseSink(warehouse), drift=False)
+    monkeypatch.setenv("SAFEWATCH_STREAM__DIMENSIONS", DIMENSION_SET)
+    assert main(["report", "weekly", "--week", "2026-W47", "--out", "out"]) == 0
+    html = (tmp_path / "out" / "safety-posture-2026-W47.html").read_text()
+    markdown = (tmp_path / "out" / "safety-posture-2026-W47.md").read_text()
+    monday = datetime(2026, 11, 16, tzinfo=UTC)
+    in_week = [r for r in truth.rows if monday <= r["window_start"] < monday + timedelta(days=7)]
+    events = sum(r["events"] for r in in_week)
+    assert f'data-events="{events}"' in html
+    assert f"{events:,}" in markdown
+    # Without --week: the week of the newest window (the data ends in 2026-W48).
+    assert main(["report", "weekly", "--out", "out"]) == 0
+    assert (tmp_path / "out" / "safety-posture-2026-W48.html").is_file()
+    assert main(["report", "weekly", "--week", "2026-47"]) == 2
+    assert "2026-47" in capsys.readouterr().err
