@@ -963,7 +963,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "demo",
         help="end to end: start Kafka and Alertmanager, produce an incident, run the job, "
-        "show the segments and the alerts",
+        "show the segments and the alerts, write the weekly report",
     )
     p.add_argument(
         "--scenario", default="violation-spike", help="incident to inject (default violation-spike)"
