@@ -293,6 +293,40 @@ def _comparison_title(c: VersionComparison) -> str:
     return f"{c.dimension.replace('_', ' ')} {c.value}{where}"
 
 
+VERSIONS_IN_FULL = 4  # new versions shown with their tables; the rest in one summary table
+
+
+def ranked_comparisons(
+    comparisons: Sequence[VersionComparison],
+) -> tuple[list[VersionComparison], list[VersionComparison]]:
+    """The new versions most worth reading first, and the rest (pure).
+
+    Ranked by: a significant rate change, then the largest outcome PSI, then the number of
+    windows with a shift; ties keep the collected order.
+    """
+
+    def key(c: VersionComparison) -> tuple[bool, float, int]:
+        significant = any(r.q_value is not None and r.q_value < SIGNIFICANCE for r in c.rates)
+        psi = max((f.max_psi for f in c.drift), default=0.0)
+        return (significant, psi, sum(f.windows_flagged for f in c.drift))
+
+    ranked = sorted(comparisons, key=key, reverse=True)
+    return ranked[:VERSIONS_IN_FULL], ranked[VERSIONS_IN_FULL:]
+
+
+def _rest_row(c: VersionComparison) -> list[str]:
+    psi = max((f.max_psi for f in c.drift), default=None)
+    return [
+        _comparison_title(c),
+        "yes" if any(r.q_value is not None and r.q_value < SIGNIFICANCE for r in c.rates) else "no",
+        f"{len(c.drift)}",
+        f"{psi:.2f}" if psi is not None else "–",
+    ]
+
+
+_REST_HEADERS = ["Version", "Significant rate change", "Segments with a shift", "Largest PSI"]
+
+
 def _comparison_note(c: VersionComparison, k: int) -> str:
     if c.suppressed:
         return f"Fewer than {k} distinct users on one side: not shown, to protect privacy."
@@ -329,7 +363,9 @@ p.lead { margin: 2px 0 10px; color: #444; }
 table { width: 100%; border-collapse: collapse; margin: 6px 0 8px; font-size: 13px; }
 th, td { text-align: left; padding: 5px 6px; border-bottom: 1px solid #e6e6e6;
   vertical-align: top; overflow-wrap: anywhere; }
-th { background: #f5f6f7; font-weight: 600; }
+th { background: #f5f6f7; font-weight: 600; white-space: nowrap; }
+td.segment { min-width: 150px; }
+td.nowrap { white-space: nowrap; }
 td.num, th.num { text-align: right; white-space: nowrap; }
 .small { font-size: 12px; color: #555; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
@@ -582,16 +618,17 @@ def _html_incidents(report: WeeklyReport) -> str:
                 f'data-mtta-seconds="{_attr(i.mtta_seconds)}">'
                 f'<td><a href="{_e(i.runbook)}">{_e(i.rule)}</a>'
                 f'<br><span class="small">{_e(i.summary)}</span></td>'
-                f"<td>{_e(i.severity)}</td><td>{_e(i.segment)}</td>"
-                f"<td>{_e(when(i.fired_at))}{_e(earlier)}</td><td>{_e(resolved)}</td>"
-                f'<td class="num">{_e(duration(i.mttr_seconds))}</td>'
-                f"<td>{_badge(css, within)}</td><td>{_e(acked)}</td></tr>"
+                f'<td class="nowrap">{_e(i.severity)}</td><td class="segment">{_e(i.segment)}</td>'
+                f"<td>{_e(when(i.fired_at))}{_e(earlier)}<br>"
+                f'<span class="small">resolved: {_e(resolved)}</span></td>'
+                f'<td class="num">{_e(duration(i.mttr_seconds))}<br>{_badge(css, within)}</td>'
+                f"<td>{_e(acked)}</td></tr>"
             )
         body = (
             f"<p>{_e(_incident_aggregate(report))}</p>"
-            "<table><thead><tr><th>Alert (runbook)</th><th>Severity</th><th>Segment</th>"
-            "<th>Fired</th><th>Resolved</th><th class=num>Time to resolve</th>"
-            "<th>Within target</th><th>Time to acknowledge</th></tr></thead>"
+            "<table><thead><tr><th>Alert (runbook)</th><th>Sev.</th><th>Segment</th>"
+            "<th>Fired</th><th class=num>Time to resolve (target)</th>"
+            "<th>Acknowledged after</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table>"
         )
     return (
@@ -626,7 +663,8 @@ def _html_drift(report: WeeklyReport) -> str:
             parts.append(f"<p class=small>{_e(note)}</p>")
         if not ch.comparisons:
             parts.append(_empty("No new model, prompt or policy version appeared this week."))
-    for c in ch.comparisons:
+    shown, rest = ranked_comparisons(ch.comparisons)
+    for c in shown:
         parts.append(
             f'<div data-version="{_e(c.dimension)}={_e(c.value)}" '
             f'data-surface="{_e(c.surface or "")}">'
@@ -671,6 +709,20 @@ def _html_drift(report: WeeklyReport) -> str:
                 f"have fewer than {k} distinct users and are not shown.</p>"
             )
         parts.append("</div>")
+    if rest:
+        rows = "".join(
+            f'<tr data-version="{_e(c.dimension)}={_e(c.value)}" '
+            f'data-surface="{_e(c.surface or "")}">'
+            + "".join(f"<td>{_e(v)}</td>" for v in _rest_row(c))
+            + "</tr>"
+            for c in rest
+        )
+        parts.append(
+            f"<h3>{len(rest)} more new version(s)</h3>"
+            "<table><thead><tr>"
+            + "".join(f"<th>{_e(h)}</th>" for h in _REST_HEADERS)
+            + f"</tr></thead><tbody>{rows}</tbody></table>"
+        )
     parts.append("</section>")
     return "".join(parts)
 
@@ -946,7 +998,8 @@ def _md_changes(report: WeeklyReport) -> list[str]:
         out += [note, ""]
     if not ch.comparisons:
         out += ["No new model, prompt or policy version appeared this week.", ""]
-    for c in ch.comparisons:
+    shown, rest = ranked_comparisons(ch.comparisons)
+    for c in shown:
         out += [f"### New {_comparison_title(c)}", "", _comparison_note(c, k), ""]
         if c.rates:
             out += _md_table(
@@ -986,6 +1039,9 @@ def _md_changes(report: WeeklyReport) -> list[str]:
                 f"{k} distinct users and are not shown.",
                 "",
             ]
+    if rest:
+        out += [f"### {len(rest)} more new version(s)", ""]
+        out += _md_table(_REST_HEADERS, [_rest_row(c) for c in rest])
     return out
 
 

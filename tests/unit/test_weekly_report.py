@@ -877,3 +877,27 @@ def test_write_report_puts_html_markdown_and_the_charts_it_references(world, tmp
         data = (md_path.parent / name).read_bytes()
         assert _png_size(data) == (WIDTH_PX, HEIGHT_PX)
     assert not list((tmp_path / "out").glob(".*.tmp"))
+
+
+def test_changes_show_the_versions_worth_reading_first_and_summarise_the_rest():
+    from pipelines.metrics.catalog import rate_value
+    from pipelines.report.render import VERSIONS_IN_FULL, ranked_comparisons
+    from pipelines.report.weekly import DriftFlag, RateComparison, VersionComparison
+
+    def comparison(name: str, q: float | None, psis: list[float]) -> VersionComparison:
+        value = rate_value("violation_rate", {"violations": 1, "events": 10})
+        rates = (RateComparison("violation_rate", "Harmful", value, value, True, q, q),)
+        drift = tuple(
+            DriftFlag(f"s{i}", 10, 2, psi, datetime(2026, 11, 23, tzinfo=UTC), "trailing")
+            for i, psi in enumerate(psis)
+        )
+        return VersionComparison("model_version", name, "chat", (), False, rates, drift, 0)
+
+    plain = [comparison(f"plain-{i}", 0.5, []) for i in range(3)]
+    shifted = comparison("shifted", 0.2, [0.3, 0.9])
+    significant = comparison("significant", 0.001, [0.15])
+    mild = comparison("mild", None, [0.2])
+    shown, rest = ranked_comparisons([*plain, mild, shifted, significant])
+    assert [c.value for c in shown] == ["significant", "shifted", "mild", "plain-0"]
+    assert [c.value for c in rest] == ["plain-1", "plain-2"]
+    assert len(shown) == VERSIONS_IN_FULL
