@@ -464,7 +464,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from pipelines.report.weekly import IsoWeek, collect_weekly, latest_week, write_report
+    from pipelines.report.model import IsoWeek
+    from pipelines.report.weekly import collect_weekly, latest_week, write_report
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
 

@@ -155,7 +155,8 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
 
 def weekly_report(settings: Settings) -> tuple[Path, Path]:
     """The posture report of the demo's week, written to var/demo/reports/."""
-    from pipelines.report.weekly import IsoWeek, collect_weekly, latest_week, write_report
+    from pipelines.report.model import IsoWeek
+    from pipelines.report.weekly import collect_weekly, latest_week, write_report
     from pipelines.warehouse.engine import make_engine
 
     engine = make_engine(settings.warehouse.url.get_secret_value())

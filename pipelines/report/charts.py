@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 from matplotlib.typing import RcKeyType
 
-from pipelines.report.weekly import Trend
+from pipelines.report.model import Trend
 
 WIDTH_IN = 4.8
 HEIGHT_IN = 2.6

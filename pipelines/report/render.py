@@ -26,7 +26,7 @@ from datetime import datetime
 
 from pipelines.metrics.catalog import RateValue
 from pipelines.report.charts import trend_chart
-from pipelines.report.weekly import (
+from pipelines.report.model import (
     AT_RISK,
     DRIFT_PSI,
     MET,

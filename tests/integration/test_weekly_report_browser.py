@@ -19,7 +19,8 @@ import pytest
 from scipy.stats import binomtest
 
 from pipelines.report.browser import rendered_text, screenshot
-from pipelines.report.weekly import IsoWeek, collect_weekly, write_report
+from pipelines.report.model import IsoWeek
+from pipelines.report.weekly import collect_weekly, write_report
 from pipelines.synth.generator import labels
 
 pytestmark = pytest.mark.integration

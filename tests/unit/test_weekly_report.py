@@ -28,18 +28,9 @@ from pipelines.alerting.engine import segment_key
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.metrics.catalog import counter_ids, rate
 from pipelines.report.charts import HEIGHT_PX, WIDTH_PX, trend_chart
+from pipelines.report.model import AT_RISK, CHANGE_RATES, MET, MISSED, IsoWeek, bucket_trends
 from pipelines.report.render import STATUS_LABELS, rate_text, render_html, render_markdown
-from pipelines.report.weekly import (
-    AT_RISK,
-    CHANGE_RATES,
-    MET,
-    MISSED,
-    IsoWeek,
-    bucket_trends,
-    collect_weekly,
-    latest_week,
-    write_report,
-)
+from pipelines.report.weekly import collect_weekly, latest_week, write_report
 from pipelines.settings import SEGMENT_DIMENSIONS, Settings
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
@@ -881,8 +872,8 @@ def test_write_report_puts_html_markdown_and_the_charts_it_references(world, tmp
 
 def test_changes_show_the_versions_worth_reading_first_and_summarise_the_rest():
     from pipelines.metrics.catalog import rate_value
+    from pipelines.report.model import DriftFlag, RateComparison, VersionComparison
     from pipelines.report.render import VERSIONS_IN_FULL, ranked_comparisons
-    from pipelines.report.weekly import DriftFlag, RateComparison, VersionComparison
 
     def comparison(name: str, q: float | None, psis: list[float]) -> VersionComparison:
         value = rate_value("violation_rate", {"violations": 1, "events": 10})

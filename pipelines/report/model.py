@@ -1,0 +1,637 @@
+"""The weekly report's data model and its pure parts: ISO weeks, KPI status, week-over-week
+change, trend buckets, incidents from alert transitions.
+
+`pipelines.report.weekly` fills the model from the warehouse; `pipelines.report.render`
+turns it into HTML or Markdown. Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from pipelines.alerting.engine import parse_segment
+from pipelines.alerting.evaluate import segment_label
+from pipelines.drift.stats import OK, two_proportion_test
+from pipelines.metrics.catalog import (
+    RATES,
+    RateValue,
+    rate,
+    rate_value,
+)
+from pipelines.warehouse.tables import as_utc
+
+MET = "met"
+MISSED = "missed"
+AT_RISK = "at_risk"  # the 95 % interval straddles the target
+NO_DATA = "no_data"
+NO_TARGET = "no_target"  # tracked beside its paired KPI, without a target of its own
+
+SIGNIFICANCE = 0.05  # a week-over-week change with p below this is called significant
+DRIFT_PSI = 0.1  # outcome PSI above this counts as a noticeable shift in the changes section
+OUTCOME_DISTRIBUTION = "outcome"
+SURFACE_DIMENSION = "product_surface"
+VERSION_DIMENSIONS = ("model_version", "prompt_version", "policy_version")
+NOT_A_VALUE = ("*", "other")  # all values / the cardinality-control overflow bucket
+
+# The KPI table's rows, in reading order; refusal_rate has no target but is shown beside
+# the harmful-output rate because either can be gamed alone. Other rates with a configured
+# target follow in catalog order.
+KPI_ORDER = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "jailbreak_success_rate",
+    "injection_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+    "redaction_failure_rate",
+    "telemetry_completeness",
+)
+PAIRED_RATE = "refusal_rate"
+CHART_RATES = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "injection_success_rate",
+    "jailbreak_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+    "telemetry_completeness",
+)
+CHANGE_RATES = (
+    "violation_rate",
+    "refusal_rate",
+    "over_refusal_rate",
+    "injection_success_rate",
+    "jailbreak_success_rate",
+    "unauthorized_tool_call_rate",
+    "pii_output_rate",
+)
+
+_NAMES = {
+    "violation_rate": "Harmful output rate",
+    "refusal_rate": "Refusal rate",
+    "over_refusal_rate": "Over-refusal rate (benign requests refused)",
+    "jailbreak_success_rate": "Jailbreak success rate",
+    "injection_success_rate": "Prompt-injection success rate",
+    "unauthorized_tool_call_rate": "Unauthorized tool-call rate",
+    "pii_output_rate": "PII leakage rate",
+    "redaction_failure_rate": "Redaction failure rate",
+    "telemetry_completeness": "Safety telemetry completeness",
+    "block_rate": "Blocked outputs",
+    "user_report_rate": "User report rate",
+    "appeal_overturn_rate": "Appeals overturned",
+    "injection_attempt_rate": "Prompt-injection attempts",
+    "jailbreak_attempt_rate": "Jailbreak attempts",
+}
+_EXPLANATIONS = {
+    "violation_rate": "outputs flagged in any policy category",
+    "refusal_rate": "requests the model refused (paired with harmful output)",
+    "over_refusal_rate": "refusals of requests nothing flagged: a proxy for false positives",
+    "jailbreak_success_rate": "jailbreak attempts that got past the safety controls",
+    "injection_success_rate": "prompt-injection attempts that changed the model's behaviour",
+    "unauthorized_tool_call_rate": "tool-using requests with a call outside the user's rights",
+    "pii_output_rate": "outputs that contained personal data",
+    "redaction_failure_rate": "records whose text still held personal data upstream",
+    "telemetry_completeness": "records carrying every required safety field",
+}
+
+
+def kpi_name(rate_id: str) -> str:
+    """Plain-language name of a catalog rate, e.g. 'Harmful output rate'."""
+    if rate_id in _NAMES:
+        return _NAMES[rate_id]
+    if rate_id.startswith("violation_rate_"):
+        return "Harmful output: " + rate_id.removeprefix("violation_rate_").replace("_", " ")
+    return rate(rate_id).description.rstrip(".")
+
+
+# ---------------------------------------------------------------- ISO weeks
+_WEEK = re.compile(r"^(\d{4})-W(\d{2})$")
+
+
+@dataclass(frozen=True, order=True)
+class IsoWeek:
+    """An ISO 8601 week, Monday 00:00 UTC to the next Monday (exclusive)."""
+
+    year: int
+    week: int
+
+    def __post_init__(self) -> None:
+        try:
+            date.fromisocalendar(self.year, self.week, 1)
+        except ValueError as exc:
+            msg = f"{self.year}-W{self.week:02d} is not an ISO week: {exc}"
+            raise ValueError(msg) from exc
+
+    @classmethod
+    def parse(cls, text: str) -> IsoWeek:
+        """'2026-W47' -> IsoWeek(2026, 47); ValueError naming the expected form otherwise."""
+        match = _WEEK.match(text.strip())
+        if match is None:
+            msg = f"cannot read ISO week {text!r}: write it as YYYY-Www, e.g. 2026-W47"
+            raise ValueError(msg)
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @classmethod
+    def containing(cls, moment: datetime) -> IsoWeek:
+        """The week of an aware datetime (taken in UTC); ValueError for a naive one."""
+        if moment.tzinfo is None:
+            msg = "need a timezone-aware datetime to find its ISO week"
+            raise ValueError(msg)
+        iso = moment.astimezone(UTC).isocalendar()
+        return cls(iso.year, iso.week)
+
+    @property
+    def start(self) -> datetime:
+        monday = date.fromisocalendar(self.year, self.week, 1)
+        return datetime(monday.year, monday.month, monday.day, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        return self.start + timedelta(days=7)
+
+    def previous(self) -> IsoWeek:
+        return IsoWeek.containing(self.start - timedelta(days=1))
+
+    def __str__(self) -> str:
+        return f"{self.year}-W{self.week:02d}"
+
+
+# ---------------------------------------------------------------- the report tree
+@dataclass(frozen=True)
+class Change:
+    """The week against the previous one: difference of proportions and its p-value."""
+
+    difference: float | None  # current - previous; None when either week has no data
+    p_value: float | None  # pooled two-proportion z test, two-sided
+    significant: bool | None  # p < SIGNIFICANCE; None when not tested
+
+
+@dataclass(frozen=True)
+class Kpi:
+    rate_id: str
+    name: str
+    explanation: str
+    current: RateValue
+    previous: RateValue
+    target: float | None
+    higher_is_worse: bool
+    status: str  # MET, MISSED, AT_RISK, NO_DATA or NO_TARGET
+    change: Change
+
+
+@dataclass(frozen=True)
+class TrendPoint:
+    start: datetime
+    numerator: int
+    denominator: int
+    value: float
+    lower: float
+    upper: float
+
+
+@dataclass(frozen=True)
+class Trend:
+    rate_id: str
+    name: str
+    points: tuple[TrendPoint, ...]
+    target: float | None
+    higher_is_worse: bool
+    bucket_seconds: int
+
+
+@dataclass(frozen=True)
+class Trends:
+    bucket: str  # '1 day', '1 hour' or the stored window, e.g. '5 minutes'
+    charts: tuple[Trend, ...]
+    skipped: tuple[str, ...]  # chart rates without a denominator in the week
+
+
+@dataclass(frozen=True)
+class RiskSegment:
+    segment: str  # 'chat / atlas-l-2026.10.2 / de-DE'
+    values: tuple[str, ...]
+    events: int
+    distinct_users: int
+    violation: RateValue
+    refusal: RateValue
+    above_target: bool  # the violation rate's lower bound exceeds its target
+
+
+@dataclass(frozen=True)
+class RiskSegments:
+    dimensions: tuple[str, ...]
+    rows: tuple[RiskSegment, ...]
+    segments: int  # segments with traffic in the week
+    suppressed: int  # fewer than min_distinct_users distinct users: never shown alone
+    low_volume: int  # shown-able but fewer than min_events events: not ranked
+    min_events: int
+    min_distinct_users: int
+    violation_target: float | None
+
+
+@dataclass(frozen=True)
+class Incident:
+    rule: str
+    severity: str
+    metric: str
+    segment: str
+    summary: str
+    fired_at: datetime  # window_start of the firing transition
+    resolved_at: datetime | None  # window_start of the resolving transition
+    acknowledged_at: datetime | None  # recorded_at of the first acknowledgement
+    mttr_seconds: float | None  # resolved_at - fired_at (event time)
+    mtta_seconds: float | None  # acknowledged - firing row's recorded_at
+    target_hours: float | None
+    within_target: bool | None  # None: no target, or still firing and not yet over it
+    fired_before_week: bool
+    runbook: str
+
+
+@dataclass(frozen=True)
+class Incidents:
+    incidents: tuple[Incident, ...]
+    by_severity: tuple[tuple[str, int], ...]
+    median_mttr_seconds: float | None
+    sev1: int
+    still_firing: int
+    mttr_targets: tuple[tuple[str, float], ...]  # severity -> hours
+
+
+@dataclass(frozen=True)
+class VersionSeen:
+    dimension: str
+    value: str
+    first_seen: datetime
+    events: int  # in the week
+    surfaces: tuple[str, ...]
+    is_new: bool  # first seen in this week
+
+
+@dataclass(frozen=True)
+class RateComparison:
+    rate_id: str
+    name: str
+    new: RateValue
+    previous: RateValue
+    higher_is_worse: bool
+    p_value: float | None
+    q_value: float | None  # Benjamini-Hochberg over every comparison of the section
+
+
+@dataclass(frozen=True)
+class DriftFlag:
+    segment: str
+    windows_tested: int
+    windows_flagged: int  # outcome PSI > DRIFT_PSI
+    max_psi: float
+    max_psi_window: datetime
+    baseline: str
+
+
+@dataclass(frozen=True)
+class VersionComparison:
+    dimension: str
+    value: str
+    surface: str | None
+    previous_values: tuple[str, ...]
+    suppressed: bool  # a side has fewer than min_distinct_users users
+    rates: tuple[RateComparison, ...]
+    drift: tuple[DriftFlag, ...]
+    drift_suppressed: int
+
+
+@dataclass(frozen=True)
+class Changes:
+    tracked_dimensions: tuple[str, ...]
+    new_versions: tuple[VersionSeen, ...]
+    comparisons: tuple[VersionComparison, ...]
+    history_start: datetime | None  # the dimension set's first window
+    min_trials: int
+
+
+@dataclass(frozen=True)
+class FailingExpectation:
+    expectation: str
+    column: str
+    batches: int
+    unexpected: int
+
+
+@dataclass(frozen=True)
+class DataQuality:
+    batches: int
+    input_rows: int
+    aggregated_rows: int
+    rejected_rows: int
+    rejected_by_reason: tuple[tuple[str, int], ...]
+    late_rows: int
+    duplicate_rows: int
+    dlq_rows: int
+    quality_failed_batches: int
+    quality_not_run: int
+    failing_expectations: tuple[FailingExpectation, ...]
+    telemetry: Kpi
+    redaction: Kpi
+
+
+@dataclass(frozen=True)
+class Versions:
+    seen: tuple[VersionSeen, ...]
+    rules_evaluated: int
+    rules_fired: tuple[str, ...]  # rules with an incident overlapping the week
+    transitions: int
+
+
+@dataclass(frozen=True)
+class WeeklyReport:
+    week: str
+    previous_week: str
+    start: datetime
+    end: datetime
+    generated_at: datetime
+    dimensions: tuple[str, ...]
+    events: int
+    events_seen: int
+    previous_events: int
+    kpis: tuple[Kpi, ...]
+    categories: tuple[Kpi, ...]
+    trends: Trends
+    risk: RiskSegments
+    incidents: Incidents
+    changes: Changes
+    data_quality: DataQuality
+    versions: Versions
+
+    @property
+    def has_data(self) -> bool:
+        return self.events_seen > 0 or self.events > 0
+
+    def kpi(self, rate_id: str) -> Kpi:
+        for k in (*self.kpis, *self.categories):
+            if k.rate_id == rate_id:
+                return k
+        msg = f"the report has no KPI {rate_id!r}"
+        raise KeyError(msg)
+
+    def status_counts(self) -> dict[str, int]:
+        """KPIs with a target per status (MET, MISSED, AT_RISK, NO_DATA)."""
+        counts = dict.fromkeys((MET, MISSED, AT_RISK, NO_DATA), 0)
+        for k in self.kpis:
+            if k.status in counts:
+                counts[k.status] += 1
+        return counts
+
+
+# ---------------------------------------------------------------- pure calculations
+def target_status(value: RateValue, target: float | None, *, higher_is_worse: bool) -> str:
+    """MET when the whole 95 % interval is on the good side of the target, MISSED when it is
+    all on the bad side, AT_RISK when it straddles it; NO_DATA without a denominator.
+    """
+    if value.denominator == 0:
+        return NO_DATA
+    if target is None:
+        return NO_TARGET
+    if higher_is_worse:
+        if value.upper <= target:
+            return MET
+        if value.lower > target:
+            return MISSED
+    else:
+        if value.lower >= target:
+            return MET
+        if value.upper < target:
+            return MISSED
+    return AT_RISK
+
+
+def week_over_week(current: RateValue, previous: RateValue) -> Change:
+    test = two_proportion_test(
+        current.numerator, current.denominator, previous.numerator, previous.denominator
+    )
+    if test.status != OK or test.p_value is None:
+        return Change(None, None, None)
+    return Change(test.difference, test.p_value, test.p_value < SIGNIFICANCE)
+
+
+def build_kpi(
+    rate_id: str,
+    current: Mapping[str, int],
+    previous: Mapping[str, int],
+    target: float | None,
+) -> Kpi:
+    cur, prev = rate_value(rate_id, current), rate_value(rate_id, previous)
+    worse = rate(rate_id).higher_is_worse
+    return Kpi(
+        rate_id=rate_id,
+        name=kpi_name(rate_id),
+        explanation=_EXPLANATIONS.get(rate_id, rate(rate_id).description.rstrip(".")),
+        current=cur,
+        previous=prev,
+        target=target,
+        higher_is_worse=worse,
+        status=target_status(cur, target, higher_is_worse=worse),
+        change=week_over_week(cur, prev),
+    )
+
+
+def kpi_ids(targets: Mapping[str, float]) -> list[str]:
+    ordered = [r for r in KPI_ORDER if r in targets or r == PAIRED_RATE]
+    return ordered + [r.id for r in RATES if r.id in targets and r.id not in ordered]
+
+
+def trend_bucket(span: timedelta, window: timedelta) -> timedelta:
+    """1 day when the data spans at least 3 days, else 1 hour from 6 hours, else the window."""
+    if span >= timedelta(days=3):
+        return timedelta(days=1)
+    if span >= timedelta(hours=6):
+        return timedelta(hours=1)
+    return window
+
+
+def duration_text(delta: timedelta) -> str:
+    """'1 day', '1 hour', '5 minutes', '30 seconds'."""
+    seconds = int(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            n = seconds // size
+            return f"{n} {unit}{'s' if n != 1 else ''}"
+    return f"{seconds} seconds"
+
+
+def bucket_trends(
+    windows: Sequence[tuple[datetime, datetime, Mapping[str, int]]],
+    rate_ids: Sequence[str],
+    targets: Mapping[str, float],
+) -> Trends:
+    """Per-window counter sums -> one series per rate, in buckets sized by `trend_bucket`.
+
+    `windows`: (window_start, window_end, counter sums over every segment), any order.
+    A bucket with a zero denominator is left out of its series (a gap, not a zero).
+    """
+    charts: list[Trend] = []
+    skipped: list[str] = []
+    if not windows:
+        return Trends("-", (), tuple(rate_ids))
+    first = min(w[0] for w in windows)
+    last = max(w[1] for w in windows)
+    window = min(w[1] - w[0] for w in windows)
+    size = trend_bucket(last - first, window)
+    sums: dict[datetime, dict[str, int]] = {}
+    for start, _, counts in windows:
+        key = _floor(start, size)
+        acc = sums.setdefault(key, {})
+        for c, n in counts.items():
+            acc[c] = acc.get(c, 0) + int(n)
+    for rate_id in rate_ids:
+        r = rate(rate_id)
+        points = []
+        for key in sorted(sums):
+            v = rate_value(rate_id, {c: sums[key].get(c, 0) for c in (r.numerator, r.denominator)})
+            if v.denominator and v.value is not None:
+                points.append(
+                    TrendPoint(key, v.numerator, v.denominator, v.value, v.lower, v.upper)
+                )
+        if not points:
+            skipped.append(rate_id)
+            continue
+        charts.append(
+            Trend(
+                rate_id=rate_id,
+                name=kpi_name(rate_id),
+                points=tuple(points),
+                target=targets.get(rate_id),
+                higher_is_worse=r.higher_is_worse,
+                bucket_seconds=int(size.total_seconds()),
+            )
+        )
+    return Trends(duration_text(size), tuple(charts), tuple(skipped))
+
+
+def _floor(moment: datetime, size: timedelta) -> datetime:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    seconds = int(size.total_seconds())
+    offset = int((moment - epoch).total_seconds())
+    return epoch + timedelta(seconds=offset - offset % seconds)
+
+
+def runbook_link(rule: str, base_url: str) -> str:
+    """`runbooks/<rule>.md`, behind `alerting.runbook_base_url` when that is set."""
+    return f"{base_url}runbooks/{quote(rule)}.md"
+
+
+def build_incidents(
+    rows: Iterable[Mapping[str, Any]],
+    week: IsoWeek,
+    *,
+    now: datetime,
+    mttr_targets: Mapping[str, float],
+    runbook_base_url: str = "",
+) -> Incidents:
+    """Firing episodes of `alert_history` rows that overlap the week (pure).
+
+    Per rule x segment, in window order: a `firing` row opens an episode and the next
+    `resolved` row closes it. An `acknowledged` row belongs to the latest episode whose firing
+    row was recorded before it; the first one counts. An episode overlaps the week when it
+    fired before the week's end and was not resolved before its start. Rows of other statuses
+    (pending, inactive) are ignored.
+    """
+    by_key: dict[tuple[str, str], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault((row["rule"], row["segment"]), []).append(row)
+    incidents: list[Incident] = []
+    for (rule, segment), history in sorted(by_key.items()):
+        history.sort(key=lambda r: (utc_time(r["window_start"]), utc_time(r["recorded_at"])))
+        episodes: list[dict[str, Any]] = []
+        open_episode: dict[str, Any] | None = None
+        for row in history:
+            if row["to_status"] == "firing" and open_episode is None:
+                open_episode = {"firing": row, "resolved": None, "ack": None}
+                episodes.append(open_episode)
+            elif row["to_status"] == "resolved" and open_episode is not None:
+                open_episode["resolved"] = row
+                open_episode = None
+        acks = sorted(
+            (r for r in history if r["to_status"] == "acknowledged"),
+            key=lambda r: utc_time(r["recorded_at"]),
+        )
+        for ack in acks:
+            at = utc_time(ack["recorded_at"])
+            owners = [e for e in episodes if utc_time(e["firing"]["recorded_at"]) <= at]
+            if owners and owners[-1]["ack"] is None:
+                owners[-1]["ack"] = ack
+        for e in episodes:
+            incident = _incident(rule, segment, e, now, mttr_targets, runbook_base_url, week)
+            overlaps = incident.fired_at < week.end and (
+                incident.resolved_at is None or incident.resolved_at >= week.start
+            )
+            if overlaps:
+                incidents.append(incident)
+    incidents.sort(key=lambda i: (i.severity, i.fired_at, i.rule, i.segment))
+    severities: dict[str, int] = {}
+    for i in incidents:
+        severities[i.severity] = severities.get(i.severity, 0) + 1
+    resolved = [i.mttr_seconds for i in incidents if i.mttr_seconds is not None]
+    return Incidents(
+        incidents=tuple(incidents),
+        by_severity=tuple(sorted(severities.items())),
+        median_mttr_seconds=statistics.median(resolved) if resolved else None,
+        sev1=severities.get("sev1", 0),
+        still_firing=sum(1 for i in incidents if i.resolved_at is None),
+        mttr_targets=tuple(sorted(mttr_targets.items())),
+    )
+
+
+def _incident(
+    rule: str,
+    segment: str,
+    episode: Mapping[str, Any],
+    now: datetime,
+    mttr_targets: Mapping[str, float],
+    runbook_base_url: str,
+    week: IsoWeek,
+) -> Incident:
+    firing, resolved, ack = episode["firing"], episode["resolved"], episode["ack"]
+    fired_at = utc_time(firing["window_start"])
+    resolved_at = None if resolved is None else utc_time(resolved["window_start"])
+    acked_at = None if ack is None else utc_time(ack["recorded_at"])
+    mttr = None if resolved_at is None else (resolved_at - fired_at).total_seconds()
+    mtta = None
+    if acked_at is not None:
+        mtta = (acked_at - utc_time(firing["recorded_at"])).total_seconds()
+    target = mttr_targets.get(firing["severity"])
+    within: bool | None = None
+    if target is not None:
+        if mttr is not None:
+            within = mttr <= target * 3600
+        elif (now - fired_at).total_seconds() > target * 3600:
+            within = False
+    return Incident(
+        rule=rule,
+        severity=str(firing["severity"]),
+        metric=str(firing["metric"]),
+        segment=segment_label(parse_segment(segment)),
+        summary=str(firing["summary"]),
+        fired_at=fired_at,
+        resolved_at=resolved_at,
+        acknowledged_at=acked_at,
+        mttr_seconds=mttr,
+        mtta_seconds=mtta,
+        target_hours=target,
+        within_target=within,
+        fired_before_week=fired_at < week.start,
+        runbook=runbook_link(rule, runbook_base_url),
+    )
+
+
+def utc_time(value: datetime) -> datetime:
+    out = as_utc(value)
+    assert out is not None
+    return out
