@@ -10,9 +10,12 @@ and Spark re-runs the same batch id with the same offsets):
   5. validate the parsed events with the Great Expectations suite (sampled);
   6. fold values beyond a dimension's limit into `other` (cardinality control);
   7. write this batch's event ids for deduplication, then commit aggregates, histograms,
-     admitted values, ledger row, offsets, quality results and the drift statistics of the
-     windows the new watermark closed, in one transaction; prune dedup files behind the
-     watermark.
+     admitted values, ledger row, offsets, quality results, the rejected-record index and
+     the drift statistics and alert states of the windows the new watermark closed, in one
+     transaction; prune dedup files behind the watermark.
+
+Steps 2-3 and the counting (`BatchProcessor.classified`) are shared with the backfill
+(`BatchProcessor.recompute`), so both count by the same definitions.
 """
 
 from __future__ import annotations
