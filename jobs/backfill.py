@@ -55,6 +55,7 @@ class BackfillReport:
     rejected_by_reason: dict[str, int]
     rows_deleted: int
     rows_written: int
+    folded_rows: int  # aggregate rows whose segment had a value counted as `other`
     drift_windows: int
     seconds: float
 
@@ -67,7 +68,8 @@ class BackfillReport:
             f"{self.aggregated_events} events counted in the period "
             f"({self.outside_events} outside it, {self.duplicate_rows} duplicates, "
             f"{rejected} rejected{f': {rejects}' if rejects else ''}); "
-            f"{self.rows_deleted} aggregate rows replaced by {self.rows_written}; "
+            f"{self.rows_deleted} aggregate rows replaced by {self.rows_written}"
+            f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
             f"drift for {self.drift_windows} window(s); {self.seconds:.1f} s"
         )
 
@@ -211,7 +213,7 @@ def run_backfill(
         "rejected_by_reason": json.dumps(result.rejected_by_reason, sort_keys=True),
         "started_at": started,
     }
-    run_id = sink.replace_windows(
+    replaced = sink.replace_windows(
         run,
         aggregates=result.aggregates,
         histograms=result.histograms,
@@ -219,13 +221,8 @@ def run_backfill(
         now=now(),
         derive=derive,
     )
-    with engine.connect() as conn:
-        t = sink.tables.backfill_runs
-        deleted, written = conn.execute(
-            select(t.c.aggregate_rows_deleted, t.c.aggregate_rows_written).where(t.c.id == run_id)
-        ).one()
     return BackfillReport(
-        run_id=run_id,
+        run_id=replaced.run_id,
         since=since,
         until=until,
         source=source,
@@ -234,8 +231,9 @@ def run_backfill(
         outside_events=result.outside_events,
         duplicate_rows=result.duplicate_rows,
         rejected_by_reason=result.rejected_by_reason,
-        rows_deleted=deleted,
-        rows_written=written,
+        rows_deleted=replaced.rows_deleted,
+        rows_written=replaced.rows_written,
+        folded_rows=result.folded_rows,
         drift_windows=len(drift_windows),
         seconds=(now() - started).total_seconds(),
     )

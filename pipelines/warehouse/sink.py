@@ -95,6 +95,15 @@ class BatchResult:
         )
 
 
+@dataclass(frozen=True)
+class ReplacedWindows:
+    """What `WarehouseSink.replace_windows` did (also logged in backfill_runs)."""
+
+    run_id: int
+    rows_deleted: int
+    rows_written: int
+
+
 class WarehouseSink:
     def __init__(self, engine: Engine, *, users_lg_k: int = 11) -> None:
         self.engine = engine
@@ -268,13 +277,13 @@ class WarehouseSink:
         admissions: Sequence[tuple[str, str, int]],
         now: datetime,
         derive: Callable[[Connection], None] | None = None,
-    ) -> int:
+    ) -> ReplacedWindows:
         """Replace every window of [run.period_start, run.period_end) of run.dimension_set.
 
         One transaction: the period's aggregates, histograms, drift and rate tests are
         deleted and the recomputed rows inserted; the run is logged in backfill_runs, whose
         negated id the rows carry as batch ids. Running it again with the same rows leaves
-        the same tables. Returns the backfill run's id.
+        the same tables.
         """
         t = self.tables
         since, until, dimension_set = run["period_start"], run["period_end"], run["dimension_set"]
@@ -339,7 +348,7 @@ class WarehouseSink:
             )
             if derive is not None:
                 derive(conn)
-        return run_id
+        return ReplacedWindows(run_id, deleted, written)
 
     def _existing_sketches(
         self, conn: Connection, aggregates: Sequence[dict[str, Any]], key: list[str]

@@ -7,6 +7,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from pydantic import SecretStr
 from sqlalchemy import select
 
 from jobs.backfill import run_backfill
@@ -122,7 +123,7 @@ def test_archive_backfill_into_an_empty_warehouse_equals_ground_truth(spark, str
     archive.write_text("\n".join(lines) + "\n")
     url = f"sqlite:///{tmp / 'archive.db'}"
     fresh = settings.model_copy(
-        update={"warehouse": settings.warehouse.model_copy(update={"url": _secret(url)})}
+        update={"warehouse": settings.warehouse.model_copy(update={"url": SecretStr(url)})}
     )
     report = run_backfill(
         spark, fresh, since=T0, until=T0 + timedelta(minutes=35), archives=[archive],
@@ -154,9 +155,3 @@ def test_archive_errors_are_clear(spark, streamed, tmp_path):
 
 def _time(event: dict) -> datetime:
     return datetime.fromisoformat(event["event_time"].replace("Z", "+00:00")).astimezone(UTC)
-
-
-def _secret(url: str):  # type: ignore[no-untyped-def]
-    from pydantic import SecretStr
-
-    return SecretStr(url)
