@@ -119,7 +119,7 @@ class KafkaSettings(_Section):
 
 
 class BrokerSettings(_Section):
-    """The single-node local Kafka broker that `safewatch infra up` runs (KRaft mode)."""
+    """The local Kafka broker that `safewatch infra up` runs (KRaft, broker and controller)."""
 
     host: str = Field("127.0.0.1", description="Address the local broker listens on.")
     port: int = Field(9092, description="Client port of the local broker.")
@@ -132,6 +132,162 @@ class BrokerSettings(_Section):
     )
     heap: str = Field("512m", description="JVM heap (-Xmx) of the local broker.")
     start_timeout_s: float = Field(60.0, description="Seconds to wait for the broker to listen.")
+    node_id: int = Field(
+        1, ge=1, description="KRaft node.id (a node of `infra up --cluster` has its own)."
+    )
+    quorum_voters: str = Field(
+        "",
+        description="controller.quorum.voters as id@host:port,...; empty: this node alone "
+        "(`infra up --cluster` lists every node of the cluster).",
+    )
+    replication_factor: int = Field(
+        1,
+        ge=1,
+        description="default.replication.factor and the replication factor of the internal "
+        "topics (consumer offsets, transactions).",
+    )
+    min_insync_replicas: int = Field(
+        1, ge=1, description="min.insync.replicas: replicas that must have a write with acks=all."
+    )
+
+    @model_validator(mode="after")
+    def _replicas(self) -> BrokerSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            msg = "min_insync_replicas cannot exceed replication_factor"
+            raise ValueError(msg)
+        return self
+
+
+_PORT_LISTS = (
+    "kafka_ports",
+    "kafka_controller_ports",
+    "spark_worker_ports",
+    "spark_worker_webui_ports",
+)
+
+
+class ClusterSettings(_Section):
+    """The loopback cluster of `infra up --cluster`: KRaft brokers, a Spark master, workers."""
+
+    host: str = Field("127.0.0.1", description="Address every process of the cluster binds to.")
+    kafka_ports: Annotated[tuple[int, ...], NoDecode] = Field(
+        (19092, 19094, 19096),
+        description="Client ports of the brokers, one per node (node ids 1, 2, 3, ... in this "
+        "order); the job's kafka.bootstrap_servers lists them.",
+    )
+    kafka_controller_ports: Annotated[tuple[int, ...], NoDecode] = Field(
+        (19093, 19095, 19097),
+        description="KRaft controller ports, one per node: every node is broker and controller.",
+    )
+    kafka_data_dir: Path = Field(
+        Path("var/kafka-cluster"),
+        description="The cluster id and a node-<id>/ folder per broker (config, log dirs, pid "
+        "and log files).",
+    )
+    kafka_heap: str = Field("512m", description="JVM heap (-Xmx) of each broker.")
+    kafka_replication_factor: int = Field(
+        3,
+        ge=1,
+        description="default.replication.factor, the replication factor of the internal topics "
+        "and of the topics `infra up --cluster` creates.",
+    )
+    kafka_min_insync_replicas: int = Field(
+        2,
+        ge=1,
+        description="min.insync.replicas: a write with acks=all needs this many replicas, so "
+        "the cluster keeps accepting writes with one broker down.",
+    )
+    spark_data_dir: Path = Field(
+        Path("var/spark-cluster"),
+        description="Config, pid and log files of the Spark master and workers, and the "
+        "workers' work dirs (executor logs).",
+    )
+    spark_master_port: int = Field(
+        7077, ge=1, le=65535, description="Port of the Spark master (spark://host:port)."
+    )
+    spark_master_webui_port: int = Field(
+        8080, ge=1, le=65535, description="Port of the master's web UI and its /json/ status."
+    )
+    spark_worker_ports: Annotated[tuple[int, ...], NoDecode] = Field(
+        (7078, 7079),
+        description="RPC port of each worker; as many workers start as ports are listed.",
+    )
+    spark_worker_webui_ports: Annotated[tuple[int, ...], NoDecode] = Field(
+        (8081, 8082), description="Web UI port of each worker, in the same order."
+    )
+    spark_worker_cores: int = Field(1, ge=1, description="Cores each worker offers to executors.")
+    spark_worker_memory: str = Field(
+        "1g",
+        description="Memory each worker offers to executors (spark.executor.memory fits in it).",
+    )
+    spark_daemon_memory: str = Field(
+        "512m", description="JVM heap of the master and of each worker process (not executors)."
+    )
+    start_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="Seconds to wait for the brokers to serve clients, or for the master to "
+        "report every worker ALIVE.",
+    )
+
+    @field_validator(*_PORT_LISTS, mode="before")
+    @classmethod
+    def _split_ports(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator(*_PORT_LISTS)
+    @classmethod
+    def _valid_ports(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if not value:
+            msg = "at least one port is needed"
+            raise ValueError(msg)
+        if any(not 1 <= p <= 65535 for p in value):
+            msg = f"ports must be between 1 and 65535, not {list(value)}"
+            raise ValueError(msg)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ClusterSettings:
+        if len(self.kafka_ports) != len(self.kafka_controller_ports):
+            msg = "kafka_ports and kafka_controller_ports need one port per broker each"
+            raise ValueError(msg)
+        if len(self.spark_worker_ports) != len(self.spark_worker_webui_ports):
+            msg = "spark_worker_ports and spark_worker_webui_ports need one port per worker each"
+            raise ValueError(msg)
+        if self.kafka_replication_factor > len(self.kafka_ports):
+            msg = (
+                f"kafka_replication_factor {self.kafka_replication_factor} needs at least as "
+                f"many brokers; kafka_ports lists {len(self.kafka_ports)}"
+            )
+            raise ValueError(msg)
+        if self.kafka_min_insync_replicas > self.kafka_replication_factor:
+            msg = "kafka_min_insync_replicas cannot exceed kafka_replication_factor"
+            raise ValueError(msg)
+        ports = [
+            *self.kafka_ports,
+            *self.kafka_controller_ports,
+            self.spark_master_port,
+            self.spark_master_webui_port,
+            *self.spark_worker_ports,
+            *self.spark_worker_webui_ports,
+        ]
+        twice = sorted({p for p in ports if ports.count(p) > 1})
+        if twice:
+            msg = f"port(s) {twice} are given to more than one process of the cluster"
+            raise ValueError(msg)
+        return self
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """host:port of every broker, comma-separated (for kafka.bootstrap_servers)."""
+        return ",".join(f"{self.host}:{p}" for p in self.kafka_ports)
+
+    @property
+    def spark_master_url(self) -> str:
+        """spark://host:port of the master (for spark.master)."""
+        return f"spark://{self.host}:{self.spark_master_port}"
 
 
 class SparkSettings(_Section):
@@ -146,7 +302,25 @@ class SparkSettings(_Section):
         ge=1,
         description="spark.sql.shuffle.partitions. Fixed by the checkpoint once a query ran.",
     )
-    driver_memory: str = Field("1g", description="spark.driver.memory (local mode only).")
+    driver_memory: str = Field(
+        "1g",
+        description="spark.driver.memory: heap of the driver JVM that the job starts (in local "
+        "mode it runs the executors too).",
+    )
+    executor_memory: str = Field(
+        "1g",
+        description="spark.executor.memory of each executor on a cluster master (must fit in "
+        "what a worker or container offers).",
+    )
+    executor_cores: int = Field(
+        1, ge=1, description="spark.executor.cores: task slots of each executor on a cluster."
+    )
+    max_cores: int | None = Field(
+        None,
+        ge=1,
+        description="spark.cores.max: most cores the job takes from a standalone master "
+        "(unset: all it offers).",
+    )
     jars_dir: Path = Field(
         Path("var/jars/spark"),
         description="Where Maven copies Spark's Kafka connector (spark-sql-kafka-0-10) and deps.",
@@ -580,6 +754,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     broker: BrokerSettings = BrokerSettings()
+    cluster: ClusterSettings = ClusterSettings()
     spark: SparkSettings = SparkSettings()
     stream: StreamSettings = StreamSettings()
     contract: ContractSettings = ContractSettings()
@@ -664,7 +839,7 @@ def settings_reference() -> str:
             if isinstance(default, SecretStr):
                 default = "(secret)" if name != "url" else "sqlite:///var/warehouse.db"
             if isinstance(default, tuple):
-                default = ",".join(default)
+                default = ",".join(str(v) for v in default)
             env = f"SAFEWATCH_{section_name.upper()}__{name.upper()}"
             shown = "" if default is None else f"`{default}`"
             lines.append(f"| `{name}` | `{env}` | {shown} | {field.description} |")

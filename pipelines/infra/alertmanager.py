@@ -13,11 +13,8 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +23,22 @@ from typing import Any
 import yaml
 
 from pipelines.errors import InfraError
+from pipelines.infra.process import (
+    check_port_free,
+    http_ok,
+    process_alive,
+    read_pid,
+    signal_group,
+    spawn,
+    tail,
+    wait_until_gone,
+)
 from pipelines.settings import AlertingSettings
 
 # Debian's name first, then upstream's.
 ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")
 RECEIVER = "safewatch"
 _PORT_SETTING = "SAFEWATCH_ALERTING__ALERTMANAGER_PORT"
-_TAIL_LINES = 20
 # How Alertmanager and Prometheus report a configuration they reject.
 _CONFIG_FAILURES = ("loading configuration file failed", "error loading config")
 
@@ -135,7 +141,7 @@ class LocalService:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def running_pid(self) -> int | None:
-        pid = self._read_pid()
+        pid = read_pid(self._pid_file)
         return pid if pid is not None and self._alive(pid) else None
 
     def start(
@@ -148,18 +154,11 @@ class LocalService:
         message quotes the end of its log and, as the last resort, `hint`.
         """
         self._pid_file.unlink(missing_ok=True)
-        _check_port_free(port, self.name, port_setting)
+        check_port_free("127.0.0.1", port, what=self.name, setting=port_setting)
         self._log(f"starting {self.name} at {self.url} …")
         began = time.monotonic()
-        with self.log_file.open("wb") as out:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                start_new_session=True,
-            )
+        self.log_file.write_bytes(b"")
+        self._proc = spawn(cmd, self.log_file, cwd=self.data_dir)
         self._pid_file.write_text(f"{self._proc.pid}\n", encoding="utf-8")
         deadline = began + timeout_s
         while time.monotonic() < deadline:
@@ -167,7 +166,7 @@ class LocalService:
                 self._pid_file.unlink(missing_ok=True)
                 headline = f"{self.name} exited with code {self._proc.returncode} during startup"
                 raise InfraError(self._failure(headline, port_setting, hint))
-            if _http_ok(f"{self.url}/-/ready"):
+            if http_ok(f"{self.url}/-/ready"):
                 self._log(f"{self.name} ready in {time.monotonic() - began:.1f} s")
                 return
             time.sleep(0.1)
@@ -186,11 +185,11 @@ class LocalService:
             self._log(f"{self.name} not running")
             return False
         self._log(f"stopping {self.name} (pid {pid}) …")
-        _signal_group(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout_s):
+        signal_group(pid, signal.SIGTERM)
+        if not wait_until_gone(lambda: self._alive(pid), timeout_s):
             self._log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
-            _signal_group(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10)
+            signal_group(pid, signal.SIGKILL)
+            wait_until_gone(lambda: self._alive(pid), 10)
         self._pid_file.unlink(missing_ok=True)
         self._proc = None
         self._log(f"{self.name} stopped")
@@ -209,10 +208,7 @@ class LocalService:
         )
 
     def _failure(self, headline: str, port_setting: str, hint: str) -> str:
-        lines: list[str] = []
-        if self.log_file.exists():
-            text = self.log_file.read_bytes().decode("utf-8", errors="replace")
-            lines = text.splitlines()[-_TAIL_LINES:]
+        lines = tail(self.log_file)
         output = "\n".join(lines)
         parts = [headline]
         if lines:
@@ -227,34 +223,8 @@ class LocalService:
             parts.append(f"check: {hint}")
         return "\n".join(parts)
 
-    def _read_pid(self) -> int | None:
-        try:
-            return int(self._pid_file.read_text(encoding="utf-8").strip())
-        except (FileNotFoundError, ValueError):
-            return None
-
     def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if not cmdline.exists():
-            return True
-        # A recycled pid, or a zombie (empty cmdline), is not our server.
-        return f"--config.file={self.config_file}".encode() in cmdline.read_bytes().split(b"\0")
-
-    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._alive(pid):
-                return True
-            time.sleep(0.1)
-        return not self._alive(pid)
+        return process_alive(pid, (f"--config.file={self.config_file}",), self._proc)
 
 
 class LocalAlertmanager:
@@ -337,36 +307,3 @@ class LocalAlertmanager:
     def status(self) -> ServiceStatus:
         """Current state; changes nothing."""
         return self._service.status()
-
-
-def _check_port_free(port: int, name: str, setting: str) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        # Go servers bind with SO_REUSEADDR too, so TIME_WAIT leftovers are no conflict.
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError as exc:
-            msg = (
-                f"cannot start {name}: 127.0.0.1:{port} is not available ({exc.strerror}); "
-                f"stop what uses it or set {setting}"
-            )
-            raise InfraError(msg) from exc
-
-
-# Loopback probes must not go through an HTTP proxy from the environment.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _http_ok(url: str) -> bool:
-    try:
-        with _NO_PROXY.open(url, timeout=1) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass

@@ -1,5 +1,7 @@
-"""A single-node Apache Kafka broker (KRaft, broker+controller) run as a detached JVM process.
+"""An Apache Kafka broker (KRaft, broker+controller) run as a detached JVM process.
 
+Alone it is the single-node broker of `safewatch infra up`; with a node id and the quorum's
+voters in its settings it is one node of a cluster (pipelines/infra/kafka_cluster.py).
 Everything the broker owns lives in `BrokerSettings.data_dir`: `server.properties`,
 `log4j2.properties`, the KRaft log directory `logs/`, `broker.pid`, `broker.out` (the JVM's
 stdout/stderr) and `broker.log` (the broker's own log, size-capped). The pid file lets another
@@ -9,10 +11,8 @@ process (e.g. a later `safewatch infra down`) find and stop the broker.
 from __future__ import annotations
 
 import base64
-import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -24,11 +24,21 @@ from kafka import KafkaAdminClient
 from kafka.errors import KafkaError
 
 from pipelines.errors import InfraError
+from pipelines.infra.process import (
+    TAIL_LINES,
+    check_port_free,
+    port_open,
+    process_alive,
+    read_pid,
+    signal_group,
+    spawn,
+    tail,
+    wait_until_gone,
+)
 from pipelines.kafka.admin import connect_timeout_option
 from pipelines.settings import BrokerSettings
 
 _MAIN_CLASS = "kafka.Kafka"
-_TAIL_LINES = 20
 # Loggers that flood broker.log at INFO on every topic/partition change.
 _QUIET_LOGGERS = (
     "kafka.request.logger",
@@ -55,15 +65,31 @@ class BrokerStatus:
     data_dir: Path
     formatted: bool
     log_file: Path
+    name: str = "Kafka broker"
 
     def describe(self) -> str:
         """One line for people, e.g. `Kafka broker running (pid 42) on 127.0.0.1:9092; …`."""
         state = f"running (pid {self.pid}) on" if self.running else "not running; configured for"
         storage = "formatted" if self.formatted else "not formatted"
         return (
-            f"Kafka broker {state} {self.bootstrap_servers}; data in {self.data_dir} "
+            f"{self.name} {state} {self.bootstrap_servers}; data in {self.data_dir} "
             f"({storage}); log {self.log_file}"
         )
+
+
+@dataclass(frozen=True)
+class SettingNames:
+    """The environment variables that error messages tell people to change.
+
+    The defaults name the single broker's settings ([broker]); a cluster node names the
+    [cluster] settings it was built from.
+    """
+
+    port: str = "SAFEWATCH_BROKER__PORT"
+    controller_port: str = "SAFEWATCH_BROKER__CONTROLLER_PORT"
+    data_dir: str = "SAFEWATCH_BROKER__DATA_DIR"
+    heap: str = "SAFEWATCH_BROKER__HEAP"
+    start_timeout_s: str = "SAFEWATCH_BROKER__START_TIMEOUT_S"
 
 
 class LocalKafkaBroker:
@@ -71,6 +97,9 @@ class LocalKafkaBroker:
 
     Relative paths in `settings` are resolved against the working directory at construction.
     `log` receives progress messages; `java` is the java executable (default: `java` on PATH).
+    `cluster_id` formats the storage for that KRaft cluster (every node of a cluster needs the
+    same one; default: a new random id). `name` and `setting_names` are what messages call
+    the broker and the settings to change.
     """
 
     def __init__(
@@ -79,12 +108,18 @@ class LocalKafkaBroker:
         *,
         log: Callable[[str], None] = print,
         java: str | None = None,
+        cluster_id: str | None = None,
+        name: str = "Kafka broker",
+        setting_names: SettingNames | None = None,
     ) -> None:
         self.settings = settings
+        self.name = name
         self.data_dir = settings.data_dir.expanduser().absolute()
         self.jars_dir = settings.jars_dir.expanduser().absolute()
         self._log = log
         self._java = java if java is not None else shutil.which("java")
+        self.cluster_id = cluster_id
+        self._names = setting_names or SettingNames()
         self.log_file = self.data_dir / "broker.log"
         self._out_file = self.data_dir / "broker.out"
         self._pid_file = self.data_dir / "broker.pid"
@@ -93,6 +128,7 @@ class LocalKafkaBroker:
         self._meta_file = self.data_dir / "logs" / "meta.properties"
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_start = 0  # size of broker.log when this run started
+        self._began = 0.0  # time.monotonic() of the last launch
 
     @property
     def bootstrap_servers(self) -> str:
@@ -120,30 +156,34 @@ class LocalKafkaBroker:
             "kafka.tools.StorageTool",
             "format",
             "-t",
-            _cluster_id(),
+            self.cluster_id or new_cluster_id(),
             "-c",
             str(self._server_properties),
         ]
         result = subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=False)
         if result.returncode != 0:
-            output = "\n".join((result.stdout + result.stderr).splitlines()[-_TAIL_LINES:])
+            output = "\n".join((result.stdout + result.stderr).splitlines()[-TAIL_LINES:])
             msg = (
                 f"formatting Kafka storage in {self.data_dir} failed (exit {result.returncode}):"
-                f"\n{output}\ncheck SAFEWATCH_BROKER__DATA_DIR and that the jars are complete"
+                f"\n{output}\ncheck {self._names.data_dir} and that the jars are complete"
                 " (re-run infra/setup.sh)"
             )
             raise InfraError(msg)
 
-    def start(self) -> BrokerStatus:
+    def start(self, *, wait: bool = True) -> BrokerStatus:
         """Start the broker unless it already runs, and return once clients can list topics.
+
+        With `wait=False` it returns as soon as the process is launched: a node of a cluster
+        cannot serve before a majority of the controllers runs, so a cluster launches every
+        node first and then calls `wait_ready` on each.
 
         Raises InfraError (with the tail of the broker's output and what to check) when the
         process exits or is not ready within `start_timeout_s`; a broker that timed out is
         stopped first.
         """
-        pid = self._read_pid()
+        pid = read_pid(self._pid_file)
         if pid is not None and self._alive(pid):
-            self._log(f"Kafka broker already running (pid {pid}) on {self.bootstrap_servers}")
+            self._log(f"{self.name} already running (pid {pid}) on {self.bootstrap_servers}")
             return self.status()
         self._pid_file.unlink(missing_ok=True)
         self.format()
@@ -162,45 +202,78 @@ class LocalKafkaBroker:
             _MAIN_CLASS,
             str(self._server_properties),
         ]
-        self._log(f"starting Kafka broker on {self.bootstrap_servers} …")
+        self._log(f"starting {self.name} on {self.bootstrap_servers} …")
         # broker.log outlives runs: failure reports quote only what this run appended.
         self._log_start = self.log_file.stat().st_size if self.log_file.exists() else 0
-        began = time.monotonic()
-        with self._out_file.open("wb") as out:
-            self._proc = subprocess.Popen(
-                cmd,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=self.data_dir,
-                start_new_session=True,
-            )
+        self._began = time.monotonic()
+        self._out_file.write_bytes(b"")
+        self._proc = spawn(cmd, self._out_file, cwd=self.data_dir)
         self._pid_file.write_text(f"{self._proc.pid}\n", encoding="utf-8")
-        self._wait_ready(self._proc, began)
-        self._log(f"broker ready in {time.monotonic() - began:.1f} s")
+        if wait:
+            self.wait_ready()
+        return self.status()
+
+    def wait_ready(self) -> BrokerStatus:
+        """Return once clients can list topics on this broker (see `start` for failures)."""
+        pid = read_pid(self._pid_file)
+        if pid is None:
+            msg = f"{self.name} on {self.bootstrap_servers} is not running: start it first"
+            raise InfraError(msg)
+        self._wait_ready(pid, self._began or time.monotonic())
+        if self._began:
+            self._log(f"{self.name} ready in {time.monotonic() - self._began:.1f} s")
         return self.status()
 
     def stop(self, timeout_s: float = 30) -> bool:
         """Stop the broker (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
-        pid = self._read_pid()
+        if not self.request_stop():
+            return False
+        self.wait_stopped(timeout_s)
+        return True
+
+    def request_stop(self) -> bool:
+        """Send SIGTERM (a controlled shutdown) without waiting; True if the broker ran.
+
+        Nodes of a cluster are all asked at once: one stopped after the others would wait
+        for a controller quorum that is gone. `wait_stopped` completes the stop.
+        """
+        pid = read_pid(self._pid_file)
         if pid is None or not self._alive(pid):
             self._pid_file.unlink(missing_ok=True)
-            self._log("Kafka broker not running")
+            self._log(f"{self.name} not running")
             return False
-        self._log(f"stopping Kafka broker (pid {pid}) …")
-        _signal_group(pid, signal.SIGTERM)
-        if not self._wait_exit(pid, timeout_s):
-            self._log(f"broker did not stop within {timeout_s:g} s; killing it")
-            _signal_group(pid, signal.SIGKILL)
-            self._wait_exit(pid, 10)
+        self._log(f"stopping {self.name} (pid {pid}) …")
+        signal_group(pid, signal.SIGTERM)
+        return True
+
+    def wait_stopped(self, timeout_s: float = 30) -> None:
+        """Wait for the broker to exit after `request_stop`; SIGKILL it after `timeout_s`."""
+        pid = read_pid(self._pid_file)
+        if pid is not None and not wait_until_gone(lambda: self._alive(pid), timeout_s):
+            self._log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
+            signal_group(pid, signal.SIGKILL)
+            wait_until_gone(lambda: self._alive(pid), 10)
         self._pid_file.unlink(missing_ok=True)
         self._proc = None
-        self._log("Kafka broker stopped")
-        return True
+        self._log(f"{self.name} stopped")
+
+    def kill(self) -> int | None:
+        """SIGKILL the broker at once, as a crash would (no controlled shutdown).
+
+        Returns the pid it killed, None if none ran. The pid file stays, as after a crash;
+        `start` runs the broker again on the same storage.
+        """
+        pid = read_pid(self._pid_file)
+        if pid is None or not self._alive(pid):
+            return None
+        self._log(f"killing {self.name} (pid {pid}) with SIGKILL")
+        signal_group(pid, signal.SIGKILL)
+        wait_until_gone(lambda: self._alive(pid), 10)
+        return pid
 
     def status(self) -> BrokerStatus:
         """Current state, from the pid file and the process table; changes nothing."""
-        pid = self._read_pid()
+        pid = read_pid(self._pid_file)
         running = pid is not None and self._alive(pid)
         return BrokerStatus(
             running=running,
@@ -209,6 +282,7 @@ class LocalKafkaBroker:
             data_dir=self.data_dir,
             formatted=self._meta_file.exists(),
             log_file=self.log_file,
+            name=self.name,
         )
 
     # -- internals ----------------------------------------------------------------------------
@@ -224,21 +298,25 @@ class LocalKafkaBroker:
 
     def _write_configs(self) -> None:
         s = self.settings
+        voters = s.quorum_voters or f"{s.node_id}@{s.host}:{s.controller_port}"
+        replicas, min_isr = str(s.replication_factor), str(s.min_insync_replicas)
         props = {
             "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.voters": f"1@{s.host}:{s.controller_port}",
+            "node.id": str(s.node_id),
+            "controller.quorum.voters": voters,
             "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self._meta_file.parent),
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
+            "default.replication.factor": replicas,
+            "min.insync.replicas": min_isr,
+            "offsets.topic.replication.factor": replicas,
+            "transaction.state.log.replication.factor": replicas,
+            "transaction.state.log.min.isr": min_isr,
+            "share.coordinator.state.topic.replication.factor": replicas,
+            "share.coordinator.state.topic.min.isr": min_isr,
             "group.initial.rebalance.delay.ms": "0",
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
@@ -267,129 +345,74 @@ class LocalKafkaBroker:
 
     def _check_ports_free(self) -> None:
         for port, setting in (
-            (self.settings.port, "SAFEWATCH_BROKER__PORT"),
-            (self.settings.controller_port, "SAFEWATCH_BROKER__CONTROLLER_PORT"),
+            (self.settings.port, self._names.port),
+            (self.settings.controller_port, self._names.controller_port),
         ):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-                # Java binds with SO_REUSEADDR too, so TIME_WAIT leftovers are no conflict.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                try:
-                    sock.bind((self.settings.host, port))
-                except OSError as exc:
-                    msg = (
-                        f"cannot start the Kafka broker: {self.settings.host}:{port} is not "
-                        f"available ({exc.strerror}); stop what uses it or set {setting}"
-                    )
-                    raise InfraError(msg) from exc
+            check_port_free(self.settings.host, port, what=f"the {self.name}", setting=setting)
 
-    def _wait_ready(self, proc: subprocess.Popen[bytes], began: float) -> None:
+    def _wait_ready(self, pid: int, began: float) -> None:
         deadline = began + self.settings.start_timeout_s
         while True:
-            if proc.poll() is not None:
+            if not self._alive(pid):
                 self._pid_file.unlink(missing_ok=True)
-                msg = f"Kafka broker exited with code {proc.returncode} during startup"
+                code = self._proc.returncode if self._proc is not None else None
+                msg = f"{self.name} exited with code {code} during startup"
                 raise InfraError(self._failure_message(msg))
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            if _port_open(self.settings.host, self.settings.port) and _lists_topics(
+            if port_open(self.settings.host, self.settings.port) and _lists_topics(
                 self.bootstrap_servers, min(remaining, 5.0)
             ):
                 return
             time.sleep(0.25)
         self.stop(timeout_s=10)
         msg = (
-            f"Kafka broker was not ready within {self.settings.start_timeout_s:g} s (stopped it);"
-            " raise SAFEWATCH_BROKER__START_TIMEOUT_S on a slow machine"
+            f"{self.name} was not ready within {self.settings.start_timeout_s:g} s (stopped it);"
+            f" raise {self._names.start_timeout_s} on a slow machine"
         )
         raise InfraError(self._failure_message(msg))
 
     def _failure_message(self, headline: str) -> str:
         parts = [headline]
         for path, start in ((self._out_file, 0), (self.log_file, self._log_start)):
-            if not path.exists():
-                continue
-            with path.open("rb") as f:
-                f.seek(start if start <= path.stat().st_size else 0)
-                lines = f.read().decode("utf-8", errors="replace").splitlines()
+            lines = tail(path, start=start)
             if lines:
-                tail = "\n".join(lines[-_TAIL_LINES:])
-                parts.append(f"--- last lines of {path} ---\n{tail}")
+                text = "\n".join(lines)
+                parts.append(f"--- last lines of {path} ---\n{text}")
         parts.append(self._hint("\n".join(parts)))
         return "\n".join(parts)
 
     def _hint(self, output: str) -> str:
-        s = self.settings
+        s, names = self.settings, self._names
         if "Address already in use" in output:
             return (
-                f"check: a port is in use; change SAFEWATCH_BROKER__PORT ({s.port}) or "
-                f"SAFEWATCH_BROKER__CONTROLLER_PORT ({s.controller_port})"
+                f"check: a port is in use; change {names.port} ({s.port}) or "
+                f"{names.controller_port} ({s.controller_port})"
             )
         if "UnsupportedClassVersionError" in output:
             return f"check: Kafka 4 needs Java 17 or newer ({self._java} is older)"
         if "ClassNotFoundException" in output or "NoClassDefFoundError" in output:
             return f"check: the jars in {self.jars_dir} are incomplete; re-run infra/setup.sh"
         if "OutOfMemoryError" in output or "heap size" in output:
-            return f"check: the heap is too small; raise SAFEWATCH_BROKER__HEAP ({s.heap})"
+            return f"check: the heap is too small; raise {names.heap} ({s.heap})"
         if "InconsistentClusterIdException" in output or "Invalid cluster.id" in output:
             return (
                 f"check: {self.data_dir} holds another cluster's data; delete it or choose "
-                "another SAFEWATCH_BROKER__DATA_DIR"
+                f"another {names.data_dir}"
             )
         return f"check: {self.log_file} and {self._out_file}"
 
-    def _read_pid(self) -> int | None:
-        try:
-            return int(self._pid_file.read_text(encoding="utf-8").strip())
-        except (FileNotFoundError, ValueError):
-            return None
-
     def _alive(self, pid: int) -> bool:
-        if self._proc is not None and self._proc.pid == pid:
-            return self._proc.poll() is None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if not cmdline.exists():
-            return True
-        # A recycled pid, or a zombie (empty cmdline), is not our broker.
-        args = cmdline.read_bytes().split(b"\0")
-        return _MAIN_CLASS.encode() in args and str(self._server_properties).encode() in args
-
-    def _wait_exit(self, pid: int, timeout_s: float) -> bool:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if not self._alive(pid):
-                return True
-            time.sleep(0.1)
-        return not self._alive(pid)
+        return process_alive(pid, (_MAIN_CLASS, str(self._server_properties)), self._proc)
 
 
-def _cluster_id() -> str:
+def new_cluster_id() -> str:
     """A Kafka cluster id: URL-safe base64 of a random UUID, never starting with '-'."""
     while True:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):
             return cid
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 def _lists_topics(bootstrap_servers: str, timeout_s: float) -> bool:
