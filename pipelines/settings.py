@@ -158,6 +158,7 @@ class BrokerSettings(_Section):
         return self
 
 
+_JVM_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgGtT]?$")
 _PORT_LISTS = (
     "kafka_ports",
     "kafka_controller_ports",
@@ -229,6 +230,14 @@ class ClusterSettings(_Section):
         description="Seconds to wait for the brokers to serve clients, or for the master to "
         "report every worker ALIVE.",
     )
+
+    @field_validator("kafka_heap", "spark_worker_memory", "spark_daemon_memory")
+    @classmethod
+    def _jvm_size(cls, value: str) -> str:
+        if not _JVM_SIZE.match(value):
+            msg = f"{value!r} is not a JVM memory size such as 512m or 1g"
+            raise ValueError(msg)
+        return value
 
     @field_validator(*_PORT_LISTS, mode="before")
     @classmethod

@@ -1,10 +1,17 @@
-"""Build the Spark session from settings, with Spark's Kafka connector on spark.jars."""
+"""Build the Spark session from settings, with Spark's Kafka connector on spark.jars.
+
+The same function serves every master: local[N], a standalone master (spark://…, e.g. the
+loopback cluster of `safewatch infra up --cluster`), YARN or Kubernetes. What differs by
+master is set here; anything else a cluster needs goes in spark.conf (docs/cluster.md).
+"""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pyspark.sql import SparkSession
 
@@ -32,15 +39,44 @@ def connector_jars(jars_dir: Path) -> list[Path]:
     return [j.resolve() for j in found]
 
 
+def loopback_master(master: str) -> bool:
+    """Whether `master` is a standalone master on this machine's loopback (spark://127.0.0.1:…).
+
+    A high-availability URL (spark://host1:port1,host2:port2) counts only if every host is.
+    """
+    if not master.startswith("spark://"):
+        return False
+    hosts = [urlsplit(f"spark://{part}").hostname for part in master[8:].split(",")]
+    return all(h is not None and _is_loopback(h) for h in hosts)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 def build_session(settings: SparkSettings) -> SparkSession:
-    """A session (or the active one) configured for Safewatch: UTC, few shuffle partitions."""
-    if settings.master.startswith("local"):
-        # A local driver talks to itself: bind to loopback instead of guessing an interface
-        # (Spark warns at every start otherwise). Must be set before the JVM starts.
+    """A session (or the active one) configured for Safewatch: UTC, few shuffle partitions.
+
+    On a cluster master the executors are sized by executor_memory, executor_cores and
+    max_cores; with a standalone master on loopback the driver binds to and advertises
+    127.0.0.1, where the executors on this machine reach it.
+    """
+    local = settings.master.startswith("local")
+    loopback = local or loopback_master(settings.master)
+    if loopback:
+        # A driver on loopback talks to itself or to executors on this machine: bind to
+        # loopback instead of guessing an interface (Spark warns at every start otherwise).
+        # Must be set before the JVM starts.
         os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     # PySpark starts its Python workers with $PYSPARK_PYTHON (default: python3 on the PATH),
     # which lacks this environment's packages; the driver's interpreter has them.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    # The driver serves spark.jars to executors on other machines too: local paths suffice.
     jars = ",".join(str(j) for j in connector_jars(Path(settings.jars_dir)))
     builder = (
         SparkSession.builder.master(settings.master)
@@ -51,8 +87,9 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.driver.memory", settings.driver_memory)
         .config("spark.ui.showConsoleProgress", "false")
         .config("spark.sql.streaming.forceDeleteTempCheckpointLocation", "true")
-        # Python workers (PII detectors, scrubbing) need this environment's packages; on a
-        # cluster, override with spark.conf."spark.pyspark.python".
+        # Python workers (PII detectors, scrubbing) need this environment's packages. On the
+        # loopback cluster executors run on this machine, so the same interpreter serves; on
+        # other machines, set spark.conf."spark.pyspark.python" to their environment.
         .config("spark.pyspark.python", sys.executable)
         # Adaptive execution does not apply to streaming plans; Spark warns if it is left on.
         .config("spark.sql.adaptive.enabled", "false")
@@ -60,6 +97,16 @@ def build_session(settings: SparkSettings) -> SparkSession:
         # recursive regular expressions that overflow the JVM's default 1 MB thread stack.
         .config("spark.driver.extraJavaOptions", "-Xss16m")
     )
+    if not local:
+        builder = builder.config("spark.executor.memory", settings.executor_memory).config(
+            "spark.executor.cores", str(settings.executor_cores)
+        )
+        if settings.max_cores is not None:
+            builder = builder.config("spark.cores.max", str(settings.max_cores))
+    if loopback and not local:
+        builder = builder.config("spark.driver.host", "127.0.0.1").config(
+            "spark.driver.bindAddress", "127.0.0.1"
+        )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
