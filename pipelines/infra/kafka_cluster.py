@@ -141,11 +141,22 @@ class LocalKafkaCluster:
         """Stop every node (SIGTERM, SIGKILL after `timeout_s`); True if any was running.
 
         All nodes are signalled before waiting on any, so each can still reach a quorum of
-        controllers for its controlled shutdown.
+        controllers for its controlled shutdown. Nodes still running once fewer than a majority
+        remain can never get one (no controller is left to grant it): they are killed.
         """
         nodes = [self.node(i) for i in self.node_ids]
         running = [n for n in nodes if n.request_stop()]
+        majority = len(nodes) // 2 + 1
         deadline = time.monotonic() + timeout_s
+        while running and time.monotonic() < deadline:
+            alive = [n for n in running if n.status().running]
+            if not alive:
+                break
+            if len(alive) < majority:
+                for node in alive:
+                    node.kill()
+                break
+            time.sleep(0.2)
         for node in running:
             node.wait_stopped(max(0.0, deadline - time.monotonic()))
         return bool(running)
