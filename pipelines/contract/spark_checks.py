@@ -1,11 +1,21 @@
 """Contract checks of raw JSON events as Spark SQL expressions, derived from the JSON Schema.
 
-`with_contract_errors(df, value)` adds `errors`: an array of
+`with_contract_errors(df, value)` adds `event` (the typed struct) and `errors`: an array of
 `"<reason>|<json path>: <message>"` strings, empty for a valid event. It runs on the JVM (no
-Python per row). Each object level is read twice: as a map of key -> raw JSON text
-(presence, extra keys, JSON null) and as the typed struct derived from the same schema (a
-present value that did not convert is mistyped). Value checks (enum, range, pattern,
-length, uniqueness) apply to typed values.
+Python per row). The JSON text is parsed once into the typed struct and once per object level
+into a map of key -> raw JSON text; the maps are read for their sizes only on the fast path.
+
+Two paths decide an event, in one projection:
+- the fast path proves most events valid cheaply: at every object level, the number of keys
+  equals the number of declared fields that converted to their type (so there is no extra
+  key, no explicit null where none is allowed, no mistyped value), every required field
+  converted, and every value check (enum, range, pattern, length, uniqueness) holds on the
+  typed values;
+- every other event takes the detailed path, which names each violation with its JSON path
+  (presence, extra keys, JSON null and mistyped values read from the raw maps). CASE is lazy
+  on the JVM, so valid events never pay for it.
+The fast path only ever accepts events the detailed path accepts
+(tests/integration/test_contract_checks_spark.py checks both against jsonschema).
 
 Known limit: Spark reads any JSON value (number, boolean, array, object) given where a
 string is expected as its JSON text, so such a value is only rejected when the string has an
@@ -14,7 +24,7 @@ enum or a pattern; free-text fields accept it (and the privacy screen still read
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pyspark.sql import Column, DataFrame
@@ -32,6 +42,17 @@ SCHEMA_VIOLATION = "schema_violation"
 UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
 
 
+# One JSON token per match, outside strings: a whole string (escapes included), a number, a
+# literal or an opening bracket; `}`, `]`, `,` and `:` are not counted. Strings are consumed
+# whole, so nothing inside a string is ever counted. Possessive quantifiers: linear time and
+# no backtracking stack on long strings.
+TOKEN = (
+    r'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+    r"|-?[0-9]++(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+"
+    r"|true|false|null|[{\[]"
+)
+
+
 def _error(condition: Column, reason: str, path: str, message: str) -> Column:
     return F.when(condition, F.lit(f"{reason}|{path}: {message}"))
 
@@ -45,18 +66,56 @@ def _kind(node: dict[str, Any]) -> tuple[str, bool]:
     return str(kind), False
 
 
+def _sum(terms: list[Column]) -> Column:
+    total = terms[0]
+    for term in terms[1:]:
+        total = total + term
+    return total
+
+
+def _all(conditions: list[Column]) -> Column:
+    result = conditions[0]
+    for condition in conditions[1:]:
+        result = result & condition
+    return result
+
+
 @dataclass
 class _Walker:
-    checks: list[Column]
-    raw_maps: list[tuple[str, Column]]  # (column name, expression) of each object's raw map
+    """Builds both paths from the schema in one walk.
 
-    def raw_map(self, expression: Column) -> Column:
-        """Materialise an object's raw map as its own column: parsed once, read many times."""
+    `raw` columns are the detailed path's maps of key -> raw JSON text, computed only for the
+    events the fast path did not accept. `typed` is the event struct; `text` the same parse
+    with date-times kept as text.
+    """
+
+    value: Column  # the record's JSON text
+    checks: list[Column] = field(default_factory=list)  # detailed path: a message or null each
+    # (column name, expression, nesting depth) of each object's raw map
+    raw_maps: list[tuple[str, Column, int]] = field(default_factory=list)
+    fast: list[Column] = field(default_factory=list)  # fast path: all must be true
+    tokens: list[Column] = field(default_factory=list)  # fast path: JSON tokens accounted for
+
+    def raw_map(self, expression: Column, depth: int) -> Column:
+        """An object's raw map as its own column, parsed once (for the detailed path only)."""
         name = f"_raw{len(self.raw_maps)}"
-        self.raw_maps.append((name, expression))
+        self.raw_maps.append((name, expression, depth))
         return F.col(name)
 
-    def object(self, node: dict[str, Any], raw: Column, typed: Column, path: str) -> None:
+    def value_check(self, check: Column) -> None:
+        """A check that reads typed values only: the fast path needs it to pass too."""
+        self.checks.append(check)
+        self.fast.append(check.isNull())
+
+    def object(
+        self,
+        node: dict[str, Any],
+        raw: Column,
+        typed: Column,
+        text: Column,
+        path: str,
+        depth: int = 0,
+    ) -> None:
         props: dict[str, Any] = node.get("properties", {})
         if node.get("additionalProperties") is False:
             extra = F.array_except(F.map_keys(raw), F.array(*[F.lit(p) for p in props]))
@@ -71,17 +130,37 @@ class _Walker:
             )
         required = set(node.get("required", []))
         for name, child in props.items():
-            self.property(child, raw, typed, name, f"{path}.{name}", name in required)
+            self.property(child, raw, typed, text, name, f"{path}.{name}", name in required, depth)
 
     def property(
-        self, node: dict[str, Any], raw: Column, typed: Column, name: str, path: str, required: bool
+        self,
+        node: dict[str, Any],
+        raw: Column,
+        typed: Column,
+        text: Column,
+        name: str,
+        path: str,
+        required: bool,
+        depth: int,
     ) -> None:
         kind, nullable = _kind(node)
         present = F.map_contains_key(raw, name)
         raw_value = raw[name]
         value = typed[name]
+        converted = value.isNotNull()
+        if nullable:
+            # Missing and JSON null both parse to null: only the object's keys tell them
+            # apart, read lazily (most events never need it).
+            parent = path.rsplit(".", 1)[0]
+            keys = F.json_object_keys(F.get_json_object(self.value, parent))
+            given_null = ~converted & typed.isNotNull() & F.array_contains(keys, name)
+            self.tokens.append(F.when(converted | given_null, 2).otherwise(0))
+        else:
+            inner = self._inner_tokens(node, kind, value)
+            self.tokens.append(F.when(converted, 1 + inner).otherwise(0))
         if required:
             self.checks.append(_error(~present, SCHEMA_VIOLATION, path, "missing"))
+            self.fast.append(converted | given_null if nullable else converted)
         if not nullable:
             self.checks.append(
                 _error(present & raw_value.isNull(), SCHEMA_VIOLATION, path, "null not allowed")
@@ -91,15 +170,17 @@ class _Walker:
         self.checks.append(
             _error(given & value.isNull(), SCHEMA_VIOLATION, path, f"mistyped, expected {expected}")
         )
+        # A value that converted was given: value checks need no lookup in the raw map.
+        ok = converted
         if node.get("format") == "date-time" and "pattern" in node:
-            # Spark reads a JSON number as epoch seconds: the text must be an RFC 3339 string.
-            self.checks.append(
-                _error(given & value.isNotNull() & ~raw_value.rlike(node["pattern"]),
-                       SCHEMA_VIOLATION, path, f"mistyped, expected {expected}")
+            # The text must be an RFC 3339 string (Spark would read other forms too).
+            self.value_check(
+                _error(ok & ~text[name].rlike(node["pattern"]), SCHEMA_VIOLATION, path,
+                       f"mistyped, expected {expected}")
             )  # fmt: skip
-        ok = given & value.isNotNull()
         if kind == "object" and "properties" in node:
-            self.object(node, self.raw_map(F.from_json(raw_value, RAW_MAP)), value, path)
+            nested = self.raw_map(F.from_json(raw_value, RAW_MAP), depth + 1)
+            self.object(node, nested, value, text[name], path, depth + 1)
         elif kind == "object":
             self.map_values(node, value, path, ok)
         elif kind == "array":
@@ -107,34 +188,45 @@ class _Walker:
         else:
             self.scalar(node, value, path, ok)
 
+    @staticmethod
+    def _inner_tokens(node: dict[str, Any], kind: str, value: Column) -> Column | int:
+        """Tokens of a converted value after its key: its first token, plus one per item of
+        an array (items are scalars) or two per entry of a map (key and scalar value).
+        """
+        if kind == "array":
+            return 1 + F.size(value)
+        if kind == "object" and "properties" not in node:
+            return 1 + 2 * F.size(value)
+        return 1
+
     def scalar(self, node: dict[str, Any], value: Column, path: str, ok: Column) -> None:
         if "enum" in node:
             allowed = [v for v in node["enum"] if v is not None]
-            self.checks.append(
+            self.value_check(
                 _error(ok & ~value.isin(allowed), SCHEMA_VIOLATION, path, f"not one of {allowed}")
             )
         if "const" in node:
-            self.checks.append(
+            self.value_check(
                 _error(ok & (value != F.lit(node["const"])), SCHEMA_VIOLATION, path,
                        f"must be {node['const']!r}")
             )  # fmt: skip
         if "minimum" in node:
-            self.checks.append(
+            self.value_check(
                 _error(ok & (value < node["minimum"]), SCHEMA_VIOLATION, path,
                        f"below minimum {node['minimum']}")
             )  # fmt: skip
         if "maximum" in node:
-            self.checks.append(
+            self.value_check(
                 _error(ok & (value > node["maximum"]), SCHEMA_VIOLATION, path,
                        f"above maximum {node['maximum']}")
             )  # fmt: skip
         if "maxLength" in node:
-            self.checks.append(
+            self.value_check(
                 _error(ok & (F.length(value) > node["maxLength"]), SCHEMA_VIOLATION, path,
                        f"longer than {node['maxLength']} characters")
             )  # fmt: skip
         if "pattern" in node and node.get("format") != "date-time":
-            self.checks.append(
+            self.value_check(
                 _error(ok & ~value.rlike(node["pattern"]), SCHEMA_VIOLATION, path,
                        "does not match the required format")
             )  # fmt: skip
@@ -143,11 +235,11 @@ class _Walker:
         items = node.get("items", {})
         if "enum" in items:
             bad = F.exists(value, lambda x: ~x.isin(items["enum"]))
-            self.checks.append(
+            self.value_check(
                 _error(ok & bad, SCHEMA_VIOLATION, path, f"items must be in {items['enum']}")
             )
         if node.get("uniqueItems"):
-            self.checks.append(
+            self.value_check(
                 _error(ok & (F.size(F.array_distinct(value)) != F.size(value)), SCHEMA_VIOLATION,
                        path, "items are not unique")
             )  # fmt: skip
@@ -156,51 +248,88 @@ class _Walker:
         names = node.get("propertyNames", {})
         if "pattern" in names:
             pattern = names["pattern"]
-            self.checks.append(
+            self.value_check(
                 _error(ok & F.exists(F.map_keys(value), lambda k: ~k.rlike(pattern)),
                        SCHEMA_VIOLATION, path, "key does not match the required format")
             )  # fmt: skip
         minimum = node.get("additionalProperties", {}).get("minimum")
         if minimum is not None:
-            self.checks.append(
+            self.value_check(
                 _error(ok & F.exists(F.map_values(value), lambda v: v < minimum),
                        SCHEMA_VIOLATION, path, f"value below minimum {minimum}")
             )  # fmt: skip
 
 
+def _date_time_paths(node: dict[str, Any], prefix: str = "") -> list[str]:
+    out: list[str] = []
+    for name, child in node.get("properties", {}).items():
+        if child.get("format") == "date-time":
+            out.append(prefix + name)
+        elif "properties" in child:
+            out += _date_time_paths(child, f"{prefix}{name}.")
+    return out
+
+
+def _typed_from_text(text: Column) -> Column:
+    """The event struct from its parse with date-times as text (one parse serves both)."""
+    typed = text
+    for path in _date_time_paths(event_schema("1")):
+        value = text
+        for part in path.split("."):
+            value = value.getField(part)
+        typed = typed.withField(path, value.try_cast("timestamp"))
+    return typed
+
+
 def parsed_event(value: Column) -> Column:
     """The typed event struct (fields that did not convert are null)."""
-    return F.from_json(value, spark_schema_from_json_schema())
+    return _typed_from_text(_parsed_text(value))
 
 
-def with_contract_errors(df: DataFrame, value: Column) -> DataFrame:
-    """`df` plus `event` (the typed struct) and `errors`: an array of
-    '<reason>|<path>: <message>' for the JSON text `value`, [] when valid.
+def _parsed_text(value: Column) -> Column:
+    return F.from_json(value, spark_schema_from_json_schema(timestamps_as_text=True))
 
-    Reasons: invalid_json (not a JSON object), unknown_schema_version, schema_violation.
-    Only the version check applies when the version is unknown (the rest of the contract
-    is that version's). Each JSON level is parsed once into a column, then every check reads
-    the columns: one expression per check would make Spark plan for tens of seconds.
-    """
+
+@dataclass(frozen=True)
+class _Plan:
+    """The contract's expressions over `_json` (the record's text) and `_text` (its parse)."""
+
+    event: Column
+    fast: Column
+    raw_maps: tuple[tuple[str, Column, int], ...]
+    errors: Column
+
+
+_PLANS: dict[int, _Plan] = {}
+
+
+def _plan() -> _Plan:
+    """Built once per Spark context: building the expressions is Python work per check."""
+    from pyspark import SparkContext
+
+    key = id(SparkContext._active_spark_context)  # noqa: SLF001 - expressions live in its JVM
+    if key not in _PLANS:
+        _PLANS.clear()
+        _PLANS[key] = _build_plan()
+    return _PLANS[key]
+
+
+def _build_plan() -> _Plan:
     schema = event_schema("1")
-    walker = _Walker(checks=[], raw_maps=[])
-    raw = walker.raw_map(F.from_json(value, RAW_MAP))
-    walker.object(schema, raw, F.col("event"), "$")
-    staged = df.withColumn("event", parsed_event(value))
-    for name, expression in walker.raw_maps:
-        staged = staged.withColumn(name, expression)
+    json_text, text = F.col("_json"), F.col("_text")
+    event = _typed_from_text(text)
+    walker = _Walker(value=json_text)
+    raw = walker.raw_map(F.from_json(json_text, RAW_MAP), 0)
+    walker.object(schema, raw, F.col("event"), text, "$")
+    # Every token of the text is accounted for by a declared field that converted: no
+    # extra key, no forbidden null, no mistyped value anywhere (the root's `{` is one).
+    accounted = F.regexp_count(json_text, F.lit(TOKEN)) == 1 + _sum(walker.tokens)
+    fast = F.coalesce(text.isNotNull() & _all(walker.fast) & accounted, F.lit(False))
     version = raw["schema_version"]
     known = list(SUPPORTED_EVENT_VERSIONS)
-    # Most events are valid: a chain of null tests decides that cheaply, and the array of
-    # messages is only built for the rare invalid event (CASE evaluates lazily on the JVM).
-    any_error = walker.checks[0].isNotNull()
-    for check in walker.checks[1:]:
-        any_error = any_error | check.isNotNull()
-    schema_errors = F.when(
-        any_error, F.filter(F.array(*walker.checks), lambda e: e.isNotNull())
-    ).otherwise(F.array().cast("array<string>"))
     errors = (
-        F.when(raw.isNull(), F.array(F.lit(f"{INVALID_JSON}|$: not a JSON object")))
+        F.when(F.col("_fast"), F.array().cast("array<string>"))
+        .when(raw.isNull(), F.array(F.lit(f"{INVALID_JSON}|$: not a JSON object")))
         .when(
             version.isNotNull() & ~version.isin(known),
             F.array(
@@ -210,9 +339,36 @@ def with_contract_errors(df: DataFrame, value: Column) -> DataFrame:
                 )
             ),
         )
-        .otherwise(schema_errors)
+        .otherwise(F.filter(F.array(*walker.checks), lambda e: e.isNotNull()))
     )
-    return staged.withColumn("errors", errors).drop(*[name for name, _ in walker.raw_maps])
+    return _Plan(event=event, fast=fast, raw_maps=tuple(walker.raw_maps), errors=errors)
+
+
+def with_contract_errors(df: DataFrame, value: Column, *, fast_path: bool = True) -> DataFrame:
+    """`df` plus `event` (the typed struct) and `errors`: an array of
+    '<reason>|<path>: <message>' for the JSON text `value`, [] when valid.
+
+    Reasons: invalid_json (not a JSON object), unknown_schema_version, schema_violation.
+    Only the version check applies when the version is unknown (the rest of the contract
+    is that version's). The text is parsed once; the detailed path's maps are parsed only
+    for the events the fast path did not accept, one projection per nesting depth.
+    `fast_path=False` sends every event through the detailed path (for tests: both paths
+    must give the same errors).
+    """
+    plan = _plan()
+    columns = df.columns
+    staged = df.select(
+        "*",
+        value.alias("_json"),
+        _parsed_text(value).alias("_text"),
+    )
+    staged = staged.select("*", plan.event.alias("event"))
+    staged = staged.select("*", (plan.fast if fast_path else F.lit(False)).alias("_fast"))
+    for depth in range(max(d for _, _, d in plan.raw_maps) + 1):
+        staged = staged.select(
+            "*", *[F.when(~F.col("_fast"), e).alias(n) for n, e, d in plan.raw_maps if d == depth]
+        )
+    return staged.select(*columns, "event", plan.errors.alias("errors"))
 
 
 def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:

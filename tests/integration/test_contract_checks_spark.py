@@ -1,4 +1,5 @@
-"""The JVM contract checks agree with the reference JSON Schema validator (jsonschema)."""
+"""The JVM contract checks agree with the reference JSON Schema validator (jsonschema), and
+the fast path gives the same errors as the detailed path for every event."""
 
 from __future__ import annotations
 
@@ -90,9 +91,81 @@ def test_spark_contract_checks_agree_with_jsonschema(spark, mutations):
         r.i: r.errors
         for r in with_contract_errors(df, F.col("value")).select("i", "errors").collect()
     }
+    detailed = {
+        r.i: r.errors
+        for r in with_contract_errors(df, F.col("value"), fast_path=False)
+        .select("i", "errors")
+        .collect()
+    }
+    # The fast path accepts only what the detailed path accepts, and sends every other
+    # event on to it: the two give the same messages for every event.
+    assert spark_errors == detailed
     disagreements = [
         (cases[i][0], cases[i][1], spark_errors[i])
         for i in range(len(cases))
         if bool(spark_errors[i]) != cases[i][1]
     ]
     assert not disagreements, disagreements[:3]
+
+
+def _crafted_cases():
+    """Events built to make the fast path's token count balance although the event is
+    invalid: one anomaly that removes tokens paired with one that adds them."""
+    base = EXAMPLES[0]
+
+    def edit(fn):
+        event = copy.deepcopy(base)
+        fn(event)
+        return json.dumps(event)
+
+    def drop_source_add_null(e):
+        e["injection"].pop("source", None)
+        e["zz"] = None
+
+    def text_obj_and_extra(e):
+        e["segment"]["feature"] = {}
+        e["request"]["zz"] = {}
+
+    def number_text_and_extra(e):
+        e["segment"]["feature"] = 7
+        e["zz"] = 1
+
+    def fake_key_in_text(e):
+        e["injection"].pop("source", None)
+        e["privacy"]["redactor_version"] = '"source": null, "injection": {'
+        e["feedback"]["zz"] = None
+
+    def escapes(e):
+        e["segment"]["feature"] = 'a\\"b\\\\", "zz": 1, "' + "\\u0041" * 50
+
+    def empty_array_text(e):
+        e["segment"]["client"] = []
+        e["tool_calls"]["zz"] = []
+
+    raw = [
+        edit(drop_source_add_null),
+        edit(text_obj_and_extra),
+        edit(number_text_and_extra),
+        edit(fake_key_in_text),
+        edit(escapes),
+        edit(empty_array_text),
+        json.dumps(base)[:-1] + ', "event_id": "dup"}',  # duplicate key, last one invalid
+        json.dumps(base).replace('"event_time": "', '"event_time" : "', 1),
+        json.dumps(base, indent=2),
+        json.dumps(base) + " ",
+        json.dumps(base) + " []",
+    ]
+    return raw
+
+
+def test_fast_path_cannot_be_balanced_by_crafted_events(spark):
+    cases = _crafted_cases()
+    df = spark.createDataFrame(list(enumerate(cases)), "i int, value string")
+    fast = dict(with_contract_errors(df, F.col("value")).select("i", "errors").collect())
+    detailed = dict(
+        with_contract_errors(df, F.col("value"), fast_path=False).select("i", "errors").collect()
+    )
+    assert fast == detailed
+    # Every crafted anomaly pair is rejected; escapes and other valid layouts pass.
+    assert all(fast[i] for i in (0, 1, 2, 3, 5)), fast
+    assert not any(fast[i] for i in (4, 7, 8, 9)), fast
