@@ -85,22 +85,51 @@ def window_segment_counts(
     )
 
 
-def _bin_indexes(index: int, d: Distribution) -> Column:
-    """array<struct<d, bin>>: the bin(s) one event counts in for distribution `d`."""
+# A histogram entry is one integer: distribution index * CODE_BASE + bin (bins < CODE_BASE).
+CODE_BASE = 1024
+
+
+def _numeric_bin(edges: tuple[float, ...], value: Column) -> Column:
+    """The number of inner edges <= value: below the first edge gives 0, at or above the last
+    the last bin (values are clipped, never dropped). A binary search written out as nested
+    CASE: log2(bins) comparisons per event, all in generated code (no lambda per edge).
+    """
+    inner = [float(e) for e in edges[1:-1]]
+
+    def search(lo: int, hi: int) -> Column:
+        # inner[lo - 1] <= value < inner[hi] is known here.
+        if lo == hi:
+            return F.lit(lo)
+        mid = (lo + hi) // 2
+        return F.when(value >= F.lit(inner[mid]), search(mid + 1, hi)).otherwise(search(lo, mid))
+
+    return F.coalesce(search(0, len(inner)), F.lit(0))
+
+
+def _bin_codes(index: int, d: Distribution) -> Column:
+    """array<int>: the histogram entries one event counts in for distribution `d`."""
+    if d.bins > CODE_BASE:
+        msg = f"distribution {d.id} has {d.bins} bins, more than {CODE_BASE}"
+        raise ValueError(msg)
     value = F.expr(d.expression)
+    base = index * CODE_BASE
     if d.kind == "numeric":
-        # The number of inner edges <= value is the bin index; below the first edge gives 0
-        # and at or above the last gives the last bin (values are clipped, never dropped).
-        inner = F.array(*[F.lit(float(e)) for e in d.edges[1:-1]])
-        bins = F.array(F.size(F.filter(inner, lambda e: e <= value.cast("double"))))
-    else:
-        values = F.array(*[F.lit(v) for v in d.values])
-        if d.kind == "multi":
-            present = F.when(F.size(value) == 0, F.array(F.lit(d.values[0]))).otherwise(value)
-            bins = F.transform(present, lambda v: F.array_position(values, v).cast("int") - 1)
-        else:
-            bins = F.array(F.array_position(values, value).cast("int") - 1)
-    return F.transform(bins, lambda b: F.struct(F.lit(index).alias("d"), b.alias("bin")))
+        return F.array(F.lit(base) + _numeric_bin(d.edges, value.cast("double")))
+    if d.kind == "multi":
+        # An event counts once in every bin whose value it holds, in the first (`none`)
+        # when it holds none (the contract makes the items unique and known).
+        held = F.array_compact(
+            F.array(
+                *[
+                    F.when(F.array_contains(value, v), F.lit(base + i))
+                    for i, v in enumerate(d.values)
+                    if i > 0
+                ]
+            )
+        )
+        return F.when(F.size(held) == 0, F.array(F.lit(base))).otherwise(held)
+    values = F.array(*[F.lit(v) for v in d.values])
+    return F.array(F.lit(base - 1) + F.array_position(values, value).cast("int"))
 
 
 def window_segment_histograms(
@@ -111,21 +140,18 @@ def window_segment_histograms(
     `d` is the index of the distribution in DISTRIBUTIONS; bins follow its definition.
     """
     flat = aggregated.select("event.*")
-    entries = F.concat(*[_bin_indexes(i, d) for i, d in enumerate(DISTRIBUTIONS)])
-    exploded = flat.select("event_time", "segment", F.explode(entries).alias("h"))
+    codes = F.concat(*[_bin_codes(i, d) for i, d in enumerate(DISTRIBUTIONS)])
+    exploded = flat.select("event_time", "segment", F.explode(codes).alias("code"))
     w = F.window(F.col("event_time"), window)
     grouped = exploded.groupBy(
-        w.alias("w"),
-        *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS],
-        F.col("h.d").alias("d"),
-        F.col("h.bin").alias("bin"),
+        w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS], "code"
     )
     return grouped.agg(F.count(F.lit(1)).alias("count")).select(
         F.unix_timestamp(F.col("w.start")).alias("window_start_s"),
         F.lit(",".join(dimensions)).alias("dimension_set"),
         *SEGMENT_DIMENSIONS,
-        "d",
-        "bin",
+        (F.col("code") / CODE_BASE).cast("int").alias("d"),
+        (F.col("code") % CODE_BASE).alias("bin"),
         "count",
     )
 

@@ -67,7 +67,7 @@ def _field(event: dict, path: str):
 
 
 def test_spark_bins_equal_numpy_bins(spark):
-    events = _events(1500, seed=3)
+    events = _events(2500, seed=3)
     rng = random.Random(5)
     score_edges = DISTRIBUTIONS[0].edges
     for e in events[:300]:
@@ -75,6 +75,20 @@ def test_spark_bins_equal_numpy_bins(spark):
         e["moderation"]["scores"]["hate"] = rng.choice(score_edges)
         e["request"]["latency_ms"] = rng.choice([0, 10.0, 11.5, 119_999.9, 120_000.0, 5e6])
         e["request"]["output_tokens"] = rng.choice([0, 1, 2, 10**7])
+    # Every edge of every numeric distribution, and the closest doubles on either side.
+    numeric = [d for d in DISTRIBUTIONS if d.kind == "numeric"]
+    probes = iter(events[300:])
+    for d in numeric:
+        for edge in d.edges:
+            for x in (np.nextafter(edge, -np.inf), edge, np.nextafter(edge, np.inf)):
+                if x < 0:
+                    continue
+                e = next(probes)
+                parent = e
+                *path, leaf = d.expression.split(".")
+                for part in path:
+                    parent = parent[part]
+                parent[leaf] = float(x) if isinstance(parent[leaf], float) else int(np.ceil(x))
     schema = spark_schema_from_json_schema()
     df = spark.createDataFrame([(json.dumps(e),) for e in events], "value string").select(
         F.from_json("value", schema).alias("event")
