@@ -172,12 +172,12 @@ class ClusterSettings(_Section):
 
     host: str = Field("127.0.0.1", description="Address every process of the cluster binds to.")
     kafka_ports: Annotated[tuple[int, ...], NoDecode] = Field(
-        (19092, 19094, 19096),
+        (29092, 29094, 29096),
         description="Client ports of the brokers, one per node (node ids 1, 2, 3, ... in this "
         "order); the job's kafka.bootstrap_servers lists them.",
     )
     kafka_controller_ports: Annotated[tuple[int, ...], NoDecode] = Field(
-        (19093, 19095, 19097),
+        (29093, 29095, 29097),
         description="KRaft controller ports, one per node: every node is broker and controller.",
     )
     kafka_data_dir: Path = Field(

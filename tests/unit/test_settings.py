@@ -45,3 +45,37 @@ def test_secrets_are_not_printed():
 
 def test_settings_reference_in_docs_is_current():
     assert (REPO / "docs" / "settings.md").read_text() == settings_reference() + "\n"
+
+
+def test_cluster_ports_from_comma_separated_variables():
+    settings = Settings.load(
+        environ={
+            "SAFEWATCH_CLUSTER__KAFKA_PORTS": "31001, 31002, 31003",
+            "SAFEWATCH_CLUSTER__KAFKA_CONTROLLER_PORTS": "31011,31012,31013",
+        }
+    )
+    assert settings.cluster.kafka_ports == (31001, 31002, 31003)
+    assert settings.cluster.bootstrap_servers == ("127.0.0.1:31001,127.0.0.1:31002,127.0.0.1:31003")
+    assert settings.cluster.spark_master_url == "spark://127.0.0.1:7077"
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SAFEWATCH_CLUSTER__KAFKA_PORTS": "31001,31002"}, "one port per broker"),
+        (
+            {
+                "SAFEWATCH_CLUSTER__KAFKA_PORTS": "31001,31002",
+                "SAFEWATCH_CLUSTER__KAFKA_CONTROLLER_PORTS": "31011,31012",
+            },
+            "needs at least as many brokers",
+        ),
+        ({"SAFEWATCH_CLUSTER__SPARK_WORKER_PORTS": "7078"}, "one port per worker"),
+        ({"SAFEWATCH_CLUSTER__SPARK_MASTER_PORT": "29092"}, "more than one process"),
+        ({"SAFEWATCH_CLUSTER__SPARK_WORKER_MEMORY": "lots"}, "JVM memory size"),
+        ({"SAFEWATCH_CLUSTER__KAFKA_MIN_INSYNC_REPLICAS": "4"}, "cannot exceed"),
+    ],
+)
+def test_inconsistent_cluster_settings_are_config_errors(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(environ=environ)
