@@ -17,7 +17,8 @@ from typing import NamedTuple
 import pytest
 
 from pipelines.infra.kafka_broker import LocalKafkaBroker
-from pipelines.settings import BrokerSettings, KafkaSettings
+from pipelines.infra.kafka_cluster import LocalKafkaCluster
+from pipelines.settings import BrokerSettings, ClusterSettings, KafkaSettings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_JARS = REPO_ROOT / "var" / "jars" / "kafka"
@@ -68,6 +69,35 @@ def unique_topic() -> Callable[[str], str]:
     return lambda prefix: f"{prefix}.{uuid.uuid4().hex[:12]}"
 
 
+class KafkaClusterHarness(NamedTuple):
+    kafka: KafkaSettings  # lists every node; topics get 3 partitions, each on all 3 brokers
+    cluster: LocalKafkaCluster
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClusterHarness]:
+    """Three real KRaft brokers (each also a controller) for the session, stopped at the end.
+
+    Replication factor 3 and min.insync.replicas 2: writes and reads go on with one broker
+    down. `.cluster.kill(node_id)` crashes a node, `.cluster.restart(node_id)` brings it back.
+    """
+    ports = _free_ports(6)
+    settings = ClusterSettings(
+        kafka_ports=tuple(ports[:3]),
+        kafka_controller_ports=tuple(ports[3:]),
+        kafka_data_dir=tmp_path_factory.mktemp("kafka-cluster"),
+        start_timeout_s=180,  # three JVMs at once on a small machine
+    )
+    cluster = LocalKafkaCluster(settings, jars_dir=KAFKA_JARS, log=lambda _m: None)
+    try:
+        cluster.start()
+        yield KafkaClusterHarness(
+            kafka=cluster.kafka_settings(KafkaSettings(partitions=3)), cluster=cluster
+        )
+    finally:
+        cluster.stop()
+
+
 # -- Spark ------------------------------------------------------------------------------------
 
 
@@ -86,6 +116,32 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A real Spark standalone master with two workers (1 core, 1 GiB each) on free loopback
+    ports, from the pyspark package; `.master_url` is the job's spark.master.
+
+    A job on it must run in another process: this process's `spark` session is local.
+    """
+    from pipelines.infra.spark_cluster import LocalSparkCluster
+
+    ports = _free_ports(6)
+    settings = ClusterSettings(
+        spark_master_port=ports[0],
+        spark_master_webui_port=ports[1],
+        spark_worker_ports=tuple(ports[2:4]),
+        spark_worker_webui_ports=tuple(ports[4:6]),
+        spark_data_dir=tmp_path_factory.mktemp("spark-cluster"),
+        start_timeout_s=180,
+    )
+    cluster = LocalSparkCluster(settings, log=lambda _m: None)
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # -- PostgreSQL -------------------------------------------------------------------------------
