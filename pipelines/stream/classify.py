@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.contract.spark_checks import free_text_paths, with_contract_errors
@@ -114,10 +114,17 @@ def free_texts(paths: Sequence[str] | None = None) -> Column:
 
 
 def pii_candidates(checked: DataFrame, screen: str) -> DataFrame:
-    """Contract-valid records whose free text the JVM screen flags (Python decides next)."""
-    return checked.where(
-        F.col("reason").isNull() & F.exists(free_texts(), lambda t: t.rlike(screen))
-    ).select("partition", "offset", free_texts().alias("texts"))
+    """Contract-valid records whose free text the JVM screen flags (Python decides next).
+
+    One match of the screen over the free-text fields joined by newlines: a text that holds
+    a match still holds it inside the joined string (the screen has no anchors, and no
+    detector matches across a line break), and one regex pass per event replaces one per
+    field.
+    """
+    joined = F.concat_ws("\n", *[F.col(f"event.{p}") for p in free_text_paths()])
+    return checked.where(F.col("reason").isNull() & joined.rlike(screen)).select(
+        "partition", "offset", free_texts().alias("texts")
+    )
 
 
 def apply_verdicts(
@@ -141,24 +148,30 @@ def apply_verdicts(
     valid = F.col("reason").isNull()
     late = valid & (F.col("event.event_time") < F.lit(watermark)) if watermark else F.lit(False)
     on_time = valid & ~late
-    first_in_batch = Window.partitionBy(F.col("event.event_id")).orderBy("partition", "offset")
-    ranked = joined.withColumn("dup_rank", F.when(on_time, F.row_number().over(first_in_batch)))
+    # Duplicates are found on a narrow projection (id and coordinates), so only ids are
+    # shuffled; the few records marked come back by a broadcast join on their coordinates.
+    keys = joined.where(on_time).select(F.col("event.event_id").alias("_id"), "partition", "offset")
+    position = F.struct("partition", "offset")
+    firsts = (
+        keys.groupBy("_id")
+        .agg(F.min(position).alias("_first"), F.count(F.lit(1)).alias("_n"))
+        .where(F.col("_n") > 1)
+    )
+    repeated = (
+        keys.join(firsts, "_id").where(position != F.col("_first")).select("partition", "offset")
+    )
     if prior_ids is not None:
-        seen = prior_ids.select(F.col("event_id").alias("_seen_id")).distinct()
-        ranked = (
-            ranked.join(seen, F.col("event.event_id") == F.col("_seen_id"), "left")
-            .withColumn("seen_before", F.col("_seen_id").isNotNull())
-            .drop("_seen_id")
-        )
-    else:
-        ranked = ranked.withColumn("seen_before", F.lit(False))
+        seen = prior_ids.select(F.col("event_id").alias("_id")).distinct()
+        repeated = repeated.unionByName(keys.join(seen, "_id").select("partition", "offset"))
+    marks = repeated.distinct().withColumn("_duplicate", F.lit(True))
+    ranked = joined.join(F.broadcast(marks), ["partition", "offset"], "left")
     status = (
         F.when(~valid, F.col("reason"))
         .when(late, F.lit(LATE))
-        .when((F.col("dup_rank") > 1) | F.col("seen_before"), F.lit(DUPLICATE))
+        .when(on_time & F.col("_duplicate").isNotNull(), F.lit(DUPLICATE))
         .otherwise(F.lit(AGGREGATED))
     )
-    verdict = ranked.withColumn("status", status).drop("dup_rank", "seen_before")
+    verdict = ranked.withColumn("status", status).drop("_duplicate")
     # Every record that is not aggregated says why, in the same form as the contract errors.
     return verdict.withColumn(
         "errors",
