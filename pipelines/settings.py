@@ -463,10 +463,11 @@ class QualitySettings(_Section):
 
     enabled: bool = Field(True, description="Validate each micro-batch with the suite.")
     max_rows: int = Field(
-        20_000,
+        5_000,
         ge=100,
         description="Validate a deterministic sample of at most this many events per batch "
-        "(bounds the cost of a large batch).",
+        "(bounds the cost of a large batch; 5,000 rows estimate each expectation's failure "
+        "rate to within about 1.4 percentage points at 95 %).",
     )
     sample_seed: int = Field(0, description="Seed of the sample.")
 

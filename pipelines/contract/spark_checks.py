@@ -31,6 +31,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from pipelines.contract.spark_schema import spark_schema_from_json_schema
+from pipelines.expressions import per_spark_context
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 # A map of key -> raw JSON text of one object level (as a DDL string: pyspark's stubs do not
@@ -51,6 +52,17 @@ TOKEN = (
     r"|-?[0-9]++(?:\.[0-9]++)?+(?:[eE][+-]?+[0-9]++)?+"
     r"|true|false|null|[{\[]"
 )
+
+
+# Each token becomes this character, then the characters are counted: cheaper than
+# collecting every match. It cannot occur outside a token in JSON the typed parse accepts
+# (a raw control character is invalid JSON, and inside a string it is part of its token).
+_MARK = "\u0001"
+
+
+def _token_count(json_text: Column) -> Column:
+    marked = F.regexp_replace(json_text, TOKEN, _MARK)
+    return F.length(marked) - F.length(F.replace(marked, F.lit(_MARK), F.lit("")))
 
 
 def _error(condition: Column, reason: str, path: str, message: str) -> Column:
@@ -300,21 +312,9 @@ class _Plan:
     errors: Column
 
 
-_PLANS: dict[int, _Plan] = {}
-
-
+@per_spark_context
 def _plan() -> _Plan:
-    """Built once per Spark context: building the expressions is Python work per check."""
-    from pyspark import SparkContext
-
-    key = id(SparkContext._active_spark_context)  # noqa: SLF001 - expressions live in its JVM
-    if key not in _PLANS:
-        _PLANS.clear()
-        _PLANS[key] = _build_plan()
-    return _PLANS[key]
-
-
-def _build_plan() -> _Plan:
+    """The expressions, built once per Spark context (Python work per check)."""
     schema = event_schema("1")
     json_text, text = F.col("_json"), F.col("_text")
     event = _typed_from_text(text)
@@ -323,7 +323,7 @@ def _build_plan() -> _Plan:
     walker.object(schema, raw, F.col("event"), text, "$")
     # Every token of the text is accounted for by a declared field that converted: no
     # extra key, no forbidden null, no mistyped value anywhere (the root's `{` is one).
-    accounted = F.regexp_count(json_text, F.lit(TOKEN)) == 1 + _sum(walker.tokens)
+    accounted = _token_count(json_text) == 1 + _sum(walker.tokens)
     fast = F.coalesce(text.isNotNull() & _all(walker.fast) & accounted, F.lit(False))
     version = raw["schema_version"]
     known = list(SUPPORTED_EVENT_VERSIONS)

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.expressions import per_spark_context
 from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
 from pipelines.settings import SEGMENT_DIMENSIONS
@@ -132,6 +133,12 @@ def _bin_codes(index: int, d: Distribution) -> Column:
     return F.array(F.lit(base - 1) + F.array_position(values, value).cast("int"))
 
 
+@per_spark_context
+def _histogram_codes() -> Column:
+    """array<int>: every histogram entry of one event (its fields at top level)."""
+    return F.concat(*[_bin_codes(i, d) for i, d in enumerate(DISTRIBUTIONS)])
+
+
 def window_segment_histograms(
     aggregated: DataFrame, *, window: str, dimensions: Sequence[str]
 ) -> DataFrame:
@@ -140,8 +147,7 @@ def window_segment_histograms(
     `d` is the index of the distribution in DISTRIBUTIONS; bins follow its definition.
     """
     flat = aggregated.select("event.*")
-    codes = F.concat(*[_bin_codes(i, d) for i, d in enumerate(DISTRIBUTIONS)])
-    exploded = flat.select("event_time", "segment", F.explode(codes).alias("code"))
+    exploded = flat.select("event_time", "segment", F.explode(_histogram_codes()).alias("code"))
     w = F.window(F.col("event_time"), window)
     grouped = exploded.groupBy(
         w.alias("w"), *[_dimension(d, dimensions) for d in SEGMENT_DIMENSIONS], "code"
