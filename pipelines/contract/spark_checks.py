@@ -166,10 +166,10 @@ class _Walker:
             parent = path.rsplit(".", 1)[0]
             keys = F.json_object_keys(F.get_json_object(self.value, parent))
             given_null = ~converted & typed.isNotNull() & F.array_contains(keys, name)
-            self.tokens.append(F.when(converted | given_null, 2).otherwise(0))
-        else:
-            inner = self._inner_tokens(node, kind, value)
-            self.tokens.append(F.when(converted, 1 + inner).otherwise(0))
+        inner = self._inner_tokens(node, kind, value)
+        tokens = F.when(converted, 1 + inner)
+        # A JSON null given where allowed: its key and the null.
+        self.tokens.append((tokens.when(given_null, 2) if nullable else tokens).otherwise(0))
         if required:
             self.checks.append(_error(~present, SCHEMA_VIOLATION, path, "missing"))
             self.fast.append(converted | given_null if nullable else converted)
