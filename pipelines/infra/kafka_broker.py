@@ -30,6 +30,7 @@ from pipelines.infra.process import (
     port_open,
     process_alive,
     read_pid,
+    rolling_log4j2,
     signal_group,
     spawn,
     tail,
@@ -321,27 +322,7 @@ class LocalKafkaBroker:
         }
         text = "".join(f"{k}={v}\n" for k, v in props.items())
         self._server_properties.write_text(text, encoding="utf-8")
-        quiet = "".join(
-            f"logger.q{i}.name = {name}\nlogger.q{i}.level = WARN\n"
-            for i, name in enumerate(_QUIET_LOGGERS)
-        )
-        self._log4j_file.write_text(
-            "status = warn\n"
-            "appender.file.type = RollingFile\n"
-            "appender.file.name = file\n"
-            f"appender.file.fileName = {self.log_file}\n"
-            f"appender.file.filePattern = {self.log_file}.%i\n"
-            "appender.file.layout.type = PatternLayout\n"
-            "appender.file.layout.pattern = [%d{ISO8601}] %p %m (%c)%n\n"
-            "appender.file.policies.type = Policies\n"
-            "appender.file.policies.size.type = SizeBasedTriggeringPolicy\n"
-            "appender.file.policies.size.size = 10MB\n"
-            "appender.file.strategy.type = DefaultRolloverStrategy\n"
-            "appender.file.strategy.max = 3\n"
-            "rootLogger.level = INFO\n"
-            "rootLogger.appenderRef.file.ref = file\n" + quiet,
-            encoding="utf-8",
-        )
+        self._log4j_file.write_text(rolling_log4j2(self.log_file, _QUIET_LOGGERS), encoding="utf-8")
 
     def _check_ports_free(self) -> None:
         for port, setting in (

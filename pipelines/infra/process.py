@@ -146,3 +146,29 @@ def http_json(url: str, timeout_s: float = 2.0) -> Any:
             return json.loads(response.read().decode("utf-8"))
     except (urllib.error.URLError, OSError, ValueError):
         return None
+
+
+def rolling_log4j2(log_file: Path, quiet_loggers: Sequence[str] = ()) -> str:
+    """A log4j2 configuration: INFO to `log_file`, rolled at 10 MB (3 kept), and the
+    `quiet_loggers` at WARN only.
+    """
+    quiet = "".join(
+        f"logger.q{i}.name = {name}\nlogger.q{i}.level = WARN\n"
+        for i, name in enumerate(quiet_loggers)
+    )
+    return (
+        "status = warn\n"
+        "appender.file.type = RollingFile\n"
+        "appender.file.name = file\n"
+        f"appender.file.fileName = {log_file}\n"
+        f"appender.file.filePattern = {log_file}.%i\n"
+        "appender.file.layout.type = PatternLayout\n"
+        "appender.file.layout.pattern = [%d{ISO8601}] %p %m (%c)%n\n"
+        "appender.file.policies.type = Policies\n"
+        "appender.file.policies.size.type = SizeBasedTriggeringPolicy\n"
+        "appender.file.policies.size.size = 10MB\n"
+        "appender.file.strategy.type = DefaultRolloverStrategy\n"
+        "appender.file.strategy.max = 3\n"
+        "rootLogger.level = INFO\n"
+        "rootLogger.appenderRef.file.ref = file\n" + quiet
+    )

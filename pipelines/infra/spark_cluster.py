@@ -35,6 +35,7 @@ from pipelines.infra.process import (
     http_json,
     process_alive,
     read_pid,
+    rolling_log4j2,
     signal_group,
     spawn,
     tail,
@@ -396,23 +397,7 @@ class LocalSparkCluster:
             encoding="utf-8",
         )
         for daemon in (self._master, *self._workers):
-            daemon.log4j_file.write_text(
-                "status = warn\n"
-                "appender.file.type = RollingFile\n"
-                "appender.file.name = file\n"
-                f"appender.file.fileName = {daemon.log_file}\n"
-                f"appender.file.filePattern = {daemon.log_file}.%i\n"
-                "appender.file.layout.type = PatternLayout\n"
-                "appender.file.layout.pattern = [%d{ISO8601}] %p %m (%c)%n\n"
-                "appender.file.policies.type = Policies\n"
-                "appender.file.policies.size.type = SizeBasedTriggeringPolicy\n"
-                "appender.file.policies.size.size = 10MB\n"
-                "appender.file.strategy.type = DefaultRolloverStrategy\n"
-                "appender.file.strategy.max = 3\n"
-                "rootLogger.level = INFO\n"
-                "rootLogger.appenderRef.file.ref = file\n",
-                encoding="utf-8",
-            )
+            daemon.log4j_file.write_text(rolling_log4j2(daemon.log_file), encoding="utf-8")
 
     def _check_ports(self, ports: Sequence[tuple[int, str]], what: str) -> None:
         for port, setting in ports:
