@@ -1,17 +1,28 @@
 """Run the data-quality suite on one micro-batch (a flat pandas frame) with Great Expectations.
 
 `BatchValidator` builds the GX objects once (an in-memory context, a pandas data source with a
-whole-dataframe batch definition, the suite and a validation definition) and then validates
-one frame per call, sampling it down to `max_rows` so that the cost per batch is bounded.
+whole-dataframe batch definition, the suite) and prepares the suite for GX's pandas execution
+engine: the expectations, the metrics each one reads and the graph of those metrics with their
+dependencies. That preparation depends on the suite and the batch id only, never on the rows,
+and a whole-dataframe batch definition gives every frame the same batch id, so it is done once.
+Each `validate` call then samples the frame down to `max_rows`, loads it into the engine, lets
+GX resolve the metric graph on it and lets each expectation judge its metrics.
+
+This is the work `ValidationDefinition.run` does, without what it repeats per call and a
+stream does not use: deriving every expectation's metric dependencies twice and rebuilding the
+graph (most of a small batch's cost), fingerprinting the frame by hashing all of its rows,
+storing the result and wrapping it in result objects. The metrics and the verdicts are GX's:
+the same metric providers on the same engine, and each expectation's own `_validate`.
 
 GX is configured to stay silent and local: the context is ephemeral with in-memory stores and
 no data-docs site (nothing is written to disk), progress bars are off in the context's
-`progress_bars` config, and analytics are off in its `analytics_enabled` config. Nothing reads
-or sets environment variables.
+`progress_bars` config and in the metrics calculator, and analytics are off in its
+`analytics_enabled` config. Nothing reads or sets environment variables.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -21,9 +32,16 @@ import pandas as pd
 from pipelines.errors import SafewatchError
 
 if TYPE_CHECKING:
-    from great_expectations import ExpectationSuite, ValidationDefinition
-    from great_expectations.core import ExpectationSuiteValidationResult
+    from great_expectations import ExpectationSuite
+    from great_expectations.core.batch_definition import BatchDefinition
     from great_expectations.data_context import EphemeralDataContext
+    from great_expectations.execution_engine import PandasExecutionEngine
+    from great_expectations.expectations.expectation import Expectation
+    from great_expectations.validator.metric_configuration import MetricConfiguration
+    from great_expectations.validator.validation_graph import (
+        ExpectationValidationGraph,
+        ValidationGraph,
+    )
 
 __all__ = [
     "BatchValidator",
@@ -35,7 +53,13 @@ __all__ = [
 
 # Counts only: the default SUMMARY format also returns up to 20 offending values, which here
 # may be raw personal data (an e-mail in user_id) and cost a value_counts per expectation.
-_RESULT_FORMAT: dict[str, Any] = {"result_format": "BASIC", "partial_unexpected_count": 0}
+# exclude_unexpected_values: no value list at all, so the metric that only feeds it (one
+# filtered copy of the whole frame per expectation) is left out of the graph.
+_RESULT_FORMAT: dict[str, Any] = {
+    "result_format": "BASIC",
+    "partial_unexpected_count": 0,
+    "exclude_unexpected_values": True,
+}
 
 
 class QualityError(SafewatchError):
@@ -125,10 +149,11 @@ def _gx_suite(suite: dict[str, Any]) -> ExpectationSuite:
 class BatchValidator:
     """Validates flat frames of events (see `pipelines.quality.suite`) against one suite.
 
-    Construction pays the GX set-up once (import, context, data source, suite, validation
-    definition); each `validate` call then costs only the validation. Each instance has its
-    own in-memory GX context. Not thread-safe: use one per streaming query (foreachBatch runs
-    batches one at a time on the driver).
+    Construction pays the GX set-up once (import, context, data source, suite, the metric graph
+    of the suite); each `validate` call then costs only the metrics on its rows and the
+    verdicts. Each instance has its own in-memory GX context and execution engine. Not
+    thread-safe: use one per streaming query (foreachBatch runs batches one at a time on the
+    driver).
     """
 
     def __init__(self, suite: dict[str, Any], *, max_rows: int = 20_000, seed: int = 0) -> None:
@@ -167,18 +192,14 @@ class BatchValidator:
         source = self._context.data_sources.add_pandas(name="safewatch")
         asset = source.add_dataframe_asset(name="micro_batch")
         batch_definition = asset.add_batch_definition_whole_dataframe(name="whole_frame")
-        self._suite = self._context.suites.add(_gx_suite(suite))
+        self._suite: ExpectationSuite = self._context.suites.add(_gx_suite(suite))
         if len(self._suite.expectations) != len(suite["expectations"]):
             msg = (
                 f"suite {suite['name']!r}: GX kept {len(self._suite.expectations)} of "
                 f"{len(suite['expectations'])} expectations"
             )
             raise QualityError(msg)
-        self._definition: ValidationDefinition = self._context.validation_definitions.add(
-            gx.ValidationDefinition(
-                name="micro_batch_quality", data=batch_definition, suite=self._suite
-            )
-        )
+        self._prepared = _PreparedSuite(self._context, batch_definition, self._suite, self.columns)
 
     @property
     def expectation_count(self) -> int:
@@ -205,11 +226,7 @@ class BatchValidator:
             raise QualityError(msg)
         if size > self.max_rows:
             frame = frame.sample(n=self.max_rows, random_state=self.seed)
-        results = self._definition.run(
-            batch_parameters={"dataframe": frame}, result_format=_RESULT_FORMAT
-        )
-        self._forget_results()
-        outcomes = _outcomes(results)
+        outcomes = self._prepared.evaluate(frame)
         return QualityResult(
             success=all(o.success for o in outcomes),
             rows_total=rows_total,
@@ -227,12 +244,176 @@ class BatchValidator:
             outcomes=outcomes,
         )
 
-    def _forget_results(self) -> None:
-        # ValidationDefinition.run keeps every result in the context's results store; in a
-        # stream that is one result per micro-batch, kept for the life of the job.
-        store = self._context.validation_results_store
-        for key in store.list_keys():
-            store.remove_key(key)
+
+@dataclass(frozen=True)
+class _PreparedExpectation:
+    """One expectation bound to the batch id, with the metrics it reads (by the name it reads)."""
+
+    kind: str
+    column: str | None
+    expectation: Expectation
+    metrics: dict[str, MetricConfiguration]
+    # This expectation's own metric graph, to tell which expectations a failed metric reaches.
+    graph: ExpectationValidationGraph
+    runtime_configuration: dict[str, Any]
+
+
+class _PreparedSuite:
+    """The suite prepared once for GX's pandas execution engine; `evaluate` runs it on a frame.
+
+    Mirrors `Validator.graph_validate` (which `ValidationDefinition.run` calls per batch):
+    the same expectation objects with the batch id in their kwargs, the same metric
+    configurations and dependency graph, resolved by the same engine; only the parts that do
+    not depend on the rows are built here instead of on every call.
+    """
+
+    def __init__(
+        self,
+        context: EphemeralDataContext,
+        batch_definition: BatchDefinition[Any],
+        suite: ExpectationSuite,
+        columns: tuple[str, ...],
+    ) -> None:
+        from great_expectations.core.metric_function_types import (
+            SummarizationMetricNameSuffixes,
+        )
+        from great_expectations.execution_engine import PandasExecutionEngine
+        from great_expectations.expectations.expectation import ColumnMapExpectation
+        from great_expectations.validator.metrics_calculator import MetricsCalculator
+        from great_expectations.validator.validation_graph import (
+            ExpectationValidationGraph,
+            ValidationGraph,
+        )
+
+        # The validator GX would build for a frame, here for an empty one with the suite's
+        # columns: it gives the engine (the data source's, kept for the life of the source),
+        # the batch id every frame of this whole-dataframe batch definition gets, and the
+        # expectation configurations as GX evaluates them (suite parameters substituted,
+        # grouped by column: the order of the results).
+        request = batch_definition.build_batch_request(
+            batch_parameters={"dataframe": pd.DataFrame(columns=list(columns))}
+        )
+        validator = context.get_validator(batch_request=request)
+        batch_id = validator.active_batch_id
+        if not batch_id:
+            msg = f"GX gave no batch id for the batch definition {batch_definition.name!r}"
+            raise QualityError(msg)
+        engine = validator.execution_engine
+        if not isinstance(engine, PandasExecutionEngine):
+            msg = f"expected GX's pandas execution engine, got {type(engine).__name__}"
+            raise QualityError(msg)
+        self._batch_id: str = batch_id
+        self._engine: PandasExecutionEngine = engine
+        self._runtime: dict[str, Any] = {"result_format": dict(_RESULT_FORMAT)}
+        calculator = MetricsCalculator(execution_engine=self._engine, show_progress_bars=False)
+        unexpected_values = f".{SummarizationMetricNameSuffixes.UNEXPECTED_VALUES.value}"
+        self._graph: ValidationGraph = ValidationGraph(execution_engine=self._engine)
+        self._expectations: list[_PreparedExpectation] = []
+        configs = validator.process_expectations_for_validation(suite.expectation_configurations)
+        for suite_config in configs:
+            config = copy.deepcopy(suite_config)
+            config.kwargs["batch_id"] = batch_id
+            kind = config.type
+            column = config.kwargs.get("column")
+            try:
+                expectation = config.to_domain_obj()
+                dependencies = expectation.get_validation_dependencies(
+                    execution_engine=self._engine,
+                    runtime_configuration=copy.deepcopy(self._runtime),
+                )
+                # A column-map expectation reads its values metric only for the offending-value
+                # list, which the result format excludes; its verdict and counts come from the
+                # count metrics (checked against a full GX run in the tests).
+                metrics = {
+                    name: metric
+                    for name, metric in dependencies.metric_configurations.items()
+                    if not (
+                        isinstance(expectation, ColumnMapExpectation)
+                        and name.endswith(unexpected_values)
+                    )
+                }
+                graph = calculator.build_metric_dependency_graph(
+                    metric_configurations=list(metrics.values()),
+                    runtime_configuration=self._runtime,
+                )
+            except Exception as err:
+                msg = f"expectation {kind} on column {column!r} could not be prepared in GX: {err}"
+                raise QualityError(msg) from err
+            for edge in graph.edges:
+                self._graph.add(edge)
+            self._expectations.append(
+                _PreparedExpectation(
+                    kind=kind,
+                    column=column,
+                    expectation=expectation,
+                    metrics=metrics,
+                    graph=ExpectationValidationGraph(configuration=config, graph=graph),
+                    runtime_configuration={"result_format": dependencies.result_format},
+                )
+            )
+
+    def evaluate(self, frame: pd.DataFrame) -> tuple[ExpectationOutcome, ...]:
+        """One outcome per expectation on `frame`, in the order GX reports them.
+
+        Raises QualityError naming the first expectation whose metric failed to resolve or
+        which raised while judging its metrics.
+        """
+        # The frame replaces the previous one under the same batch id; the engine's metric
+        # cache keeps the previous frame's values under the same ids, but the graph below
+        # resolves every metric it needs from scratch and only falls back on the cache for a
+        # dependency it has not resolved, which a complete graph never lacks.
+        self._engine.load_batch_data(self._batch_id, frame)
+        resolved, aborted = self._graph.resolve(
+            runtime_configuration=self._runtime, show_progress_bars=False
+        )
+        outcomes = []
+        for prepared in self._expectations:
+            kind, column = prepared.kind, prepared.column
+            if aborted:
+                error = _exception_message(prepared.graph.get_exception_info(metric_info=aborted))
+                if error is not None:
+                    msg = f"expectation {kind} on column {column!r} raised inside GX: {error}"
+                    raise QualityError(msg)
+            unresolved = [m.metric_name for m in prepared.metrics.values() if m.id not in resolved]
+            if unresolved:
+                # GX stops resolving the graph, logging only, on an error it cannot pin on one
+                # metric.
+                msg = (
+                    f"expectation {kind} on column {column!r}: GX resolved no value for "
+                    f"{unresolved}; see the GX log for the error that stopped it"
+                )
+                raise QualityError(msg)
+            try:
+                # _validate is the expectation's verdict on its metrics; metrics_validate, its
+                # public wrapper, first derives the metric dependencies again (several
+                # pydantic round trips per expectation, the main cost of a small batch).
+                raw = prepared.expectation._validate(  # noqa: SLF001
+                    metrics={name: resolved[m.id] for name, m in prepared.metrics.items()},
+                    runtime_configuration=copy.deepcopy(prepared.runtime_configuration),
+                    execution_engine=self._engine,
+                )
+            except Exception as err:
+                msg = f"expectation {kind} on column {column!r} raised inside GX: {err}"
+                raise QualityError(msg) from err
+            if isinstance(raw, dict):
+                success, detail = raw.get("success"), raw.get("result")
+            else:
+                success, detail = raw.success, raw.result
+            outcomes.append(_outcome(kind, column, bool(success), detail or {}))
+        return tuple(outcomes)
+
+
+def _outcome(
+    kind: str, column: str | None, success: bool, detail: dict[str, Any]
+) -> ExpectationOutcome:
+    return ExpectationOutcome(
+        expectation_type=kind,
+        column=column,
+        success=success,
+        unexpected_count=int(detail.get("unexpected_count") or 0),
+        unexpected_percent=float(detail.get("unexpected_percent") or 0.0),
+        element_count=int(detail.get("element_count") or 0),
+    )
 
 
 def _exception_message(info: dict[str, Any] | None) -> str | None:
@@ -245,27 +426,3 @@ def _exception_message(info: dict[str, Any] | None) -> str | None:
         if isinstance(entry, dict) and entry.get("raised_exception"):
             return str(entry.get("exception_message"))
     return None
-
-
-def _outcomes(results: ExpectationSuiteValidationResult) -> tuple[ExpectationOutcome, ...]:
-    outcomes = []
-    for result in results.results:
-        config = result.expectation_config
-        kind = config.type if config is not None else "unknown"
-        column = config.kwargs.get("column") if config is not None else None
-        error = _exception_message(result.exception_info)
-        if error is not None:
-            msg = f"expectation {kind} on column {column!r} raised inside GX: {error}"
-            raise QualityError(msg)
-        detail = result.result or {}
-        outcomes.append(
-            ExpectationOutcome(
-                expectation_type=kind,
-                column=column,
-                success=bool(result.success),
-                unexpected_count=int(detail.get("unexpected_count") or 0),
-                unexpected_percent=float(detail.get("unexpected_percent") or 0.0),
-                element_count=int(detail.get("element_count") or 0),
-            )
-        )
-    return tuple(outcomes)

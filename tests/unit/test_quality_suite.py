@@ -9,11 +9,13 @@ from __future__ import annotations
 import copy
 import socket
 import tempfile
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -239,6 +241,140 @@ def test_an_unknown_expectation_type_is_refused() -> None:
     }
     with pytest.raises(QualityError, match="expect_column_to_be_nice"):
         BatchValidator(suite)
+
+
+def test_an_expectation_whose_metric_fails_is_named_among_others() -> None:
+    suite = {
+        "name": "t",
+        "meta": {},
+        "expectations": [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "b"}},
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "a"}},
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": "a", "min_value": 0},
+            },
+        ],
+    }
+    frame = pd.DataFrame({"a": ["x", "y"], "b": [1, None]})
+    with pytest.raises(QualityError, match="expect_column_values_to_be_between on column 'a'"):
+        BatchValidator(suite).validate(frame)
+
+
+# --- the same results as a full GX run --------------------------------------------------------
+
+# What BatchValidator asked GX for before it prepared the suite once: the values metric included.
+_FULL_RUN_FORMAT = {"result_format": "BASIC", "partial_unexpected_count": 0}
+
+
+def _full_gx_run_rows(validator: BatchValidator, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """The suite run on `frame` by GX's own ValidationDefinition.run, as to_rows() rows."""
+    import great_expectations as gx
+
+    context = validator._context
+    batch_definition = (
+        context.data_sources.get("safewatch")
+        .get_asset("micro_batch")
+        .get_batch_definition("whole_frame")
+    )
+    definition = context.validation_definitions.add(
+        gx.ValidationDefinition(
+            name=f"reference_{uuid.uuid4().hex}", data=batch_definition, suite=validator._suite
+        )
+    )
+    results = definition.run(batch_parameters={"dataframe": frame}, result_format=_FULL_RUN_FORMAT)
+    rows = []
+    for result in results.results:
+        assert not result.exception_info.get("raised_exception"), result.exception_info
+        config = result.expectation_config
+        assert config is not None
+        rows.append(
+            {
+                "expectation_type": config.type,
+                "column": config.kwargs.get("column"),
+                "success": bool(result.success),
+                "unexpected_count": int(result.result.get("unexpected_count") or 0),
+                "unexpected_percent": float(result.result.get("unexpected_percent") or 0.0),
+                "element_count": int(result.result.get("element_count") or 0),
+            }
+        )
+    return rows
+
+
+def _broken_like_spark(events: list[dict[str, Any]]) -> pd.DataFrame:
+    """A frame with a defect for every kind of expectation, in the dtypes Spark's toPandas gives.
+
+    Nullable integers become float64 with NaN, nullable booleans object with None, arrays
+    numpy arrays.
+    """
+    frame = flatten_events(_corrupted(events))
+    frame["moderation__flagged_categories"] = [
+        np.array(v, dtype=object) for v in frame["moderation__flagged_categories"]
+    ]
+    frame["tool_calls__total"] = frame["tool_calls__total"].astype("float64")
+    frame.loc[40:44, "tool_calls__total"] = np.nan
+    frame.loc[45:46, "tool_calls__total"] = -1.0
+    frame["refusal__refused"] = frame["refusal__refused"].astype(object)
+    frame.loc[50:52, "refusal__refused"] = None
+    frame.loc[60:65, "moderation__scores__hate"] = 1.5
+    frame.loc[70:71, "excerpts__response"] = "x" * 2001
+    frame.loc[80:88, "event_id"] = "not-a-uuid"
+    frame.loc[90, "schema_version"] = "2"
+    return frame
+
+
+def test_results_equal_a_full_gx_run_on_every_kind_of_defect(
+    events: list[dict[str, Any]],
+) -> None:
+    validator = BatchValidator(load_suite())
+    frame = _broken_like_spark(events)
+    n = len(frame)
+    rows = validator.validate(frame).to_rows()
+    assert rows == _full_gx_run_rows(validator, frame)
+    kinds = {e["type"] for e in load_suite()["expectations"]}
+    assert {r["expectation_type"] for r in rows if not r["success"]} == kinds
+    # Independently of GX: not-null counts every null among all rows, the other checks count
+    # offending non-null values among non-null ones.
+    by_key = {(r["expectation_type"], r["column"]): r for r in rows}
+    total = by_key[("expect_column_values_to_be_between", "tool_calls__total")]
+    assert (total["unexpected_count"], total["element_count"]) == (2, n)
+    assert total["unexpected_percent"] == pytest.approx(100 * 2 / (n - 5))
+    refused = by_key[("expect_column_values_to_not_be_null", "refusal__refused")]
+    assert refused["unexpected_count"] == int(frame["refusal__refused"].isna().sum()) == 3
+    assert refused["unexpected_percent"] == pytest.approx(100 * 3 / n)
+    hate = by_key[("expect_column_values_to_be_between", "moderation__scores__hate")]
+    assert hate["unexpected_count"] == int((frame["moderation__scores__hate"] > 1).sum()) == 6
+    response = by_key[("expect_column_value_lengths_to_be_between", "excerpts__response")]
+    assert response["unexpected_count"] == 2
+    event_id = by_key[("expect_column_values_to_match_regex", "event_id")]
+    assert event_id["unexpected_count"] == 9
+
+
+def test_results_equal_a_full_gx_run_on_clean_and_empty_frames(
+    events: list[dict[str, Any]],
+) -> None:
+    validator = BatchValidator(load_suite())
+    for frame in (flatten_events(events[:300]), flatten_events([])):
+        result = validator.validate(frame)
+        assert result.success
+        assert result.to_rows() == _full_gx_run_rows(validator, frame)
+
+
+def test_a_frame_is_judged_on_its_own_rows_not_the_previous_ones(
+    events: list[dict[str, Any]], validator: BatchValidator
+) -> None:
+    clean, broken = flatten_events(events), flatten_events(_corrupted(events))
+    expected = {
+        ("expect_column_values_to_be_between", "request__latency_ms"): 7,
+        ("expect_column_values_to_be_in_set", "segment__risk_tier"): 3,
+        ("expect_column_values_to_match_regex", "user_id"): 4,
+        ("expect_column_values_to_not_be_null", "segment__locale"): 2,
+    }
+    assert _failures(validator.validate(broken)) == expected
+    assert validator.validate(clean).failed == []
+    assert _failures(validator.validate(broken)) == expected
+    half = clean.iloc[: len(clean) // 2]
+    assert {o.element_count for o in validator.validate(half).outcomes} == {len(half)}
 
 
 # --- sampling ------------------------------------------------------------------------------
