@@ -31,10 +31,10 @@ from typing import Any
 
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
-from pyspark.sql import types as T
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
+from pipelines.contract.records import LATE
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
@@ -47,10 +47,8 @@ from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_cou
 from pipelines.stream.classify import (
     AGGREGATED,
     DUPLICATE,
-    LATE,
     apply_verdicts,
     check_contract,
-    pii_candidates,
     telemetry_rows,
 )
 from pipelines.stream.dedup import DedupState
@@ -61,16 +59,8 @@ from pipelines.stream.transform import (
     window_segment_counts,
     window_segment_histograms,
 )
-from pipelines.stream.udfs import pii_detectors_udf
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
-PII_SCHEMA = T.StructType(
-    [
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("detectors", T.ArrayType(T.StringType())),
-    ]
-)
 UNPARSED = ("message_too_large", "invalid_json", "unknown_schema_version")
 
 
@@ -419,27 +409,20 @@ class BatchProcessor:
         the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
         counters and histograms per window x segment (before cardinality folding).
         """
-        spark = df.sparkSession
         checked = check_contract(
             df,
             max_message_bytes=self.settings.contract.max_message_bytes,
             max_future=self.max_future,
             max_age=self.max_age,
+            watermark=watermark,
         ).persist()
         verdicts: DataFrame | None = None
         try:
             # The first action on `checked`: runs the contract checks and the PII screen.
             with stages("contract+pii"):
-                pii_rows = (
-                    pii_candidates(checked, self.screen)
-                    .withColumn("detectors", pii_detectors_udf(F.col("texts")))
-                    .where(F.size("detectors") > 0)
-                    .select("partition", "offset", "detectors")
-                    .collect()
-                )
-            pii = spark.createDataFrame(pii_rows, PII_SCHEMA)
+                checked.count()
             with stages("classify"):
-                verdicts = apply_verdicts(checked, pii, prior_ids, watermark).persist()
+                verdicts = apply_verdicts(checked, prior_ids).persist()
                 stats = batch_statistics(verdicts).collect()
             aggregated = aggregated_events(verdicts)
             with stages("aggregate"):

@@ -11,26 +11,38 @@ within the watermark, or earlier in the same batch).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator
 from datetime import datetime, timedelta
+from functools import cache
 
-from pyspark.sql import Column, DataFrame
+import pyarrow as pa
+from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
+from pyspark.sql.pandas.types import from_arrow_schema
 
-from pipelines.contract.spark_checks import free_text_paths, with_contract_errors
+from pipelines.contract.records import (
+    EVENT_TIME_OUT_OF_RANGE,
+    INVALID_JSON,
+    MESSAGE_TOO_LARGE,
+    PII_DETECTED,
+    SCHEMA_VIOLATION,
+    UNKNOWN_SCHEMA_VERSION,
+    Limits,
+    check_batches,
+    output_schema,
+    record_checker,
+)
+from pipelines.privacy.detectors import screen_pattern
 from pipelines.settings import SEGMENT_DIMENSIONS
 
-MESSAGE_TOO_LARGE = "message_too_large"
-EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
-PII_DETECTED = "pii_detected"
-LATE = "late"
 DUPLICATE = "duplicate"
 AGGREGATED = "aggregated"
 REJECT_REASONS = (
     MESSAGE_TOO_LARGE,
-    "invalid_json",
-    "unknown_schema_version",
-    "schema_violation",
+    INVALID_JSON,
+    UNKNOWN_SCHEMA_VERSION,
+    SCHEMA_VIOLATION,
     EVENT_TIME_OUT_OF_RANGE,
     PII_DETECTED,
 )
@@ -41,116 +53,53 @@ REDACTED_VALUE = "[REDACTED]"
 
 
 def check_contract(
-    raw: DataFrame, *, max_message_bytes: int, max_future: timedelta, max_age: timedelta
+    raw: DataFrame,
+    *,
+    max_message_bytes: int,
+    max_future: timedelta,
+    max_age: timedelta,
+    watermark: datetime | None = None,
 ) -> DataFrame:
-    """Kafka records -> coordinates, `event` (typed, may be partial), `errors`, `reason`.
+    """Kafka records -> coordinates, `value` (rejected or late only), `event` (typed, may be
+    partial), `errors`, `reason`, `detectors` (pipelines.contract.records, in Python on the
+    executors: each record is decoded once).
 
-    `reason` is null for an event that meets the contract and whose event_time lies within
-    [kafka timestamp - max_age, kafka timestamp + max_future]; the Kafka timestamp, not the
-    wall clock, keeps a replayed batch's decisions identical.
+    `reason` is null for an event that meets the contract, whose event_time lies within
+    [kafka timestamp - max_age, kafka timestamp + max_future], whose free text holds no
+    personal data and which is not behind `watermark`; else the first failing check (`late`
+    last). The Kafka timestamp, not the wall clock, keeps a replayed batch's decisions
+    identical.
     """
-    too_large = F.length(F.col("value")) > max_message_bytes
-    records = raw.select(
-        "topic",
-        "partition",
-        "offset",
-        F.col("timestamp").alias("kafka_timestamp"),
-        F.col("value"),
-        too_large.alias("too_large"),
+    limits = Limits(max_message_bytes, max_future, max_age)
+    screen = screen_pattern()
+
+    def check(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return check_batches(batches, record_checker(limits, screen), watermark)
+
+    return raw.select("topic", "partition", "offset", "timestamp", "value").mapInArrow(
+        check, _checked_schema()
     )
-    # An oversized message is not parsed at all. Invalid UTF-8 becomes U+FFFD here, once, so
-    # that nothing downstream (JSON parser, Arrow, Python) meets undecodable bytes.
-    text = F.when(~F.col("too_large"), F.make_valid_utf8(F.col("value").cast("string")))
-    checked = (
-        with_contract_errors(records, text)
-        .withColumn(
-            "errors",
-            F.when(
-                F.col("too_large"),
-                F.array(
-                    F.concat(
-                        F.lit(f"{MESSAGE_TOO_LARGE}|$: "),
-                        F.length(F.col("value")).cast("string"),
-                        F.lit(f" bytes, more than the maximum of {max_message_bytes}"),
-                    )
-                ),
-            ).otherwise(F.col("errors")),
-        )
-        .drop("too_large")
-    )
-    event_time = F.col("event.event_time")
-    ahead = event_time > F.col("kafka_timestamp") + F.expr(_interval(max_future))
-    behind = event_time < F.col("kafka_timestamp") - F.expr(_interval(max_age))
-    first_reason = F.split(F.col("errors")[0], r"\|")[0]
-    return checked.withColumn(
-        "reason",
-        F.when(F.size("errors") > 0, first_reason)
-        .when(ahead | behind, F.lit(EVENT_TIME_OUT_OF_RANGE))
-        .otherwise(F.lit(None).cast("string")),
-    ).withColumn(
-        "errors",
-        F.when(
-            (F.size("errors") == 0) & ahead,
-            F.array(F.lit(f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: more than {max_future} "
-                          "ahead of the Kafka record's timestamp")),
-        )
-        .when(
-            (F.size("errors") == 0) & behind,
-            F.array(F.lit(f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: more than {max_age} "
-                          "behind the Kafka record's timestamp")),
-        )
-        .otherwise(F.col("errors")),
-    )  # fmt: skip
 
 
-def _interval(delta: timedelta) -> str:
-    return f"INTERVAL {int(delta.total_seconds())} SECONDS"
+@cache
+def _checked_schema() -> T.StructType:
+    schema = from_arrow_schema(output_schema())
+    assert isinstance(schema, T.StructType)
+    return schema
 
 
-def free_texts(paths: Sequence[str] | None = None) -> Column:
-    """Array of the event's free-text fields (nulls dropped)."""
-    cols = [F.col(f"event.{p}") for p in (paths or free_text_paths())]
-    return F.filter(F.array(*cols), lambda t: t.isNotNull())
+def apply_verdicts(checked: DataFrame, prior_ids: DataFrame | None) -> DataFrame:
+    """Add the final `status`: the record's reason (a rejection or late), else duplicate or
+    aggregated.
 
-
-def pii_candidates(checked: DataFrame, screen: str) -> DataFrame:
-    """Contract-valid records whose free text the JVM screen flags (Python decides next).
-
-    One match of the screen over the free-text fields joined by newlines: a text that holds
-    a match still holds it inside the joined string (the screen has no anchors, and no
-    detector matches across a line break), and one regex pass per event replaces one per
-    field.
+    `prior_ids` holds the event ids aggregated by earlier batches within the watermark.
     """
-    joined = F.concat_ws("\n", *[F.col(f"event.{p}") for p in free_text_paths()])
-    return checked.where(F.col("reason").isNull() & joined.rlike(screen)).select(
-        "partition", "offset", free_texts().alias("texts")
-    )
-
-
-def apply_verdicts(
-    checked: DataFrame,
-    pii: DataFrame,
-    prior_ids: DataFrame | None,
-    watermark: datetime | None,
-) -> DataFrame:
-    """Add `pii_detectors` and the final `status` (aggregated, late, duplicate or a reason).
-
-    `pii` holds (partition, offset, detectors) of the records with confirmed hits;
-    `prior_ids` the event ids aggregated by earlier batches within the watermark.
-    """
-    joined = checked.join(pii, ["partition", "offset"], "left").withColumn(
-        "reason",
-        F.when(
-            F.col("reason").isNull() & (F.size(F.coalesce("detectors", F.array())) > 0),
-            F.lit(PII_DETECTED),
-        ).otherwise(F.col("reason")),
-    )
-    valid = F.col("reason").isNull()
-    late = valid & (F.col("event.event_time") < F.lit(watermark)) if watermark else F.lit(False)
-    on_time = valid & ~late
+    on_time = F.col("reason").isNull()
     # Duplicates are found on a narrow projection (id and coordinates), so only ids are
     # shuffled; the few records marked come back by a broadcast join on their coordinates.
-    keys = joined.where(on_time).select(F.col("event.event_id").alias("_id"), "partition", "offset")
+    keys = checked.where(on_time).select(
+        F.col("event.event_id").alias("_id"), "partition", "offset"
+    )
     position = F.struct("partition", "offset")
     firsts = (
         keys.groupBy("_id")
@@ -164,37 +113,19 @@ def apply_verdicts(
         seen = prior_ids.select(F.col("event_id").alias("_id")).distinct()
         repeated = repeated.unionByName(keys.join(seen, "_id").select("partition", "offset"))
     marks = repeated.distinct().withColumn("_duplicate", F.lit(True))
-    ranked = joined.join(F.broadcast(marks), ["partition", "offset"], "left")
+    ranked = checked.join(F.broadcast(marks), ["partition", "offset"], "left")
+    duplicate = on_time & F.col("_duplicate").isNotNull()
     status = (
-        F.when(~valid, F.col("reason"))
-        .when(late, F.lit(LATE))
-        .when(on_time & F.col("_duplicate").isNotNull(), F.lit(DUPLICATE))
+        F.when(~on_time, F.col("reason"))
+        .when(duplicate, F.lit(DUPLICATE))
         .otherwise(F.lit(AGGREGATED))
     )
-    verdict = ranked.withColumn("status", status).drop("_duplicate")
     # Every record that is not aggregated says why, in the same form as the contract errors.
-    return verdict.withColumn(
-        "errors",
-        F.when(
-            F.col("status") == PII_DETECTED,
-            F.array(
-                F.concat(
-                    F.lit(f"{PII_DETECTED}|$: free text holds "),
-                    F.array_join(F.col("detectors"), ", "),
-                    F.lit(" (upstream redaction failed)"),
-                )
-            ),
-        )
-        .when(
-            F.col("status") == LATE,
-            F.array(F.lit(f"{LATE}|$.event_time: behind the watermark {watermark}")),
-        )
-        .when(
-            F.col("status") == DUPLICATE,
-            F.array(F.lit(f"{DUPLICATE}|$.event_id: already counted within the watermark")),
-        )
-        .otherwise(F.col("errors")),
-    )
+    errors = F.when(
+        duplicate,
+        F.array(F.lit(f"{DUPLICATE}|$.event_id: already counted within the watermark")),
+    ).otherwise(F.col("errors"))
+    return ranked.withColumn("status", status).withColumn("errors", errors).drop("_duplicate")
 
 
 def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
@@ -207,7 +138,7 @@ def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
     segment_ok = ~F.exists("errors", lambda e: e.contains("|$.segment"))
     attributable = (
         # Out-of-range times are not trusted enough to place an event in a window.
-        F.col("status").isin(AGGREGATED, "schema_violation", PII_DETECTED)
+        F.col("status").isin(AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED)
         & F.col("event.event_time").isNotNull()
         & F.col("event.segment").isNotNull()
         & segment_ok

@@ -1,33 +1,17 @@
 """Vectorised (Arrow) Python UDFs that wrap the pure privacy functions.
 
-They run only on the few records the JVM screen or the contract singled out (the callers
-filter first: Spark evaluates a Python UDF on every row of its input, even inside a CASE).
+They run only on the few records the contract singled out (the callers filter first: Spark
+evaluates a Python UDF on every row of its input, even inside a CASE).
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 import pandas as pd
 from pyspark.sql import types as T
 from pyspark.sql.functions import pandas_udf
 
-from pipelines.privacy.detectors import detector_names, mask
+from pipelines.privacy.detectors import mask
 from pipelines.privacy.scrub import scrub_payload
-
-
-def _names(texts: Iterable[str] | None) -> list[str]:
-    found: set[str] = set()
-    for text in texts if texts is not None else ():
-        found.update(detector_names(text))
-    return sorted(found)
-
-
-# Return types as DataType objects: a DDL string would need a live session at import time.
-@pandas_udf(T.ArrayType(T.StringType()))  # type: ignore[call-overload]
-def pii_detectors_udf(texts: pd.Series) -> pd.Series:
-    """Detector names hit in any of a record's free-text fields ([] when none)."""
-    return texts.map(_names)
 
 
 @pandas_udf(  # type: ignore[call-overload]

@@ -1,0 +1,528 @@
+"""Check raw Kafka records against the event contract: bytes in, typed events and reasons out.
+
+Pure functions over Arrow record batches (no Spark, no I/O), derived from the JSON Schema of
+the event: the job runs `check_batch` on its executors (`DataFrame.mapInArrow`), the tests
+call it directly. Each record is decoded once.
+
+Two paths decide a record:
+- the fast path decodes the bytes straight into types built from the schema (msgspec, in C):
+  unknown keys, missing or null required fields, wrong JSON types, enums, ranges, patterns and
+  lengths all fail the decode. Unique items and real calendar date-times are checked after
+  it. A record that passes is valid, with no further work;
+- every other record takes the detailed path: a generic decode, then one walk of the schema
+  that names each violation with its JSON path and keeps every field that has the right type
+  (the partial event still places a rejected record in its segment).
+The fast path only ever accepts what the detailed path accepts (tests/unit/test_contract_
+records.py checks both against the reference validator, jsonschema).
+
+After the contract: event_time within [Kafka timestamp - max_age, + max_future], the PII
+screen over the free text, then the watermark (late). The first failing check gives the
+record's `reason`; `errors` lists '<reason>|<json path>: <message>' ([] when accepted).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import cache
+from typing import Annotated, Any, Literal
+
+import msgspec
+import pyarrow as pa
+
+from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
+
+MESSAGE_TOO_LARGE = "message_too_large"
+INVALID_JSON = "invalid_json"
+UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
+SCHEMA_VIOLATION = "schema_violation"
+EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
+PII_DETECTED = "pii_detected"
+LATE = "late"
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# RFC 3339 in UTC as the contract writes it, matched whole (no trailing newline).
+_DATE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
+                        r"(?:\.([0-9]{1,6}))?Z")  # fmt: skip
+
+INPUT_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("timestamp", pa.timestamp("us", tz="UTC")),
+        ("value", pa.binary()),
+    ]
+)
+
+
+def _kind(node: dict[str, Any]) -> tuple[str, bool]:
+    """(JSON type, allows null) of a schema node."""
+    kind = node.get("type")
+    if isinstance(kind, list):
+        return next(k for k in kind if k != "null"), "null" in kind
+    if kind is None and "const" in node:
+        return "string", False
+    return str(kind), False
+
+
+def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
+    """Dotted paths of the string fields a person could type into: no enum, pattern, format
+    or const. These are where upstream redaction can fail, so the privacy screen reads them.
+    """
+    node = node if node is not None else event_schema("1")
+    out: list[str] = []
+    for name, child in node.get("properties", {}).items():
+        kind, _ = _kind(child)
+        path = f"{prefix}{name}"
+        if kind == "object" and "properties" in child:
+            out += free_text_paths(child, path + ".")
+        elif kind == "string" and not ({"enum", "pattern", "format", "const"} & child.keys()):
+            out.append(path)
+    return out
+
+
+# --- Arrow types ---------------------------------------------------------------------------
+
+
+def arrow_type(node: dict[str, Any]) -> pa.DataType:
+    """The Arrow type of a schema node; every field nullable (a rejected event is partial)."""
+    kind, _ = _kind(node)
+    if kind == "object" and "properties" in node:
+        return pa.struct([(n, arrow_type(c)) for n, c in node["properties"].items()])
+    if kind == "object":
+        return pa.map_(pa.string(), arrow_type(node["additionalProperties"]))
+    if kind == "array":
+        return pa.list_(arrow_type(node["items"]))
+    if kind == "string":
+        return pa.timestamp("us", tz="UTC") if node.get("format") == "date-time" else pa.string()
+    return {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}[kind]
+
+
+def output_schema(schema: dict[str, Any] | None = None) -> pa.Schema:
+    """The columns `check_batch` returns."""
+    return pa.schema(
+        [
+            ("topic", pa.string()),
+            ("partition", pa.int32()),
+            ("offset", pa.int64()),
+            ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+            # Kept only for records that leave here rejected or late (the DLQ needs them).
+            ("value", pa.binary()),
+            ("event", arrow_type(schema if schema is not None else event_schema("1"))),
+            ("errors", pa.list_(pa.string())),
+            ("reason", pa.string()),
+            ("detectors", pa.list_(pa.string())),
+        ]
+    )
+
+
+# --- the fast path -------------------------------------------------------------------------
+
+
+def _fast_type(node: dict[str, Any], name: str) -> Any:
+    """A msgspec type that decodes exactly the values the node accepts (a subset, where
+    msgspec cannot say it: unique items and calendar dates are checked after decoding).
+    """
+    kind, nullable = _kind(node)
+    result: Any
+    if "const" in node:
+        result = Literal[node["const"]]
+    elif "enum" in node:
+        result = Literal[tuple(v for v in node["enum"] if v is not None)]
+    elif kind == "object" and "properties" in node:
+        required = set(node.get("required", []))
+        fields: list[Any] = []
+        for child_name, child in node["properties"].items():
+            child_type = _fast_type(child, child_name)
+            if child_name in required:
+                fields.append((child_name, child_type))
+            else:
+                # Absent is fine, JSON null only where the node allows it.
+                fields.append((child_name, child_type | msgspec.UnsetType, msgspec.UNSET))
+        result = msgspec.defstruct(
+            f"_{name}", fields, forbid_unknown_fields=node.get("additionalProperties") is False
+        )
+    elif kind == "object":
+        names = node.get("propertyNames", {})
+        key: Any = str
+        if "pattern" in names:
+            key = Annotated[str, msgspec.Meta(pattern=names["pattern"])]
+        result = dict[key, _fast_type(node["additionalProperties"], name)]  # type: ignore[misc,valid-type]
+    elif kind == "array":
+        result = list[_fast_type(node["items"], name)]  # type: ignore[misc]
+    else:
+        meta: dict[str, Any] = {}
+        if "minimum" in node:
+            meta["ge"] = node["minimum"]
+        if "maximum" in node:
+            meta["le"] = node["maximum"]
+        if "maxLength" in node:
+            meta["max_length"] = node["maxLength"]
+        if "pattern" in node:
+            meta["pattern"] = node["pattern"]
+        if kind == "integer":
+            meta["ge"] = max(meta.get("ge", INT64_MIN), INT64_MIN)
+            meta["le"] = min(meta.get("le", INT64_MAX), INT64_MAX)
+        base = {"string": str, "integer": int, "number": float, "boolean": bool}[kind]
+        result = Annotated[base, msgspec.Meta(**meta)] if meta else base
+    return result | None if nullable else result
+
+
+def _unique_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, child in node.get("properties", {}).items():
+        if child.get("uniqueItems"):
+            out.append((*prefix, name))
+        out += _unique_paths(child, (*prefix, name))
+    return out
+
+
+def _date_time_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, child in node.get("properties", {}).items():
+        if child.get("format") == "date-time":
+            out.append((*prefix, name))
+        out += _date_time_paths(child, (*prefix, name))
+    return out
+
+
+def parse_date_time(text: str) -> datetime | None:
+    """The instant of an RFC 3339 UTC date-time as the contract writes it, or None (also for
+    dates that do not exist, such as Feb 30 or hour 25).
+    """
+    m = _DATE_TIME.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second, fraction = m.groups()
+    try:
+        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
+                        int((fraction or "0").ljust(6, "0")), tzinfo=UTC)  # fmt: skip
+    except ValueError:
+        return None
+
+
+class _FastPath:
+    """Decode-and-validate in one step; None when the record needs the detailed path."""
+
+    def __init__(self, schema: dict[str, Any]) -> None:
+        self._decoder = msgspec.json.Decoder(_fast_type(schema, "event"))
+        self._unique = _unique_paths(schema)
+        self._date_times = _date_time_paths(schema)
+
+    def __call__(self, value: bytes) -> dict[str, Any] | None:
+        try:
+            event = msgspec.to_builtins(self._decoder.decode(value))
+        except (msgspec.DecodeError, RecursionError, ValueError):
+            return None
+        for path in self._unique:
+            items = _get(event, path)
+            if items is not None and len(set(items)) != len(items):
+                return None
+        for path in self._date_times:
+            parent = _get(event, path[:-1])
+            text = parent.get(path[-1])
+            if text is not None:
+                instant = parse_date_time(text)
+                if instant is None:
+                    return None
+                parent[path[-1]] = instant
+        return event  # type: ignore[no-any-return]
+
+
+def _get(doc: Any, path: Iterable[str]) -> Any:
+    for key in path:
+        doc = doc.get(key) if isinstance(doc, dict) else None
+    return doc
+
+
+# --- the detailed path ---------------------------------------------------------------------
+
+
+def _violation(path: str, message: str) -> str:
+    return f"{SCHEMA_VIOLATION}|{path}: {message}"
+
+
+def _scalar(kind: str, node: dict[str, Any], value: Any) -> Any:
+    """`value` converted to the node's type, or None when it has another JSON type."""
+    if isinstance(value, bool):
+        return value if kind == "boolean" else None
+    if kind == "string":
+        if not isinstance(value, str):
+            return None
+        return parse_date_time(value) if node.get("format") == "date-time" else value
+    if kind == "integer":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)  # 1.0 is an integer to JSON Schema
+        return value if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX else None
+    if kind == "number" and isinstance(value, int | float):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+def _expected(node: dict[str, Any], kind: str) -> str:
+    return "string (date-time)" if node.get("format") == "date-time" else kind
+
+
+def _checked_scalar(
+    node: dict[str, Any], kind: str, value: Any, path: str, errors: list[str]
+) -> Any:
+    typed = _scalar(kind, node, value)
+    if typed is None:
+        errors.append(_violation(path, f"mistyped, expected {_expected(node, kind)}"))
+        return None
+    if "enum" in node and typed not in node["enum"]:
+        errors.append(_violation(path, f"not one of {[v for v in node['enum'] if v is not None]}"))
+    if "const" in node and typed != node["const"]:
+        errors.append(_violation(path, f"must be {node['const']!r}"))
+    if "minimum" in node and typed < node["minimum"]:
+        errors.append(_violation(path, f"below minimum {node['minimum']}"))
+    if "maximum" in node and typed > node["maximum"]:
+        errors.append(_violation(path, f"above maximum {node['maximum']}"))
+    if "maxLength" in node and len(typed) > node["maxLength"]:
+        errors.append(_violation(path, f"longer than {node['maxLength']} characters"))
+    if "pattern" in node and node.get("format") != "date-time":
+        if re.search(node["pattern"], typed) is None:
+            errors.append(_violation(path, "does not match the required format"))
+    return typed
+
+
+def _array(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
+    items = node.get("items", {})
+    kind, _ = _kind(items)
+    typed = [_scalar(kind, items, v) for v in value] if isinstance(value, list) else None
+    if typed is None or any(t is None for t in typed):
+        errors.append(_violation(path, f"mistyped, expected array of {_expected(items, kind)}"))
+        return None
+    if "enum" in items and any(t not in items["enum"] for t in typed):
+        errors.append(_violation(path, f"items must be in {items['enum']}"))
+    if node.get("uniqueItems") and len(set(typed)) != len(typed):
+        errors.append(_violation(path, "items are not unique"))
+    return typed
+
+
+def _map(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
+    values = node["additionalProperties"]
+    kind, _ = _kind(values)
+    typed = (
+        {k: _scalar(kind, values, v) for k, v in value.items()} if isinstance(value, dict) else None
+    )
+    if typed is None or any(v is None for v in typed.values()):
+        errors.append(_violation(path, f"mistyped, expected object of {_expected(values, kind)}"))
+        return None
+    pattern = node.get("propertyNames", {}).get("pattern")
+    if pattern is not None and any(re.search(pattern, k) is None for k in typed):
+        errors.append(_violation(path, "key does not match the required format"))
+    minimum = values.get("minimum")
+    if minimum is not None and any(v < minimum for v in typed.values()):
+        errors.append(_violation(path, f"value below minimum {minimum}"))
+    return typed
+
+
+def _object(
+    node: dict[str, Any], doc: dict[str, Any], path: str, errors: list[str]
+) -> dict[str, Any]:
+    props: dict[str, Any] = node.get("properties", {})
+    if node.get("additionalProperties") is False:
+        extra = sorted(k for k in doc if k not in props)
+        if extra:
+            errors.append(_violation(path, f"unexpected field(s) {', '.join(extra)}"))
+    required = set(node.get("required", []))
+    out: dict[str, Any] = {}
+    for name, child in props.items():
+        child_path = f"{path}.{name}"
+        kind, nullable = _kind(child)
+        if name not in doc:
+            if name in required:
+                errors.append(_violation(child_path, "missing"))
+            out[name] = None
+            continue
+        value = doc[name]
+        if value is None:
+            if not nullable:
+                errors.append(_violation(child_path, "null not allowed"))
+            out[name] = None
+        elif kind == "object" and "properties" in child:
+            if isinstance(value, dict):
+                out[name] = _object(child, value, child_path, errors)
+            else:
+                errors.append(_violation(child_path, "mistyped, expected object"))
+                out[name] = None
+        elif kind == "object":
+            out[name] = _map(child, value, child_path, errors)
+        elif kind == "array":
+            out[name] = _array(child, value, child_path, errors)
+        else:
+            out[name] = _checked_scalar(child, kind, value, child_path, errors)
+    return out
+
+
+def _raw_text(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def detailed(value: bytes, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the partial typed event or None, every violation) of one record's bytes.
+
+    Reasons: invalid_json (not a JSON object), unknown_schema_version, schema_violation.
+    Only the version check applies when the version is unknown (the rest of the contract is
+    that version's). Invalid UTF-8 is read as U+FFFD.
+    """
+    try:
+        doc = msgspec.json.decode(value)
+    except msgspec.DecodeError:
+        try:
+            doc = msgspec.json.decode(value.decode("utf-8", errors="replace").encode())
+        except (msgspec.DecodeError, RecursionError, ValueError):
+            return None, [f"{INVALID_JSON}|$: not a JSON object"]
+    except (RecursionError, ValueError):
+        return None, [f"{INVALID_JSON}|$: not a JSON object"]
+    if not isinstance(doc, dict):
+        return None, [f"{INVALID_JSON}|$: not a JSON object"]
+    version = doc.get("schema_version")
+    known = list(SUPPORTED_EVENT_VERSIONS)
+    if version is not None and _raw_text(version) not in known:
+        message = f"not supported (supported: {', '.join(known)})"
+        return None, [f"{UNKNOWN_SCHEMA_VERSION}|$.schema_version: {message}"]
+    errors: list[str] = []
+    return _object(schema, doc, "$", errors), errors
+
+
+# --- one batch -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a record must meet besides the schema (from the `contract` settings)."""
+
+    max_message_bytes: int
+    max_future: timedelta
+    max_age: timedelta
+
+
+@dataclass
+class _Outcome:
+    event: dict[str, Any] | None
+    errors: list[str]
+    detectors: list[str] | None = None
+
+
+class RecordChecker:
+    """Decides every record of an Arrow batch (see the module docstring); build once per
+    process and reuse: building the fast path's types costs milliseconds.
+    """
+
+    def __init__(
+        self,
+        limits: Limits,
+        *,
+        screen: str,
+        detect: Callable[[str], list[str]],
+        schema: dict[str, Any] | None = None,
+    ) -> None:
+        self.limits = limits
+        self.schema = schema if schema is not None else event_schema("1")
+        self._fast = _FastPath(self.schema)
+        self._screen = re.compile(screen)
+        self._detect = detect
+        self._texts = [tuple(p.split(".")) for p in free_text_paths(self.schema)]
+        self._output = output_schema(self.schema)
+        self._event_type = self._output.field("event").type
+
+    def check(self, value: bytes | None, kafka_time: datetime | None) -> _Outcome:
+        """The outcome of one record (before the watermark)."""
+        limit = self.limits.max_message_bytes
+        if value is None:
+            return _Outcome(None, [f"{INVALID_JSON}|$: not a JSON object"])
+        if len(value) > limit:
+            message = f"{len(value)} bytes, more than the maximum of {limit}"
+            return _Outcome(None, [f"{MESSAGE_TOO_LARGE}|$: {message}"])
+        event = self._fast(value)
+        if event is None:
+            event, errors = detailed(value, self.schema)
+            if errors:
+                return _Outcome(event, errors)
+        assert event is not None
+        event_time = event["event_time"]
+        if kafka_time is not None:
+            if event_time > kafka_time + self.limits.max_future:
+                message = (
+                    f"more than {self.limits.max_future} ahead of the Kafka record's timestamp"
+                )
+                return _Outcome(event, [f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: {message}"])
+            if event_time < kafka_time - self.limits.max_age:
+                message = f"more than {self.limits.max_age} behind the Kafka record's timestamp"
+                return _Outcome(event, [f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: {message}"])
+        texts = [t for p in self._texts if isinstance(t := _get(event, p), str)]
+        # One search over the free text joined by newlines: the screen has no anchors and no
+        # detector matches across a line break.
+        if texts and self._screen.search("\n".join(texts)):
+            found = sorted({name for t in texts for name in self._detect(t)})
+            if found:
+                message = f"free text holds {', '.join(found)} (upstream redaction failed)"
+                return _Outcome(event, [f"{PII_DETECTED}|$: {message}"], found)
+        return _Outcome(event, [])
+
+    def check_batch(self, batch: pa.RecordBatch, watermark: datetime | None) -> pa.RecordBatch:
+        """Kafka records (INPUT_SCHEMA's columns) -> output_schema() rows, one per record."""
+        values = batch.column("value").to_pylist()
+        times = batch.column("timestamp").to_pylist()
+        outcomes = [self.check(v, t) for v, t in zip(values, times, strict=True)]
+        late = f"{LATE}|$.event_time: behind the watermark {watermark}"
+        for o in outcomes:
+            if not o.errors and watermark is not None and o.event is not None:
+                if o.event["event_time"] < watermark:
+                    o.errors = [late]
+        events = self._events([o.event for o in outcomes], outcomes)
+        kept = [v if o.errors else None for v, o in zip(values, outcomes, strict=True)]
+        columns = [
+            batch.column("topic"),
+            batch.column("partition"),
+            batch.column("offset"),
+            batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
+            pa.array(kept, pa.binary()),
+            events,
+            pa.array([o.errors for o in outcomes], pa.list_(pa.string())),
+            pa.array(
+                [o.errors[0].split("|", 1)[0] if o.errors else None for o in outcomes], pa.string()
+            ),  # fmt: skip
+            pa.array([o.detectors for o in outcomes], pa.list_(pa.string())),
+        ]
+        return pa.RecordBatch.from_arrays(columns, schema=self._output)
+
+    def _events(self, events: list[dict[str, Any] | None], outcomes: list[_Outcome]) -> pa.Array:
+        try:
+            return pa.array(events, self._event_type)
+        except (pa.ArrowException, UnicodeError, OverflowError):
+            pass
+        # Some event holds text Arrow cannot encode (a lone surrogate escape, valid JSON but
+        # not Unicode): find it, reject it, keep the rest.
+        for i, event in enumerate(events):
+            try:
+                pa.array([event], self._event_type)
+            except (pa.ArrowException, UnicodeError, OverflowError):
+                events[i] = None
+                outcomes[i].errors = [f"{INVALID_JSON}|$: a string is not valid Unicode text"]
+                outcomes[i].detectors = None
+        return pa.array(events, self._event_type)
+
+
+def check_batches(
+    batches: Iterator[pa.RecordBatch], checker: RecordChecker, watermark: datetime | None
+) -> Iterator[pa.RecordBatch]:
+    for batch in batches:
+        yield checker.check_batch(batch, watermark)
+
+
+@cache
+def record_checker(limits: Limits, screen: str) -> RecordChecker:
+    """One checker per process and settings (executors reuse their Python workers)."""
+    from pipelines.privacy.detectors import detector_names
+
+    return RecordChecker(limits, screen=screen, detect=detector_names)
