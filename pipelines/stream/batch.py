@@ -39,26 +39,22 @@ from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.metrics.catalog import counter_ids
-from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import screen_pattern
-from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.settings import Settings
 from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
 from pipelines.stream.classify import (
     AGGREGATED,
     DUPLICATE,
-    apply_verdicts,
-    check_contract,
-    telemetry_rows,
-)
-from pipelines.stream.dedup import DedupState
-from pipelines.stream.durations import parse_duration, spark_interval
-from pipelines.stream.transform import (
     aggregated_events,
-    batch_statistics,
-    window_segment_counts,
-    window_segment_histograms,
+    check_contract,
+    count_checked,
+    duplicate_marks,
+    with_status,
 )
+from pipelines.stream.counting import Counting
+from pipelines.stream.dedup import DedupState
+from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
 UNPARSED = ("message_too_large", "invalid_json", "unknown_schema_version")
@@ -134,9 +130,9 @@ class Classified:
     """Raw records classified and aggregated (BatchProcessor.classified)."""
 
     verdicts: DataFrame  # every record with its status (cached while the context is open)
-    stats: list[Any]  # batch_statistics rows: per topic, partition and status
-    aggregates: list[Any]  # window_segment_counts rows
-    histograms: list[Any]  # window_segment_histograms rows
+    stats: list[dict[str, Any]]  # per topic, partition and status (counting.Counts.stats)
+    aggregates: list[dict[str, Any]]  # per window x segment, before cardinality folding
+    histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
     by_status: Counter[str]  # records per status (aggregated, duplicate, late or a reason)
 
 
@@ -180,7 +176,12 @@ class BatchProcessor:
         self.on_failure = on_failure
         self.settings = settings
         stream, contract = settings.stream, settings.contract
-        self.window = spark_interval(stream.window)
+        self.counting = Counting(
+            window_s=int(parse_duration(stream.window).total_seconds()),
+            dimensions=tuple(stream.dimensions),
+            users_lg_k=settings.privacy.users_sketch_lg_k,
+            screen=screen_pattern(),
+        )
         self.watermark_delay: timedelta = parse_duration(stream.watermark)
         self.max_future = parse_duration(contract.max_future)
         self.max_age = parse_duration(contract.max_age)
@@ -259,9 +260,7 @@ class BatchProcessor:
         rejected_by_reason = {
             k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
         }
-        rows, hist_rows, admissions, folded = self._fold(
-            [_aggregate_row(r) for r in c.aggregates], [_histogram_row(r) for r in c.histograms]
-        )
+        rows, hist_rows, admissions, folded = self._fold(c.aggregates, c.histograms)
         result = BatchResult(
             query_id=query_id,
             batch_id=batch_id,
@@ -366,8 +365,7 @@ class BatchProcessor:
         """
         stages = _Stages()
         with self.classified(df, stages, watermark=None, prior_ids=None) as c:
-            rows = [_aggregate_row(r) for r in c.aggregates]
-            hist_rows = [_histogram_row(r) for r in c.histograms]
+            rows, hist_rows = c.aggregates, c.histograms
 
         def inside(row: dict[str, Any]) -> bool:
             start = row["window_start"]
@@ -416,35 +414,26 @@ class BatchProcessor:
             max_age=self.max_age,
             watermark=watermark,
         ).persist()
-        verdicts: DataFrame | None = None
         try:
             # The first action on `checked`: runs the contract checks and the PII screen.
             with stages("contract+pii"):
                 checked.count()
             with stages("classify"):
-                verdicts = apply_verdicts(checked, prior_ids).persist()
-                stats = batch_statistics(verdicts).collect()
-            aggregated = aggregated_events(verdicts)
+                duplicates = [
+                    (r["partition"], r["offset"])
+                    for r in duplicate_marks(checked, prior_ids).collect()
+                ]
             with stages("aggregate"):
-                aggregates = window_segment_counts(
-                    telemetry_rows(verdicts, self.screen),
-                    aggregated,
-                    window=self.window,
-                    dimensions=self.settings.stream.dimensions,
-                    users_lg_k=self.settings.privacy.users_sketch_lg_k,
-                ).collect()
-            with stages("histograms"):
-                histograms = window_segment_histograms(
-                    aggregated, window=self.window, dimensions=self.settings.stream.dimensions
-                ).collect()
+                counts = count_checked(checked, duplicates, self.counting)
             by_status = Counter[str]()
-            for s in stats:
+            for s in counts.stats:
                 by_status[s["status"]] += s["rows"]
-            yield Classified(verdicts, stats, aggregates, histograms, by_status)
+            verdicts = with_status(checked, duplicates)
+            yield Classified(
+                verdicts, counts.stats, counts.aggregates, counts.histograms, by_status
+            )
         finally:
             checked.unpersist()
-            if verdicts is not None:
-                verdicts.unpersist()
 
     def _fold(
         self, rows: list[dict[str, Any]], hist_rows: list[dict[str, Any]]
@@ -532,28 +521,3 @@ def _offset_ranges(stats: list[Any]) -> list[OffsetRange]:
         lo, hi, n = ranges.get(key, [s["start_offset"], s["end_offset"], 0])
         ranges[key] = [min(lo, s["start_offset"]), max(hi, s["end_offset"]), n + s["rows"]]
     return [OffsetRange(t, p, lo, hi, n) for (t, p), (lo, hi, n) in sorted(ranges.items())]
-
-
-def _aggregate_row(row: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "window_start": datetime.fromtimestamp(row["window_start_s"], UTC),
-        "window_end": datetime.fromtimestamp(row["window_end_s"], UTC),
-        "dimension_set": row["dimension_set"],
-    }
-    out.update({d: row[d] for d in SEGMENT_DIMENSIONS})
-    out.update({c: int(row[c] or 0) for c in counter_ids()})
-    sketch = row["users_sketch"]
-    out["users_sketch"] = bytes(sketch) if sketch is not None else None
-    return out
-
-
-def _histogram_row(row: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "window_start": datetime.fromtimestamp(row["window_start_s"], UTC),
-        "dimension_set": row["dimension_set"],
-    }
-    out.update({d: row[d] for d in SEGMENT_DIMENSIONS})
-    out["distribution"] = DISTRIBUTIONS[row["d"]].id
-    out["bin"] = int(row["bin"])
-    out["count"] = int(row["count"])
-    return out

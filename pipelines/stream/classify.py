@@ -11,12 +11,12 @@ within the watermark, or earlier in the same batch).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cache
 
 import pyarrow as pa
-from pyspark.sql import DataFrame
+from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
@@ -34,10 +34,16 @@ from pipelines.contract.records import (
     record_checker,
 )
 from pipelines.privacy.detectors import screen_pattern
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.stream.counting import (
+    AGGREGATED,
+    DUPLICATE,
+    PARTIAL_SCHEMA,
+    Counting,
+    Counts,
+    merge_partials,
+    partial_counts,
+)
 
-DUPLICATE = "duplicate"
-AGGREGATED = "aggregated"
 REJECT_REASONS = (
     MESSAGE_TOO_LARGE,
     INVALID_JSON,
@@ -46,10 +52,6 @@ REJECT_REASONS = (
     EVENT_TIME_OUT_OF_RANGE,
     PII_DETECTED,
 )
-# Paths whose errors make an event's safety telemetry incomplete.
-SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
-                "feedback", "request.outcome")  # fmt: skip
-REDACTED_VALUE = "[REDACTED]"
 
 
 def check_contract(
@@ -88,16 +90,13 @@ def _checked_schema() -> T.StructType:
     return schema
 
 
-def apply_verdicts(checked: DataFrame, prior_ids: DataFrame | None) -> DataFrame:
-    """Add the final `status`: the record's reason (a rejection or late), else duplicate or
-    aggregated.
+def duplicate_marks(checked: DataFrame, prior_ids: DataFrame | None) -> DataFrame:
+    """(partition, offset) of the on-time valid records whose event id was already counted:
+    by an earlier batch within the watermark (`prior_ids`), or earlier in this batch.
 
-    `prior_ids` holds the event ids aggregated by earlier batches within the watermark.
+    Found on a narrow projection (id and coordinates), so only ids are shuffled.
     """
-    on_time = F.col("reason").isNull()
-    # Duplicates are found on a narrow projection (id and coordinates), so only ids are
-    # shuffled; the few records marked come back by a broadcast join on their coordinates.
-    keys = checked.where(on_time).select(
+    keys = checked.where(F.col("reason").isNull()).select(
         F.col("event.event_id").alias("_id"), "partition", "offset"
     )
     position = F.struct("partition", "offset")
@@ -112,9 +111,21 @@ def apply_verdicts(checked: DataFrame, prior_ids: DataFrame | None) -> DataFrame
     if prior_ids is not None:
         seen = prior_ids.select(F.col("event_id").alias("_id")).distinct()
         repeated = repeated.unionByName(keys.join(seen, "_id").select("partition", "offset"))
-    marks = repeated.distinct().withColumn("_duplicate", F.lit(True))
-    ranked = checked.join(F.broadcast(marks), ["partition", "offset"], "left")
-    duplicate = on_time & F.col("_duplicate").isNotNull()
+    return repeated.distinct()
+
+
+def with_status(checked: DataFrame, duplicates: Sequence[tuple[int, int]]) -> DataFrame:
+    """Add the final `status`: the record's reason (a rejection or late), else duplicate when
+    its (partition, offset) is in `duplicates`, else aggregated.
+    """
+    duplicate: Column = F.lit(False)
+    if duplicates:
+        marks = checked.sparkSession.createDataFrame(
+            [(p, o, True) for p, o in duplicates], "partition int, offset long, _duplicate boolean"
+        )
+        checked = checked.join(F.broadcast(marks), ["partition", "offset"], "left")
+        duplicate = F.coalesce(F.col("_duplicate"), F.lit(False))
+    on_time = F.col("reason").isNull()
     status = (
         F.when(~on_time, F.col("reason"))
         .when(duplicate, F.lit(DUPLICATE))
@@ -122,39 +133,34 @@ def apply_verdicts(checked: DataFrame, prior_ids: DataFrame | None) -> DataFrame
     )
     # Every record that is not aggregated says why, in the same form as the contract errors.
     errors = F.when(
-        duplicate,
+        on_time & duplicate,
         F.array(F.lit(f"{DUPLICATE}|$.event_id: already counted within the watermark")),
     ).otherwise(F.col("errors"))
-    return ranked.withColumn("status", status).withColumn("errors", errors).drop("_duplicate")
+    out = checked.withColumn("status", status).withColumn("errors", errors)
+    return out.drop("_duplicate") if duplicates else out
 
 
-def telemetry_rows(verdicts: DataFrame, screen: str) -> DataFrame:
-    """Records attributable to a segment, for events_seen / telemetry_complete /
-    redaction_failures: a readable event_time and a segment that met the contract.
+def aggregated_events(verdicts: DataFrame) -> DataFrame:
+    return verdicts.where(F.col("status") == AGGREGATED).select("event")
 
-    Segment values of a PII-rejected event that the screen flags are replaced, so that the
-    personal data cannot become a segment key.
+
+def count_checked(
+    checked: DataFrame, duplicates: Sequence[tuple[int, int]], counting: Counting
+) -> Counts:
+    """The batch's counts: each partition sums its records in Python (one Spark job), the
+    driver merges the partial sums (a few rows per window x segment and partition).
     """
-    segment_ok = ~F.exists("errors", lambda e: e.contains("|$.segment"))
-    attributable = (
-        # Out-of-range times are not trusted enough to place an event in a window.
-        F.col("status").isin(AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED)
-        & F.col("event.event_time").isNotNull()
-        & F.col("event.segment").isNotNull()
-        & segment_ok
-    )
-    pattern = r"\|\$\.(" + "|".join(p.replace(".", r"\.") for p in SAFETY_PATHS) + ")"
-    complete = ~F.exists("errors", lambda e: e.rlike(pattern))
-    is_pii = F.col("status") == PII_DETECTED
-    dims = [
-        F.when(is_pii & F.col(f"event.segment.{d}").rlike(screen), F.lit(REDACTED_VALUE))
-        .otherwise(F.col(f"event.segment.{d}"))
-        .alias(d)
-        for d in SEGMENT_DIMENSIONS
-    ]
-    return verdicts.where(attributable).select(
-        F.col("event.event_time").alias("event_time"),
-        F.struct(*dims).alias("segment"),
-        complete.alias("telemetry_complete"),
-        is_pii.alias("redaction_failure"),
-    )
+    marks = frozenset(duplicates)
+
+    def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        return partial_counts(batches, counting, marks)
+
+    partials = checked.mapInArrow(count, _partial_schema()).toArrow().to_pylist()
+    return merge_partials(partials, counting)
+
+
+@cache
+def _partial_schema() -> T.StructType:
+    schema = from_arrow_schema(PARTIAL_SCHEMA)
+    assert isinstance(schema, T.StructType)
+    return schema

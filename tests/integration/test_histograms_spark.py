@@ -1,7 +1,8 @@
-"""Histograms and cardinality control on the JVM, against plain Python on the same events.
+"""Counter predicates against Spark SQL, and cardinality control in the job.
 
-- Spark's binning (`window_segment_histograms`) equals numpy's searchsorted binning written
-  here, including values exactly on an edge, below the first edge and far above the last.
+- The catalog's predicates (Spark SQL) give the same verdicts when the executors evaluate
+  them on Arrow columns as Spark gives (histogram bins against numpy: tests/unit/
+  test_counting.py).
 - A producer that sends many distinct values of a dimension is folded into `other` by the
   batch processor: the top values are admitted up to the limit, totals are preserved.
 """
@@ -13,14 +14,16 @@ import random
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 
-import numpy as np
+import pyarrow as pa
 import pytest
 from pydantic import SecretStr
 from pyspark.sql import functions as F
 from sqlalchemy import func, select
 
+from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
 from pipelines.contract.spark_schema import spark_schema_from_json_schema
-from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.catalog import EVENT_COUNTERS
+from pipelines.privacy.detectors import detector_names, screen_pattern
 from pipelines.settings import (
     ContractSettings,
     Settings,
@@ -28,7 +31,7 @@ from pipelines.settings import (
     WarehouseSettings,
 )
 from pipelines.stream.batch import BatchProcessor
-from pipelines.stream.transform import window_segment_histograms
+from pipelines.stream.counting import Columns, SqlPredicate
 from pipelines.synth.generator import generate_events
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
@@ -52,66 +55,55 @@ def _events(n: int, seed: int) -> list[dict]:
     )
 
 
-def _reference_bin(d, value) -> int:
-    if d.kind == "numeric":
-        i = int(np.searchsorted(np.array(d.edges), float(value), side="right")) - 1
-        return min(max(i, 0), d.bins - 1)
-    return list(d.values).index(value)
-
-
-def _field(event: dict, path: str):
-    value = event
-    for part in path.split("."):
-        value = value[part]
-    return value
-
-
-def test_spark_bins_equal_numpy_bins(spark):
-    events = _events(2500, seed=3)
-    rng = random.Random(5)
-    score_edges = DISTRIBUTIONS[0].edges
-    for e in events[:300]:
-        # Edge cases: exact edges, 0 and 1, huge latencies and token counts.
-        e["moderation"]["scores"]["hate"] = rng.choice(score_edges)
-        e["request"]["latency_ms"] = rng.choice([0, 10.0, 11.5, 119_999.9, 120_000.0, 5e6])
-        e["request"]["output_tokens"] = rng.choice([0, 1, 2, 10**7])
-    # Every edge of every numeric distribution, and the closest doubles on either side.
-    numeric = [d for d in DISTRIBUTIONS if d.kind == "numeric"]
-    probes = iter(events[300:])
-    for d in numeric:
-        for edge in d.edges:
-            for x in (np.nextafter(edge, -np.inf), edge, np.nextafter(edge, np.inf)):
-                if x < 0:
-                    continue
-                e = next(probes)
-                parent = e
-                *path, leaf = d.expression.split(".")
-                for part in path:
-                    parent = parent[part]
-                parent[leaf] = float(x) if isinstance(parent[leaf], float) else int(np.ceil(x))
-    schema = spark_schema_from_json_schema()
-    df = spark.createDataFrame([(json.dumps(e),) for e in events], "value string").select(
-        F.from_json("value", schema).alias("event")
+def test_counter_predicates_equal_spark_sql(spark):
+    """The catalog's predicates are Spark SQL; the executors evaluate them on Arrow columns
+    (counting.SqlPredicate). Spark itself is the reference, on varied events."""
+    events = _events(1500, seed=4)
+    rng = random.Random(9)
+    for e in events[:500]:
+        e["moderation"]["flagged_categories"] = rng.sample(
+            ["hate", "violence", "privacy", "illegal"], rng.randint(0, 3)
+        )
+        e["moderation"]["action"] = rng.choice(["allow", "flag", "block", "redact"])
+        e["refusal"]["refused"] = rng.random() < 0.5
+        e["injection"]["attempt_detected"] = rng.random() < 0.5
+        e["injection"]["succeeded"] = rng.random() < 0.5
+        e["tool_calls"]["total"] = rng.randint(0, 2)
+        e["tool_calls"]["unauthorized"] = rng.randint(0, 1)
+        e["feedback"]["appeal_overturned"] = rng.random() < 0.5
+        e["feedback"]["user_report"] = rng.random() < 0.5
+        e["jailbreak"]["attempt"] = rng.random() < 0.5
+        e["jailbreak"]["succeeded"] = rng.random() < 0.5
+        e["privacy"]["pii_detected_in_output"] = rng.random() < 0.5
+    checker = RecordChecker(
+        Limits(1_000_000, timedelta(days=1), timedelta(days=7)),
+        screen=screen_pattern(),
+        detect=detector_names,
     )
-    rows = window_segment_histograms(df, window="300 seconds", dimensions=DIMS).collect()
-    got = Counter()
-    for r in rows:
-        got[r["window_start_s"], r["product_surface"], r["model_version"], r["d"], r["bin"]] += r[
-            "count"
-        ]
-    expected = Counter()
-    for e in events:
-        t = datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
-        w = int(t.timestamp()) // 300 * 300
-        seg = (e["segment"]["product_surface"], e["segment"]["model_version"])
-        for i, d in enumerate(DISTRIBUTIONS):
-            value = _field(e, d.expression)
-            if d.kind == "multi":
-                for v in value or [d.values[0]]:
-                    expected[w, *seg, i, _reference_bin(d, v)] += 1
-            else:
-                expected[w, *seg, i, _reference_bin(d, value)] += 1
-    assert got == expected
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(["t"] * len(events)),
+            pa.array([0] * len(events), pa.int32()),
+            pa.array(range(len(events)), pa.int64()),
+            pa.array([NOW] * len(events), pa.timestamp("us", tz="UTC")),
+            pa.array([json.dumps(e).encode() for e in events], pa.binary()),
+        ],
+        schema=INPUT_SCHEMA,
+    )
+    checked = checker.check_batch(batch, watermark=None)
+    assert checked.column("reason").null_count == len(events)
+    columns = Columns(checked.column("event"))
+    df = spark.createDataFrame([(json.dumps(e),) for e in events], "value string").select(
+        F.from_json("value", spark_schema_from_json_schema()).alias("event")
+    )
+    flat = df.select("event.*")
+    expected = flat.select(
+        *[F.coalesce(F.expr(c.predicate), F.lit(False)).alias(c.id) for c in EVENT_COUNTERS]
+    ).collect()
+    for c in EVENT_COUNTERS:
+        got = SqlPredicate(c.predicate or "false")(columns).tolist()
+        assert got == [bool(r[c.id]) for r in expected], c.id
+        assert 0 < sum(got) or c.id.startswith("violations_"), c.id
 
 
 def _kafka_frame(spark, events, first_offset=0):

@@ -1,0 +1,528 @@
+"""Count classified records per tumbling window x segment: pure functions over Arrow batches.
+
+The executors count (`partial_counts`, run through `DataFrame.mapInArrow` on each partition of
+a micro-batch) and the driver merges their partial sums (`merge_partials`): counters, dense
+histograms, HyperLogLog sketches of user ids, and per Kafka partition and status the offset
+range, rows and latest event time. What one record contributes:
+
+- an aggregated record: every catalog counter whose predicate holds, one entry in each
+  histogram (pipelines.metrics.distributions), its user id in the sketch, and the telemetry
+  counters below;
+- a record attributable to a segment (aggregated, schema_violation or pii_detected, with a
+  readable event_time and a segment that met the contract): events_seen, telemetry_complete
+  when no safety field failed the contract, redaction_failures when it is pii_detected. Its
+  segment values that the PII screen flags are stored as `[REDACTED]`.
+
+The catalog's predicates are Spark SQL (one definition, shown in the docs); `SqlPredicate`
+evaluates the subset they use on Arrow columns, and a test checks it against Spark itself.
+Nothing here does I/O or needs Spark.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import datasketches as ds
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipelines.contract.records import PII_DETECTED, SCHEMA_VIOLATION
+from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
+from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
+
+AGGREGATED = "aggregated"
+DUPLICATE = "duplicate"
+UNKNOWN_VALUE = "unknown"
+REDACTED_VALUE = "[REDACTED]"
+# Paths whose errors make an event's safety telemetry incomplete.
+SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
+                "feedback", "request.outcome")  # fmt: skip
+_SAFETY_ERROR = re.compile(r"\|\$\.(" + "|".join(p.replace(".", r"\.") for p in SAFETY_PATHS) + ")")
+TELEMETRY_COUNTERS = telemetry_counter_ids()
+COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
+# Offsets of each distribution's bins in one dense histogram vector.
+HISTOGRAM_OFFSETS = tuple(np.cumsum([0] + [d.bins for d in DISTRIBUTIONS[:-1]]).tolist())
+HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
+
+PARTIAL_SCHEMA = pa.schema(
+    [
+        ("kind", pa.string()),  # "window" or "offsets"
+        ("window_start_s", pa.int64()),
+        ("segment", pa.list_(pa.string())),  # SEGMENT_DIMENSIONS' values, in order
+        ("counters", pa.list_(pa.int64())),  # COUNTERS, in order
+        ("histogram", pa.list_(pa.int64())),  # dense, HISTOGRAM_OFFSETS
+        ("users_sketch", pa.binary()),
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("status", pa.string()),
+        ("start_offset", pa.int64()),
+        ("end_offset", pa.int64()),
+        ("rows", pa.int64()),
+        ("max_event_time_s", pa.int64()),
+    ]
+)
+
+
+# --- the catalog's predicates on Arrow columns -----------------------------------------------
+
+_TOKEN = re.compile(
+    r"\s*(?:(?P<num>-?\d+(?:\.\d+)?)|(?P<str>'[^']*')|(?P<name>[A-Za-z_][A-Za-z0-9_.]*)"
+    r"|(?P<op>>=|<=|!=|<>|=|>|<|\(|\)|,))"
+)
+_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
+    "=": np.equal, "!=": np.not_equal, "<>": np.not_equal,
+    ">": np.greater, "<": np.less, ">=": np.greater_equal, "<=": np.less_equal,
+}  # fmt: skip
+
+
+class Columns:
+    """Leaf columns of a batch of typed events, as numpy arrays (nulls as False, 0 or '')."""
+
+    def __init__(self, events: pa.StructArray) -> None:
+        self.events = events
+        self.size = len(events)
+        self._cache: dict[str, Any] = {}
+
+    def array(self, path: str) -> pa.Array:
+        value: pa.Array = self.events
+        for part in path.split("."):
+            value = pc.struct_field(value, part)
+        return value
+
+    def values(self, path: str) -> np.ndarray:
+        if path not in self._cache:
+            arr = self.array(path)
+            if pa.types.is_boolean(arr.type):
+                out = pc.fill_null(arr, False).to_numpy(zero_copy_only=False)
+            elif pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+                out = pc.fill_null(arr.cast(pa.float64()), 0.0).to_numpy(zero_copy_only=False)
+            elif pa.types.is_string(arr.type):
+                out = np.asarray(pc.fill_null(arr, "").to_numpy(zero_copy_only=False), dtype=object)
+            else:
+                out = arr  # lists stay Arrow arrays
+            self._cache[path] = out
+        return self._cache[path]
+
+
+class SqlPredicate:
+    """A boolean Spark SQL expression of the catalog's subset, evaluated per event on numpy:
+    field paths, string and number literals, true/false, AND, OR, NOT, parentheses,
+    comparisons, `size(list)` and `array_contains(list, literal)`. A null counts as false,
+    as `coalesce(predicate, false)` does in Spark.
+    """
+
+    def __init__(self, sql: str) -> None:
+        self.sql = sql
+        self._tokens: list[tuple[str, str]] = []
+        pos = 0
+        while pos < len(sql.rstrip()):
+            m = _TOKEN.match(sql, pos)
+            if m is None or m.end() == pos:
+                msg = f"cannot read predicate {sql!r} at position {pos}"
+                raise ValueError(msg)
+            kind = m.lastgroup or ""
+            self._tokens.append((kind, m.group(kind)))
+            pos = m.end()
+
+    def __call__(self, columns: Columns) -> np.ndarray:
+        self._pos = 0
+        result = self._or(columns)
+        if self._pos != len(self._tokens):
+            msg = f"unexpected {self._tokens[self._pos][1]!r} in predicate {self.sql!r}"
+            raise ValueError(msg)
+        return np.broadcast_to(np.asarray(result, dtype=bool), (columns.size,)).copy()
+
+    def _peek(self) -> str:
+        if self._pos < len(self._tokens):
+            return self._tokens[self._pos][1]
+        return ""
+
+    def _take(self, expected: str | None = None) -> tuple[str, str]:
+        if self._pos >= len(self._tokens):
+            msg = f"predicate {self.sql!r} ends too early"
+            raise ValueError(msg)
+        token = self._tokens[self._pos]
+        if expected is not None and token[1].upper() != expected:
+            msg = f"expected {expected!r}, got {token[1]!r} in predicate {self.sql!r}"
+            raise ValueError(msg)
+        self._pos += 1
+        return token
+
+    def _or(self, c: Columns) -> Any:
+        value = self._and(c)
+        while self._peek().upper() == "OR":
+            self._take()
+            value = np.logical_or(value, self._and(c))
+        return value
+
+    def _and(self, c: Columns) -> Any:
+        value = self._not(c)
+        while self._peek().upper() == "AND":
+            self._take()
+            value = np.logical_and(value, self._not(c))
+        return value
+
+    def _not(self, c: Columns) -> Any:
+        if self._peek().upper() == "NOT":
+            self._take()
+            return np.logical_not(self._not(c))
+        left = self._atom(c)
+        if self._peek() in _COMPARE:
+            op = self._take()[1]
+            return _COMPARE[op](left, self._atom(c))
+        return left
+
+    def _atom(self, c: Columns) -> Any:
+        kind, text = self._take()
+        if text == "(":
+            value = self._or(c)
+            self._take(")")
+            return value
+        if kind == "num":
+            return float(text)
+        if kind == "str":
+            return text[1:-1]
+        if kind != "name":
+            msg = f"unexpected {text!r} in predicate {self.sql!r}"
+            raise ValueError(msg)
+        if text.upper() in ("TRUE", "FALSE"):
+            return text.upper() == "TRUE"
+        if self._peek() == "(":
+            return self._function(text.lower(), c)
+        return c.values(text)
+
+    def _function(self, name: str, c: Columns) -> Any:
+        self._take("(")
+        _, path = self._take()
+        lists = c.values(path)
+        if name == "size":
+            self._take(")")
+            return pc.fill_null(pc.list_value_length(lists), 0).to_numpy(zero_copy_only=False)
+        if name == "array_contains":
+            self._take(",")
+            _, literal = self._take()
+            self._take(")")
+            held = np.zeros(c.size, dtype=bool)
+            flat = pc.list_flatten(lists)
+            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            hits = pc.fill_null(pc.equal(flat, literal.strip("'")), False)
+            held[parents[hits.to_numpy(zero_copy_only=False)]] = True
+            return held
+        msg = f"function {name}() is not supported in predicate {self.sql!r}"
+        raise ValueError(msg)
+
+
+# --- histograms ------------------------------------------------------------------------------
+
+
+def histogram_entries(columns: Columns) -> tuple[np.ndarray, np.ndarray]:
+    """(event index, dense histogram position) of every entry the events count in: one per
+    numeric or categorical distribution, one per held value of a multi (the first bin,
+    `none`, when it holds none). Numeric values clip into the first and last bins.
+    """
+    rows: list[np.ndarray] = []
+    codes: list[np.ndarray] = []
+    everyone = np.arange(columns.size)
+    for offset, d in zip(HISTOGRAM_OFFSETS, DISTRIBUTIONS, strict=True):
+        if d.kind == "numeric":
+            inner = np.asarray(d.edges[1:-1], dtype=float)
+            values = columns.values(d.expression)
+            rows.append(everyone)
+            codes.append(offset + np.searchsorted(inner, values, side="right"))
+        elif d.kind == "categorical":
+            values = columns.values(d.expression)
+            index = {v: i for i, v in enumerate(d.values)}
+            bins = np.fromiter((index.get(v, -1) for v in values), np.int64, len(values))
+            known = bins >= 0
+            rows.append(everyone[known])
+            codes.append(offset + bins[known])
+        else:
+            lists = columns.values(d.expression)
+            flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            index = {v: i for i, v in enumerate(d.values)}
+            bins = np.fromiter((index.get(v, -1) for v in flat), dtype=np.int64, count=len(flat))
+            known = bins > 0
+            held = np.zeros(columns.size, dtype=bool)
+            held[parents[known]] = True
+            rows += [parents[known], everyone[~held]]
+            codes += [offset + bins[known], np.full(int((~held).sum()), offset)]
+    return np.concatenate(rows), np.concatenate(codes)
+
+
+# --- one partition -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counting:
+    """How to count: tumbling window length, grouped dimensions, sketch size, PII screen."""
+
+    window_s: int
+    dimensions: tuple[str, ...]
+    users_lg_k: int
+    screen: str
+
+
+@dataclass
+class _Window:
+    counters: np.ndarray
+    histogram: np.ndarray
+    sketch: Any = None
+
+
+@dataclass
+class _Partial:
+    """The running sums of one partition."""
+
+    counting: Counting
+    windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
+    offsets: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+
+    def window(self, key: tuple[Any, ...]) -> _Window:
+        found = self.windows.get(key)
+        if found is None:
+            found = _Window(np.zeros(len(COUNTERS), np.int64), np.zeros(HISTOGRAM_BINS, np.int64))
+            self.windows[key] = found
+        return found
+
+
+_PREDICATES: dict[str, SqlPredicate] = {}
+
+
+def _predicate(sql: str) -> SqlPredicate:
+    if sql not in _PREDICATES:
+        _PREDICATES[sql] = SqlPredicate(sql)
+    return _PREDICATES[sql]
+
+
+def _statuses(batch: pa.RecordBatch, duplicates: frozenset[tuple[int, int]]) -> list[str]:
+    reasons = batch.column("reason").to_pylist()
+    if not duplicates:
+        return [r if r is not None else AGGREGATED for r in reasons]
+    coordinates = zip(batch.column("partition").to_pylist(), batch.column("offset").to_pylist(),
+                      strict=True)  # fmt: skip
+    return [
+        r if r is not None else DUPLICATE if xy in duplicates else AGGREGATED
+        for r, xy in zip(reasons, coordinates, strict=True)
+    ]
+
+
+def _segments(
+    events: pa.StructArray, rows: np.ndarray, counting: Counting, redact: np.ndarray | None
+) -> list[tuple[str, ...]]:
+    """The grouped segment of each row (`*` for other dimensions, `unknown` for null)."""
+    segment = pc.struct_field(events, "segment").take(pa.array(rows, pa.int64()))
+    columns = []
+    screen = re.compile(counting.screen) if redact is not None else None
+    for name in SEGMENT_DIMENSIONS:
+        if name not in counting.dimensions:
+            columns.append([ALL_DIMENSIONS_VALUE] * len(rows))
+            continue
+        values = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE).to_pylist()
+        if screen is not None and redact is not None:
+            values = [
+                REDACTED_VALUE if r and screen.search(v) else v
+                for v, r in zip(values, redact, strict=True)
+            ]
+        columns.append(values)
+    return list(zip(*columns, strict=True))
+
+
+def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) -> None:
+    counting = partial.counting
+    events = batch.column("event")
+    status = np.asarray(statuses, dtype=object)
+    event_time = pc.struct_field(events, "event_time").cast(pa.int64())  # microseconds
+    has_time = ~np.asarray(pc.is_null(event_time).to_numpy(zero_copy_only=False))
+    seconds = np.asarray(pc.fill_null(event_time, 0).to_numpy(zero_copy_only=False)) // 1_000_000
+
+    # Offsets per partition and status.
+    topics = batch.column("topic").to_pylist()
+    partitions = batch.column("partition").to_pylist()
+    offsets = batch.column("offset").to_pylist()
+    for i, key in enumerate(zip(topics, partitions, statuses, strict=True)):
+        entry = partial.offsets.get(key)
+        t = int(seconds[i]) if has_time[i] else None
+        if entry is None:
+            partial.offsets[key] = [offsets[i], offsets[i], 1, t if t is not None else -(2**62)]
+        else:
+            entry[0] = min(entry[0], offsets[i])
+            entry[1] = max(entry[1], offsets[i])
+            entry[2] += 1
+            if t is not None and t > entry[3]:
+                entry[3] = t
+
+    # Telemetry: records attributable to a segment.
+    errors = batch.column("errors").to_pylist()
+    segment_ok = np.fromiter(
+        (not any("|$.segment" in e for e in errs or ()) for errs in errors), bool, len(errors)
+    )
+    has_segment = ~np.asarray(pc.is_null(pc.struct_field(events, "segment")).to_numpy(
+        zero_copy_only=False))  # fmt: skip
+    attributable = (
+        np.isin(status, [AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED])
+        & has_time
+        & has_segment
+        & segment_ok
+    )
+    rows = np.flatnonzero(attributable)
+    if len(rows) == 0:
+        return
+    pii = status[rows] == PII_DETECTED
+    keys = _segments(events, rows, counting, pii if pii.any() else None)
+    window_starts = (seconds[rows] // counting.window_s) * counting.window_s
+    complete = [not any(_SAFETY_ERROR.search(e) for e in errors[r] or ()) for r in rows]
+    aggregated = status[rows] == AGGREGATED
+    group_of: dict[tuple[Any, ...], int] = {}
+    group = np.fromiter(
+        (group_of.setdefault((int(w), *k), len(group_of)) for w, k in zip(window_starts, keys,
+                                                                           strict=True)),
+        np.int64,
+        len(rows),
+    )  # fmt: skip
+    n_groups = len(group_of)
+    sums = np.zeros((n_groups, len(COUNTERS)), np.int64)
+    base = len(EVENT_COUNTERS)
+    sums[:, base + 0] = np.bincount(group, minlength=n_groups)
+    sums[:, base + 1] = np.bincount(group, weights=np.asarray(complete, float), minlength=n_groups)
+    sums[:, base + 2] = np.bincount(group, weights=pii.astype(float), minlength=n_groups)
+
+    histograms = np.zeros((n_groups, HISTOGRAM_BINS), np.int64)
+    counted = rows[aggregated]
+    if len(counted):
+        columns = Columns(events.take(pa.array(counted, pa.int64())))
+        counted_group = group[aggregated]
+        for j, counter in enumerate(EVENT_COUNTERS):
+            mask = _predicate(counter.predicate or "false")(columns)
+            sums[:, j] = np.bincount(counted_group, weights=mask.astype(float), minlength=n_groups)
+        entry_rows, codes = histogram_entries(columns)
+        flat = np.bincount(
+            counted_group[entry_rows] * HISTOGRAM_BINS + codes,
+            minlength=n_groups * HISTOGRAM_BINS,
+        )
+        histograms += flat.reshape(n_groups, HISTOGRAM_BINS)
+
+    windows = [partial.window(key) for key in group_of]
+    for g, w in enumerate(windows):
+        w.counters += sums[g]
+        w.histogram += histograms[g]
+    if len(counted):
+        users = pc.struct_field(events, "user_id").take(pa.array(counted, pa.int64())).to_pylist()
+        for g, user in zip(group[aggregated].tolist(), users, strict=True):
+            if user is None:
+                continue
+            w = windows[g]
+            if w.sketch is None:
+                w.sketch = ds.hll_sketch(counting.users_lg_k)
+            w.sketch.update(user)
+
+
+def partial_counts(
+    batches: Iterable[pa.RecordBatch],
+    counting: Counting,
+    duplicates: frozenset[tuple[int, int]] = frozenset(),
+) -> Iterator[pa.RecordBatch]:
+    """The partial sums of one partition's checked records (PARTIAL_SCHEMA), in one batch.
+
+    `duplicates` holds the (partition, offset) of the on-time valid records that repeat an
+    event id; every other record's status is its reason, or aggregated.
+    """
+    partial = _Partial(counting)
+    for batch in batches:
+        _add_batch(partial, batch, _statuses(batch, duplicates))
+    rows: list[dict[str, Any]] = []
+    for (window_start, *segment), w in partial.windows.items():
+        sketch = w.sketch.serialize_compact() if w.sketch is not None else None
+        rows.append({
+            "kind": "window", "window_start_s": window_start, "segment": segment,
+            "counters": w.counters.tolist(), "histogram": w.histogram.tolist(),
+            "users_sketch": bytes(sketch) if sketch is not None else None,
+        })  # fmt: skip
+    for (topic, partition, status), (lo, hi, n, latest) in partial.offsets.items():
+        rows.append({
+            "kind": "offsets", "topic": topic, "partition": partition, "status": status,
+            "start_offset": lo, "end_offset": hi, "rows": n,
+            "max_event_time_s": latest if latest > -(2**62) else None,
+        })  # fmt: skip
+    yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
+
+
+# --- the driver ------------------------------------------------------------------------------
+
+
+_STATS = ("topic", "partition", "status", "start_offset", "end_offset", "rows",
+          "max_event_time_s")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A micro-batch's counts, merged from the partitions' partial sums."""
+
+    stats: list[dict[str, Any]]  # per topic, partition, status: offsets, rows, max event time
+    aggregates: list[dict[str, Any]]  # per window x segment: counters and users_sketch
+    histograms: list[dict[str, Any]]  # per window x segment x distribution x non-empty bin
+
+
+def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Counts:
+    """Sum the partial rows (PARTIAL_SCHEMA as dicts) of every partition."""
+    windows: dict[tuple[Any, ...], list[Any]] = {}
+    stats: dict[tuple[str, int, str], dict[str, Any]] = {}
+    for p in partials:
+        if p["kind"] == "offsets":
+            key = (p["topic"], p["partition"], p["status"])
+            s = stats.get(key)
+            if s is None:
+                stats[key] = {k: p[k] for k in _STATS}
+                continue
+            s["start_offset"] = min(s["start_offset"], p["start_offset"])
+            s["end_offset"] = max(s["end_offset"], p["end_offset"])
+            s["rows"] += p["rows"]
+            times = [t for t in (s["max_event_time_s"], p["max_event_time_s"]) if t is not None]
+            s["max_event_time_s"] = max(times) if times else None
+            continue
+        key = (p["window_start_s"], *p["segment"])
+        entry = windows.get(key)
+        counters = np.asarray(p["counters"], np.int64)
+        histogram = np.asarray(p["histogram"], np.int64)
+        if entry is None:
+            windows[key] = [counters, histogram, [p["users_sketch"]]]
+        else:
+            entry[0] = entry[0] + counters
+            entry[1] = entry[1] + histogram
+            entry[2].append(p["users_sketch"])
+    dimension_set = ",".join(counting.dimensions)
+    aggregates: list[dict[str, Any]] = []
+    histograms: list[dict[str, Any]] = []
+    for (window_start, *segment), (counters, histogram, sketches) in sorted(windows.items()):
+        start = datetime.fromtimestamp(window_start, UTC)
+        where = {"window_start": start, "dimension_set": dimension_set,
+                 **dict(zip(SEGMENT_DIMENSIONS, segment, strict=True))}  # fmt: skip
+        present = [s for s in sketches if s is not None]
+        if len(present) == 1:
+            sketch: bytes | None = present[0]
+        elif present:
+            union = ds.hll_union(counting.users_lg_k)
+            for s in present:
+                union.update(ds.hll_sketch.deserialize(s))
+            sketch = bytes(union.get_result().serialize_compact())
+        else:
+            sketch = None
+        aggregates.append({
+            **where, "window_end": datetime.fromtimestamp(window_start + counting.window_s, UTC),
+            **dict(zip(COUNTERS, (int(v) for v in counters), strict=True)),
+            "users_sketch": sketch,
+        })  # fmt: skip
+        for position in np.flatnonzero(histogram):
+            d = int(np.searchsorted(HISTOGRAM_OFFSETS, position, side="right")) - 1
+            histograms.append({
+                **where, "distribution": DISTRIBUTIONS[d].id,
+                "bin": int(position - HISTOGRAM_OFFSETS[d]), "count": int(histogram[position]),
+            })  # fmt: skip
+    return Counts(stats=list(stats.values()), aggregates=aggregates, histograms=histograms)

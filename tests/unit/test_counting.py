@@ -1,0 +1,242 @@
+"""Counting checked records per window x segment (pipelines.stream.counting), against plain
+Python on the same events: histogram bins like numpy's searchsorted (every edge and its
+neighbouring doubles), counters and telemetry per segment, offsets per partition and
+status, distinct users within the sketch's error, and the same totals however the records
+are split into partitions and Arrow batches."""
+
+from __future__ import annotations
+
+import copy
+import json
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.sketches import estimate
+from pipelines.privacy.detectors import detector_names, screen_pattern
+from pipelines.stream.counting import (
+    Columns,
+    Counting,
+    SqlPredicate,
+    merge_partials,
+    partial_counts,
+)
+from pipelines.synth.generator import generate_events
+
+NOW = datetime.now(UTC).replace(second=0, microsecond=0)
+DIMS = ("product_surface", "model_version")
+WINDOW = 300
+COUNTING = Counting(window_s=WINDOW, dimensions=DIMS, users_lg_k=12, screen=screen_pattern())
+CHECKER = RecordChecker(
+    Limits(1_000_000, timedelta(minutes=5), timedelta(days=7)),
+    screen=screen_pattern(),
+    detect=detector_names,
+)
+
+
+def _events(n: int, seed: int) -> list[dict]:
+    return list(
+        generate_events(
+            seed=seed, start=NOW - timedelta(hours=1), duration=timedelta(minutes=20),
+            rate_per_s=n / 1200,
+        )
+    )  # fmt: skip
+
+
+def _checked(events: list, partition: int = 0, first_offset: int = 0) -> pa.RecordBatch:
+    values = [e if isinstance(e, bytes) else json.dumps(e).encode() for e in events]
+    n = len(values)
+    batch = pa.RecordBatch.from_arrays(
+        [
+            pa.array(["t"] * n),
+            pa.array([partition] * n, pa.int32()),
+            pa.array(range(first_offset, first_offset + n), pa.int64()),
+            pa.array([NOW] * n, pa.timestamp("us", tz="UTC")),
+            pa.array(values, pa.binary()),
+        ],
+        schema=INPUT_SCHEMA,
+    )
+    return CHECKER.check_batch(batch, watermark=None)
+
+
+def _count(batches, duplicates=frozenset()):
+    partials = [row for b in batches for p in partial_counts([b], COUNTING, duplicates)
+                for row in p.to_pylist()]  # fmt: skip
+    return merge_partials(partials, COUNTING)
+
+
+def _field(event: dict, path: str):
+    for part in path.split("."):
+        event = event[part]
+    return event
+
+
+def _window(event: dict) -> datetime:
+    t = datetime.fromisoformat(event["event_time"].replace("Z", "+00:00"))
+    return datetime.fromtimestamp(int(t.timestamp()) // WINDOW * WINDOW, UTC)
+
+
+def _reference_bin(d, value) -> int:
+    if d.kind == "numeric":
+        i = int(np.searchsorted(np.array(d.edges), float(value), side="right")) - 1
+        return min(max(i, 0), d.bins - 1)
+    return list(d.values).index(value)
+
+
+def test_bins_equal_numpy_bins():
+    events = _events(2500, seed=3)
+    rng = random.Random(5)
+    score_edges = DISTRIBUTIONS[0].edges
+    for e in events[:300]:
+        # Edge cases: exact edges, 0 and 1, huge latencies and token counts.
+        e["moderation"]["scores"]["hate"] = rng.choice(score_edges)
+        e["request"]["latency_ms"] = rng.choice([0, 10.0, 11.5, 119_999.9, 120_000.0, 5e6])
+        e["request"]["output_tokens"] = rng.choice([0, 1, 2, 10**7])
+    # Every edge of every numeric distribution, and the closest doubles on either side.
+    probes = iter(events[300:])
+    for d in (d for d in DISTRIBUTIONS if d.kind == "numeric"):
+        for edge in d.edges:
+            for x in (np.nextafter(edge, -np.inf), edge, np.nextafter(edge, np.inf)):
+                if x < 0:
+                    continue
+                e = next(probes)
+                *path, leaf = d.expression.split(".")
+                parent = _field(e, ".".join(path))
+                parent[leaf] = float(x) if isinstance(parent[leaf], float) else int(np.ceil(x))
+    checked = _checked(events)
+    counts = _count([checked])
+    # Probes beyond a score's maximum of 1 break the contract: they are not counted.
+    events = [
+        e for e, r in zip(events, checked.column("reason").to_pylist(), strict=True) if r is None
+    ]
+    assert len(events) > 2400
+    got = Counter(
+        {
+            (h["window_start"], h["product_surface"], h["model_version"], h["distribution"],
+             h["bin"]): h["count"]
+            for h in counts.histograms
+        }
+    )  # fmt: skip
+    expected = Counter()
+    for e in events:
+        seg = (e["segment"]["product_surface"], e["segment"]["model_version"])
+        for d in DISTRIBUTIONS:
+            value = _field(e, d.expression)
+            for v in (value or [d.values[0]]) if d.kind == "multi" else [value]:
+                expected[_window(e), *seg, d.id, _reference_bin(d, v)] += 1
+    assert got == expected
+
+
+def _truth(events, predicate):
+    out = Counter()
+    for e in events:
+        if predicate(e):
+            out[_window(e), e["segment"]["product_surface"], e["segment"]["model_version"]] += 1
+    return out
+
+
+def test_counters_telemetry_offsets_and_users():
+    events = _events(3000, seed=11)
+    bad = copy.deepcopy(events[0])
+    bad["refusal"]["style"] = "rude"  # a safety field fails: counted in events_seen only
+    segment_bad = copy.deepcopy(events[1])
+    segment_bad["segment"]["locale"] = 7  # the segment fails: not attributable at all
+    leak = copy.deepcopy(events[2])
+    leak["segment"]["model_version"] = "call +1 415 555 0100"
+    leak["excerpts"] = {"prompt": "my mail is jane.doe@example.com", "response": None}
+    records = [*events, bad, segment_bad, leak, b"not json"]
+    halves = [_checked(records[:1600], 0), _checked(records[1600:], 1, first_offset=100)]
+    counts = _count(halves)
+
+    rows = {(a["window_start"], a["product_surface"], a["model_version"]): a
+            for a in counts.aggregates}  # fmt: skip
+    assert all(a[d] == "*" for a in counts.aggregates for d in ("locale", "feature"))
+    checks = {
+        "events": lambda e: True,
+        "violations": lambda e: len(e["moderation"]["flagged_categories"]) > 0,
+        "violations_hate": lambda e: "hate" in e["moderation"]["flagged_categories"],
+        "blocks": lambda e: e["moderation"]["action"] == "block",
+        "over_refusals": lambda e: (
+            e["refusal"]["refused"] and not e["moderation"]["flagged_categories"]
+        ),
+        "injection_successes": lambda e: (
+            e["injection"]["attempt_detected"] and e["injection"]["succeeded"]
+        ),
+        "unauthorized_tool_call_events": lambda e: (
+            e["tool_calls"]["total"] > 0 and e["tool_calls"]["unauthorized"] > 0
+        ),
+        "appeal_overturns": lambda e: (
+            e["feedback"]["appeal_overturned"]
+            and (e["moderation"]["action"] == "block" or e["refusal"]["refused"])
+        ),
+    }
+    for counter, predicate in checks.items():
+        truth = _truth(events, predicate)
+        got = {k: r[counter] for k, r in rows.items() if r[counter]}
+        assert got == dict(truth), counter
+
+    seen = _truth([*events, bad], lambda e: True)
+    redacted = (_window(leak), leak["segment"]["product_surface"], "[REDACTED]")
+    seen[redacted] += 1
+    assert {k: r["events_seen"] for k, r in rows.items()} == dict(seen)
+    incomplete = Counter({_truth([bad], lambda e: True).most_common(1)[0][0]: 1})
+    assert {k: r["events_seen"] - r["telemetry_complete"] for k, r in rows.items()
+            if r["events_seen"] != r["telemetry_complete"]} == dict(incomplete)  # fmt: skip
+    assert {k: r["redaction_failures"] for k, r in rows.items() if r["redaction_failures"]} == {
+        redacted: 1
+    }
+
+    by_status = Counter()
+    for s in counts.stats:
+        by_status[s["status"]] += s["rows"]
+    assert by_status == Counter(
+        aggregated=len(events), schema_violation=2, pii_detected=1, invalid_json=1
+    )
+    p1 = [s for s in counts.stats if s["partition"] == 1 and s["status"] == "aggregated"]
+    assert (p1[0]["start_offset"], p1[0]["end_offset"]) == (100, 100 + len(events) - 1600 - 1)
+
+    for key, r in rows.items():
+        users = {e["user_id"] for e in events if _truth([e], lambda e: True).get(key)}
+        if len(users) >= 20:
+            # lg_k 12: relative standard error 1.6 %; 5 sigma.
+            assert abs(estimate(r["users_sketch"]) - len(users)) <= 0.08 * len(users) + 1
+
+
+def test_duplicates_are_not_counted_and_splits_do_not_matter():
+    events = _events(1200, seed=2)
+    whole = _count([_checked(events)])
+    # The same records in 5 Arrow batches over 2 partitions, plus 40 marked duplicates.
+    copies = [copy.deepcopy(e) for e in events[:40]]
+    parts = [
+        _checked(events[i : i + 250], partition=i // 600, first_offset=i)
+        for i in range(0, 1200, 250)
+    ]
+    parts.append(_checked(copies, partition=3))
+    split = _count(parts, duplicates=frozenset((3, i) for i in range(40)))
+
+    def without_sketch(rows):
+        return [{k: v for k, v in r.items() if k != "users_sketch"} for r in rows]
+
+    assert without_sketch(split.aggregates) == without_sketch(whole.aggregates)
+    # The union of the partitions' sketches estimates what one sketch of all users does.
+    assert [estimate(r["users_sketch"]) for r in split.aggregates] == [
+        estimate(r["users_sketch"]) for r in whole.aggregates
+    ]
+    assert split.histograms == whole.histograms
+    assert sum(s["rows"] for s in split.stats if s["status"] == "duplicate") == 40
+
+
+@pytest.mark.parametrize(
+    "sql",
+    ["size(moderation.flagged_categories) >", "nope(moderation.action)", "refusal.refused AND"],
+)
+def test_unreadable_predicates_raise(sql):
+    columns = Columns(_checked(_events(10, seed=1)).column("event"))
+    with pytest.raises(ValueError, match="predicate"):
+        SqlPredicate(sql)(columns)
