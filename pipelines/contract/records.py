@@ -431,7 +431,12 @@ class RecordChecker:
         self._fast = _FastPath(self.schema)
         self._screen = re.compile(screen)
         self._detect = detect
-        self._texts = [tuple(p.split(".")) for p in free_text_paths(self.schema)]
+        # Free-text paths grouped by parent object: (parent path, field names).
+        parents: dict[tuple[str, ...], list[str]] = {}
+        for path in free_text_paths(self.schema):
+            *parent, name = path.split(".")
+            parents.setdefault(tuple(parent), []).append(name)
+        self._texts = list(parents.items())
         self._output = output_schema(self.schema)
         self._event_type = self._output.field("event").type
 
@@ -459,7 +464,11 @@ class RecordChecker:
             if event_time < kafka_time - self.limits.max_age:
                 message = f"more than {self.limits.max_age} behind the Kafka record's timestamp"
                 return _Outcome(event, [f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: {message}"])
-        texts = [t for p in self._texts if isinstance(t := _get(event, p), str)]
+        texts = []
+        for parent_path, names in self._texts:
+            parent = _get(event, parent_path)
+            if isinstance(parent, dict):
+                texts += [t for name in names if isinstance(t := parent.get(name), str)]
         # One search over the free text joined by newlines: the screen has no anchors and no
         # detector matches across a line break.
         if texts and self._screen.search("\n".join(texts)):
