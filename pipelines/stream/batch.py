@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 from sqlalchemy.exc import SQLAlchemyError
@@ -52,12 +54,10 @@ from pipelines.stream.classify import (
     duplicate_marks,
     with_status,
 )
-from pipelines.stream.counting import Counting
+from pipelines.stream.counting import NO_SAMPLE, UNPARSED, Counting, Sampling
 from pipelines.stream.dedup import DedupState
 from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
-
-UNPARSED = ("message_too_large", "invalid_json", "unknown_schema_version")
 
 
 @dataclass(frozen=True)
@@ -134,6 +134,7 @@ class Classified:
     aggregates: list[dict[str, Any]]  # per window x segment, before cardinality folding
     histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
     by_status: Counter[str]  # records per status (aggregated, duplicate, late or a reason)
+    sample: Any = None  # pyarrow array of sampled parsed events, or None
 
 
 @dataclass(frozen=True)
@@ -223,7 +224,11 @@ class BatchProcessor:
         dedup = DedupState(spark, self.settings.contract.dedup_state_dir, query_id)
         stages = _Stages()
         prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
-        with self.classified(df, stages, watermark=watermark_before, prior_ids=prior) as c:
+        quality = self.settings.quality
+        sample_rows = quality.max_rows if quality.enabled else 0
+        with self.classified(
+            df, stages, watermark=watermark_before, prior_ids=prior, sample_rows=sample_rows
+        ) as c:
             stats, verdicts, by_status = c.stats, c.verdicts, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
             rejected_events: list[dict[str, Any]] = []
@@ -239,9 +244,7 @@ class BatchProcessor:
                 stages.stop()
             parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
             with stages("quality"):
-                quality = (
-                    self._validate(verdicts, parsed_rows) if self.settings.quality.enabled else None
-                )
+                outcome = self._validate(c.sample, parsed_rows) if quality.enabled else None
             with stages("dedup"):
                 ids = aggregated_events(verdicts).select("event.event_id", "event.event_time")
                 dedup.write(ids, batch_id)
@@ -277,8 +280,8 @@ class BatchProcessor:
             duplicate_rows=by_status[DUPLICATE],
             dlq_rows=dlq_rows,
             max_event_time=max_event_time,
-            quality_success=quality.success if quality else None,
-            quality_rows=_quality_rows(quality),
+            quality_success=outcome.success if outcome else None,
+            quality_rows=_quality_rows(outcome),
             histograms=hist_rows,
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
             rejected_events=rejected_events,
@@ -400,12 +403,14 @@ class BatchProcessor:
         *,
         watermark: datetime | None,
         prior_ids: DataFrame | None,
+        sample_rows: int = 0,
     ) -> Iterator[Classified]:
         """Check, screen, classify and aggregate raw Kafka records (the records stay cached).
 
         The one definition of what an event counts as, shared by the streaming batches and
         the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
-        counters and histograms per window x segment (before cardinality folding).
+        counters and histograms per window x segment (before cardinality folding), and a
+        deterministic sample of about `sample_rows` parsed events for the quality suite.
         """
         checked = check_contract(
             df,
@@ -417,21 +422,27 @@ class BatchProcessor:
         try:
             # The first action on `checked`: runs the contract checks and the PII screen.
             with stages("contract+pii"):
-                checked.count()
+                total = checked.count()
             with stages("classify"):
                 duplicates = [
                     (r["partition"], r["offset"])
                     for r in duplicate_marks(checked, prior_ids).collect()
                 ]
+            sampling = NO_SAMPLE
+            if sample_rows and total:
+                # A quarter more than needed: the validator draws exactly its sample from it.
+                fraction = min(1.0, 1.25 * sample_rows / total)
+                sampling = Sampling(fraction, self.settings.quality.sample_seed)
             with stages("aggregate"):
-                counts = count_checked(checked, duplicates, self.counting)
+                counts = count_checked(checked, duplicates, self.counting, sampling)
             by_status = Counter[str]()
             for s in counts.stats:
                 by_status[s["status"]] += s["rows"]
             verdicts = with_status(checked, duplicates)
             yield Classified(
-                verdicts, counts.stats, counts.aggregates, counts.histograms, by_status
-            )
+                verdicts, counts.stats, counts.aggregates, counts.histograms, by_status,
+                counts.sample,
+            )  # fmt: skip
         finally:
             checked.unpersist()
 
@@ -463,8 +474,8 @@ class BatchProcessor:
         hist_rows = fold(hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"])
         return rows, hist_rows, admissions, folded
 
-    def _validate(self, verdicts: DataFrame, total: int) -> Any:
-        """Run the suite on the parsed events (`total` of them, known from the batch stats)."""
+    def _validate(self, sample: Any, total: int) -> Any:
+        """Run the suite on the sampled parsed events (`total` of them in the batch)."""
         from pipelines.quality.runner import BatchValidator
         from pipelines.quality.suite import leaf_columns, load_suite
         from schemas import event_schema
@@ -475,22 +486,25 @@ class BatchProcessor:
                 max_rows=self.settings.quality.max_rows,
                 seed=self.settings.quality.sample_seed,
             )
-        parsed = verdicts.where(~F.col("status").isin(*UNPARSED))
-        if total == 0:
+        if total == 0 or sample is None:
             return None
-        columns = []
+        columns: dict[str, Any] = {}
         for leaf in leaf_columns(event_schema("1")):
-            col = F.col("event." + ".".join(leaf.path))
+            values: Any = sample
+            for part in leaf.path:
+                values = pc.struct_field(values, part)
             if leaf.node.get("format") == "date-time":
-                col = F.date_format(col, "yyyy-MM-dd'T'HH:mm:ss.SSS'Z'")
-            columns.append(col.alias(leaf.column))
-        limit = self.settings.quality.max_rows
-        # Deterministic sample on the JVM: only the sample crosses over to pandas.
-        ordered = parsed.orderBy(
-            F.xxhash64("partition", "offset", F.lit(self.settings.quality.sample_seed))
-        )
-        frame = ordered.limit(limit).select(*columns).toPandas()
+                values = pa.array([_iso_millis(t) for t in values.to_pylist()], pa.string())
+            columns[leaf.column] = values
+        frame = pa.table(columns).to_pandas()
         return self._validator.validate(frame, total_rows=total)
+
+
+def _iso_millis(t: datetime | None) -> str | None:
+    """A date-time as the event carries it, to the millisecond (as the suite reads it)."""
+    if t is None:
+        return None
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def _quality_rows(quality: Any) -> list[dict[str, Any]]:

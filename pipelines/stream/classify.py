@@ -11,11 +11,13 @@ within the watermark, or earlier in the same batch).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from functools import cache
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -37,9 +39,11 @@ from pipelines.privacy.detectors import screen_pattern
 from pipelines.stream.counting import (
     AGGREGATED,
     DUPLICATE,
+    NO_SAMPLE,
     PARTIAL_SCHEMA,
     Counting,
     Counts,
+    Sampling,
     merge_partials,
     partial_counts,
 )
@@ -94,24 +98,38 @@ def duplicate_marks(checked: DataFrame, prior_ids: DataFrame | None) -> DataFram
     """(partition, offset) of the on-time valid records whose event id was already counted:
     by an earlier batch within the watermark (`prior_ids`), or earlier in this batch.
 
-    Found on a narrow projection (id and coordinates), so only ids are shuffled.
+    One shuffle of a narrow projection: this batch's ids with their coordinates and the
+    prior ids, grouped by id; only ids that occur more than once come back.
     """
+    position = F.struct(F.col("partition"), F.col("offset"))
+    # Where a prior id sits: before every record of this batch.
+    before_this_batch = F.struct(
+        F.lit(-1).alias("partition"), F.lit(-1).cast("bigint").alias("offset")
+    )
     keys = checked.where(F.col("reason").isNull()).select(
-        F.col("event.event_id").alias("_id"), "partition", "offset"
-    )
-    position = F.struct("partition", "offset")
-    firsts = (
-        keys.groupBy("_id")
-        .agg(F.min(position).alias("_first"), F.count(F.lit(1)).alias("_n"))
-        .where(F.col("_n") > 1)
-    )
-    repeated = (
-        keys.join(firsts, "_id").where(position != F.col("_first")).select("partition", "offset")
+        F.col("event.event_id").alias("_id"), position.alias("_at")
     )
     if prior_ids is not None:
-        seen = prior_ids.select(F.col("event_id").alias("_id")).distinct()
-        repeated = repeated.unionByName(keys.join(seen, "_id").select("partition", "offset"))
-    return repeated.distinct()
+        prior = prior_ids.select(
+            F.col("event_id").alias("_id"),
+            F.lit(None).cast("struct<partition:int,offset:bigint>").alias("_at"),
+        )
+        keys = keys.unionByName(prior)
+    repeated = (
+        keys.groupBy("_id")
+        .agg(
+            F.count(F.lit(1)).alias("_n"),
+            # The first record of this batch is kept only when no earlier batch counted the
+            # id (collect_list drops the prior ids' null positions).
+            F.min(F.coalesce("_at", before_this_batch)).alias("_first"),
+            F.collect_list("_at").alias("_all"),
+        )
+        .where(F.col("_n") > 1)
+    )
+    marked = repeated.select(
+        F.explode(F.filter("_all", lambda at: at != F.col("_first"))).alias("_at")
+    )
+    return marked.select("_at.partition", "_at.offset")
 
 
 def with_status(checked: DataFrame, duplicates: Sequence[tuple[int, int]]) -> DataFrame:
@@ -145,18 +163,26 @@ def aggregated_events(verdicts: DataFrame) -> DataFrame:
 
 
 def count_checked(
-    checked: DataFrame, duplicates: Sequence[tuple[int, int]], counting: Counting
+    checked: DataFrame,
+    duplicates: Sequence[tuple[int, int]],
+    counting: Counting,
+    sampling: Sampling = NO_SAMPLE,
 ) -> Counts:
     """The batch's counts: each partition sums its records in Python (one Spark job), the
-    driver merges the partial sums (a few rows per window x segment and partition).
+    driver merges the partial sums (a few rows per window x segment and partition). The
+    same pass draws the data-quality sample.
     """
     marks = frozenset(duplicates)
 
     def count(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        return partial_counts(batches, counting, marks)
+        return partial_counts(batches, counting, marks, sampling)
 
-    partials = checked.mapInArrow(count, _partial_schema()).toArrow().to_pylist()
-    return merge_partials(partials, counting)
+    table = checked.mapInArrow(count, _partial_schema()).toArrow()
+    is_sample = pc.equal(table.column("kind"), "sample")
+    sums = table.filter(pc.invert(is_sample)).drop_columns(["event"]).to_pylist()
+    counts = merge_partials(sums, counting)
+    sample = table.filter(is_sample).column("event").combine_chunks()
+    return dataclasses.replace(counts, sample=sample)
 
 
 @cache

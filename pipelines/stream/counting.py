@@ -31,7 +31,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract.records import PII_DETECTED, SCHEMA_VIOLATION
+from pipelines.contract.records import (
+    INVALID_JSON,
+    MESSAGE_TOO_LARGE,
+    PII_DETECTED,
+    SCHEMA_VIOLATION,
+    UNKNOWN_SCHEMA_VERSION,
+    output_schema,
+)
 from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.settings import SEGMENT_DIMENSIONS
@@ -39,6 +46,8 @@ from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
 AGGREGATED = "aggregated"
 DUPLICATE = "duplicate"
+# Records with no event to read (the quality sample leaves them out).
+UNPARSED = (MESSAGE_TOO_LARGE, INVALID_JSON, UNKNOWN_SCHEMA_VERSION)
 UNKNOWN_VALUE = "unknown"
 REDACTED_VALUE = "[REDACTED]"
 # Paths whose errors make an event's safety telemetry incomplete.
@@ -53,7 +62,7 @@ HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
 
 PARTIAL_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),  # "window" or "offsets"
+        ("kind", pa.string()),  # "window", "offsets" or "sample"
         ("window_start_s", pa.int64()),
         ("segment", pa.list_(pa.string())),  # SEGMENT_DIMENSIONS' values, in order
         ("counters", pa.list_(pa.int64())),  # COUNTERS, in order
@@ -66,6 +75,7 @@ PARTIAL_SCHEMA = pa.schema(
         ("end_offset", pa.int64()),
         ("rows", pa.int64()),
         ("max_event_time_s", pa.int64()),
+        ("event", output_schema().field("event").type),  # a sampled parsed event
     ]
 )
 
@@ -270,6 +280,31 @@ class Counting:
     screen: str
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """A deterministic sample of the parsed records (for the data-quality suite): each is
+    kept when a hash of (partition, offset, seed) falls below `fraction`, so a replayed
+    batch draws the same sample.
+    """
+
+    fraction: float = 0.0
+    seed: int = 0
+
+
+NO_SAMPLE = Sampling()
+
+
+def sample_hash(partitions: np.ndarray, offsets: np.ndarray, seed: int) -> np.ndarray:
+    """A uniform number in [0, 1) per record (splitmix64 of its coordinates and the seed)."""
+    with np.errstate(over="ignore"):
+        x = (partitions.astype(np.uint64) << np.uint64(40)) ^ offsets.astype(np.uint64)
+        x = x + np.uint64(seed & 0xFFFFFFFF) * np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        x = x ^ (x >> np.uint64(31))
+    return (x >> np.uint64(11)).astype(np.float64) / float(2**53)
+
+
 @dataclass
 class _Window:
     counters: np.ndarray
@@ -284,6 +319,7 @@ class _Partial:
     counting: Counting
     windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
     offsets: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
+    sample: list[pa.Array] = field(default_factory=list)
 
     def window(self, key: tuple[Any, ...]) -> _Window:
         found = self.windows.get(key)
@@ -424,19 +460,38 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) ->
             w.sketch.update(user)
 
 
+def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: list[str],
+                sampling: Sampling) -> None:  # fmt: skip
+    if sampling.fraction <= 0:
+        return
+    u = sample_hash(
+        batch.column("partition").to_numpy(zero_copy_only=False),
+        batch.column("offset").to_numpy(zero_copy_only=False),
+        sampling.seed,
+    )
+    parsed = ~np.isin(np.asarray(statuses, dtype=object), UNPARSED)
+    rows = np.flatnonzero(parsed & (u < sampling.fraction))
+    if len(rows):
+        partial.sample.append(batch.column("event").take(pa.array(rows, pa.int64())))
+
+
 def partial_counts(
     batches: Iterable[pa.RecordBatch],
     counting: Counting,
     duplicates: frozenset[tuple[int, int]] = frozenset(),
+    sampling: Sampling = NO_SAMPLE,
 ) -> Iterator[pa.RecordBatch]:
-    """The partial sums of one partition's checked records (PARTIAL_SCHEMA), in one batch.
+    """The partial sums of one partition's checked records (PARTIAL_SCHEMA), in one batch,
+    and the sampled parsed events.
 
     `duplicates` holds the (partition, offset) of the on-time valid records that repeat an
     event id; every other record's status is its reason, or aggregated.
     """
     partial = _Partial(counting)
     for batch in batches:
-        _add_batch(partial, batch, _statuses(batch, duplicates))
+        statuses = _statuses(batch, duplicates)
+        _add_batch(partial, batch, statuses)
+        _add_sample(partial, batch, statuses, sampling)
     rows: list[dict[str, Any]] = []
     for (window_start, *segment), w in partial.windows.items():
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
@@ -452,6 +507,13 @@ def partial_counts(
             "max_event_time_s": latest if latest > -(2**62) else None,
         })  # fmt: skip
     yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
+    for events in partial.sample:
+        n = len(events)
+        columns = [
+            pa.array(["sample"] * n),
+            *[pa.nulls(n, f.type) for f in list(PARTIAL_SCHEMA)[1:-1]],
+        ]
+        yield pa.RecordBatch.from_arrays([*columns, events], schema=PARTIAL_SCHEMA)
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -468,6 +530,7 @@ class Counts:
     stats: list[dict[str, Any]]  # per topic, partition, status: offsets, rows, max event time
     aggregates: list[dict[str, Any]]  # per window x segment: counters and users_sketch
     histograms: list[dict[str, Any]]  # per window x segment x distribution x non-empty bin
+    sample: pa.Array | None = None  # sampled parsed events (Sampling), typed
 
 
 def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Counts:
@@ -475,6 +538,8 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
     windows: dict[tuple[Any, ...], list[Any]] = {}
     stats: dict[tuple[str, int, str], dict[str, Any]] = {}
     for p in partials:
+        if p["kind"] == "sample":
+            continue
         if p["kind"] == "offsets":
             key = (p["topic"], p["partition"], p["status"])
             s = stats.get(key)

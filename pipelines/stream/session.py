@@ -93,8 +93,8 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.pyspark.python", sys.executable)
         # Adaptive execution does not apply to streaming plans; Spark warns if it is left on.
         .config("spark.sql.adaptive.enabled", "false")
-        # The contract checks make a large plan; stopping a query mid-batch formats it with
-        # recursive regular expressions that overflow the JVM's default 1 MB thread stack.
+        # Headroom for deep plans: stopping a query mid-batch formats its plan with recursive
+        # regular expressions that can overflow the JVM's default 1 MB thread stack.
         .config("spark.driver.extraJavaOptions", "-Xss16m")
     )
     if not local:

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
+from scipy.stats import kstest
 
 from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
 from pipelines.metrics.distributions import DISTRIBUTIONS
@@ -23,9 +24,11 @@ from pipelines.privacy.detectors import detector_names, screen_pattern
 from pipelines.stream.counting import (
     Columns,
     Counting,
+    Sampling,
     SqlPredicate,
     merge_partials,
     partial_counts,
+    sample_hash,
 )
 from pipelines.synth.generator import generate_events
 
@@ -240,3 +243,30 @@ def test_unreadable_predicates_raise(sql):
     columns = Columns(_checked(_events(10, seed=1)).column("event"))
     with pytest.raises(ValueError, match="predicate"):
         SqlPredicate(sql)(columns)
+
+
+def test_quality_sample_is_deterministic_uniform_and_parsed_only():
+    events = _events(2000, seed=6)
+    batch = _checked([*events, b"not json"] * 1)
+    sampling = Sampling(fraction=0.25, seed=3)
+    first = [p for p in partial_counts([batch], COUNTING, sampling=sampling)]
+    again = [p for p in partial_counts([batch], COUNTING, sampling=sampling)]
+    sample = pa.concat_arrays([p.column("event") for p in first if p.num_rows and
+                               p.column("kind")[0].as_py() == "sample"])  # fmt: skip
+    assert (
+        sample.to_pylist()
+        == pa.concat_arrays(
+            [
+                p.column("event")
+                for p in again
+                if p.num_rows and p.column("kind")[0].as_py() == "sample"
+            ]
+        ).to_pylist()
+    )
+    # Binomial(2000, 0.25): mean 500, sd 19.4; 5 sd either side.
+    assert 400 < len(sample) < 600
+    assert all(e is not None and e["event_id"] for e in sample.to_pylist())
+    # The hash is uniform on [0, 1): Kolmogorov-Smirnov against scipy's uniform.
+    u = sample_hash(np.zeros(20000, np.int32), np.arange(20000), seed=11)
+    assert kstest(u, "uniform").pvalue > 1e-3
+    assert not np.array_equal(u, sample_hash(np.zeros(20000, np.int32), np.arange(20000), 12))
