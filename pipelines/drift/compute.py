@@ -14,40 +14,60 @@ of its counters) over
 of the same segment, or of the segment with the `reference_segment` values in place of its
 own (e.g. the previous model version). Benjamini-Hochberg q-values are computed per rate
 across the segments tested in the window.
+
+What a closed window costs depends on its segments, not on the backlog or the lookback:
+windows are read a dozen at a time (two queries), a trailing baseline moves by the windows
+that enter and leave it (`BaselineCache`) and those are read with the windows evaluated,
+all segments of a window are tested at once (one vectorised pass per group of
+distributions with the same bins, one for the rates), and the rows are written with one
+executemany per table.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
-from sqlalchemy import and_, delete, func, select
+from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from pipelines.drift.stats import (
     INSUFFICIENT,
     DistributionDrift,
+    ProportionTest,
     benjamini_hochberg,
-    compare_distributions,
-    two_proportion_test,
+    compare_distributions_rows,
+    two_proportion_tests,
+)
+from pipelines.drift.store import (
+    HISTOGRAM_BINS,
+    OFFSETS,
+    RATE_COUNTERS,
+    Counts,
+    Segment,
+    Span,
+    WindowSums,
+    read_span,
+    read_total,
+    read_windows,
+    replace_rows,
 )
 from pipelines.metrics.catalog import RATES
-from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
 from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
 from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.tables import Tables, as_utc
 
-Segment = tuple[str, ...]  # values of SEGMENT_DIMENSIONS, in order
-Histograms = dict[Segment, dict[str, npt.NDArray[np.int64]]]
-Counts = dict[Segment, dict[str, int]]
-_RATE_COUNTERS = tuple(dict.fromkeys(c for r in RATES for c in (r.numerator, r.denominator)))
-_DIST_INDEX = {d.id: d for d in DISTRIBUTIONS}
+_NUMERATORS = [RATE_COUNTERS.index(r.numerator) for r in RATES]
+_DENOMINATORS = [RATE_COUNTERS.index(r.denominator) for r in RATES]
 _POINTS = {d.id: d.points() for d in DISTRIBUTIONS if d.ordered}
+# Windows read (and their rows written) together: bounds memory when a backfill recomputes
+# days of windows; a streaming batch closes fewer.
+_WINDOWS_PER_READ = 12
 
 
 @dataclass(frozen=True)
@@ -105,79 +125,91 @@ def _duration_text(d: timedelta) -> str:
     return f"{seconds} seconds"
 
 
+# Columns of the rows evaluate_window returns, in order: segment_window_drift and
+# segment_window_rate_tests without the window, dimension set, baseline and computed_at.
+DRIFT_COLUMNS = (
+    *SEGMENT_DIMENSIONS,
+    "distribution",
+    *(f.name for f in fields(DistributionDrift)),
+)
+_TEST_COLUMN = {
+    "current_successes": "current_numerator",
+    "current_trials": "current_denominator",
+    "baseline_successes": "baseline_numerator",
+    "baseline_trials": "baseline_denominator",
+}
+RATE_TEST_COLUMNS = (
+    *SEGMENT_DIMENSIONS,
+    "rate_id",
+    *(_TEST_COLUMN.get(f.name, f.name) for f in fields(ProportionTest)),
+    "q_value",
+)
+
+
+def _layouts() -> list[tuple[list[Distribution], tuple[float, ...] | None]]:
+    """Distributions grouped by their bins (number, order and points): one pass per group."""
+    groups: dict[tuple[int, bool, tuple[float, ...] | None], list[Distribution]] = {}
+    for d in DISTRIBUTIONS:
+        groups.setdefault((d.bins, d.ordered, _POINTS.get(d.id)), []).append(d)
+    return [(group, points) for (_, _, points), group in groups.items()]
+
+
+_LAYOUTS = _layouts()
+
+
 def evaluate_window(
-    current_hist: Histograms,
-    baseline_hist: Histograms,
+    segments: Sequence[Segment],
+    current_hist: Counts,
+    baseline_hist: Counts,
     current_counts: Counts,
     baseline_counts: Counts,
     *,
-    reference: Mapping[Segment, Segment],
     min_events: int,
     psi_epsilon: float,
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Drift rows and rate-test rows for every segment of `current_counts` (pure).
+) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Drift rows and rate-test rows for every segment of a window (pure).
 
-    Each row holds the segment's dimension values, `distribution` or `rate_id`, and the
-    statistics; q-values are Benjamini-Hochberg per rate across the window's segments.
+    Row i of each matrix belongs to `segments[i]`: its histograms (`HISTOGRAM_BINS` columns,
+    distribution d from `OFFSETS[d.id]`) and its `RATE_COUNTERS`, in the window and in the
+    segment's baseline. Returns tuples of `DRIFT_COLUMNS` (one per segment and distribution)
+    and of `RATE_TEST_COLUMNS` (one per segment and rate); q-values are Benjamini-Hochberg
+    per rate across the window's segments.
     """
-    drift_rows: list[dict[str, Any]] = []
-    for seg in sorted(current_counts):
-        cur = current_hist.get(seg, {})
-        base = baseline_hist.get(reference[seg], {})
-        for d in DISTRIBUTIONS:
-            c = cur.get(d.id)
-            b = base.get(d.id)
-            cn = int(c.sum()) if c is not None else 0
-            bn = int(b.sum()) if b is not None else 0
-            if c is None or b is None or cn < min_events or bn < min_events:
-                # Most small segments end here: skip the statistics' input checks.
-                result = DistributionDrift(INSUFFICIENT, cn, bn, *([None] * 8))
-            else:
-                result = compare_distributions(
-                    c,
-                    b,
-                    ordered=d.ordered,
-                    points=_POINTS.get(d.id),
-                    min_count=min_events,
-                    epsilon=psi_epsilon,
-                )
-            drift_rows.append({"segment": seg, "distribution": d.id, **vars(result)})
+    n = len(segments)
+    drift_rows: list[tuple[Any, ...]] = []
+    for group, points in _LAYOUTS:
+        # The segments of each distribution of the group, one distribution after the other.
+        columns = [slice(OFFSETS[d.id], OFFSETS[d.id] + d.bins) for d in group]
+        results = compare_distributions_rows(
+            np.concatenate([current_hist[:, c] for c in columns]),
+            np.concatenate([baseline_hist[:, c] for c in columns]),
+            ordered=group[0].ordered,
+            points=points,
+            min_count=min_events,
+            epsilon=psi_epsilon,
+        )
+        for k, d in enumerate(group):
+            drift_rows += [
+                (*seg, d.id, *vars(r).values())
+                for seg, r in zip(segments, results[k * n : (k + 1) * n], strict=True)
+            ]
 
-    test_rows: list[dict[str, Any]] = []
-    for r in RATES:
-        tests = []
-        for seg in sorted(current_counts):
-            cur_c = current_counts[seg]
-            base_c = baseline_counts.get(reference[seg], {})
-            tests.append(
-                (
-                    seg,
-                    two_proportion_test(
-                        cur_c.get(r.numerator, 0),
-                        cur_c.get(r.denominator, 0),
-                        base_c.get(r.numerator, 0),
-                        base_c.get(r.denominator, 0),
-                        min_trials=min_events,
-                    ),
-                )
-            )
-        q_values = benjamini_hochberg([t.p_value for _, t in tests])
-        for (seg, t), q in zip(tests, q_values, strict=True):
-            test_rows.append(
-                {
-                    "segment": seg,
-                    "rate_id": r.id,
-                    "status": t.status,
-                    "current_numerator": t.current_successes,
-                    "current_denominator": t.current_trials,
-                    "baseline_numerator": t.baseline_successes,
-                    "baseline_denominator": t.baseline_trials,
-                    "difference": t.difference,
-                    "z": t.z,
-                    "p_value": t.p_value,
-                    "q_value": q,
-                }
-            )
+    # Every rate of every segment in one pass, one rate after the other.
+    tests = two_proportion_tests(
+        current_counts[:, _NUMERATORS].T.ravel(),
+        current_counts[:, _DENOMINATORS].T.ravel(),
+        baseline_counts[:, _NUMERATORS].T.ravel(),
+        baseline_counts[:, _DENOMINATORS].T.ravel(),
+        min_trials=min_events,
+    )
+    test_rows: list[tuple[Any, ...]] = []
+    for i, rate in enumerate(RATES):
+        rate_tests = tests[i * n : (i + 1) * n]
+        q_values = benjamini_hochberg([t.p_value for t in rate_tests])
+        test_rows += [
+            (*seg, rate.id, *vars(t).values(), q)
+            for seg, t, q in zip(segments, rate_tests, q_values, strict=True)
+        ]
     return drift_rows, test_rows
 
 
@@ -188,9 +220,10 @@ class BaselineCache:
     one plus the windows that entered the range and minus those that left it: the cost per
     window no longer depends on the lookback. Valid because every window in a baseline is
     closed (before the window being evaluated, itself closed), so its stored sums no longer
-    change. `clear()` when a transaction that used the cache rolls back, or when something
-    else rewrites closed windows (a backfill); a range that does not overlap the cached one
-    is read in full.
+    change. The last windows evaluated are kept as well (`recent`): they are the next to
+    enter a trailing baseline. `clear()` when a transaction that used the cache rolls back,
+    or when something else rewrites closed windows (a backfill); a range that does not
+    overlap the cached one is read in full.
     """
 
     def __init__(self) -> None:
@@ -198,47 +231,58 @@ class BaselineCache:
 
     def clear(self) -> None:
         self.key: tuple[str, datetime, datetime] | None = None
-        self.hist: Histograms = {}
-        self.counts: Counts = {}
+        self.total = WindowSums()
+        self.recent: Span | None = None
 
-    def sums(
-        self, conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
-    ) -> tuple[Histograms, Counts]:
-        if self.key is not None:
-            cached_set, cached_lo, cached_hi = self.key
-            if cached_set == dimension_set and cached_lo <= lo < cached_hi <= hi:
-                for a, b, sign in ((cached_hi, hi, 1), (cached_lo, lo, -1)):
-                    if a < b:
-                        _add(
-                            self.hist, self.counts, *_read(conn, tables, dimension_set, a, b), sign
-                        )
-                self.key = (dimension_set, lo, hi)
-                return self.hist, self.counts
-        self.hist, self.counts = _read(conn, tables, dimension_set, lo, hi)
-        self.key = (dimension_set, lo, hi)
-        return self.hist, self.counts
+    def moving(
+        self, dimension_set: str, lo: datetime, hi: datetime
+    ) -> tuple[datetime, datetime] | None:
+        """The cached range when [lo, hi) is reached from it by moving its ends forward;
+        None when [lo, hi) is to be read in full.
+        """
+        if self.key is None:
+            return None
+        cached_set, cached_lo, cached_hi = self.key
+        if cached_set == dimension_set and cached_lo <= lo < cached_hi <= hi:
+            return cached_lo, cached_hi
+        return None
+
+    def sums(self, reader: _Reader, lo: datetime, hi: datetime) -> WindowSums:
+        """The sums over [lo, hi) of `reader`'s dimension set, moved or read in full."""
+        moving = self.moving(reader.dimension_set, lo, hi)
+        if moving is None:
+            self.total = WindowSums()
+            for part in reader.parts(lo, hi):
+                self.total.add(part)
+        else:
+            cached_lo, cached_hi = moving
+            for a, b, sign in ((cached_hi, hi, 1), (cached_lo, lo, -1)):
+                if a < b:
+                    for part in reader.parts(a, b):
+                        self.total.add(part, sign)
+        self.key = (reader.dimension_set, lo, hi)
+        return self.total
 
 
-def _read(
-    conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
-) -> tuple[Histograms, Counts]:
-    return _histograms(conn, tables, dimension_set, lo, hi), _counts(
-        conn, tables, dimension_set, lo, hi
-    )
+class _Reader:
+    """Sums over ranges of windows: from a span already read when one covers the range,
+    otherwise from the warehouse.
+    """
 
+    def __init__(
+        self, conn: Connection, tables: Tables, dimensions: Sequence[str], spans: Sequence[Span]
+    ) -> None:
+        self.conn = conn
+        self.tables = tables
+        self.dimensions = tuple(dimensions)
+        self.dimension_set = ",".join(dimensions)
+        self.spans = spans
 
-def _add(hist: Histograms, counts: Counts, h: Histograms, c: Counts, sign: int) -> None:
-    for seg, dists in h.items():
-        target = hist.setdefault(seg, {})
-        for dist_id, arr in dists.items():
-            if dist_id in target:
-                target[dist_id] = target[dist_id] + sign * arr
-            else:
-                target[dist_id] = sign * arr
-    for seg, values in c.items():
-        acc = counts.setdefault(seg, {})
-        for k, v in values.items():
-            acc[k] = acc.get(k, 0) + sign * v
+    def parts(self, lo: datetime, hi: datetime) -> Iterator[WindowSums]:
+        for span in self.spans:
+            if span.covers(self.dimension_set, lo, hi):
+                return span.within(lo, hi)
+        return iter([read_total(self.conn, self.tables, self.dimensions, lo, hi)])
 
 
 @dataclass(frozen=True)
@@ -275,112 +319,142 @@ def compute_drift(
     """(Re)compute drift and rate tests of every segment of each window in `windows`.
 
     With a `cache` (kept by the caller across calls), consecutive windows reuse the previous
-    baseline sums; pass windows in ascending order to benefit.
+    baseline sums and the windows read last. Windows are evaluated in ascending order,
+    whatever their order in `windows`.
     """
     started = time.perf_counter()
     cache = cache if cache is not None else BaselineCache()
     baseline = Baseline.from_settings(settings)
+    described = baseline.describe()
     dimension_set = ",".join(dimensions)
-    segments = 0
+    segments: dict[datetime, int] = {}
+    for chunk in _chunks(sorted({_utc(w) for w in windows}), baseline):
+        current, reader = _read_chunk(conn, tables, dimensions, chunk, baseline, cache)
+        drift_records: list[tuple[Any, ...]] = []
+        test_records: list[tuple[Any, ...]] = []
+        evaluated = []
+        for w in chunk:
+            sums = current.get(w)
+            if sums is None or not sums.counts:
+                continue
+            base = cache.sums(reader, *baseline.period(w))
+            segs = sorted(sums.counts)
+            refs = [baseline.reference(s, dimensions) for s in segs]
+            drift_rows, test_rows = evaluate_window(
+                segs,
+                _stack(sums.hist, segs, HISTOGRAM_BINS),
+                _stack(base.hist, refs, HISTOGRAM_BINS),
+                _stack(sums.counts, segs, len(RATE_COUNTERS)),
+                _stack(base.counts, refs, len(RATE_COUNTERS)),
+                min_events=settings.min_events,
+                psi_epsilon=settings.psi_epsilon,
+            )
+            key = (w, dimension_set, described)
+            drift_records += [(*key, *row, now) for row in drift_rows]
+            test_records += [(*key, *row, now) for row in test_rows]
+            evaluated.append(w)
+            segments[w] = len(segs)
+        for table, columns, records in (
+            (tables.drift, DRIFT_COLUMNS, drift_records),
+            (tables.rate_tests, RATE_TEST_COLUMNS, test_records),
+        ):
+            replace_rows(
+                conn,
+                table,
+                dimension_set,
+                evaluated,
+                ("window_start", "dimension_set", "baseline", *columns, "computed_at"),
+                records,
+            )
+    total = sum(segments.get(_utc(w), 0) for w in windows)
+    return DriftRun(len(windows), total, time.perf_counter() - started)
+
+
+def _utc(w: datetime) -> datetime:
+    utc = as_utc(w)
+    assert utc is not None
+    return utc
+
+
+def _chunks(windows: Sequence[datetime], baseline: Baseline) -> Iterator[list[datetime]]:
+    """Sorted `windows` in groups read together: at most _WINDOWS_PER_READ, and for a
+    trailing baseline, each within the lookback of the one before, so that every window
+    stored between them enters a baseline (and is worth reading with them).
+    """
+    chunk: list[datetime] = []
     for w in windows:
-        lo, hi = baseline.period(w)
-        current_counts = _counts(conn, tables, dimension_set, w, w + timedelta(microseconds=1))
-        if not current_counts:
-            continue
-        reference = {s: baseline.reference(s, dimensions) for s in current_counts}
-        baseline_hist, baseline_counts = cache.sums(conn, tables, dimension_set, lo, hi)
-        drift_rows, test_rows = evaluate_window(
-            _histograms(conn, tables, dimension_set, w, w + timedelta(microseconds=1)),
-            baseline_hist,
-            current_counts,
-            baseline_counts,
-            reference=reference,
-            min_events=settings.min_events,
-            psi_epsilon=settings.psi_epsilon,
-        )
-        _replace(conn, tables, w, dimension_set, drift_rows, test_rows, baseline.describe(), now)
-        segments += len(current_counts)
-    return DriftRun(len(windows), segments, time.perf_counter() - started)
+        if chunk and (
+            len(chunk) == _WINDOWS_PER_READ
+            or (baseline.kind == "trailing" and w - chunk[-1] >= baseline.lookback)
+        ):
+            yield chunk
+            chunk = []
+        chunk.append(w)
+    if chunk:
+        yield chunk
 
 
-def _histograms(
-    conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
-) -> Histograms:
-    t = tables.hist
-    dims = [t.c[d] for d in SEGMENT_DIMENSIONS]
-    stmt = (
-        select(*dims, t.c.distribution, t.c.bin, func.sum(t.c["count"]))
-        .where(
-            and_(t.c.dimension_set == dimension_set, t.c.window_start >= lo, t.c.window_start < hi)
+def _read_chunk(
+    conn: Connection,
+    tables: Tables,
+    dimensions: Sequence[str],
+    chunk: Sequence[datetime],
+    baseline: Baseline,
+    cache: BaselineCache,
+) -> tuple[Mapping[datetime, WindowSums], _Reader]:
+    """The sums of each window of `chunk`, and a reader for the moves of their baselines.
+
+    A pinned baseline does not move: only the windows are read. A trailing one, window after
+    window, adds the stored windows from the end of the cached range (from the first window
+    when the first baseline is read in full) to the last window, and drops those from the
+    start of the cached range (of the first baseline) to the start of the last baseline.
+    Each of the two ranges is read in one pass, the first one with the windows of `chunk`
+    and without the windows kept from the last call (`BaselineCache.recent`).
+    """
+    if baseline.kind != "trailing":
+        return read_windows(conn, tables, dimensions, chunk), _Reader(conn, tables, dimensions, [])
+    dimension_set = ",".join(dimensions)
+    first, last = chunk[0], chunk[-1]
+    first_lo, first_hi = baseline.period(first)
+    moving = cache.moving(dimension_set, first_lo, first_hi)
+    drops_from, adds_from = moving if moving is not None else (first_lo, first)
+    end = last + timedelta(microseconds=1)
+    recent = cache.recent
+    if (
+        recent is not None
+        and recent.covers(dimension_set, adds_from, recent.hi)
+        and adds_from <= recent.hi <= first
+    ):
+        later = read_span(conn, tables, dimensions, recent.hi, end)
+        current = Span(
+            dimension_set, adds_from, end, {**recent.since(adds_from).windows, **later.windows}
         )
-        .group_by(*dims, t.c.distribution, t.c.bin)
-    )
-    out: Histograms = {}
-    n = len(SEGMENT_DIMENSIONS)
-    for row in conn.execute(stmt):
-        d = _DIST_INDEX.get(row[n])
-        if d is None:  # a retired distribution id
-            continue
-        seg = tuple(row[:n])
-        hist = out.setdefault(seg, {})
-        if d.id not in hist:
-            hist[d.id] = np.zeros(d.bins, dtype=np.int64)
-        if 0 <= row[n + 1] < d.bins:
-            hist[d.id][row[n + 1]] += int(row[n + 2])
+    else:
+        current = read_span(conn, tables, dimensions, adds_from, end)
+    # Keep the windows that a trailing baseline has yet to add: from the last one on.
+    cache.recent = current.since(last)
+    dropped = read_span(conn, tables, dimensions, drops_from, baseline.period(last)[0])
+    return current.windows, _Reader(conn, tables, dimensions, [current, dropped])
+
+
+def _stack(sums: Mapping[Segment, Counts], segments: Sequence[Segment], width: int) -> Counts:
+    """One row per segment (zeros for a segment without sums)."""
+    out = np.zeros((len(segments), width), dtype=np.int64)
+    for i, seg in enumerate(segments):
+        values = sums.get(seg)
+        if values is not None:
+            out[i] = values
     return out
 
 
-def _counts(
-    conn: Connection, tables: Tables, dimension_set: str, lo: datetime, hi: datetime
-) -> Counts:
-    t = tables.agg
-    dims = [t.c[d] for d in SEGMENT_DIMENSIONS]
-    stmt = (
-        select(*dims, *[func.sum(t.c[c]) for c in _RATE_COUNTERS])
-        .where(
-            and_(t.c.dimension_set == dimension_set, t.c.window_start >= lo, t.c.window_start < hi)
-        )
-        .group_by(*dims)
-    )
-    n = len(SEGMENT_DIMENSIONS)
-    return {
-        tuple(row[:n]): {c: int(v or 0) for c, v in zip(_RATE_COUNTERS, row[n:], strict=True)}
-        for row in conn.execute(stmt)
-    }
-
-
-def _replace(
-    conn: Connection,
-    tables: Tables,
-    window_start: datetime,
-    dimension_set: str,
-    drift_rows: list[dict[str, Any]],
-    test_rows: list[dict[str, Any]],
-    baseline: str,
-    now: datetime,
-) -> None:
-    common = {"window_start": window_start, "dimension_set": dimension_set, "baseline": baseline}
-    for table, rows in ((tables.drift, drift_rows), (tables.rate_tests, test_rows)):
-        conn.execute(
-            delete(table).where(
-                and_(table.c.window_start == window_start, table.c.dimension_set == dimension_set)
-            )
-        )
-        records = []
-        for row in rows:
-            seg = row.pop("segment")
-            record = {**common, **dict(zip(SEGMENT_DIMENSIONS, seg, strict=True)), **row}
-            record["computed_at"] = now
-            records.append({k: v for k, v in record.items() if k in table.c})
-        for i in range(0, len(records), 200):
-            conn.execute(table.insert(), records[i : i + 200])
-
-
 __all__ = [
+    "DRIFT_COLUMNS",
     "INSUFFICIENT",
+    "RATE_TEST_COLUMNS",
     "Baseline",
     "BaselineCache",
     "DriftRun",
     "closed_windows",
     "compute_drift",
+    "evaluate_window",
 ]

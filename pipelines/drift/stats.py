@@ -4,6 +4,12 @@ Inputs are count vectors over the same bins (mergeable histograms summed over a 
 ``current`` and ``baseline``, equal-length 1-D sequences of non-negative integers. Every
 function validates them the same way and raises ``ValueError`` on bad input, whatever the
 data would otherwise have produced.
+
+Each formula is written once, over the rows of two (pairs x bins) matrices, so that every
+segment of a window is tested in one pass: the functions on one pair of vectors
+(``psi``, ``compare_distributions``, ``two_proportion_test``, ...) are that computation on a
+single row, and ``compare_distributions_rows`` and ``two_proportion_tests`` are the same on
+many.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import math
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -23,14 +30,18 @@ OK = "ok"
 _Counts = npt.NDArray[np.float64]
 
 
+def _valid_counts(arr: _Counts, name: str) -> None:
+    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr != np.floor(arr)):
+        msg = f"{name} must hold non-negative integer counts"
+        raise ValueError(msg)
+
+
 def _counts(values: npt.ArrayLike, name: str) -> _Counts:
     arr = np.asarray(values, dtype=np.float64)
     if arr.ndim != 1 or arr.size == 0:
         msg = f"{name} must be a non-empty 1-D sequence of counts"
         raise ValueError(msg)
-    if not np.all(np.isfinite(arr)) or np.any(arr < 0) or np.any(arr != np.floor(arr)):
-        msg = f"{name} must hold non-negative integer counts"
-        raise ValueError(msg)
+    _valid_counts(arr, name)
     return arr
 
 
@@ -44,9 +55,24 @@ def _pair(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[_Counts, _Co
 
 
 def _nonempty_pair(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[_Counts, _Counts]:
+    """One pair as a 1-row matrix each, for the row-wise formulas."""
     c, b = _pair(current, baseline)
     if c.sum() == 0 or b.sum() == 0:
         msg = "current and baseline must each have a positive total count"
+        raise ValueError(msg)
+    return c[np.newaxis, :], b[np.newaxis, :]
+
+
+def _row_pairs(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[_Counts, _Counts]:
+    c = np.asarray(current, dtype=np.float64)
+    b = np.asarray(baseline, dtype=np.float64)
+    for arr, name in ((c, "current"), (b, "baseline")):
+        if arr.ndim != 2 or arr.shape[1] == 0:
+            msg = f"{name} must be a 2-D array of counts, one row per pair, at least one bin"
+            raise ValueError(msg)
+        _valid_counts(arr, name)
+    if c.shape != b.shape:
+        msg = f"current and baseline need the same shape, got {c.shape} and {b.shape}"
         raise ValueError(msg)
     return c, b
 
@@ -62,6 +88,86 @@ def _points(points: npt.ArrayLike, size: int) -> _Counts:
     return pts
 
 
+def _check_epsilon(epsilon: float) -> None:
+    if not epsilon > 0:
+        msg = f"epsilon must be positive, got {epsilon}"
+        raise ValueError(msg)
+
+
+# Row-wise formulas. Each takes validated (pairs x bins) float matrices whose rows all have a
+# positive total, and returns one value per row.
+
+
+def _shares(counts: _Counts) -> _Counts:
+    return counts / counts.sum(axis=1, keepdims=True)
+
+
+def _psi_rows(c: _Counts, b: _Counts, epsilon: float) -> _Counts:
+    # Not renormalising keeps every non-empty bin's share exactly as observed; the shares
+    # then sum to at most 1 + epsilon * (empty bins), negligible next to the empty bin's term.
+    p = np.where(c > 0, _shares(c), epsilon)
+    q = np.where(b > 0, _shares(b), epsilon)
+    return np.sum((p - q) * np.log(p / q), axis=1)
+
+
+def _js_rows(c: _Counts, b: _Counts) -> _Counts:
+    p, q = _shares(c), _shares(b)
+    m = (p + q) / 2.0
+
+    def kl_to_m(x: _Counts) -> _Counts:
+        # m > 0 wherever x > 0; where x = 0 the ratio is set to 1, so the term is 0 * log 1 = 0
+        # (the 0 * log 0 = 0 convention).
+        ratio = np.divide(x, m, out=np.ones_like(x), where=x > 0)
+        return np.sum(x * np.log(ratio), axis=1)
+
+    divergence = (kl_to_m(p) + kl_to_m(q)) / (2.0 * math.log(2.0))
+    # Rounding can push the divergence a hair outside [0, 1]; the distance cannot be.
+    return np.minimum(1.0, np.sqrt(np.maximum(0.0, divergence)))
+
+
+def _chi2_rows(c: _Counts, b: _Counts) -> tuple[_Counts, npt.NDArray[np.int64], _Counts]:
+    # Bins empty in both rows are dropped: their terms are left out of the sum and the dof.
+    keep = (c + b) > 0
+    bins = keep.sum(axis=1)
+    column = c + b
+    c_n = c.sum(axis=1, keepdims=True)
+    b_n = b.sum(axis=1, keepdims=True)
+    total = c_n + b_n
+    terms = np.zeros_like(c)
+    for observed, row_total in ((c, c_n), (b, b_n)):
+        expected = row_total * column / total
+        terms += np.divide((observed - expected) ** 2, expected, out=np.zeros_like(c), where=keep)
+    testable = bins >= 2
+    statistic = np.where(testable, terms.sum(axis=1), 0.0)
+    dof = np.where(testable, bins - 1, 0).astype(np.int64)
+    p_value = np.ones(c.shape[0])
+    if testable.any():
+        p_value[testable] = stats.chi2.sf(statistic[testable], dof[testable])
+    return statistic, dof, p_value
+
+
+def _cdf_gap(c: _Counts, b: _Counts) -> _Counts:
+    # Integer cumulative counts divided by the total, as scipy does, so D agrees to the bit.
+    return np.abs(
+        np.cumsum(c, axis=1) / c.sum(axis=1, keepdims=True)
+        - np.cumsum(b, axis=1) / b.sum(axis=1, keepdims=True)
+    )
+
+
+def _ks_rows(c: _Counts, b: _Counts) -> tuple[_Counts, _Counts]:
+    d = np.max(_cdf_gap(c, b), axis=1)
+    n, m = c.sum(axis=1), b.sum(axis=1)
+    effective_n = n * m / (n + m)
+    root = np.sqrt(effective_n)
+    p_value = np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0)
+    # Half rounds to even, as Python's round(): e = 0.5 (one observation each side) gives 0.
+    return d, np.where(np.round(effective_n) < 1, 1.0, p_value)
+
+
+def _wasserstein_rows(c: _Counts, b: _Counts, points: _Counts) -> _Counts:
+    return np.sum(_cdf_gap(c, b)[:, :-1] * np.diff(points), axis=1)
+
+
 def psi(current: npt.ArrayLike, baseline: npt.ArrayLike, *, epsilon: float = 1e-4) -> float:
     """Population stability index: sum over bins of (c - b) * ln(c / b) on bin proportions.
 
@@ -71,15 +177,9 @@ def psi(current: npt.ArrayLike, baseline: npt.ArrayLike, *, epsilon: float = 1e-
     Raises ``ValueError`` for invalid counts, differing lengths, a zero total or
     ``epsilon <= 0``.
     """
-    if not epsilon > 0:
-        msg = f"epsilon must be positive, got {epsilon}"
-        raise ValueError(msg)
+    _check_epsilon(epsilon)
     c, b = _nonempty_pair(current, baseline)
-    # Not renormalising keeps every non-empty bin's share exactly as observed; the shares
-    # then sum to at most 1 + epsilon * (empty bins), negligible next to the empty bin's term.
-    p = np.where(c > 0, c / c.sum(), epsilon)
-    q = np.where(b > 0, b / b.sum(), epsilon)
-    return float(np.sum((p - q) * np.log(p / q)))
+    return float(_psi_rows(c, b, epsilon)[0])
 
 
 def js_distance(current: npt.ArrayLike, baseline: npt.ArrayLike) -> float:
@@ -89,18 +189,7 @@ def js_distance(current: npt.ArrayLike, baseline: npt.ArrayLike) -> float:
     lengths or a zero total.
     """
     c, b = _nonempty_pair(current, baseline)
-    p = c / c.sum()
-    q = b / b.sum()
-    m = (p + q) / 2.0
-
-    def kl_to_m(x: _Counts) -> float:
-        # m > 0 wherever x > 0, so only the x = 0 terms need the 0 * log 0 = 0 convention.
-        nz = x > 0
-        return float(np.sum(x[nz] * np.log(x[nz] / m[nz])))
-
-    divergence = (kl_to_m(p) + kl_to_m(q)) / (2.0 * math.log(2.0))
-    # Rounding can push the divergence a hair outside [0, 1]; the distance cannot be.
-    return min(1.0, math.sqrt(max(0.0, divergence)))
+    return float(_js_rows(c, b)[0])
 
 
 def chi2_homogeneity(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[float, int, float]:
@@ -114,15 +203,8 @@ def chi2_homogeneity(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[f
     zero total.
     """
     c, b = _nonempty_pair(current, baseline)
-    keep = (c + b) > 0
-    table = np.vstack([c[keep], b[keep]])
-    k = table.shape[1]
-    if k < 2:
-        return (0.0, 0, 1.0)
-    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / table.sum()
-    statistic = float(np.sum((table - expected) ** 2 / expected))
-    dof = k - 1
-    return (statistic, dof, float(stats.chi2.sf(statistic, dof)))
+    statistic, dof, p_value = _chi2_rows(c, b)
+    return (float(statistic[0]), int(dof[0]), float(p_value[0]))
 
 
 def ks_binned(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[float, float]:
@@ -140,15 +222,8 @@ def ks_binned(current: npt.ArrayLike, baseline: npt.ArrayLike) -> tuple[float, f
     lengths or a zero total.
     """
     c, b = _nonempty_pair(current, baseline)
-    n, m = c.sum(), b.sum()
-    # Integer cumulative counts divided by the total, as scipy does, so D agrees to the bit.
-    d = float(np.max(np.abs(np.cumsum(c) / n - np.cumsum(b) / m)))
-    effective_n = float(n * m / (n + m))
-    if round(effective_n) < 1:
-        return (d, 1.0)
-    root = math.sqrt(effective_n)
-    p_value = float(np.clip(stats.kstwobign.sf((root + 0.12 + 0.11 / root) * d), 0.0, 1.0))
-    return (d, p_value)
+    d, p_value = _ks_rows(c, b)
+    return (float(d[0]), float(p_value[0]))
 
 
 def wasserstein_binned(
@@ -161,9 +236,8 @@ def wasserstein_binned(
     for invalid counts or points, differing lengths or a zero total.
     """
     c, b = _nonempty_pair(current, baseline)
-    pts = _points(points, c.size)
-    gap = np.abs(np.cumsum(c) / c.sum() - np.cumsum(b) / b.sum())
-    return float(np.sum(gap[:-1] * np.diff(pts)))
+    pts = _points(points, c.shape[1])
+    return float(_wasserstein_rows(c, b, pts)[0])
 
 
 @dataclass(frozen=True)
@@ -203,45 +277,73 @@ def compare_distributions(
     meaningless.
     """
     c, b = _pair(current, baseline)
+    (result,) = compare_distributions_rows(
+        c[np.newaxis, :],
+        b[np.newaxis, :],
+        ordered=ordered,
+        points=points,
+        min_count=min_count,
+        epsilon=epsilon,
+    )
+    return result
+
+
+def compare_distributions_rows(
+    current: npt.ArrayLike,
+    baseline: npt.ArrayLike,
+    *,
+    ordered: bool,
+    points: npt.ArrayLike | None = None,
+    min_count: int = 1,
+    epsilon: float = 1e-4,
+) -> list[DistributionDrift]:
+    """``compare_distributions`` of each row of ``current`` with the same row of ``baseline``.
+
+    ``current`` and ``baseline`` are (pairs x bins) matrices of counts; item i of the result
+    is ``compare_distributions(current[i], baseline[i], ...)``, computed for all rows at
+    once. Every row is validated, sufficient or not: ``ValueError`` for a matrix that is not
+    2-D, differing shapes, invalid counts in any row, bad ``points`` or ``epsilon``.
+    """
+    c, b = _row_pairs(current, baseline)
+    pts = None
     if points is not None:
         if not ordered:
             msg = "points only make sense for ordered bins"
             raise ValueError(msg)
-        _points(points, c.size)
-    if not epsilon > 0:
-        msg = f"epsilon must be positive, got {epsilon}"
-        raise ValueError(msg)
-    current_n, baseline_n = int(c.sum()), int(b.sum())
-    if min(current_n, baseline_n) < max(min_count, 1):
-        return DistributionDrift(
-            status=INSUFFICIENT,
-            current_n=current_n,
-            baseline_n=baseline_n,
-            psi=None,
-            js_distance=None,
-            chi2_statistic=None,
-            chi2_dof=None,
-            chi2_p_value=None,
-            ks_statistic=None,
-            ks_p_value=None,
-            wasserstein=None,
+        pts = _points(points, c.shape[1])
+    _check_epsilon(epsilon)
+    current_n = c.sum(axis=1)
+    baseline_n = b.sum(axis=1)
+    sufficient = np.minimum(current_n, baseline_n) >= max(min_count, 1)
+    cs, bs = c[sufficient], b[sufficient]
+    absent = [None] * cs.shape[0]
+    chi2_statistic, chi2_dof, chi2_p_value = _chi2_rows(cs, bs)
+    columns: list[list[Any]] = [
+        _psi_rows(cs, bs, epsilon).tolist(),
+        _js_rows(cs, bs).tolist(),
+        chi2_statistic.tolist(),
+        chi2_dof.tolist(),
+        chi2_p_value.tolist(),
+    ]
+    if ordered:
+        ks_statistic, ks_p_value = _ks_rows(cs, bs)
+        columns += [ks_statistic.tolist(), ks_p_value.tolist()]
+    else:
+        columns += [absent, absent]
+    columns.append(_wasserstein_rows(cs, bs, pts).tolist() if pts is not None else absent)
+    computed = zip(*columns, strict=True)
+    insufficient = (None,) * len(columns)
+    return [
+        DistributionDrift(
+            OK if ok else INSUFFICIENT, cn, bn, *(next(computed) if ok else insufficient)
         )
-    chi2_statistic, chi2_dof, chi2_p_value = chi2_homogeneity(c, b)
-    ks_statistic, ks_p_value = ks_binned(c, b) if ordered else (None, None)
-    wasserstein = wasserstein_binned(c, b, points) if ordered and points is not None else None
-    return DistributionDrift(
-        status=OK,
-        current_n=current_n,
-        baseline_n=baseline_n,
-        psi=psi(c, b, epsilon=epsilon),
-        js_distance=js_distance(c, b),
-        chi2_statistic=chi2_statistic,
-        chi2_dof=chi2_dof,
-        chi2_p_value=chi2_p_value,
-        ks_statistic=ks_statistic,
-        ks_p_value=ks_p_value,
-        wasserstein=wasserstein,
-    )
+        for ok, cn, bn in zip(
+            sufficient.tolist(),
+            current_n.astype(np.int64).tolist(),
+            baseline_n.astype(np.int64).tolist(),
+            strict=True,
+        )
+    ]
 
 
 @dataclass(frozen=True)
@@ -276,28 +378,76 @@ def two_proportion_test(
     ``ValueError`` for negative counts or successes > trials.
     """
     # operator.index: accepts numpy integers, refuses 2.5 instead of silently truncating it.
-    x1, n1 = operator.index(current_successes), operator.index(current_trials)
-    x2, n2 = operator.index(baseline_successes), operator.index(baseline_trials)
+    counts = [
+        [operator.index(v)]
+        for v in (current_successes, current_trials, baseline_successes, baseline_trials)
+    ]
+    (result,) = two_proportion_tests(*counts, min_trials=min_trials)
+    return result
+
+
+def _integer_counts(values: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
+    arr = np.asarray(values)
+    if arr.ndim != 1:
+        msg = f"{name} must be a 1-D sequence of counts"
+        raise ValueError(msg)
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        msg = f"{name} must hold integers, got dtype {arr.dtype}"
+        raise TypeError(msg)
+    return arr.astype(np.int64)
+
+
+def two_proportion_tests(
+    current_successes: npt.ArrayLike,
+    current_trials: npt.ArrayLike,
+    baseline_successes: npt.ArrayLike,
+    baseline_trials: npt.ArrayLike,
+    *,
+    min_trials: int = 1,
+) -> list[ProportionTest]:
+    """``two_proportion_test`` on each position of four equal-length integer sequences.
+
+    Item i of the result is ``two_proportion_test(current_successes[i], current_trials[i],
+    baseline_successes[i], baseline_trials[i], min_trials=min_trials)``, computed for all
+    positions at once. ``TypeError`` for non-integer counts; ``ValueError`` for sequences
+    that are not 1-D or differ in length, and for any position with negative counts or
+    successes > trials.
+    """
+    x1 = _integer_counts(current_successes, "current_successes")
+    n1 = _integer_counts(current_trials, "current_trials")
+    x2 = _integer_counts(baseline_successes, "baseline_successes")
+    n2 = _integer_counts(baseline_trials, "baseline_trials")
+    if not x1.size == n1.size == x2.size == n2.size:
+        msg = "successes and trials need one value per test on both sides"
+        raise ValueError(msg)
     for successes, trials, name in ((x1, n1, "current"), (x2, n2, "baseline")):
-        if trials < 0 or successes < 0 or successes > trials:
-            msg = f"{name}: need 0 <= successes <= trials, got {successes}/{trials}"
+        bad = (trials < 0) | (successes < 0) | (successes > trials)
+        if bad.any():
+            i = int(np.argmax(bad))
+            msg = f"{name}: need 0 <= successes <= trials, got {successes[i]}/{trials[i]}"
             raise ValueError(msg)
-    counts = {
-        "current_successes": x1,
-        "current_trials": n1,
-        "baseline_successes": x2,
-        "baseline_trials": n2,
-    }
-    if min(n1, n2) < max(min_trials, 1):
-        return ProportionTest(status=INSUFFICIENT, difference=None, z=None, p_value=None, **counts)
-    difference = x1 / n1 - x2 / n2
-    if x1 + x2 in (0, n1 + n2):
-        return ProportionTest(status=OK, difference=difference, z=0.0, p_value=1.0, **counts)
-    pooled = (x1 + x2) / (n1 + n2)
-    z = difference / math.sqrt(pooled * (1.0 - pooled) * (1.0 / n1 + 1.0 / n2))
+    sufficient = np.minimum(n1, n2) >= max(min_trials, 1)
+    s1, t1, s2, t2 = x1[sufficient], n1[sufficient], x2[sufficient], n2[sufficient]
+    difference = s1 / t1 - s2 / t2
+    z = np.zeros(difference.size)
+    p_value = np.ones(difference.size)
+    # A pooled proportion of 0 or 1 has no variance: z = 0 and p = 1 (no evidence).
+    varies = (s1 + s2 > 0) & (s1 + s2 < t1 + t2)
+    pooled = (s1 + s2)[varies] / (t1 + t2)[varies]
+    z[varies] = difference[varies] / np.sqrt(
+        pooled * (1.0 - pooled) * (1.0 / t1[varies] + 1.0 / t2[varies])
+    )
     # 2 * sf(|z|) rather than 2 * (1 - cdf): keeps relative precision for tiny p-values.
-    p_value = min(1.0, 2.0 * float(stats.norm.sf(abs(z))))
-    return ProportionTest(status=OK, difference=difference, z=z, p_value=p_value, **counts)
+    p_value[varies] = np.minimum(1.0, 2.0 * stats.norm.sf(np.abs(z[varies])))
+    computed = zip(difference.tolist(), z.tolist(), p_value.tolist(), strict=True)
+    return [
+        ProportionTest(
+            OK if ok else INSUFFICIENT, a, n, b, m, *(next(computed) if ok else (None,) * 3)
+        )
+        for ok, a, n, b, m in zip(
+            sufficient.tolist(), x1.tolist(), n1.tolist(), x2.tolist(), n2.tolist(), strict=True
+        )
+    ]
 
 
 def benjamini_hochberg(p_values: Sequence[float | None]) -> list[float | None]:

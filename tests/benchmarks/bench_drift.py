@@ -1,4 +1,4 @@
-"""Benchmark: cost of drift per segment per window, from the stored histograms (prints figures).
+"""Benchmark: cost of drift per closed window, from the stored histograms (prints figures).
 
 Fills a SQLite warehouse through the sink with histograms and counters for S segments over W
 windows (no Spark), then times `compute_drift`:
@@ -8,10 +8,14 @@ windows (no Spark), then times `compute_drift`:
   should not grow with events; it grows with the number of stored baseline windows;
 - streaming: the last windows one after another with a `BaselineCache`, as the job closes
   them: each baseline is the previous one plus the window that entered it and minus the one
-  that left, so the cost per window should not grow with the lookback either.
-Not collected by pytest.
+  that left, so the cost per window should not grow with the lookback either;
+- backlog: what `tests/benchmarks/bench_stream.py` makes the job do: 51 windows (255 minutes
+  of 20 events/s, 39 segments of ~150 events each) closed 8 at a time, as batches of 50,000
+  events close them, against the default 7-day trailing baseline. The cost per window of the
+  first and of the last call should be the same: it must not grow with the backlog.
+Not collected by pytest. Run it on two commits to compare them.
 
-    .venv/bin/python tests/benchmarks/bench_drift.py [--segments 50]
+    .venv/bin/python tests/benchmarks/bench_drift.py [--segments 50] [--case backlog]
 """
 
 from __future__ import annotations
@@ -130,27 +134,70 @@ def _measure_streaming(segments: int, windows: int, lookback: int, evaluated: in
         return sum(times[1:]) / len(times[1:])  # the first one fills the cache (cold)
 
 
+def _measure_backlog(segments: int, windows: int, events: int, per_call: int) -> list[float]:
+    """Seconds per window of each call, `per_call` windows a call, with one cache."""
+    with tempfile.TemporaryDirectory() as tmp:
+        engine = make_engine(f"sqlite:///{tmp}/wh.db")
+        migrate(engine)
+        sink = WarehouseSink(engine)
+        _fill(sink, segments, windows, events, seed=windows)
+        settings = DriftSettings()
+        cache = BaselineCache()
+        per_window = []
+        starts = [T0 + timedelta(minutes=5 * w) for w in range(windows)]
+        for i in range(0, windows, per_call):
+            chunk = starts[i : i + per_call]
+            t0 = time.perf_counter()
+            with engine.begin() as conn:
+                run = compute_drift(
+                    conn, sink.tables, chunk, dimensions=DIMS, settings=settings, now=T0,
+                    cache=cache,
+                )  # fmt: skip
+            per_window.append((time.perf_counter() - t0) / len(chunk))
+            assert run.segments == segments * len(chunk)
+        return per_window
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segments", type=int, default=50)
+    parser.add_argument("--case", choices=["cold", "streaming", "backlog"], action="append")
     args = parser.parse_args()
     s = args.segments
-    print(
-        f"{'segments':>8} {'baseline windows':>16} {'events/segment/window':>21} "
-        f"{'hist rows':>9} {'seconds':>8} {'ms per segment':>14}"
-    )
-    cases = [(24, 100), (24, 10_000), (24, 1_000_000), (12, 10_000), (96, 10_000)]
-    for windows, events in cases:
-        seconds, rows = _measure(s, windows, events)
+    cases = args.case or ["cold", "streaming", "backlog"]
+    if "cold" in cases:
         print(
-            f"{s:>8} {windows - 1:>16} {events:>21,} {rows:>9,} {seconds:>8.2f} "
-            f"{1000 * seconds / s:>14.1f}"
+            f"{'segments':>8} {'baseline windows':>16} {'events/segment/window':>21} "
+            f"{'hist rows':>9} {'seconds':>8} {'ms per segment':>14}"
         )
-    print("\nstreaming, one window after another with the baseline cache (10,000 events each):")
-    print(f"{'segments':>8} {'lookback windows':>16} {'seconds/window':>14} {'ms per segment':>14}")
-    for lookback in (12, 48):
-        seconds = _measure_streaming(s, lookback + 8, lookback, evaluated=6)
-        print(f"{s:>8} {lookback:>16} {seconds:>14.2f} {1000 * seconds / s:>14.1f}")
+        cold = [(24, 100), (24, 10_000), (24, 1_000_000), (12, 10_000), (96, 10_000)]
+        for windows, events in cold:
+            seconds, rows = _measure(s, windows, events)
+            print(
+                f"{s:>8} {windows - 1:>16} {events:>21,} {rows:>9,} {seconds:>8.2f} "
+                f"{1000 * seconds / s:>14.1f}"
+            )
+    if "streaming" in cases:
+        print("\nstreaming, one window after another with the baseline cache (10,000 events each):")
+        print(
+            f"{'segments':>8} {'lookback windows':>16} {'seconds/window':>14} "
+            f"{'ms per segment':>14}"
+        )
+        for lookback in (12, 48):
+            seconds = _measure_streaming(s, lookback + 8, lookback, evaluated=6)
+            print(f"{s:>8} {lookback:>16} {seconds:>14.3f} {1000 * seconds / s:>14.1f}")
+    if "backlog" in cases:
+        segments, windows, per_call = 39, 51, 8
+        per_window = _measure_backlog(segments, windows, 150, per_call)
+        print(
+            f"\nbacklog of bench_stream.py: {windows} windows x {segments} segments, "
+            f"closed {per_call} per call, 7-day trailing baseline:"
+        )
+        print(f"{'call':>4} {'windows closed before':>21} {'ms per window':>13}")
+        for i, seconds in enumerate(per_window):
+            print(f"{i + 1:>4} {i * per_call:>21} {1000 * seconds:>13.0f}")
+        mean = sum(per_window) / len(per_window)
+        print(f"mean {1000 * mean:.0f} ms per window, {1000 * mean / segments:.2f} ms per segment")
 
 
 if __name__ == "__main__":

@@ -326,3 +326,143 @@ def test_a_sliding_cache_gives_the_rows_of_a_full_recomputation(warehouse, lookb
     assert sorted(_rows(engine, "rate_tests"), key=lambda r: (*key(r), r["rate_id"])) == (
         full_tests
     )
+
+
+def _check_window(engine, data, w, base_windows, min_events, reference=lambda loc, m: (loc, m)):
+    """Every drift and rate-test row of window `w` against scipy on the sums this test adds
+    up: the window's, and over `base_windows` those of each segment's `reference`."""
+    start = T0 + timedelta(minutes=5 * w)
+    cur_counts, cur_hists = _sums(data, {w}, lambda loc, m: (loc, m))
+    base_counts, base_hists = _sums(data, set(base_windows), lambda loc, m: (loc, m))
+    empty_hists = {d.id: np.zeros(d.bins, dtype=np.int64) for d in DISTRIBUTIONS}
+    empty_counts = dict.fromkeys(counter_ids(), 0)
+
+    def of_window(table):
+        return [r for r in _rows(engine, table) if r["window_start"].replace(tzinfo=UTC) == start]
+
+    drift = of_window("drift")
+    assert len(drift) == len(cur_counts) * len(DISTRIBUTIONS)
+    for row in drift:
+        seg = (row["locale"], row["model_version"])
+        ref = reference(*seg)
+        _check_distribution_row(
+            row,
+            cur_hists[seg][row["distribution"]],
+            base_hists.get(ref, empty_hists)[row["distribution"]],
+            min_events,
+        )
+    tests = of_window("rate_tests")
+    assert len(tests) == len(cur_counts) * len(RATES)
+    by_rate: dict = {}
+    for row in tests:
+        seg = (row["locale"], row["model_version"])
+        r = next(x for x in RATES if x.id == row["rate_id"])
+        b = base_counts.get(reference(*seg), empty_counts)
+        x1, n1 = cur_counts[seg][r.numerator], cur_counts[seg][r.denominator]
+        x2, n2 = b[r.numerator], b[r.denominator]
+        assert (row["current_numerator"], row["current_denominator"]) == (x1, n1)
+        assert (row["baseline_numerator"], row["baseline_denominator"]) == (x2, n2)
+        if n1 < min_events or n2 < min_events:
+            assert row["status"] == "insufficient_data" and row["q_value"] is None
+            continue
+        if 0 < x1 + x2 < n1 + n2:
+            table = [[x1, n1 - x1], [x2, n2 - x2]]
+            expected = stats.chi2_contingency(table, correction=False).pvalue
+            assert row["p_value"] == pytest.approx(expected, rel=1e-8, abs=1e-300)
+        else:
+            assert row["p_value"] == 1.0
+        by_rate.setdefault(row["rate_id"], []).append(row)
+    for rate_rows in by_rate.values():
+        expected_q = stats.false_discovery_control([r["p_value"] for r in rate_rows], method="bh")
+        assert [r["q_value"] for r in rate_rows] == pytest.approx(list(expected_q), rel=1e-9)
+
+
+@pytest.mark.parametrize("calls", [[[0, 1], [2, 3, 4], [5]], [[0, 1, 2, 3, 4, 5]], [[3], [4, 5]]])
+@pytest.mark.parametrize("lookback", [2, 4])
+def test_windows_closed_several_at_a_time_equal_scipy_on_their_trailing_sums(
+    warehouse, calls, lookback
+):
+    # A lookback of 2 windows: each window also drops one from its baseline.
+    engine, data = warehouse
+    settings = DriftSettings(lookback=f"{5 * lookback} minutes", min_events=30)
+    cache = BaselineCache()
+    sink = WarehouseSink(engine)
+    for call in calls:
+        with engine.begin() as conn:
+            run = compute_drift(
+                conn,
+                sink.tables,
+                [T0 + timedelta(minutes=5 * w) for w in call],
+                dimensions=DIMS,
+                settings=settings,
+                now=T0,
+                cache=cache,
+            )
+        assert run.windows == len(call)
+    for w in (w for call in calls for w in call):
+        _check_window(engine, data, w, range(max(0, w - lookback), w), settings.min_events)
+
+
+def test_a_pinned_baseline_of_another_segment_gives_scipy_on_its_sums(warehouse):
+    engine, data = warehouse
+    settings = DriftSettings(
+        baseline="pinned",
+        pinned_from=T0,
+        pinned_to=T0 + timedelta(minutes=10),
+        reference_segment={"model_version": "m-2"},
+        min_events=20,
+    )
+    _compute(engine, [T0 + timedelta(minutes=5 * w) for w in (5, 2, 3)], settings)
+    for w in (2, 3, 5):
+        _check_window(engine, data, w, {0, 1}, 20, reference=lambda loc, m: (loc, "m-2"))
+
+
+def test_windows_further_apart_than_the_lookback_get_their_own_baselines(warehouse):
+    engine, data = warehouse
+    settings = DriftSettings(lookback="5 minutes", min_events=10)
+    _compute(engine, [T0 + timedelta(minutes=5 * w) for w in (1, 3, 5)], settings)
+    for w in (1, 3, 5):
+        _check_window(engine, data, w, {w - 1}, 10)
+
+
+def test_retired_distributions_and_bins_outside_a_distribution_are_ignored(warehouse):
+    engine, data = warehouse
+    sink = WarehouseSink(engine)
+    start = T0 + timedelta(minutes=25)
+    loc, model = next((loc, m) for (w, loc, m) in sorted(data) if w == 5)
+    key = {"window_start": start, "dimension_set": ",".join(DIMS), **_segment(loc, model)}
+    outcome = distribution("outcome")
+    stray = [
+        {**key, "distribution": "retired_metric", "bin": 0, "count": 500},
+        {**key, "distribution": "outcome", "bin": outcome.bins, "count": 500},
+        {**key, "distribution": "outcome", "bin": -1, "count": 500},
+    ]
+    with engine.begin() as conn:
+        conn.execute(sink.tables.hist.insert(), stray)
+    settings = DriftSettings(lookback="1 day", min_events=30)
+    _compute(engine, [start], settings)
+    assert {r["distribution"] for r in _rows(engine, "drift")} == {d.id for d in DISTRIBUTIONS}
+    _check_window(engine, data, 5, range(5), settings.min_events)
+
+
+def test_windows_in_any_order_and_repeated_give_the_rows_of_sorted_windows(warehouse):
+    engine, _ = warehouse
+    settings = DriftSettings(lookback="10 minutes")
+    windows = [T0 + timedelta(minutes=5 * w) for w in range(WINDOWS)]
+
+    def key(r):
+        return (r["window_start"], r["locale"], r["model_version"], r["distribution"])
+
+    in_order = _compute(engine, windows, settings)
+    expected = sorted(_rows(engine, "drift"), key=key)
+    shuffled = [windows[i] for i in (4, 1, 5, 0, 3, 2, 4)]
+    run = _compute(engine, shuffled, settings)
+    assert sorted(_rows(engine, "drift"), key=key) == expected
+    assert run.windows == len(shuffled)
+    # A window listed twice counts its segments twice, as each listing is computed.
+    per_window = {r["window_start"]: 0 for r in expected}
+    for r in _rows(engine, "rate_tests"):
+        if r["rate_id"] == RATES[0].id:
+            per_window[r["window_start"]] += 1
+    assert in_order.segments == sum(per_window.values())
+    assert run.segments == in_order.segments + per_window[windows[4].replace(tzinfo=None)]

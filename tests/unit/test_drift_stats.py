@@ -23,10 +23,12 @@ from pipelines.drift.stats import (
     benjamini_hochberg,
     chi2_homogeneity,
     compare_distributions,
+    compare_distributions_rows,
     js_distance,
     ks_binned,
     psi,
     two_proportion_test,
+    two_proportion_tests,
     wasserstein_binned,
 )
 
@@ -440,3 +442,149 @@ def test_integer_dtype_inputs_are_accepted():
 def test_two_proportion_rejects_fractional_counts():
     with pytest.raises(TypeError):
         two_proportion_test(2.5, 10, 1, 10)
+
+
+# --- many pairs at once ------------------------------------------------------------------
+
+
+@st.composite
+def count_matrices(draw):
+    """(rows x bins) current and baseline counts; some rows small or empty on one side."""
+    rows = draw(st.integers(1, 12))
+    k = draw(st.integers(1, 25))
+    cells = hnp.arrays(np.int64, (rows, k), elements=st.integers(-60, 200)).map(
+        lambda a: np.maximum(a, 0)
+    )
+    return draw(cells), draw(cells)
+
+
+def _check_against_scipy(res, c, b, *, ordered, points, min_count, epsilon=1e-4):
+    assert (res.current_n, res.baseline_n) == (int(c.sum()), int(b.sum()))
+    assert type(res.current_n) is int and type(res.baseline_n) is int
+    if min(c.sum(), b.sum()) < max(min_count, 1):
+        assert res.status == INSUFFICIENT
+        assert (res.psi, res.chi2_dof, res.ks_p_value, res.wasserstein) == (None,) * 4
+        return
+    assert res.status == OK
+    expected_psi = _reference_psi(c.tolist(), b.tolist(), epsilon)
+    assert res.psi == pytest.approx(expected_psi, rel=REL, abs=ABS)
+    assert res.js_distance == pytest.approx(float(jensenshannon(c, b, base=2)), rel=REL, abs=1e-7)
+    table = _table_without_empty_bins(c, b)
+    if table.shape[1] >= 2:
+        ref = chi2_contingency(table, correction=False)
+        assert (res.chi2_dof, type(res.chi2_dof)) == (ref.dof, int)
+        assert res.chi2_statistic == pytest.approx(ref.statistic, rel=REL, abs=ABS)
+        assert res.chi2_p_value == pytest.approx(ref.pvalue, rel=1e-8, abs=ABS)
+    else:
+        assert (res.chi2_statistic, res.chi2_dof, res.chi2_p_value) == (0.0, 0, 1.0)
+    if not ordered:
+        assert (res.ks_statistic, res.ks_p_value, res.wasserstein) == (None, None, None)
+        return
+    positions = np.arange(c.size, dtype=float)
+    with np.errstate(divide="ignore"):
+        ks = ks_2samp(np.repeat(positions, c), np.repeat(positions, b), method="asymp")
+    assert res.ks_statistic == pytest.approx(float(ks.statistic), rel=REL, abs=ABS)
+    n, m = int(c.sum()), int(b.sum())
+    e = n * m / (n + m)
+    root = math.sqrt(e)
+    expected_p = (
+        1.0 if round(e) < 1 else float(kstwobign.sf((root + 0.12 + 0.11 / root) * ks.statistic))
+    )
+    assert res.ks_p_value == pytest.approx(min(max(expected_p, 0.0), 1.0), rel=REL, abs=ABS)
+    if points is None:
+        assert res.wasserstein is None
+    else:
+        ref_w = wasserstein_distance(points, points, c, b)
+        assert res.wasserstein == pytest.approx(float(ref_w), rel=REL, abs=1e-9)
+
+
+@settings(max_examples=150, deadline=None)
+@given(count_matrices(), st.sampled_from(["categorical", "ordered", "ordered with points"]),
+       st.integers(0, 150))  # fmt: skip
+def test_every_row_of_compare_distributions_rows_matches_scipy(pair, kind, min_count):
+    c, b = pair
+    points = np.cumsum(np.linspace(0.5, 3.0, c.shape[1])) if kind == "ordered with points" else None
+    results = compare_distributions_rows(
+        c, b, ordered=kind != "categorical", points=points, min_count=min_count
+    )
+    assert len(results) == c.shape[0]
+    for res, ci, bi in zip(results, c, b, strict=True):
+        _check_against_scipy(
+            res, ci, bi, ordered=kind != "categorical", points=points, min_count=min_count
+        )
+
+
+def test_compare_distributions_rows_takes_epsilon_and_allows_zero_rows():
+    c = np.array([[0, 10], [4, 6]])
+    b = np.array([[5, 5], [5, 5]])
+    got = compare_distributions_rows(c, b, ordered=False, epsilon=1e-2)
+    assert [r.psi for r in got] == pytest.approx(
+        [_reference_psi([0, 10], [5, 5], 1e-2), _reference_psi([4, 6], [5, 5], 1e-2)], rel=REL
+    )
+    assert compare_distributions_rows(np.zeros((0, 3)), np.zeros((0, 3)), ordered=True) == []
+
+
+@pytest.mark.parametrize(
+    ("current", "baseline", "kwargs", "match"),
+    [
+        ([1, 2], [1, 2], {}, "2-D"),
+        ([[1, 2]], [[1, 2, 3]], {}, "same shape"),
+        # A bad row is refused even when it would be insufficient.
+        ([[5, 5], [0, -1]], [[5, 5], [1, 1]], {"min_count": 100}, "non-negative integer"),
+        ([[5, 5]], [[5, 2.5]], {}, "non-negative integer"),
+        ([[5, 5]], [[5, 5]], {"points": [0.0, 1.0]}, "ordered"),
+        ([[5, 5]], [[5, 5]], {"epsilon": 0.0}, "epsilon"),
+    ],
+)
+def test_compare_distributions_rows_rejects_bad_input(current, baseline, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        compare_distributions_rows(current, baseline, ordered=False, **kwargs)
+
+
+@st.composite
+def proportion_arrays(draw):
+    size = draw(st.integers(1, 30))
+    n1 = draw(hnp.arrays(np.int64, size, elements=st.integers(0, 5_000)))
+    n2 = draw(hnp.arrays(np.int64, size, elements=st.integers(0, 5_000)))
+    # Successes anywhere from none to all, so that pooled proportions of 0 and 1 occur.
+    f1 = draw(hnp.arrays(np.float64, size, elements=st.sampled_from([0.0, 0.01, 0.3, 1.0])))
+    f2 = draw(hnp.arrays(np.float64, size, elements=st.sampled_from([0.0, 0.02, 0.5, 1.0])))
+    return (n1 * f1).astype(np.int64), n1, (n2 * f2).astype(np.int64), n2
+
+
+@settings(max_examples=150, deadline=None)
+@given(proportion_arrays(), st.integers(0, 40))
+def test_every_position_of_two_proportion_tests_matches_scipy(arrays, min_trials):
+    x1, n1, x2, n2 = arrays
+    results = two_proportion_tests(x1, n1, x2, n2, min_trials=min_trials)
+    assert len(results) == x1.size
+    for res, a, n, b, m in zip(
+        results, x1.tolist(), n1.tolist(), x2.tolist(), n2.tolist(), strict=True
+    ):
+        assert (res.current_successes, res.current_trials) == (a, n)
+        assert (res.baseline_successes, res.baseline_trials) == (b, m)
+        assert type(res.current_trials) is int
+        if min(n, m) < max(min_trials, 1):
+            assert res.status == INSUFFICIENT
+            assert (res.difference, res.z, res.p_value) == (None, None, None)
+            continue
+        assert res.status == OK
+        assert res.difference == pytest.approx(a / n - b / m, rel=REL, abs=ABS)
+        if a + b in (0, n + m):
+            assert (res.z, res.p_value) == (0.0, 1.0)
+            continue
+        ref = chi2_contingency([[a, n - a], [b, m - b]], correction=False)
+        assert type(res.z) is float and type(res.p_value) is float
+        assert res.z**2 == pytest.approx(ref.statistic, rel=1e-8, abs=ABS)
+        assert np.sign(res.z) == np.sign(a / n - b / m)
+        assert res.p_value == pytest.approx(ref.pvalue, rel=1e-8, abs=1e-300)
+
+
+def test_two_proportion_tests_reject_what_the_single_test_rejects():
+    with pytest.raises(ValueError, match=r"baseline: need 0 <= successes <= trials, got 6/5"):
+        two_proportion_tests([1, 1], [5, 5], [1, 6], [5, 5])
+    with pytest.raises(ValueError, match="one value per test"):
+        two_proportion_tests([1], [5], [1, 2], [5, 5])
+    with pytest.raises(TypeError):
+        two_proportion_tests([1.5], [5], [1], [5])
+    assert two_proportion_tests([], [], [], []) == []
