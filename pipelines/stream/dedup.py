@@ -32,9 +32,9 @@ class DedupState:
         return self.spark.read.schema(ID_SCHEMA).parquet(*paths)
 
     def write(self, ids: DataFrame, batch_id: int) -> None:
-        ids.select("event_id", "event_time").coalesce(1).write.mode("overwrite").parquet(
-            self.path(batch_id)
-        )
+        # One file per partition of the batch: the write runs in parallel, where a single
+        # file would make one task read the whole batch.
+        ids.select("event_id", "event_time").write.mode("overwrite").parquet(self.path(batch_id))
 
     def prune(self, batch_ids: Iterable[int]) -> None:
         """Delete the files of these batches (missing ones are ignored)."""
