@@ -41,6 +41,7 @@ from pipelines.contract.records import (
 )
 from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.sketches import merge_sketches
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
@@ -570,15 +571,9 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
         where = {"window_start": start, "dimension_set": dimension_set,
                  **dict(zip(SEGMENT_DIMENSIONS, segment, strict=True))}  # fmt: skip
         present = [s for s in sketches if s is not None]
-        if len(present) == 1:
-            sketch: bytes | None = present[0]
-        elif present:
-            union = ds.hll_union(counting.users_lg_k)
-            for s in present:
-                union.update(ds.hll_sketch.deserialize(s))
-            sketch = bytes(union.get_result().serialize_compact())
-        else:
-            sketch = None
+        sketch = (
+            present[0] if len(present) == 1 else merge_sketches(present, counting.users_lg_k)[0]
+        )
         aggregates.append({
             **where, "window_end": datetime.fromtimestamp(window_start + counting.window_s, UTC),
             **dict(zip(COUNTERS, (int(v) for v in counters), strict=True)),
