@@ -2,11 +2,11 @@
 
 A counter is the number of records in a window x segment for which a boolean predicate holds.
 Event counters are counted over aggregated events (valid, on time, not duplicates); their
-predicate is a Spark SQL expression over the parsed event, so it runs on the JVM (no Python
-per row), and the same text is what the docs and the warehouse columns show. Telemetry
+predicate is a Spark SQL expression over the parsed event (the subset that
+`pipelines.stream.counting.SqlPredicate` evaluates on Arrow columns; a test checks it against
+Spark), and the same text is what the docs and the warehouse columns show. Telemetry
 counters are counted over every record that names a segment, rejected ones included (see
-`pipelines.stream.classify.telemetry_rows`), because a broken event is exactly what they
-measure.
+`pipelines.stream.counting`), because a broken event is exactly what they measure.
 
 A rate is numerator / denominator of two counters, the numerator counting a subset of the
 denominator's records, so every rate is a binomial proportion with a Wilson interval. The

@@ -34,7 +34,7 @@ class Distribution:
     id: str
     description: str
     kind: Kind
-    expression: str  # Spark SQL over one parsed event: a number, a string, or an array
+    expression: str  # the dotted path of a field of the event: a number, a string or an array
     edges: tuple[float, ...] = ()
     values: tuple[str, ...] = ()
     unit: str = ""

@@ -23,8 +23,8 @@ def metrics_reference() -> str:
         "",
         "## Event counters",
         "",
-        "Counted over aggregated events: valid, on time, not duplicates. The predicate is the "
-        "Spark SQL expression evaluated on each event.",
+        "Counted over aggregated events: valid, on time, not duplicates. The predicate is a "
+        "Spark SQL expression over the event (evaluated per event on the executors).",
         "",
         "| id | description | predicate |",
         "|---|---|---|",
