@@ -397,6 +397,11 @@ def detailed(value: bytes, schema: dict[str, Any]) -> tuple[dict[str, Any] | Non
 # --- one batch -----------------------------------------------------------------------------
 
 
+# The screen's memory of passed texts: at most this many, of at most this length (~2 MB).
+_PASSED_TEXTS = 20_000
+_PASSED_LENGTH = 100
+
+
 @dataclass(frozen=True)
 class Limits:
     """What a record must meet besides the schema (from the `contract` settings)."""
@@ -430,6 +435,10 @@ class RecordChecker:
         self.schema = schema if schema is not None else event_schema("1")
         self._fast = _FastPath(self.schema)
         self._screen = re.compile(screen)
+        # Short texts the screen passed recently: segment values and versions repeat in almost
+        # every event, so most texts are looked up, not scanned. Bounded (cleared when full),
+        # and a text the screen flags is never kept.
+        self._passed: set[str] = set()
         self._detect = detect
         # Free-text paths grouped by parent object: (parent path, field names).
         parents: dict[tuple[str, ...], list[str]] = {}
@@ -469,14 +478,24 @@ class RecordChecker:
             parent = _get(event, parent_path)
             if isinstance(parent, dict):
                 texts += [t for name in names if isinstance(t := parent.get(name), str)]
-        # One search over the free text joined by newlines: the screen has no anchors and no
-        # detector matches across a line break.
-        if texts and self._screen.search("\n".join(texts)):
+        if any(self._flagged(t) for t in texts):
             found = sorted({name for t in texts for name in self._detect(t)})
             if found:
                 message = f"free text holds {', '.join(found)} (upstream redaction failed)"
                 return _Outcome(event, [f"{PII_DETECTED}|$: {message}"], found)
         return _Outcome(event, [])
+
+    def _flagged(self, text: str) -> bool:
+        """Whether the PII screen matches `text`."""
+        if text in self._passed:
+            return False
+        if self._screen.search(text) is not None:
+            return True
+        if len(text) <= _PASSED_LENGTH:
+            if len(self._passed) >= _PASSED_TEXTS:
+                self._passed.clear()
+            self._passed.add(text)
+        return False
 
     def check_batch(self, batch: pa.RecordBatch, watermark: datetime | None) -> pa.RecordBatch:
         """Kafka records (INPUT_SCHEMA's columns) -> output_schema() rows, one per record."""

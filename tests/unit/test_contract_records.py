@@ -299,3 +299,15 @@ def test_hostile_records_never_raise():
                for r in out), [(r["reason"], r["errors"]) for r in out]  # fmt: skip
     surrogate = out[3]
     assert surrogate["reason"] == "invalid_json" and surrogate["event"] is None
+
+
+def test_screen_memory_keeps_only_passed_texts_and_changes_nothing():
+    checker = RecordChecker(LIMITS, screen=screen_pattern(), detect=detector_names)
+    leak = _fresh(EXAMPLES[0])
+    leak["segment"]["feature"] = "call +1 415 555 0100"
+    values = [json.dumps(e).encode() for e in (_fresh(EXAMPLES[0]), leak, _fresh(EXAMPLES[1]))]
+    first = checker.check_batch(_batch(values), watermark=None).column("reason").to_pylist()
+    again = checker.check_batch(_batch(values), watermark=None).column("reason").to_pylist()
+    assert first == again == [None, "pii_detected", None]
+    assert leak["segment"]["feature"] not in checker._passed
+    assert EXAMPLES[0]["segment"]["feature"] in checker._passed
