@@ -3,8 +3,9 @@ r"""Detectors of personal data and secrets that upstream redaction should have r
 Safewatch never persists text in which a detector fires. Each detector has two faces that
 must agree: a regular expression (`Detector.pattern`) and an optional exact check in Python
 (`Detector.validate`, see `pipelines.privacy.validators`). The streaming job screens every
-free-text field on the JVM with `screen_pattern()` (Spark `rlike`, i.e. `Matcher.find`) and
-runs `detect` only on the few texts the screen lets through.
+free-text field with `screen_pattern()` in its pass over each record
+(`pipelines.contract.records`) and runs `detect` only on the few texts the screen lets
+through. The screen is also valid Java (Spark `rlike`, i.e. `Matcher.find`).
 
 Detectors, in order of specificity (the order of `DETECTORS`):
 

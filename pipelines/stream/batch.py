@@ -3,9 +3,11 @@
 Per batch, in this order (a crash anywhere before step 6 leaves no trace in the warehouse,
 and Spark re-runs the same batch id with the same offsets):
   1. skip the batch if its id is in the ledger (a replay);
-  2. check the contract of every record on the JVM; screen free text for PII on the JVM and
-     confirm the candidates with the Python detectors;
-  3. classify: aggregated, late, duplicate, or rejected with a reason;
+  2. decode every record once and check the contract, its event time, the PII screen and the
+     watermark (one Python pass per partition on the executors: contract/records.py);
+  3. classify: aggregated, late, duplicate, or rejected with a reason; count per window x
+     segment (one Python pass per partition, partial sums merged here: stream/counting.py)
+     and draw the quality sample in the same pass;
   4. write rejected and late records, scrubbed, to the DLQ topic;
   5. validate the parsed events with the Great Expectations suite (sampled);
   6. fold values beyond a dimension's limit into `other` (cardinality control);
@@ -186,7 +188,6 @@ class BatchProcessor:
         self.watermark_delay: timedelta = parse_duration(stream.watermark)
         self.max_future = parse_duration(contract.max_future)
         self.max_age = parse_duration(contract.max_age)
-        self.screen = screen_pattern()
         self.log = log
         self.clock = clock
         self.on_batch = on_batch
