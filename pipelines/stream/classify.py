@@ -1,4 +1,6 @@
-"""Decide the fate of every Kafka record of a micro-batch (pure DataFrame functions).
+"""Decide the fate of every Kafka record of a micro-batch and count it (DataFrame functions
+over the per-record passes of pipelines.contract.records and pipelines.stream.counting;
+only `count_checked` runs a Spark job).
 
 Each record ends in exactly one bucket, so the ledger's accounting closes:
     input = aggregated + rejected (by reason) + late + duplicates
