@@ -31,7 +31,7 @@ def _non_null_type(node: dict[str, Any]) -> str:
     return kind
 
 
-def _data_type(node: dict[str, Any], text: bool = False) -> T.DataType:
+def _data_type(node: dict[str, Any]) -> T.DataType:
     kind = _non_null_type(node)
     if kind == "object":
         if "properties" in node:
@@ -40,7 +40,7 @@ def _data_type(node: dict[str, Any], text: bool = False) -> T.DataType:
                 [
                     T.StructField(
                         name,
-                        _data_type(child, text),
+                        _data_type(child),
                         nullable=name not in required or _allows_null(child),
                     )
                     for name, child in node["properties"].items()
@@ -48,14 +48,13 @@ def _data_type(node: dict[str, Any], text: bool = False) -> T.DataType:
             )
         values = node.get("additionalProperties")
         if isinstance(values, dict):
-            return T.MapType(T.StringType(), _data_type(values, text), valueContainsNull=False)
+            return T.MapType(T.StringType(), _data_type(values), valueContainsNull=False)
         msg = "an object needs properties or typed additionalProperties"
         raise ValueError(msg)
     if kind == "array":
-        return T.ArrayType(_data_type(node["items"], text), containsNull=False)
+        return T.ArrayType(_data_type(node["items"]), containsNull=False)
     if kind == "string":
-        timestamp = node.get("format") == "date-time" and not text
-        return T.TimestampType() if timestamp else T.StringType()
+        return T.TimestampType() if node.get("format") == "date-time" else T.StringType()
     if kind == "integer":
         return T.LongType()
     if kind == "number":
@@ -71,14 +70,8 @@ def _allows_null(node: dict[str, Any]) -> bool:
     return isinstance(kind, list) and "null" in kind
 
 
-def spark_schema_from_json_schema(
-    schema: dict[str, Any] | None = None, *, timestamps_as_text: bool = False
-) -> T.StructType:
-    """The StructType of an event; defaults to interaction_event v1.
-
-    With `timestamps_as_text`, date-time strings stay strings (their text is checked against
-    the contract's pattern before it is converted).
-    """
-    result = _data_type(schema if schema is not None else event_schema("1"), timestamps_as_text)
+def spark_schema_from_json_schema(schema: dict[str, Any] | None = None) -> T.StructType:
+    """The StructType of an event; defaults to interaction_event v1."""
+    result = _data_type(schema if schema is not None else event_schema("1"))
     assert isinstance(result, T.StructType)
     return result
