@@ -35,6 +35,9 @@ def test_metrics_match_the_ledger_and_the_newest_closed_window(
     topic = unique_topic("metrics")
     ensure_topics(kafka_broker.kafka, [topic])
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=2)
+    # Windows are aligned to the epoch: start on a 5-minute boundary so that the minutes below
+    # are the windows' (otherwise the closed windows shift with the clock's minute).
+    start -= timedelta(minutes=start.minute % 5)
     # 30 minutes with the spike from minute 15 to 21, cut at minute 24: the last window the
     # watermark closes (15-20) is in the incident, so its alerts fire when the job catches up.
     cut = (start + timedelta(minutes=24)).strftime("%Y-%m-%dT%H:%M:%S")
