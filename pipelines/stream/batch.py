@@ -3,11 +3,13 @@
 Per batch, in this order (a crash anywhere before step 6 leaves no trace in the warehouse,
 and Spark re-runs the same batch id with the same offsets):
   1. skip the batch if its id is in the ledger (a replay);
-  2. decode every record once and check the contract, its event time, the PII screen and the
-     watermark (one Python pass per partition on the executors: contract/records.py);
-  3. classify: aggregated, late, duplicate, or rejected with a reason; count per window x
-     segment (one Python pass per partition, partial sums merged here: stream/counting.py)
-     and draw the quality sample in the same pass;
+  2. decode every record once, check the contract, its event time, the PII screen and the
+     watermark (contract/records.py) and count per window x segment (stream/counting.py),
+     in one Python pass per partition on the executors; partial sums merged here. The same
+     pass draws the quality sample;
+  3. find the duplicates (one shuffle of event ids); in the rare batch that has some,
+     count again knowing them. Every record is now aggregated, late, duplicate, or rejected
+     with a reason;
   4. write rejected and late records, scrubbed, to the DLQ topic;
   5. validate the parsed events with the Great Expectations suite (sampled);
   6. fold values beyond a dimension's limit into `other` (cardinality control);
@@ -16,7 +18,7 @@ and Spark re-runs the same batch id with the same offsets):
      the drift statistics and alert states of the windows the new watermark closed, in one
      transaction; prune dedup files behind the watermark.
 
-Steps 2-3 and the counting (`BatchProcessor.classified`) are shared with the backfill
+Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 (`BatchProcessor.recompute`), so both count by the same definitions.
 """
 
@@ -34,11 +36,10 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from pyspark.sql import functions as F
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
-from pipelines.contract.records import LATE
+from pipelines.contract.records import LATE, Limits
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
@@ -48,16 +49,20 @@ from pipelines.privacy.detectors import screen_pattern
 from pipelines.settings import Settings
 from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
 from pipelines.stream.classify import (
+    check_and_count,
+    collected,
+    counted_ids,
+    counts_of,
+    rejected_records,
+)
+from pipelines.stream.counting import (
     AGGREGATED,
     DUPLICATE,
-    aggregated_events,
-    check_contract,
-    count_checked,
-    duplicate_marks,
-    with_status,
+    UNPARSED,
+    Counting,
+    Sampling,
 )
-from pipelines.stream.counting import NO_SAMPLE, UNPARSED, Counting, Sampling
-from pipelines.stream.dedup import DedupState
+from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
@@ -131,7 +136,8 @@ class _Stages:
 class Classified:
     """Raw records classified and aggregated (BatchProcessor.classified)."""
 
-    verdicts: DataFrame  # every record with its status (cached while the context is open)
+    checked: DataFrame  # check_and_count's rows, cached while the context is open
+    ids: pa.Table  # event_id and event_time of the aggregated records
     stats: list[dict[str, Any]]  # per topic, partition and status (counting.Counts.stats)
     aggregates: list[dict[str, Any]]  # per window x segment, before cardinality folding
     histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
@@ -224,18 +230,22 @@ class BatchProcessor:
         watermark_before = self.sink.watermark(query_id)
         dedup = DedupState(spark, self.settings.contract.dedup_state_dir, query_id)
         stages = _Stages()
-        prior = dedup.prior_ids(self.sink.recent_batches(query_id, watermark_before))
+        recent = self.sink.recent_batches(query_id, watermark_before)
         quality = self.settings.quality
         sample_rows = quality.max_rows if quality.enabled else 0
         with self.classified(
-            df, stages, watermark=watermark_before, prior_ids=prior, sample_rows=sample_rows
+            df,
+            stages,
+            watermark=watermark_before,
+            seen=lambda ids: dedup.seen(recent, ids),
+            sample_rows=sample_rows,
         ) as c:
-            stats, verdicts, by_status = c.stats, c.verdicts, c.by_status
+            stats, by_status = c.stats, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
             rejected_events: list[dict[str, Any]] = []
             if dlq_rows:
                 stages.start("dlq")
-                rejected = verdicts.where(~F.col("status").isin(AGGREGATED, DUPLICATE))
+                rejected = rejected_records(c.checked)
                 records = dlq_records(rejected, query_id=query_id, batch_id=batch_id).persist()
                 try:
                     write_dlq(records, self.settings.kafka)
@@ -247,8 +257,7 @@ class BatchProcessor:
             with stages("quality"):
                 outcome = self._validate(c.sample, parsed_rows) if quality.enabled else None
             with stages("dedup"):
-                ids = aggregated_events(verdicts).select("event.event_id", "event.event_time")
-                dedup.write(ids, batch_id)
+                dedup.write(c.ids, batch_id)
 
         valid_times = [
             s["max_event_time_s"]
@@ -368,7 +377,7 @@ class BatchProcessor:
         admissions, so the backfill folds values the same way as the stream.
         """
         stages = _Stages()
-        with self.classified(df, stages, watermark=None, prior_ids=None) as c:
+        with self.classified(df, stages, watermark=None, seen=None) as c:
             rows, hist_rows = c.aggregates, c.histograms
 
         def inside(row: dict[str, Any]) -> bool:
@@ -403,7 +412,7 @@ class BatchProcessor:
         stages: _Stages,
         *,
         watermark: datetime | None,
-        prior_ids: DataFrame | None,
+        seen: Callable[[pa.Array], list[str]] | None,
         sample_rows: int = 0,
     ) -> Iterator[Classified]:
         """Check, screen, classify and aggregate raw Kafka records (the records stay cached).
@@ -411,38 +420,44 @@ class BatchProcessor:
         The one definition of what an event counts as, shared by the streaming batches and
         the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
         counters and histograms per window x segment (before cardinality folding), and a
-        deterministic sample of about `sample_rows` parsed events for the quality suite.
+        deterministic sample of at most `sample_rows` parsed events for the quality suite.
         """
-        checked = check_contract(
-            df,
-            max_message_bytes=self.settings.contract.max_message_bytes,
-            max_future=self.max_future,
-            max_age=self.max_age,
-            watermark=watermark,
-        ).persist()
+        limits = Limits(self.settings.contract.max_message_bytes, self.max_future, self.max_age)
+        sampling = Sampling(sample_rows, self.settings.quality.sample_seed)
+
+        def counted(duplicates: frozenset[tuple[int, int]], keep_records: bool) -> DataFrame:
+            return check_and_count(
+                df,
+                limits=limits,
+                watermark=watermark,
+                counting=self.counting,
+                sampling=sampling,
+                duplicates=duplicates,
+                keep_records=keep_records,
+            )
+
+        # Each partition checks and counts its records in one Python pass, as if none were a
+        # duplicate; the records stay cached for the DLQ.
+        checked = counted(frozenset(), keep_records=True).persist()
         try:
-            # The first action on `checked`: runs the contract checks and the PII screen.
-            with stages("contract+pii"):
-                total = checked.count()
-            with stages("classify"):
-                duplicates = [
-                    (r["partition"], r["offset"])
-                    for r in duplicate_marks(checked, prior_ids).collect()
-                ]
-            sampling = NO_SAMPLE
-            if sample_rows and total:
-                # A quarter more than needed: the validator draws exactly its sample from it.
-                fraction = min(1.0, 1.25 * sample_rows / total)
-                sampling = Sampling(fraction, self.settings.quality.sample_seed)
-            with stages("aggregate"):
-                counts = count_checked(checked, duplicates, self.counting, sampling)
+            with stages("check+count"):
+                partials, ids = collected(checked)
+            with stages("duplicates"):
+                # Ids that earlier batches within the watermark counted (`seen`), or that an
+                # earlier record of this batch holds.
+                earlier = seen(ids.column("event_id")) if seen is not None else []
+                duplicates = repeated(ids, earlier)
+            if duplicates:
+                # Rare (a producer's retries, a replayed topic): count again, knowing them.
+                with stages("recount"):
+                    partials = counted(frozenset(duplicates), keep_records=False).toArrow()
+            counts = counts_of(partials, self.counting, sampling)
             by_status = Counter[str]()
             for s in counts.stats:
                 by_status[s["status"]] += s["rows"]
-            verdicts = with_status(checked, duplicates)
             yield Classified(
-                verdicts, counts.stats, counts.aggregates, counts.histograms, by_status,
-                counts.sample,
+                checked, counted_ids(ids, duplicates), counts.stats, counts.aggregates,
+                counts.histograms, by_status, counts.sample,
             )  # fmt: skip
         finally:
             checked.unpersist()

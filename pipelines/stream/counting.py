@@ -63,7 +63,7 @@ HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
 
 PARTIAL_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),  # "window", "offsets" or "sample"
+        ("kind", pa.string()),  # "window", "offsets", "sample" or "record"
         ("window_start_s", pa.int64()),
         ("segment", pa.list_(pa.string())),  # SEGMENT_DIMENSIONS' values, in order
         ("counters", pa.list_(pa.int64())),  # COUNTERS, in order
@@ -77,8 +77,20 @@ PARTIAL_SCHEMA = pa.schema(
         ("rows", pa.int64()),
         ("max_event_time_s", pa.int64()),
         ("event", output_schema().field("event").type),  # a sampled parsed event
+        ("sample_key", pa.float64()),  # its place in the sample (sample_hash)
+        # A record (`keep_records`): coordinates and reason of each; event id and time of an
+        # on-time valid one (for deduplication); what the DLQ needs of a rejected or late one.
+        ("offset", pa.int64()),
+        ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
+        ("reason", pa.string()),
+        ("event_id", pa.string()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("value", pa.binary()),
+        ("errors", pa.list_(pa.string())),
+        ("detectors", pa.list_(pa.string())),
     ]
 )
+SAMPLE, RECORD = "sample", "record"
 
 
 # --- the catalog's predicates on Arrow columns -----------------------------------------------
@@ -283,12 +295,13 @@ class Counting:
 
 @dataclass(frozen=True)
 class Sampling:
-    """A deterministic sample of the parsed records (for the data-quality suite): each is
-    kept when a hash of (partition, offset, seed) falls below `fraction`, so a replayed
-    batch draws the same sample.
+    """A deterministic sample of at most `rows` parsed records (for the data-quality suite):
+    those with the smallest hash of (partition, offset, seed). Each partition keeps its
+    smallest `rows` and the driver the smallest of those (`sample_of`), so nothing sorts the
+    batch and a replayed batch draws the same sample.
     """
 
-    fraction: float = 0.0
+    rows: int = 0
     seed: int = 0
 
 
@@ -320,7 +333,8 @@ class _Partial:
     counting: Counting
     windows: dict[tuple[Any, ...], _Window] = field(default_factory=dict)
     offsets: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
-    sample: list[pa.Array] = field(default_factory=list)
+    sample: pa.Array | None = None  # at most Sampling.rows parsed events
+    sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their sample_hash
 
     def window(self, key: tuple[Any, ...]) -> _Window:
         found = self.windows.get(key)
@@ -463,17 +477,51 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) ->
 
 def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: list[str],
                 sampling: Sampling) -> None:  # fmt: skip
-    if sampling.fraction <= 0:
+    """Keep the parsed records of the smallest hashes, `sampling.rows` at most."""
+    if sampling.rows <= 0:
         return
     u = sample_hash(
         batch.column("partition").to_numpy(zero_copy_only=False),
         batch.column("offset").to_numpy(zero_copy_only=False),
         sampling.seed,
     )
-    parsed = ~np.isin(np.asarray(statuses, dtype=object), UNPARSED)
-    rows = np.flatnonzero(parsed & (u < sampling.fraction))
-    if len(rows):
-        partial.sample.append(batch.column("event").take(pa.array(rows, pa.int64())))
+    rows = np.flatnonzero(~np.isin(np.asarray(statuses, dtype=object), UNPARSED))
+    if partial.sample is not None and len(partial.sample_keys) >= sampling.rows:
+        rows = rows[u[rows] < partial.sample_keys.max()]
+    if len(rows) == 0:
+        return
+    events = batch.column("event").take(pa.array(rows, pa.int64()))
+    keys = u[rows]
+    if partial.sample is not None:
+        events = pa.concat_arrays([partial.sample, events])
+        keys = np.concatenate([partial.sample_keys, keys])
+    if len(keys) > sampling.rows:
+        keep = np.argpartition(keys, sampling.rows - 1)[: sampling.rows]
+        events, keys = events.take(pa.array(keep, pa.int64())), keys[keep]
+    partial.sample, partial.sample_keys = events, keys
+
+
+def _records(batch: pa.RecordBatch) -> pa.RecordBatch:
+    """Every checked record as a `record` row: what deduplication and the DLQ need of it."""
+    n = batch.num_rows
+    events = batch.column("event")
+    given = {
+        "kind": pa.array([RECORD] * n, pa.string()),
+        "topic": batch.column("topic"),
+        "partition": batch.column("partition"),
+        "offset": batch.column("offset"),
+        "kafka_timestamp": batch.column("kafka_timestamp"),
+        "reason": batch.column("reason"),
+        "event_id": pc.struct_field(events, "event_id"),
+        "event_time": pc.struct_field(events, "event_time"),
+        "value": batch.column("value"),
+        "errors": batch.column("errors"),
+        "detectors": batch.column("detectors"),
+    }
+    return pa.RecordBatch.from_arrays(
+        [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in PARTIAL_SCHEMA],
+        schema=PARTIAL_SCHEMA,
+    )
 
 
 def partial_counts(
@@ -481,9 +529,11 @@ def partial_counts(
     counting: Counting,
     duplicates: frozenset[tuple[int, int]] = frozenset(),
     sampling: Sampling = NO_SAMPLE,
+    *,
+    keep_records: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """The partial sums of one partition's checked records (PARTIAL_SCHEMA), in one batch,
-    and the sampled parsed events.
+    """The partial sums of one partition's checked records (PARTIAL_SCHEMA), its sampled
+    parsed events and, with `keep_records`, a `record` row per record (`_records`).
 
     `duplicates` holds the (partition, offset) of the on-time valid records that repeat an
     event id; every other record's status is its reason, or aggregated.
@@ -493,6 +543,8 @@ def partial_counts(
         statuses = _statuses(batch, duplicates)
         _add_batch(partial, batch, statuses)
         _add_sample(partial, batch, statuses, sampling)
+        if keep_records:
+            yield _records(batch)
     rows: list[dict[str, Any]] = []
     for (window_start, *segment), w in partial.windows.items():
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
@@ -508,13 +560,26 @@ def partial_counts(
             "max_event_time_s": latest if latest > -(2**62) else None,
         })  # fmt: skip
     yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
-    for events in partial.sample:
-        n = len(events)
-        columns = [
-            pa.array(["sample"] * n),
-            *[pa.nulls(n, f.type) for f in list(PARTIAL_SCHEMA)[1:-1]],
-        ]
-        yield pa.RecordBatch.from_arrays([*columns, events], schema=PARTIAL_SCHEMA)
+    if partial.sample is not None:
+        n = len(partial.sample)
+        given = {
+            "kind": pa.array([SAMPLE] * n, pa.string()),
+            "event": partial.sample,
+            "sample_key": pa.array(partial.sample_keys, pa.float64()),
+        }
+        yield pa.RecordBatch.from_arrays(
+            [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in PARTIAL_SCHEMA],
+            schema=PARTIAL_SCHEMA,
+        )
+
+
+def sample_of(samples: pa.Table, rows: int) -> pa.Array:
+    """The `rows` sampled events of smallest key among the partitions' samples (`sample`
+    rows of PARTIAL_SCHEMA), in key order.
+    """
+    keys = samples.column("sample_key").to_numpy()
+    order = np.argsort(keys, kind="stable")[:rows]
+    return samples.column("event").combine_chunks().take(pa.array(order, pa.int64()))
 
 
 # --- the driver ------------------------------------------------------------------------------
@@ -539,7 +604,7 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
     windows: dict[tuple[Any, ...], list[Any]] = {}
     stats: dict[tuple[str, int, str], dict[str, Any]] = {}
     for p in partials:
-        if p["kind"] == "sample":
+        if p["kind"] in (SAMPLE, RECORD):
             continue
         if p["kind"] == "offsets":
             key = (p["topic"], p["partition"], p["status"])

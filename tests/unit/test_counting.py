@@ -22,6 +22,7 @@ from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import estimate
 from pipelines.privacy.detectors import detector_names, screen_pattern
 from pipelines.stream.counting import (
+    SAMPLE,
     Columns,
     Counting,
     Sampling,
@@ -29,6 +30,7 @@ from pipelines.stream.counting import (
     merge_partials,
     partial_counts,
     sample_hash,
+    sample_of,
 )
 from pipelines.synth.generator import generate_events
 
@@ -245,27 +247,43 @@ def test_unreadable_predicates_raise(sql):
         SqlPredicate(sql)(columns)
 
 
-def test_quality_sample_is_deterministic_uniform_and_parsed_only():
+def _sample(batches, sampling):
+    """The sample rows the partial passes of `batches` (one list per partition) yield."""
+    rows = [
+        p
+        for partition in batches
+        for p in partial_counts(partition, COUNTING, sampling=sampling)
+        if p.num_rows and p.column("kind")[0].as_py() == SAMPLE
+    ]
+    return sample_of(pa.Table.from_batches(rows), sampling.rows)
+
+
+def test_quality_sample_is_the_smallest_hashes_of_parsed_records_whatever_the_split():
     events = _events(2000, seed=6)
-    batch = _checked([*events, b"not json"] * 1)
-    sampling = Sampling(fraction=0.25, seed=3)
-    first = [p for p in partial_counts([batch], COUNTING, sampling=sampling)]
-    again = [p for p in partial_counts([batch], COUNTING, sampling=sampling)]
-    sample = pa.concat_arrays([p.column("event") for p in first if p.num_rows and
-                               p.column("kind")[0].as_py() == "sample"])  # fmt: skip
-    assert (
-        sample.to_pylist()
-        == pa.concat_arrays(
-            [
-                p.column("event")
-                for p in again
-                if p.num_rows and p.column("kind")[0].as_py() == "sample"
-            ]
-        ).to_pylist()
+    first = _checked([*events[:1000], b"not json", b"{}"] * 1, partition=0)
+    second = _checked(events[1000:], partition=1, first_offset=50)
+    sampling = Sampling(rows=300, seed=3)
+    sample = _sample([[first], [second]], sampling)
+    # Independent expectation: hash every parsed record directly, keep the 300 smallest.
+    parsed = [(0, i, e) for i, e in enumerate(events[:1000])] + [
+        (1, 50 + i, e) for i, e in enumerate(events[1000:])
+    ]
+    u = sample_hash(
+        np.array([p for p, _, _ in parsed], np.int32),
+        np.array([o for _, o, _ in parsed], np.int64),
+        seed=3,
     )
-    # Binomial(2000, 0.25): mean 500, sd 19.4; 5 sd either side.
-    assert 400 < len(sample) < 600
-    assert all(e is not None and e["event_id"] for e in sample.to_pylist())
+    expected = [parsed[i][2]["event_id"] for i in np.argsort(u)[:300]]
+    assert [e["event_id"] for e in sample.to_pylist()] == expected
+    # The same records, cut into other Arrow batches, give the same sample.
+    pieces = [first.slice(0, 7), first.slice(7, 500), first.slice(507)]
+    again = _sample([pieces, [second.slice(0, 999), second.slice(999)]], sampling)
+    assert again.to_pylist() == sample.to_pylist()
+    # Fewer parsed records than asked for: all of them, the unparsed ones left out.
+    small = _sample([[_checked([*events[:40], b"not json"])]], Sampling(rows=100, seed=3))
+    assert sorted(e["event_id"] for e in small.to_pylist()) == sorted(
+        e["event_id"] for e in events[:40]
+    )
     # The hash is uniform on [0, 1): Kolmogorov-Smirnov against scipy's uniform.
     u = sample_hash(np.zeros(20000, np.int32), np.arange(20000), seed=11)
     assert kstest(u, "uniform").pvalue > 1e-3
