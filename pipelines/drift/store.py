@@ -39,6 +39,7 @@ from pipelines.errors import SafewatchError
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE, Tables, as_utc
 
 Segment = tuple[str, ...]  # values of SEGMENT_DIMENSIONS, in order
@@ -282,46 +283,4 @@ def replace_rows(
             and_(table.c.dimension_set == dimension_set, table.c.window_start.in_(windows))
         )
     )
-    _insert_many(conn, table, columns, rows)
-
-
-def _insert_many(
-    conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
-) -> None:
-    """INSERT one row per tuple of `columns` values, in one DBAPI executemany.
-
-    SQLAlchemy's own executemany makes a dict of every row and processes each of its values,
-    which costs more than the database's insert for the ~1,500 rows of a window. Here only
-    the columns whose type the dialect processes (DateTime on SQLite) are, as SQLAlchemy
-    would: they hold a window and a time, so each distinct value is processed once.
-    """
-    if not rows:
-        return
-    dialect = conn.dialect
-    processors = [
-        (i, p)
-        for i, c in enumerate(columns)
-        if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    ]
-    processed: dict[tuple[int, Any], Any] = {}
-
-    def bind(row: tuple[Any, ...]) -> list[Any]:
-        values = list(row)
-        for i, p in processors:
-            key = (i, values[i])
-            if key not in processed:
-                processed[key] = p(values[i])
-            values[i] = processed[key]
-        return values
-
-    compiled = table.insert().compile(dialect=dialect, column_keys=list(columns))
-    params: list[Any]
-    if compiled.positional:
-        order = [columns.index(name) for name in compiled.positiontup or ()]
-        if order == list(range(len(columns))):
-            params = [tuple(bind(row)) for row in rows] if processors else list(rows)
-        else:
-            params = [tuple(v[i] for i in order) for v in map(bind, rows)]
-    else:
-        params = [dict(zip(columns, bind(row), strict=True)) for row in rows]
-    conn.exec_driver_sql(compiled.string, params)
+    execute_many(conn, table.insert(), table, columns, rows)

@@ -60,6 +60,8 @@ COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
 # Offsets of each distribution's bins in one dense histogram vector.
 HISTOGRAM_OFFSETS = tuple(np.cumsum([0] + [d.bins for d in DISTRIBUTIONS[:-1]]).tolist())
 HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
+_OFFSETS = np.asarray(HISTOGRAM_OFFSETS)
+_DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
 
 PARTIAL_SCHEMA = pa.schema(
     [
@@ -644,10 +646,11 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             **dict(zip(COUNTERS, (int(v) for v in counters), strict=True)),
             "users_sketch": sketch,
         })  # fmt: skip
-        for position in np.flatnonzero(histogram):
-            d = int(np.searchsorted(HISTOGRAM_OFFSETS, position, side="right")) - 1
-            histograms.append({
-                **where, "distribution": DISTRIBUTIONS[d].id,
-                "bin": int(position - HISTOGRAM_OFFSETS[d]), "count": int(histogram[position]),
-            })  # fmt: skip
+        positions = np.flatnonzero(histogram)
+        owners = np.searchsorted(_OFFSETS, positions, side="right") - 1
+        for d, bin_, count in zip(owners.tolist(), (positions - _OFFSETS[owners]).tolist(),
+                                  histogram[positions].tolist(), strict=True):  # fmt: skip
+            histograms.append(
+                {**where, "distribution": _DISTRIBUTION_IDS[d], "bin": bin_, "count": count}
+            )
     return Counts(stats=list(stats.values()), aggregates=aggregates, histograms=histograms)

@@ -29,6 +29,7 @@ from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.tables import Tables, as_utc
 
 _CHUNK = 200  # rows per INSERT statement; keeps SQLite under its bound-parameter limit
@@ -458,12 +459,14 @@ class WarehouseSink:
         if not result.histograms:
             return
         t = self.tables.hist
+        key = [*SEGMENT_KEY, "distribution", "bin"]
         stmt = upsert_for(conn)(t)
         stmt = stmt.on_conflict_do_update(
-            index_elements=[*SEGMENT_KEY, "distribution", "bin"],
-            set_={"count": t.c["count"] + stmt.excluded["count"]},
+            index_elements=key, set_={"count": t.c["count"] + stmt.excluded["count"]}
         )
-        conn.execute(stmt, list(result.histograms))
+        columns = [*key, "count"]
+        rows = [tuple(r[c] for c in columns) for r in result.histograms]
+        execute_many(conn, stmt, t, columns, rows)
 
 
 def upsert_for(conn: Connection) -> Any:

@@ -37,6 +37,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 50000])
     parser.add_argument("--runs", type=int, default=3, help="runs per size (first is cold)")
+    parser.add_argument(
+        "--partitions", type=int, default=3, help="Spark partitions of the batch (3: as the job "
+        "reads a 3-partition topic)",
+    )
     args = parser.parse_args()
     spark = build_session(SparkSettings(jars_dir=REPO / "var" / "jars" / "spark"))
     now = datetime.now(UTC)
@@ -60,7 +64,7 @@ def main() -> None:
         )
         source = Path(tempfile.mkdtemp()) / f"batch-{size}.parquet"
         pq.write_table(table, source)
-        df = spark.read.parquet(str(source)).repartition(3, "partition").cache()
+        df = spark.read.parquet(str(source)).repartition(args.partitions).cache()
         df.count()
         # One processor for all runs, as in the job: what it builds once (the quality
         # suite, the record checker in the Python workers) is not part of a batch's cost.
