@@ -38,8 +38,10 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 50000])
     parser.add_argument("--runs", type=int, default=3, help="runs per size (first is cold)")
     parser.add_argument(
-        "--partitions", type=int, default=3, help="Spark partitions of the batch (3: as the job "
-        "reads a 3-partition topic)",
+        "--partitions",
+        type=int,
+        default=3,
+        help="Spark partitions of the batch (3: as the job reads a 3-partition topic)",
     )
     args = parser.parse_args()
     spark = build_session(SparkSettings(jars_dir=REPO / "var" / "jars" / "spark"))
