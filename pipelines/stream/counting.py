@@ -60,6 +60,8 @@ COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
 # Offsets of each distribution's bins in one dense histogram vector.
 HISTOGRAM_OFFSETS = tuple(np.cumsum([0] + [d.bins for d in DISTRIBUTIONS[:-1]]).tolist())
 HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
+_NO_TIME = -(2**62)  # the latest event time of records that have none
+_ATTRIBUTABLE = pa.array([AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED])
 _OFFSETS = np.asarray(HISTOGRAM_OFFSETS)
 _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
 
@@ -262,18 +264,17 @@ def histogram_entries(columns: Columns) -> tuple[np.ndarray, np.ndarray]:
             rows.append(everyone)
             codes.append(offset + np.searchsorted(inner, values, side="right"))
         elif d.kind == "categorical":
-            values = columns.values(d.expression)
-            index = {v: i for i, v in enumerate(d.values)}
-            bins = np.fromiter((index.get(v, -1) for v in values), np.int64, len(values))
+            found = pc.index_in(columns.array(d.expression), value_set=pa.array(d.values))
+            bins = np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), np.int64)
             known = bins >= 0
             rows.append(everyone[known])
             codes.append(offset + bins[known])
         else:
             lists = columns.values(d.expression)
-            flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+            flat = pc.list_flatten(lists)
             parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
-            index = {v: i for i, v in enumerate(d.values)}
-            bins = np.fromiter((index.get(v, -1) for v in flat), dtype=np.int64, count=len(flat))
+            found = pc.index_in(flat, value_set=pa.array(d.values))
+            bins = np.asarray(pc.fill_null(found, -1).to_numpy(zero_copy_only=False), np.int64)
             known = bins > 0
             held = np.zeros(columns.size, dtype=bool)
             held[parents[known]] = True
@@ -355,96 +356,105 @@ def _predicate(sql: str) -> SqlPredicate:
     return _PREDICATES[sql]
 
 
-def _statuses(batch: pa.RecordBatch, duplicates: frozenset[tuple[int, int]]) -> list[str]:
-    reasons = batch.column("reason").to_pylist()
-    if not duplicates:
-        return [r if r is not None else AGGREGATED for r in reasons]
-    coordinates = zip(batch.column("partition").to_pylist(), batch.column("offset").to_pylist(),
-                      strict=True)  # fmt: skip
-    return [
-        r if r is not None else DUPLICATE if xy in duplicates else AGGREGATED
-        for r, xy in zip(reasons, coordinates, strict=True)
-    ]
+def _statuses(batch: pa.RecordBatch, duplicates: frozenset[tuple[int, int]]) -> pa.Array:
+    """Each record's status: its reason, else duplicate when it is at `duplicates`, else
+    aggregated.
+    """
+    reasons = batch.column("reason")
+    if duplicates:
+        coordinates = zip(batch.column("partition").to_pylist(),
+                          batch.column("offset").to_pylist(), strict=True)  # fmt: skip
+        marked = pa.array([xy in duplicates for xy in coordinates], pa.bool_())
+        reasons = pc.if_else(pc.and_(pc.is_null(reasons), marked), DUPLICATE, reasons)
+    return pc.fill_null(reasons, AGGREGATED)
 
 
-def _segments(
-    events: pa.StructArray, rows: np.ndarray, counting: Counting, redact: np.ndarray | None
-) -> list[tuple[str, ...]]:
-    """The grouped segment of each row (`*` for other dimensions, `unknown` for null)."""
+def _mask(values: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as numpy (null as False)."""
+    return np.asarray(pc.fill_null(values, False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _segment_codes(
+    events: pa.StructArray, rows: np.ndarray, counting: Counting, redact: np.ndarray
+) -> tuple[list[np.ndarray], list[list[str]]]:
+    """Per grouped dimension, a code per row and the values the codes stand for (`unknown`
+    for null; `[REDACTED]` for a value of a `redact` row that the PII screen flags).
+    """
     segment = pc.struct_field(events, "segment").take(pa.array(rows, pa.int64()))
-    columns = []
-    screen = re.compile(counting.screen) if redact is not None else None
-    for name in SEGMENT_DIMENSIONS:
-        if name not in counting.dimensions:
-            columns.append([ALL_DIMENSIONS_VALUE] * len(rows))
-            continue
-        values = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE).to_pylist()
-        if screen is not None and redact is not None:
-            values = [
-                REDACTED_VALUE if r and screen.search(v) else v
-                for v, r in zip(values, redact, strict=True)
-            ]
-        columns.append(values)
-    return list(zip(*columns, strict=True))
+    codes: list[np.ndarray] = []
+    values: list[list[str]] = []
+    screen = re.compile(counting.screen) if redact.any() else None
+    for name in counting.dimensions:
+        column = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE)
+        if screen is not None:
+            texts = column.to_pylist()
+            for r in np.flatnonzero(redact):
+                if screen.search(texts[r]):
+                    texts[r] = REDACTED_VALUE
+            column = pa.array(texts, pa.string())
+        encoded = column.dictionary_encode()
+        codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
+        values.append(encoded.dictionary.to_pylist())
+    return codes, values
 
 
-def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) -> None:
+def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> None:
     counting = partial.counting
     events = batch.column("event")
-    status = np.asarray(statuses, dtype=object)
     event_time = pc.struct_field(events, "event_time").cast(pa.int64())  # microseconds
-    has_time = ~np.asarray(pc.is_null(event_time).to_numpy(zero_copy_only=False))
+    has_time = np.asarray(pc.is_valid(event_time).to_numpy(zero_copy_only=False), dtype=bool)
     seconds = np.asarray(pc.fill_null(event_time, 0).to_numpy(zero_copy_only=False)) // 1_000_000
 
-    # Offsets per partition and status.
-    topics = batch.column("topic").to_pylist()
-    partitions = batch.column("partition").to_pylist()
-    offsets = batch.column("offset").to_pylist()
-    for i, key in enumerate(zip(topics, partitions, statuses, strict=True)):
+    # Offsets, rows and latest event time per partition and status.
+    latest = pa.array(np.where(has_time, seconds, _NO_TIME), pa.int64())
+    per_status = pa.table(
+        [batch.column("topic"), batch.column("partition"), statuses, batch.column("offset"),
+         latest],
+        names=["topic", "partition", "status", "offset", "latest"],
+    ).group_by(["topic", "partition", "status"], use_threads=False).aggregate(
+        [("offset", "min"), ("offset", "max"), ("offset", "count"), ("latest", "max")]
+    )  # fmt: skip
+    for s in per_status.to_pylist():
+        key = (s["topic"], s["partition"], s["status"])
         entry = partial.offsets.get(key)
-        t = int(seconds[i]) if has_time[i] else None
+        found = [s["offset_min"], s["offset_max"], s["offset_count"], s["latest_max"]]
         if entry is None:
-            partial.offsets[key] = [offsets[i], offsets[i], 1, t if t is not None else -(2**62)]
+            partial.offsets[key] = found
         else:
-            entry[0] = min(entry[0], offsets[i])
-            entry[1] = max(entry[1], offsets[i])
-            entry[2] += 1
-            if t is not None and t > entry[3]:
-                entry[3] = t
+            entry[0] = min(entry[0], found[0])
+            entry[1] = max(entry[1], found[1])
+            entry[2] += found[2]
+            entry[3] = max(entry[3], found[3])
 
     # Telemetry: records attributable to a segment.
-    errors = batch.column("errors").to_pylist()
-    segment_ok = np.fromiter(
-        (not any("|$.segment" in e for e in errs or ()) for errs in errors), bool, len(errors)
-    )
-    has_segment = ~np.asarray(pc.is_null(pc.struct_field(events, "segment")).to_numpy(
-        zero_copy_only=False))  # fmt: skip
+    errors = batch.column("errors")
+    flat = pc.list_flatten(errors)
+    parents = pc.list_parent_indices(errors).to_numpy(zero_copy_only=False)
+    segment_ok = np.ones(len(batch), dtype=bool)
+    segment_ok[parents[_mask(pc.match_substring(flat, "|$.segment"))]] = False
+    complete = np.ones(len(batch), dtype=bool)
+    complete[parents[_mask(pc.match_substring_regex(flat, _SAFETY_ERROR.pattern))]] = False
+    has_segment = np.asarray(pc.is_valid(pc.struct_field(events, "segment")).to_numpy(
+        zero_copy_only=False), dtype=bool)  # fmt: skip
     attributable = (
-        np.isin(status, [AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED])
-        & has_time
-        & has_segment
-        & segment_ok
+        _mask(pc.is_in(statuses, value_set=_ATTRIBUTABLE)) & has_time & has_segment & segment_ok
     )
     rows = np.flatnonzero(attributable)
     if len(rows) == 0:
         return
-    pii = status[rows] == PII_DETECTED
-    keys = _segments(events, rows, counting, pii if pii.any() else None)
+    status = statuses.take(pa.array(rows, pa.int64()))
+    pii = _mask(pc.equal(status, PII_DETECTED))
+    aggregated = _mask(pc.equal(status, AGGREGATED))
+    codes, values = _segment_codes(events, rows, counting, pii)
     window_starts = (seconds[rows] // counting.window_s) * counting.window_s
-    complete = [not any(_SAFETY_ERROR.search(e) for e in errors[r] or ()) for r in rows]
-    aggregated = status[rows] == AGGREGATED
-    group_of: dict[tuple[Any, ...], int] = {}
-    group = np.fromiter(
-        (group_of.setdefault((int(w), *k), len(group_of)) for w, k in zip(window_starts, keys,
-                                                                           strict=True)),
-        np.int64,
-        len(rows),
-    )  # fmt: skip
-    n_groups = len(group_of)
+    keys, group = np.unique(np.column_stack([window_starts, *codes]), axis=0, return_inverse=True)
+    group = group.reshape(-1)
+    n_groups = len(keys)
     sums = np.zeros((n_groups, len(COUNTERS)), np.int64)
     base = len(EVENT_COUNTERS)
     sums[:, base + 0] = np.bincount(group, minlength=n_groups)
-    sums[:, base + 1] = np.bincount(group, weights=np.asarray(complete, float), minlength=n_groups)
+    sums[:, base + 1] = np.bincount(group, weights=complete[rows].astype(float),
+                                    minlength=n_groups)  # fmt: skip
     sums[:, base + 2] = np.bincount(group, weights=pii.astype(float), minlength=n_groups)
 
     histograms = np.zeros((n_groups, HISTOGRAM_BINS), np.int64)
@@ -455,20 +465,27 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) ->
         for j, counter in enumerate(EVENT_COUNTERS):
             mask = _predicate(counter.predicate or "false")(columns)
             sums[:, j] = np.bincount(counted_group, weights=mask.astype(float), minlength=n_groups)
-        entry_rows, codes = histogram_entries(columns)
-        flat = np.bincount(
-            counted_group[entry_rows] * HISTOGRAM_BINS + codes,
+        entry_rows, bins = histogram_entries(columns)
+        flat_bins = np.bincount(
+            counted_group[entry_rows] * HISTOGRAM_BINS + bins,
             minlength=n_groups * HISTOGRAM_BINS,
         )
-        histograms += flat.reshape(n_groups, HISTOGRAM_BINS)
+        histograms += flat_bins.reshape(n_groups, HISTOGRAM_BINS)
 
-    windows = [partial.window(key) for key in group_of]
+    grouped = {d: i for i, d in enumerate(counting.dimensions)}
+    windows = []
+    for key in keys.tolist():
+        segment = tuple(
+            values[grouped[d]][key[1 + grouped[d]]] if d in grouped else ALL_DIMENSIONS_VALUE
+            for d in SEGMENT_DIMENSIONS
+        )
+        windows.append(partial.window((key[0], *segment)))
     for g, w in enumerate(windows):
         w.counters += sums[g]
         w.histogram += histograms[g]
     if len(counted):
-        users = pc.struct_field(events, "user_id").take(pa.array(counted, pa.int64())).to_pylist()
-        for g, user in zip(group[aggregated].tolist(), users, strict=True):
+        users = pc.struct_field(events, "user_id").take(pa.array(counted, pa.int64()))
+        for g, user in zip(group[aggregated].tolist(), users.to_pylist(), strict=True):
             if user is None:
                 continue
             w = windows[g]
@@ -477,7 +494,7 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: list[str]) ->
             w.sketch.update(user)
 
 
-def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: list[str],
+def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array,
                 sampling: Sampling) -> None:  # fmt: skip
     """Keep the parsed records of the smallest hashes, `sampling.rows` at most."""
     if sampling.rows <= 0:
@@ -487,7 +504,7 @@ def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: list[str],
         batch.column("offset").to_numpy(zero_copy_only=False),
         sampling.seed,
     )
-    rows = np.flatnonzero(~np.isin(np.asarray(statuses, dtype=object), UNPARSED))
+    rows = np.flatnonzero(~_mask(pc.is_in(statuses, value_set=pa.array(UNPARSED))))
     if partial.sample is not None and len(partial.sample_keys) >= sampling.rows:
         rows = rows[u[rows] < partial.sample_keys.max()]
     if len(rows) == 0:
@@ -559,7 +576,7 @@ def partial_counts(
         rows.append({
             "kind": "offsets", "topic": topic, "partition": partition, "status": status,
             "start_offset": lo, "end_offset": hi, "rows": n,
-            "max_event_time_s": latest if latest > -(2**62) else None,
+            "max_event_time_s": latest if latest > _NO_TIME else None,
         })  # fmt: skip
     yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
     if partial.sample is not None:
