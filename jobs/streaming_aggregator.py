@@ -161,6 +161,7 @@ def start_query(
         notify=notify,
         on_failure=on_failure,
     )
+    processor.prepare_quality()
     raw = (
         spark.readStream.format("kafka")
         .options(**settings.kafka.spark_options())

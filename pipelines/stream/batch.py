@@ -28,6 +28,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -197,7 +198,7 @@ class BatchProcessor:
         self.log = log
         self.clock = clock
         self.on_batch = on_batch
-        self._validator: Any = None
+        self._validator: Future[Any] | None = None
         self._baseline = BaselineCache()
         self._query_id: str | None = None
         self._bound = threading.Event()
@@ -490,18 +491,35 @@ class BatchProcessor:
         hist_rows = fold(hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"])
         return rows, hist_rows, admissions, folded
 
+    def prepare_quality(self) -> None:
+        """Start building the quality suite in the background (it takes seconds): the
+        streaming job calls this before its query starts, so the first batch need not wait.
+        """
+        if self.settings.quality.enabled and self._validator is None:
+            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="safewatch-quality")
+            self._validator = pool.submit(self._build_validator)
+            pool.shutdown(wait=False)
+
+    def _build_validator(self) -> Any:
+        from pipelines.quality.runner import BatchValidator
+        from pipelines.quality.suite import load_suite
+
+        return BatchValidator(
+            load_suite(),
+            max_rows=self.settings.quality.max_rows,
+            seed=self.settings.quality.sample_seed,
+        )
+
     def _validate(self, sample: Any, total: int) -> Any:
         """Run the suite on the sampled parsed events (`total` of them in the batch)."""
-        from pipelines.quality.runner import BatchValidator
-        from pipelines.quality.suite import leaf_columns, load_suite
+        from pipelines.quality.suite import leaf_columns
         from schemas import event_schema
 
-        if self._validator is None:
-            self._validator = BatchValidator(
-                load_suite(),
-                max_rows=self.settings.quality.max_rows,
-                seed=self.settings.quality.sample_seed,
-            )
+        if self._validator is None or self._validator.exception() is not None:
+            # Not prepared, or the background build failed: build here (and raise here).
+            self._validator = Future()
+            self._validator.set_result(self._build_validator())
+        validator = self._validator.result()
         if total == 0 or sample is None:
             return None
         columns: dict[str, Any] = {}
@@ -513,7 +531,7 @@ class BatchProcessor:
                 values = pa.array([_iso_millis(t) for t in values.to_pylist()], pa.string())
             columns[leaf.column] = values
         frame = pa.table(columns).to_pandas()
-        return self._validator.validate(frame, total_rows=total)
+        return validator.validate(frame, total_rows=total)
 
 
 def _iso_millis(t: datetime | None) -> str | None:
