@@ -436,7 +436,8 @@ class ContractSettings(_Section):
     dedup_state_dir: str = Field(
         "var/state/dedup",
         description="Where the job keeps the event ids of recent batches to drop duplicates "
-        "within the watermark (any Hadoop-supported URI; keep it with the checkpoint).",
+        "within the watermark: a local path (read and written by the driver) or any other "
+        "Hadoop-supported URI (through Spark). Keep it with the checkpoint.",
     )
 
 
