@@ -7,8 +7,9 @@ and Spark re-runs the same batch id with the same offsets):
      watermark (contract/records.py) and count per window x segment (stream/counting.py),
      in one Python pass per partition on the executors; partial sums merged here. The same
      pass draws the quality sample;
-  3. find the duplicates (one shuffle of event ids); in the rare batch that has some,
-     count again knowing them. Every record is now aggregated, late, duplicate, or rejected
+  3. find the duplicates on the driver, from the event ids the pass returned and those of
+     recent batches (stream/dedup.py); in the rare batch that has some, count again
+     knowing them. Every record is now aggregated, late, duplicate, or rejected
      with a reason;
   4. write rejected and late records, scrubbed, to the DLQ topic;
   5. validate the parsed events with the Great Expectations suite (sampled);

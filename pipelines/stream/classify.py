@@ -1,6 +1,6 @@
 """Decide the fate of every Kafka record of a micro-batch and count it: DataFrame functions
 over one Python pass per partition (pipelines.contract.records checks each record,
-pipelines.stream.counting counts it); none of them runs a Spark job.
+pipelines.stream.counting counts it); only `collected` runs a Spark job.
 
 Each record ends in exactly one bucket, so the ledger's accounting closes:
     input = aggregated + rejected (by reason) + late + duplicates
