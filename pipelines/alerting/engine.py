@@ -17,6 +17,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import and_, select
@@ -102,22 +103,23 @@ def load_window(
 ) -> WindowData:
     dimension_set = ",".join(dimensions)
     agg, tests, drift = tables.agg, tables.rate_tests, tables.drift
-    rows = [
-        dict(r)
-        for r in conn.execute(
-            select(agg).where(
-                and_(agg.c.window_start == window_start, agg.c.dimension_set == dimension_set)
-            )
-        ).mappings()
-    ]
 
-    def keyed(table: Any, name: str) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
-        found = conn.execute(
+    def stored(table: Any) -> list[dict[str, Any]]:
+        result = conn.execute(
             select(table).where(
                 and_(table.c.window_start == window_start, table.c.dimension_set == dimension_set)
             )
-        ).mappings()
-        return {(r[name], tuple(str(r[d]) for d in SEGMENT_DIMENSIONS)): dict(r) for r in found}
+        )
+        # Thousands of rows per window: zip with the keys once fetched, where a dict of each
+        # RowMapping builds its key view again per row.
+        keys = list(result.keys())
+        return [dict(zip(keys, row, strict=True)) for row in result.fetchall()]
+
+    rows = stored(agg)
+    segment_of = itemgetter(*SEGMENT_DIMENSIONS)
+
+    def keyed(table: Any, name: str) -> dict[tuple[str, tuple[str, ...]], dict[str, Any]]:
+        return {(r[name], tuple(map(str, segment_of(r)))): r for r in stored(table)}
 
     return WindowData(window_start, rows, keyed(tests, "rate_id"), keyed(drift, "distribution"))
 
