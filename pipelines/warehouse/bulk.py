@@ -28,30 +28,28 @@ def execute_many(
     if not rows:
         return
     dialect = conn.dialect
-    processors = [
-        (i, p)
-        for i, c in enumerate(columns)
-        if (p := table.c[c].type.dialect_impl(dialect).bind_processor(dialect)) is not None
-    ]
-    processed: dict[tuple[int, Any], Any] = {}
-
-    def bind(row: tuple[Any, ...]) -> list[Any]:
-        values = list(row)
-        for i, p in processors:
-            key = (i, values[i])
-            if key not in processed:
-                processed[key] = p(values[i])
-            values[i] = processed[key]
-        return values
-
+    # Column by column: zip and list comprehensions run in C, a loop per row would not.
+    values: list[Sequence[Any]] = list(zip(*rows, strict=True))
+    for i, name in enumerate(columns):
+        process = table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+        if process is not None:
+            values[i] = _processed(values[i], process)
     compiled = stmt.compile(dialect=dialect, column_keys=list(columns))
     params: list[Any]
     if compiled.positional:
         order = [columns.index(name) for name in compiled.positiontup or ()]
-        if order == list(range(len(columns))):
-            params = [tuple(bind(row)) for row in rows] if processors else list(rows)
-        else:
-            params = [tuple(v[i] for i in order) for v in map(bind, rows)]
+        params = list(zip(*(values[i] for i in order), strict=True))
     else:
-        params = [dict(zip(columns, bind(row), strict=True)) for row in rows]
+        params = [dict(zip(columns, row, strict=True)) for row in zip(*values, strict=True)]
     conn.exec_driver_sql(compiled.string, params)
+
+
+def _processed(values: Sequence[Any], process: Any) -> list[Any]:
+    """`process` applied to each value, once per distinct value (windows and times repeat)."""
+    done: dict[Any, Any] = {}
+    out = []
+    for v in values:
+        if v not in done:
+            done[v] = process(v)
+        out.append(done[v])
+    return out
