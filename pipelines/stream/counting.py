@@ -54,7 +54,7 @@ REDACTED_VALUE = "[REDACTED]"
 # Paths whose errors make an event's safety telemetry incomplete.
 SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
                 "feedback", "request.outcome")  # fmt: skip
-_SAFETY_ERROR = re.compile(r"\|\$\.(" + "|".join(p.replace(".", r"\.") for p in SAFETY_PATHS) + ")")
+_SAFETY_ERROR = r"\|\$\.(" + "|".join(p.replace(".", r"\.") for p in SAFETY_PATHS) + ")"
 TELEMETRY_COUNTERS = telemetry_counter_ids()
 COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
 # Offsets of each distribution's bins in one dense histogram vector.
@@ -433,7 +433,7 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     segment_ok = np.ones(len(batch), dtype=bool)
     segment_ok[parents[_mask(pc.match_substring(flat, "|$.segment"))]] = False
     complete = np.ones(len(batch), dtype=bool)
-    complete[parents[_mask(pc.match_substring_regex(flat, _SAFETY_ERROR.pattern))]] = False
+    complete[parents[_mask(pc.match_substring_regex(flat, _SAFETY_ERROR))]] = False
     has_segment = np.asarray(pc.is_valid(pc.struct_field(events, "segment")).to_numpy(
         zero_copy_only=False), dtype=bool)  # fmt: skip
     attributable = (
@@ -537,6 +537,11 @@ def _records(batch: pa.RecordBatch) -> pa.RecordBatch:
         "errors": batch.column("errors"),
         "detectors": batch.column("detectors"),
     }
+    return _partial_batch(given, n)
+
+
+def _partial_batch(given: dict[str, Any], n: int) -> pa.RecordBatch:
+    """`n` PARTIAL_SCHEMA rows: the `given` columns, nulls in the others."""
     return pa.RecordBatch.from_arrays(
         [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in PARTIAL_SCHEMA],
         schema=PARTIAL_SCHEMA,
@@ -586,10 +591,7 @@ def partial_counts(
             "event": partial.sample,
             "sample_key": pa.array(partial.sample_keys, pa.float64()),
         }
-        yield pa.RecordBatch.from_arrays(
-            [given[f.name] if f.name in given else pa.nulls(n, f.type) for f in PARTIAL_SCHEMA],
-            schema=PARTIAL_SCHEMA,
-        )
+        yield _partial_batch(given, n)
 
 
 def sample_of(samples: pa.Table, rows: int) -> pa.Array:
