@@ -274,13 +274,14 @@ def _broker(args: argparse.Namespace) -> Iterator[str]:
 
 
 def _produce(args: argparse.Namespace) -> int:
-    from pipelines.kafka.admin import end_offsets, ensure_topics
+    from pipelines.kafka.admin import end_offsets, ensure_topics, topic_exists
     from pipelines.kafka.producer import produce_events
     from pipelines.settings import KafkaSettings
     from pipelines.synth.generator import generate_events
 
     kafka = KafkaSettings(bootstrap_servers=args.bootstrap, partitions=3)
-    existing = sum(end_offsets(kafka, args.topic).values()) if args.topic_given else 0
+    given = args.topic_given and topic_exists(kafka, args.topic)
+    existing = sum(end_offsets(kafka, args.topic).values()) if given else 0
     if existing:
         print(f"[bench] topic {args.topic} already holds {existing} records: using them")
         return existing
