@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.errors import SafewatchError
-from pipelines.settings import Settings, settings_reference
+from pipelines.redact import redact_text
+from pipelines.settings import Settings, settings_reference, settings_shown
 from pipelines.synth.scenarios import describe_scenarios
 
 
@@ -778,7 +779,7 @@ def cmd_config(args: argparse.Namespace) -> int:
         print(settings_reference())
         return 0
     settings = _settings(args)
-    print(settings.model_dump_json(indent=2))
+    print(settings_shown(settings))
     return 0
 
 
@@ -1039,7 +1040,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except SafewatchError as exc:
-        print(f"safewatch: error: {exc}", file=sys.stderr)
+        print(f"safewatch: error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("safewatch: interrupted", file=sys.stderr)

@@ -9,6 +9,7 @@ Library code receives the object; no module reads the environment by itself.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from datetime import datetime
@@ -25,6 +26,7 @@ from pydantic_settings import (
 )
 
 from pipelines.errors import ConfigError
+from pipelines.redact import redact_tree
 
 SEGMENT_DIMENSIONS = (
     "product_surface",
@@ -828,6 +830,19 @@ class Settings(BaseSettings):
 
 
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def settings_shown(settings: Settings) -> str:
+    """The effective settings as JSON (`safewatch config show`), with every secret as `***`.
+
+    Secret fields (SecretStr), the values of secret-named entries of the option maps
+    (`kafka.client_options`, `spark.conf`: `sasl.jaas.config`, `...secret.key`) and the user
+    information of any URL are masked by `pipelines.redact`; an unset secret shows as null.
+    """
+    from pydantic_core import to_jsonable_python
+
+    sections = {name: dict(getattr(settings, name)) for name in type(settings).model_fields}
+    return json.dumps(to_jsonable_python(redact_tree(sections)), indent=2)
 
 
 def settings_reference() -> str:

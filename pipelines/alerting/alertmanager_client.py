@@ -5,10 +5,14 @@ An alert is a JSON object: `labels` (identity, e.g. `alertname`, `severity`, seg
 `endsAt` has passed is resolved) and optional `generatorURL`, timestamps in RFC 3339. Posting
 the same labels again updates the alert; Alertmanager resolves an alert posted without `endsAt`
 after its `resolve_timeout` unless it is posted again, so senders repeat firing alerts.
+
+User information in the URL (`http://user:pass@host:9093`) is sent as HTTP basic
+authentication, never in the request line; errors show the URL with it masked (`***@`).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import urllib.error
 import urllib.parse
@@ -18,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.errors import SafewatchError
+from pipelines.redact import redact_text, redact_url, url_secrets
 
 _URL_SETTING = "SAFEWATCH_ALERTING__ALERTMANAGER_URL"
 _BODY_EXCERPT = 300
@@ -26,8 +31,8 @@ _BODY_EXCERPT = 300
 class NotifierError(SafewatchError):
     """Alertmanager could not be reached, refused a request or answered nonsense.
 
-    `url` is the endpoint called; `status` the HTTP status (None when there was no answer);
-    `body` the start of the answer.
+    `url` is the endpoint called, its user information masked; `status` the HTTP status (None
+    when there was no answer); `body` the start of the answer.
     """
 
     def __init__(
@@ -81,6 +86,7 @@ def get_alerts(
         params.append(("receiver", receiver))
     endpoint = _endpoint(url, "/api/v2/alerts")
     body = _request(f"{endpoint}?{urllib.parse.urlencode(params)}", timeout)
+    endpoint = redact_url(endpoint)
     try:
         alerts = json.loads(body)
     except ValueError as exc:
@@ -101,10 +107,37 @@ def ready(url: str, timeout: float = 2.0) -> bool:
     return True
 
 
+def http_request(url: str, data: bytes | None = None) -> urllib.request.Request:
+    """A GET (POST with `data`) of `url`, its user information moved to basic authentication.
+
+    urllib would otherwise read `user:pass@host` as the host and put the password in its error.
+    """
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # urlopen will refuse it with a ValueError, redacted by the caller
+        parts = None
+    auth = None
+    if parts is not None and "@" in parts.netloc:
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
+        auth = "Basic " + base64.b64encode(token.encode()).decode()
+        url = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    if auth is not None:
+        request.add_header("Authorization", auth)
+    return request
+
+
 def _request(endpoint: str, timeout: float, data: bytes | None = None) -> bytes:
-    """GET (or POST `data` as JSON) and return the body of a 2xx answer; NotifierError else."""
+    """GET (or POST `data` as JSON) and return the body of a 2xx answer; NotifierError else.
+
+    Errors show the endpoint without its user information, and the text of urllib's error
+    and of the answer with any part of it masked.
+    """
     method = "GET" if data is None else "POST"
-    request = urllib.request.Request(endpoint, data=data, method=method)
+    shown, secrets = redact_url(endpoint), url_secrets(endpoint)
+    request = http_request(endpoint, data)
     request.add_header("Accept", "application/json")
     if data is not None:
         request.add_header("Content-Type", "application/json")
@@ -115,19 +148,22 @@ def _request(endpoint: str, timeout: float, data: bytes | None = None) -> bytes:
     except urllib.error.HTTPError as exc:
         # Alertmanager explains a rejected request in the body, e.g. "start time must be
         # before end time" or a JSON validation error naming the field.
-        excerpt = _excerpt(exc.read())
-        msg = f"Alertmanager at {endpoint} answered HTTP {exc.code} to {method}: {excerpt}"
-        raise NotifierError(msg, url=endpoint, status=exc.code, body=excerpt) from exc
+        excerpt = redact_text(_excerpt(exc.read()), secrets)
+        msg = f"Alertmanager at {shown} answered HTTP {exc.code} to {method}: {excerpt}"
+        raise NotifierError(msg, url=shown, status=exc.code, body=excerpt) from exc
     except (urllib.error.URLError, OSError) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         msg = (
-            f"cannot reach Alertmanager at {endpoint} ({reason}); check that it runs and "
-            f"{_URL_SETTING}"
+            f"cannot reach Alertmanager at {shown} ({redact_text(str(reason), secrets)}); "
+            f"check that it runs and {_URL_SETTING}"
         )
-        raise NotifierError(msg, url=endpoint) from exc
+        raise NotifierError(msg, url=shown) from exc
     except ValueError as exc:  # urllib's answer to a URL without scheme or host
-        msg = f"{endpoint!r} is not a valid Alertmanager URL ({exc}); check {_URL_SETTING}"
-        raise NotifierError(msg, url=endpoint) from exc
+        msg = (
+            f"{shown!r} is not a valid Alertmanager URL ({redact_text(str(exc), secrets)}); "
+            f"check {_URL_SETTING}"
+        )
+        raise NotifierError(msg, url=shown) from exc
 
 
 def _endpoint(url: str, path: str) -> str:

@@ -8,7 +8,10 @@ after its channel accepted it, so a crash between the two re-sends it: delivery 
 once, and every payload carries a stable identity (Alertmanager: the labels; webhook and
 Kafka: `dedup_key`) for receivers to collapse repeats.
 
-Notifiers are small classes with one method, `send(payloads)`, raising NotifierError.
+Notifiers are small classes with one method, `send(payloads)`, raising NotifierError with
+a message free of secrets (a webhook is shown as `scheme://host:port/***`: its path and query
+are often the credential). `deliver` masks what is left (`pipelines.redact.redact_text`)
+before an error reaches the log or the outbox's `last_error`.
 """
 
 from __future__ import annotations
@@ -23,8 +26,9 @@ from typing import Any, Protocol
 
 from sqlalchemy import Engine, and_, func, select, update
 
-from pipelines.alerting.alertmanager_client import NotifierError, post_alerts
+from pipelines.alerting.alertmanager_client import NotifierError, http_request, post_alerts
 from pipelines.errors import SafewatchError
+from pipelines.redact import redact_text, redact_webhook_url, url_secrets
 from pipelines.settings import KafkaSettings
 from pipelines.warehouse.tables import Tables
 
@@ -60,30 +64,38 @@ class AlertmanagerNotifier:
 
 
 class WebhookNotifier:
-    """POSTs `{"alerts": [payload, ...]}` as JSON to a URL (any 2xx is success)."""
+    """POSTs `{"alerts": [payload, ...]}` as JSON to a URL (any 2xx is success).
+
+    User information in the URL is sent as basic authentication. Errors name the webhook as
+    `scheme://host:port/***` and mask every part of the URL in urllib's message.
+    """
 
     channel = "webhook"
 
     def __init__(self, url: str, *, timeout: float = 10.0) -> None:
         self.url = url
         self.timeout = timeout
+        self.shown = redact_webhook_url(url)
+        self._secrets = url_secrets(url, path=True)
 
     def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         body = json.dumps({"alerts": list(payloads)}).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST")
-        request.add_header("Content-Type", "application/json")
         try:
+            request = http_request(self.url, body)
+            request.add_header("Content-Type", "application/json")
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 response.read()
         except urllib.error.HTTPError as exc:
-            msg = f"webhook {_safe(self.url)} answered HTTP {exc.code}"
-            raise NotifierError(msg, url=_safe(self.url), status=exc.code) from exc
+            msg = f"webhook {self.shown} answered HTTP {exc.code}"
+            raise NotifierError(msg, url=self.shown, status=exc.code) from exc
         except (urllib.error.URLError, OSError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             msg = (
-                f"cannot reach the webhook {_safe(self.url)} ({exc}); check "
+                f"cannot reach the webhook {self.shown} "
+                f"({redact_text(str(reason), self._secrets)}); check "
                 "SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
             )
-            raise NotifierError(msg, url=_safe(self.url)) from exc
+            raise NotifierError(msg, url=self.shown) from exc
 
 
 class KafkaNotifier:
@@ -108,11 +120,6 @@ class KafkaNotifier:
         except SafewatchError as exc:
             msg = f"cannot publish alerts to Kafka topic {self.topic}: {exc}"
             raise NotifierError(msg, url=self.kafka.bootstrap_servers) from exc
-
-
-def _safe(url: str) -> str:
-    """A webhook URL without its query string (tokens often live there)."""
-    return url.split("?", 1)[0]
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,10 @@ def deliver(
             notifier.send(payloads)
         except NotifierError as exc:
             failed += len(due)
-            errors.append(str(exc))
+            error = redact_text(str(exc))
+            errors.append(error)
             if log:
-                log(f"alerts: {channel} delivery failed ({len(due)} pending, retried): {exc}")
+                log(f"alerts: {channel} delivery failed ({len(due)} pending, retried): {error}")
             with engine.begin() as conn:
                 for r in due:
                     wait = min(retry_initial * (2**r.attempts), retry_max)
@@ -178,7 +186,7 @@ def deliver(
                         .values(
                             attempts=r.attempts + 1,
                             next_attempt_at=now + wait,
-                            last_error=str(exc)[:2000],
+                            last_error=error[:2000],
                         )
                     )
             continue
