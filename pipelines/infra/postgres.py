@@ -14,9 +14,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, String, text
+from sqlalchemy import Engine, text
+from sqlalchemy.exc import DBAPIError
 
 from pipelines.errors import InfraError
+from pipelines.infra.scram import scram_sha256_verifier
 
 
 def find_pg_bin() -> Path:
@@ -121,13 +123,39 @@ def create_roles(engine: Engine, plan: RolePlan, *, log: Callable[[str], None] =
     Run with an administrative login (superuser, or CREATEROLE and owner of the database).
     Idempotent. The writer owns every warehouse table and view, so the job can apply future
     migrations with it; the analyst can connect and SELECT the objects in ANALYST_OBJECTS
-    and nothing else (no base table, no rejected_events, no writes).
+    and nothing else (no base table, no rejected_events, no writes, no temporary objects or
+    functions of its own). Passwords are sent as SCRAM-SHA-256 verifiers computed here, never
+    in clear. A database error raises InfraError with one line that names what to change
+    (the server's message and SQLSTATE, never a statement or a password).
     """
-    from pipelines.warehouse.migrate import grant_analyst, migrate
-
     if engine.dialect.name != "postgresql":
         msg = f"roles need a PostgreSQL warehouse, not {engine.dialect.name}"
         raise InfraError(msg)
+    try:
+        _create_roles(engine, plan, log)
+    except DBAPIError as exc:
+        raise InfraError(_role_error(exc, engine)) from None
+
+
+def _role_error(exc: DBAPIError, engine: Engine) -> str:
+    """One line from the server's own message: no SQL text, no parameters, no password."""
+    diag = getattr(exc.orig, "diag", None)
+    primary = getattr(diag, "message_primary", None)
+    sqlstate = getattr(diag, "sqlstate", None) or getattr(exc.orig, "sqlstate", None)
+    if primary is None:  # no server answer (connection refused, authentication failed)
+        primary = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "failed"
+    where = engine.url.render_as_string(hide_password=True)
+    state = f" (SQLSTATE {sqlstate})" if sqlstate else ""
+    return (
+        f"could not set up the warehouse roles on {where}: {primary}{state}; run "
+        "`safewatch warehouse roles` with warehouse.url naming a superuser, or a role with "
+        "CREATEROLE that owns the database"
+    )
+
+
+def _create_roles(engine: Engine, plan: RolePlan, log: Callable[[str], None]) -> None:
+    from pipelines.warehouse.migrate import grant_analyst, migrate
+
     quote = engine.dialect.identifier_preparer.quote
     writer, analyst = quote(plan.writer), quote(plan.analyst)
     with engine.begin() as conn:
@@ -141,15 +169,19 @@ def create_roles(engine: Engine, plan: RolePlan, *, log: Callable[[str], None] =
             verb = "ALTER" if exists else "CREATE"
             sql = f"{verb} ROLE {quote(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
             if password is not None:
-                literal = conn.dialect.statement_compiler(conn.dialect, None).render_literal_value(
-                    password, String()
-                )
-                sql += f" PASSWORD {literal}"
+                # A verifier's alphabet (base64, '$', ':', digits) needs no escaping.
+                sql += f" PASSWORD '{scram_sha256_verifier(password)}'"
             conn.execute(text(sql))
             log(f"postgres: role {name} {'updated' if exists else 'created'}")
         database = quote(conn.execute(text("SELECT current_database()")).scalar_one())
         conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {writer}, {analyst}"))
+        # Without TEMP an analyst cannot create a function of its own (pg_temp) to make a
+        # view leak; CREATE on the database would let it make a schema for one.
+        conn.execute(text(f"REVOKE CREATE, TEMPORARY ON DATABASE {database} FROM PUBLIC"))
+        conn.execute(text(f"REVOKE CREATE, TEMPORARY ON DATABASE {database} FROM {analyst}"))
+        conn.execute(text(f"GRANT TEMPORARY ON DATABASE {database} TO {writer}"))
         conn.execute(text("REVOKE CREATE ON SCHEMA public FROM PUBLIC"))
+        conn.execute(text(f"REVOKE CREATE ON SCHEMA public FROM {analyst}"))
         conn.execute(text(f"GRANT USAGE, CREATE ON SCHEMA public TO {writer}"))
         conn.execute(text(f"GRANT USAGE ON SCHEMA public TO {analyst}"))
     migrate(engine, log=log)

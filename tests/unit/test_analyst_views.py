@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
+from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import RATES
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import WarehouseSink
-from pipelines.warehouse.tables import ANALYST_OBJECTS
+from pipelines.warehouse.tables import ANALYST_OBJECTS, Tables, as_utc
 from schemas.warehouse.migrations import m0005_analyst_views
-from tests.analyst_data import DIMENSION_SET, SEGMENTS, K, Truth, fill
+from tests.analyst_data import DIMENSION_SET, EVERY, SEGMENTS, T0, WINDOWS, K, Truth, fill
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +115,104 @@ def test_every_table_and_view_is_documented(filled):
     assert undocumented == []
     roles_section = doc[doc.index("## Roles") :]
     assert all(f"`{name}`" in roles_section for name in ANALYST_OBJECTS)
+
+
+# ---------------------------------------------------------------- alert views
+# Alert segments as the engine stores them (JSON [[dimension, value], ...]), at every
+# granularity a rule can group by: full, coarse, the whole window, an unknown dimension.
+ALERT_SEGMENTS: tuple[tuple[tuple[str, str], ...], ...] = (
+    (("product_surface", "chat"), ("locale", "de-DE")),
+    (("product_surface", "agent"), ("locale", "fr-FR")),
+    (("product_surface", "chat"),),
+    (("product_surface", "agent"),),
+    (("locale", "fr-FR"),),
+    (),
+    (("tenant", "acme"),),
+)
+ALERT_WINDOWS = (T0, T0 + EVERY, T0 + timedelta(minutes=1))  # the last one has no data
+
+
+def fill_alerts(engine: Engine) -> None:
+    """A firing transition per segment and window, and a state per segment."""
+    tables = Tables(engine)
+    now = T0 + timedelta(days=30)
+    history = [
+        {
+            "rule": "HarmfulOutputRateHigh",
+            "segment": segment_key(seg),
+            "window_start": window,
+            "from_status": "pending",
+            "to_status": "firing",
+            "severity": "sev2",
+            "metric": "violation_rate",
+            "value": 0.5,
+            "numerator": 22,
+            "denominator": 44,
+            "summary": f"harmful output 22/44 in {seg}",
+            "description": "d",
+            "recorded_at": now,
+        }
+        for seg in ALERT_SEGMENTS
+        for window in ALERT_WINDOWS
+    ]
+    states = [
+        {
+            "rule": "HarmfulOutputRateHigh",
+            "segment": segment_key(seg),
+            "status": "firing",
+            "true_windows": 3,
+            "false_windows": 0,
+            "last_window": window,
+            "updated_at": now,
+        }
+        for seg, window in zip(ALERT_SEGMENTS, ALERT_WINDOWS * 3, strict=False)
+    ]
+    with engine.begin() as conn:
+        conn.execute(tables.alert_history.insert(), history)
+        conn.execute(tables.alert_state.insert(), states)
+
+
+def alert_visible(segment: tuple[tuple[str, str], ...], window: datetime) -> bool:
+    """Ground truth: some stored segment of the window with >= K users lies inside it."""
+    if window not in {T0 + w * EVERY for w in range(WINDOWS)}:
+        return False
+    return any(
+        users >= K and all(dict(zip(("product_surface", "locale"), s, strict=True)).get(d) == v
+                           for d, v in segment)
+        for s, users in SEGMENTS.items()
+    )  # fmt: skip
+
+
+def expected_alert_rows(view: str) -> set[tuple[str, datetime]]:
+    if view == "v_alert_history":
+        pairs = [(s, w) for s in ALERT_SEGMENTS for w in ALERT_WINDOWS]
+    else:
+        pairs = list(zip(ALERT_SEGMENTS, ALERT_WINDOWS * 3, strict=False))
+    return {(segment_key(s), w) for s, w in pairs if alert_visible(s, w)}
+
+
+def alert_rows(engine: Engine, view: str) -> set[tuple[str, datetime]]:
+    column = "window_start" if view == "v_alert_history" else "last_window"
+    with engine.connect() as conn:
+        rows = conn.execute(text(f"SELECT segment, {column} FROM {view}")).all()
+    return {(str(s), _utc(w)) for s, w in rows}
+
+
+def _utc(value: datetime | str) -> datetime:
+    """A raw SQLite read gives the stored text; PostgreSQL an aware datetime."""
+    out = as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
+    assert out is not None
+    return out
+
+
+@pytest.mark.parametrize("view", ["v_alert_history", "v_alert_state"])
+def test_alert_views_hide_segments_below_k(tmp_path, view):
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    migrate(engine)
+    fill(WarehouseSink(engine), drift=False)
+    fill_alerts(engine)
+    expected = expected_alert_rows(view)
+    # The ground truth keeps some rows and drops others, the small segment's among them.
+    assert 0 < len(expected) < len(ALERT_SEGMENTS) * (3 if view == "v_alert_history" else 1)
+    assert alert_rows(engine, view) == expected
+    assert not any("fr-FR" in s or "agent" in s for s, _ in alert_rows(engine, view))
