@@ -105,7 +105,7 @@ _NON_WORD = re.compile(r"[^a-z0-9]+")
 _USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
 _PAIR = re.compile(
     r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>\s*=\s*)"""
-    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&"'<>)\]}]+)"""
+    r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&#"'<>)\]}]+)"""
 )
 _QUOTED_PAIR = re.compile(
     r"""(?P<q>["'])(?P<key>[^"'\s]{1,200})(?P=q)(?P<sep>\s*:\s*)"""

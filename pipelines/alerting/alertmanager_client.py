@@ -13,6 +13,7 @@ authentication, never in the request line; errors show the URL with it masked (`
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import urllib.error
 import urllib.parse
@@ -151,17 +152,17 @@ def _request(endpoint: str, timeout: float, data: bytes | None = None) -> bytes:
         excerpt = redact_text(_excerpt(exc.read()), secrets)
         msg = f"Alertmanager at {shown} answered HTTP {exc.code} to {method}: {excerpt}"
         raise NotifierError(msg, url=shown, status=exc.code, body=excerpt) from exc
-    except (urllib.error.URLError, OSError) as exc:
+    except (ValueError, http.client.InvalidURL) as exc:  # no scheme or host, a bad port
+        msg = (
+            f"{shown!r} is not a valid Alertmanager URL ({redact_text(str(exc), secrets)}); "
+            f"check {_URL_SETTING}"
+        )
+        raise NotifierError(msg, url=shown) from exc
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         msg = (
             f"cannot reach Alertmanager at {shown} ({redact_text(str(reason), secrets)}); "
             f"check that it runs and {_URL_SETTING}"
-        )
-        raise NotifierError(msg, url=shown) from exc
-    except ValueError as exc:  # urllib's answer to a URL without scheme or host
-        msg = (
-            f"{shown!r} is not a valid Alertmanager URL ({redact_text(str(exc), secrets)}); "
-            f"check {_URL_SETTING}"
         )
         raise NotifierError(msg, url=shown) from exc
 

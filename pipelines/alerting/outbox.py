@@ -16,6 +16,7 @@ before an error reaches the log or the outbox's `last_error`.
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -88,7 +89,13 @@ class WebhookNotifier:
         except urllib.error.HTTPError as exc:
             msg = f"webhook {self.shown} answered HTTP {exc.code}"
             raise NotifierError(msg, url=self.shown, status=exc.code) from exc
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (ValueError, http.client.InvalidURL) as exc:  # its text would quote the URL
+            msg = (
+                f"the webhook URL {self.shown} is not a valid http(s) URL; check "
+                "SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
+            )
+            raise NotifierError(msg, url=self.shown) from exc
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
             msg = (
                 f"cannot reach the webhook {self.shown} "
