@@ -203,7 +203,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     )
     t0 = time.monotonic()
     spark = build_session(settings.spark)
-    _log(f"Spark {spark.version} session ready ({settings.spark.master})")
+    _log(f"Spark {spark.version} session ready ({redact_text(settings.spark.master)})")
     port = None if args.no_metrics else (args.metrics_port or settings.alerting.metrics_port)
     summary = run(
         spark, settings, until_caught_up=args.until_caught_up, log=_log, metrics_port=port
@@ -489,7 +489,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     since = _parse_time(args.since, "--from")
     until = _parse_time(args.until, "--to")
     spark = build_session(settings.spark)
-    _log(f"Spark {spark.version} session ready ({settings.spark.master})")
+    _log(f"Spark {spark.version} session ready ({redact_text(settings.spark.master)})")
     try:
         report = run_backfill(
             spark,
@@ -697,7 +697,7 @@ def alerts_status(settings: Settings) -> int:
             )  # fmt: skip
         )
     if pending:
-        last = pending[-1].last_error or "not tried yet"
+        last = redact_text(pending[-1].last_error or "not tried yet")
         print(f"\n{len(pending)} notice(s) waiting in the outbox; last error: {last}")
     return 0
 

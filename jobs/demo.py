@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from pipelines.redact import redact_url
 from pipelines.settings import Settings
 
 DEMO_DIR = Path("var/demo")
@@ -213,4 +214,4 @@ def print_alerts(settings: Settings) -> None:
             print(f"Alertmanager: {exc}")
             return
         names = ", ".join(sorted(a["labels"]["alertname"] for a in active)) or "none"
-        print(f"Active at Alertmanager ({settings.alerting.alertmanager_url}): {names}")
+        print(f"Active at Alertmanager ({redact_url(settings.alerting.alertmanager_url)}): {names}")

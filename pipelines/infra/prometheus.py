@@ -14,12 +14,13 @@ import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import yaml
 
 from pipelines.errors import ConfigError, InfraError
 from pipelines.infra.alertmanager import LocalService, ServiceStatus, find_binary, write_atomically
+from pipelines.redact import redact_url
 from pipelines.settings import AlertingSettings
 
 SCRAPE_JOB = "safewatch"
@@ -31,22 +32,28 @@ def prometheus_config(
 ) -> dict[str, Any]:
     """Scrape 127.0.0.1:`metrics_port` and evaluate `rule_files` (a glob) every 5 s.
 
-    Firing alerts go to `alertmanager_url` (API v2).
+    Firing alerts go to `alertmanager_url` (API v2); its user information, if any, becomes
+    Prometheus' `basic_auth` (the file is then readable by its owner only).
 
     Raises ConfigError when `alertmanager_url` is not an http(s) URL with a host.
     """
     am = urlsplit(alertmanager_url)
     if am.scheme not in ("http", "https") or not am.netloc:
         msg = (
-            f"alertmanager URL {alertmanager_url!r} is not http(s)://host:port; "
+            f"alertmanager URL {redact_url(alertmanager_url)!r} is not http(s)://host:port; "
             "check SAFEWATCH_ALERTING__ALERTMANAGER_URL"
         )
         raise ConfigError(msg)
     alertmanager: dict[str, Any] = {
         "scheme": am.scheme,
         "api_version": "v2",
-        "static_configs": [{"targets": [am.netloc]}],
+        "static_configs": [{"targets": [am.netloc.rpartition("@")[2]]}],
     }
+    if am.username is not None:
+        alertmanager["basic_auth"] = {
+            "username": unquote(am.username),
+            "password": unquote(am.password or ""),
+        }
     if am.path.strip("/"):
         alertmanager["path_prefix"] = am.path
     return {
@@ -106,7 +113,7 @@ class LocalPrometheus:
         )
         header = "# Written by Safewatch (pipelines/infra/prometheus.py); edits are overwritten.\n"
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        write_atomically(self.config_file, header + yaml.safe_dump(config, sort_keys=False))
+        write_atomically(self.config_file, header + yaml.safe_dump(config, sort_keys=False), 0o600)
         return self.config_file
 
     def start(self) -> ServiceStatus:

@@ -261,3 +261,28 @@ def test_webhook_errors_show_only_scheme_host_and_port(echo_server):
         WebhookNotifier("http://127.0.0.1:PORT-SENTINEL/x", timeout=5).send([{"a": 1}])
     assert "SENTINEL" not in str(invalid.value)
     assert "NOTIFY_WEBHOOK_URL" in str(invalid.value)
+
+
+def test_prometheus_gets_alertmanager_credentials_as_basic_auth_and_errors_hide_them():
+    from pipelines.errors import ConfigError
+    from pipelines.infra.prometheus import prometheus_config
+    from pipelines.settings import AlertingSettings
+
+    config = prometheus_config(
+        AlertingSettings(),
+        rule_files="r.yml",
+        alertmanager_url="https://am%40ops:p%3Ass@am.example.org:9443/",
+    )
+    assert config["alerting"]["alertmanagers"] == [
+        {
+            "scheme": "https",
+            "api_version": "v2",
+            "static_configs": [{"targets": ["am.example.org:9443"]}],
+            "basic_auth": {"username": "am@ops", "password": "p:ss"},
+        }
+    ]
+    with pytest.raises(ConfigError) as caught:
+        prometheus_config(
+            AlertingSettings(), rule_files="r.yml", alertmanager_url="ftp://u:SECRET@h"
+        )
+    assert "SECRET" not in str(caught.value) and "ftp://***@h" in str(caught.value)
