@@ -89,10 +89,17 @@ class BatchResult:
 
     @property
     def parse_errors(self) -> int:
-        """Records that were not a readable event at all (kept for the ledger's column)."""
+        """Records that were not a readable event at all (kept for the ledger's column):
+        also those whose check failed unexpectedly (unprocessable), which keep no event.
+        """
         return sum(
             self.rejected_by_reason.get(r, 0)
-            for r in ("message_too_large", "invalid_json", "unknown_schema_version")
+            for r in (
+                "message_too_large",
+                "invalid_json",
+                "unknown_schema_version",
+                "unprocessable",
+            )
         )
 
 
