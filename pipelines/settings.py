@@ -59,6 +59,12 @@ class KafkaSettings(_Section):
     topic_dlq: str = Field(
         "safety.interactions.dlq", description="Dead-letter topic for rejected events."
     )
+    dlq_max_record_bytes: int = Field(
+        1_000_000,
+        ge=8_192,
+        description="Largest dead-letter record value in bytes (larger payloads are cut); "
+        "keep it under the broker's max.message.bytes (1048588 by default).",
+    )
     topic_alerts: str = Field("safety.alerts.v1", description="Topic that alerts are published to.")
     partitions: int = Field(3, ge=1, description="Partitions of each topic Safewatch creates.")
     replication_factor: int = Field(
