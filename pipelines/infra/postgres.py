@@ -169,9 +169,10 @@ def _create_roles(engine: Engine, plan: RolePlan, log: Callable[[str], None]) ->
             verb = "ALTER" if exists else "CREATE"
             sql = f"{verb} ROLE {quote(name)} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE"
             if password is not None:
-                # A verifier's alphabet (base64, '$', ':', digits) needs no escaping.
+                # A verifier's alphabet (base64, '$', ':', digits) needs no quoting; sent as
+                # is (text() would read its ':' as bind parameters).
                 sql += f" PASSWORD '{scram_sha256_verifier(password)}'"
-            conn.execute(text(sql))
+            conn.exec_driver_sql(sql)
             log(f"postgres: role {name} {'updated' if exists else 'created'}")
         database = quote(conn.execute(text("SELECT current_database()")).scalar_one())
         conn.execute(text(f"GRANT CONNECT ON DATABASE {database} TO {writer}, {analyst}"))

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from pipelines.errors import InfraError
 from pipelines.infra.postgres import RolePlan, create_roles
@@ -115,14 +115,33 @@ def test_views_added_by_a_later_migration_are_granted_to_the_analyst(roles):
         conn.execute(text("SELECT 1 FROM v_segment_weekly")).all()
 
 
-def test_passwords_are_set_when_given_and_the_command_refuses_sqlite(postgres, tmp_path):
-    admin = make_engine(postgres.create_database("roles_pw"))
+WRITER_PW = "Wr1ter-pw'xé-93"  # a quote and a non-ASCII letter (SASLprep applies)
+ANALYST_PW = "an4lyst-pw-77"
+
+
+def _require_scram(postgres, database: str, roles: tuple[str, ...]) -> None:
+    """pg_hba: these roles must log in to `database` with SCRAM (the server trusts others)."""
+    hba = postgres.data_dir / "pg_hba.conf"
+    lines = "".join(f"host {database} {r} 127.0.0.1/32 scram-sha-256\n" for r in roles)
+    hba.write_text(lines + hba.read_text())
+
+
+def test_passwords_reach_the_server_as_verifiers_only_and_the_logins_work(postgres, tmp_path):
+    admin_url = postgres.create_database("roles_pw")
+    with make_engine(admin_url).begin() as conn:  # log every statement of the database
+        conn.execute(text("ALTER DATABASE roles_pw SET log_statement = 'all'"))
+        conn.execute(text("ALTER DATABASE roles_pw SET log_min_error_statement = 'error'"))
+    admin = make_engine(admin_url)
     plan = RolePlan(
-        writer="pw_writer", analyst="pw_analyst", writer_password="w'1", analyst_password="a2"
+        writer="pw_writer",
+        analyst="pw_analyst",
+        writer_password=WRITER_PW,
+        analyst_password=ANALYST_PW,
     )
+    log_before = (postgres.data_dir / "server.log").stat().st_size
     create_roles(admin, plan, log=lambda _m: None)
     with admin.connect() as conn:
-        stored = dict(
+        stored: dict[str, str | None] = dict(
             conn.execute(
                 text(
                     "SELECT rolname, rolpassword FROM pg_authid "
@@ -130,9 +149,60 @@ def test_passwords_are_set_when_given_and_the_command_refuses_sqlite(postgres, t
                 )
             ).all()
         )
-    assert set(stored) == {"pw_writer", "pw_analyst"}
-    assert all(p and p.startswith("SCRAM-SHA-256$") for p in stored.values())
+        _require_scram(postgres, "roles_pw", ("pw_writer", "pw_analyst"))
+        conn.execute(text("SELECT pg_reload_conf()"))
+    assert all(p and p.startswith("SCRAM-SHA-256$4096:") for p in stored.values())
+    # PostgreSQL itself checks the verifiers: the right password logs in, a wrong one not.
+    url = make_url(admin_url)
+    for role, password in (("pw_writer", WRITER_PW), ("pw_analyst", ANALYST_PW)):
+        good = make_engine(url.set(username=role, password=password).render_as_string(False))
+        with good.connect() as conn:
+            assert conn.execute(text("SELECT current_user")).scalar() == role
+        good.dispose()
+        bad = make_engine(url.set(username=role, password=password + "x").render_as_string(False))
+        with pytest.raises(OperationalError, match="password authentication failed"):
+            bad.connect()
+        bad.dispose()
+
+    # A failing run (a login without CREATEROLE) says what to change in one line, and
+    # neither its message nor the server's log holds a password.
+    analyst = make_engine(
+        url.set(username="pw_analyst", password=ANALYST_PW).render_as_string(False)
+    )
+    with pytest.raises(InfraError) as err:
+        create_roles(analyst, plan, log=lambda _m: None)
+    message = str(err.value)
+    assert "\n" not in message and "SQLSTATE 42501" in message  # insufficient privilege
+    assert "CREATEROLE" in message and "warehouse.url" in message
+    assert err.value.__cause__ is None and err.value.__suppress_context__
+    server_log = (postgres.data_dir / "server.log").read_bytes()[log_before:].decode()
+    assert "ALTER ROLE" in server_log and "SCRAM-SHA-256$" in server_log  # it was logged
+    for secret in (WRITER_PW, ANALYST_PW, "Wr1ter", "an4lyst"):
+        assert secret not in message
+        assert secret not in server_log
+    analyst.dispose()
+
     sqlite = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
     with pytest.raises(InfraError, match="PostgreSQL"):
         create_roles(sqlite, plan, log=lambda _m: None)
     admin.dispose()
+
+
+def test_the_roles_command_fails_in_one_line_without_the_password(
+    postgres, roles, monkeypatch, capsys
+):
+    from jobs.cli import main
+
+    admin, _, _ = roles
+    url = make_url(admin.url.render_as_string(hide_password=False))
+    monkeypatch.setenv(
+        "SAFEWATCH_WAREHOUSE__URL", url.set(username=PLAN.analyst).render_as_string(False)
+    )
+    monkeypatch.setenv("SAFEWATCH_WRITER_PASSWORD", WRITER_PW)
+    monkeypatch.setenv("SAFEWATCH_ANALYST_PASSWORD", ANALYST_PW)
+    argv = ["warehouse", "roles", "--writer", PLAN.writer, "--analyst", PLAN.analyst]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("safewatch: error: could not set up")
+    assert "SQLSTATE 42501" in err and "Traceback" not in err
+    assert WRITER_PW not in err and ANALYST_PW not in err and "SCRAM" not in err
