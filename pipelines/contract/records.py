@@ -41,6 +41,8 @@ UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
 SCHEMA_VIOLATION = "schema_violation"
 EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
 PII_DETECTED = "pii_detected"
+# Checking the record raised something unexpected: it is rejected, not the batch failed.
+UNPROCESSABLE = "unprocessable"
 LATE = "late"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -450,7 +452,16 @@ class RecordChecker:
         self._event_type = self._output.field("event").type
 
     def check(self, value: bytes | None, kafka_time: datetime | None) -> _Outcome:
-        """The outcome of one record (before the watermark)."""
+        """The outcome of one record (before the watermark). A record whose check raises
+        anything is rejected as `unprocessable` (with the exception's class name only: its
+        message may quote the record), so that no record can fail the batch.
+        """
+        try:
+            return self._check(value, kafka_time)
+        except Exception as exc:  # noqa: BLE001 - any record must leave with an outcome
+            return _Outcome(None, [f"{UNPROCESSABLE}|$: {type(exc).__name__}"])
+
+    def _check(self, value: bytes | None, kafka_time: datetime | None) -> _Outcome:
         limit = self.limits.max_message_bytes
         if value is None:
             return _Outcome(None, [f"{INVALID_JSON}|$: not a JSON object"])

@@ -42,6 +42,7 @@ REJECT_REASONS = (
     "schema_violation",
     "event_time_out_of_range",
     "pii_detected",
+    "unprocessable",
 )
 NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "kafka")
 HEADLINE_RATES = (

@@ -6,7 +6,8 @@ Each record ends in exactly one bucket, so the ledger's accounting closes:
     input = aggregated + rejected (by reason) + late + duplicates
 Rejection reasons, in order of precedence:
     message_too_large, invalid_json, unknown_schema_version, schema_violation,
-    event_time_out_of_range, pii_detected
+    event_time_out_of_range, pii_detected; and unprocessable (checking the record raised
+    something unexpected: the record is rejected instead of the batch failing)
 then late (event_time before the watermark), then duplicate (event_id already aggregated
 within the watermark, or earlier in the same batch).
 """
@@ -32,6 +33,7 @@ from pipelines.contract.records import (
     PII_DETECTED,
     SCHEMA_VIOLATION,
     UNKNOWN_SCHEMA_VERSION,
+    UNPROCESSABLE,
     Limits,
     check_batches,
     record_checker,
@@ -57,6 +59,7 @@ REJECT_REASONS = (
     SCHEMA_VIOLATION,
     EVENT_TIME_OUT_OF_RANGE,
     PII_DETECTED,
+    UNPROCESSABLE,
 )
 
 

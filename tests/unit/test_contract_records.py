@@ -54,6 +54,14 @@ JSON_VALUES = st.one_of(
     st.lists(st.integers(0, 3), max_size=2),
     st.lists(st.sampled_from(["hate", "violence", "other"]), max_size=3),
     st.dictionaries(st.text(min_size=1, max_size=3), st.integers(-1, 3), max_size=2),
+    # At and just above the length limits, in characters of 1 to 4 UTF-8 bytes; ids with a
+    # trailing newline (which Python's `$` lets through a pattern).
+    st.sampled_from(["a", "中", "\U00020000"]).flatmap(
+        lambda c: st.sampled_from([c * 50, c * 51, c * 64, c * 65])
+    ),
+    st.sampled_from(["8f14e45f-ceea-467a-9575-3c9e1c0e2b8a", "ab" * 32, "EMAIL"]).flatmap(
+        lambda v: st.sampled_from([v, v + "\n"])
+    ),
 )
 MUTATION = st.tuples(
     st.integers(0, len(EXAMPLES) - 1),

@@ -162,6 +162,7 @@ def test_labelled_counters_exist_at_zero_before_any_event(registry, metrics):
         "schema_violation",
         "event_time_out_of_range",
         "pii_detected",
+        "unprocessable",
     ):
         assert _value(registry, "safewatch_rejected_rows_total", reason=reason) == 0
     for channel in ("alertmanager", "webhook", "kafka"):
