@@ -44,8 +44,12 @@ PII_DETECTED = "pii_detected"
 # Checking the record raised something unexpected: it is rejected, not the batch failed.
 UNPROCESSABLE = "unprocessable"
 LATE = "late"
+# What became of a record that reaches the dead-letter topic: rejected (a reason code, or
+# late), or counted with the free text that held personal data dropped (pii_detected).
+REJECTED, COUNTED = "rejected", "counted"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+REDACTED_TEXT = "[REDACTED]"  # what replaces a free text in which a detector hits
 # RFC 3339 in UTC as the contract writes it, matched whole (no trailing newline).
 _DATE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
                         r"(?:\.([0-9]{1,6}))?Z")  # fmt: skip
@@ -437,6 +441,11 @@ class RecordChecker:
         self.schema = schema if schema is not None else event_schema("1")
         self._fast = _FastPath(self.schema)
         self._screen = re.compile(screen)
+        # The screen reads text as the detectors do: obfuscations undone (zero-width
+        # characters, fullwidth or other digits, look-alike letters, "%40").
+        from pipelines.privacy.normalise import normalise
+
+        self._normalise = normalise
         # Short texts the screen passed recently: segment values and versions repeat in almost
         # every event, so most texts are looked up, not scanned. Bounded (cleared when full),
         # and a text the screen flags is never kept.
@@ -490,17 +499,36 @@ class RecordChecker:
             if isinstance(parent, dict):
                 texts += [t for name in names if isinstance(t := parent.get(name), str)]
         if any(self._flagged(t) for t in texts):
-            found = sorted({name for t in texts for name in self._detect(t)})
+            found = self._drop_flagged_texts(event)
             if found:
-                message = f"free text holds {', '.join(found)} (upstream redaction failed)"
-                return _Outcome(event, [f"{PII_DETECTED}|$: {message}"], found)
+                # Counted by its structured fields; the text that held personal data is
+                # dropped here and never stored (its masked copy goes to the DLQ).
+                return _Outcome(event, [], found)
         return _Outcome(event, [])
 
+    def _drop_flagged_texts(self, event: dict[str, Any]) -> list[str]:
+        """Replace every free text of `event` in which a detector hits by `[REDACTED]`;
+        the sorted names of the detectors that hit ([] when none did).
+        """
+        found: set[str] = set()
+        for parent_path, names in self._texts:
+            parent = _get(event, parent_path)
+            if not isinstance(parent, dict):
+                continue
+            for name in names:
+                text = parent.get(name)
+                if isinstance(text, str) and self._flagged(text):
+                    hits = self._detect(text)
+                    if hits:
+                        found.update(hits)
+                        parent[name] = REDACTED_TEXT
+        return sorted(found)
+
     def _flagged(self, text: str) -> bool:
-        """Whether the PII screen matches `text`."""
+        """Whether the PII screen matches `text` (normalised as `detect` reads it)."""
         if text in self._passed:
             return False
-        if self._screen.search(text) is not None:
+        if self._screen.search(self._normalise(text)) is not None:
             return True
         if len(text) <= _PASSED_LENGTH:
             if len(self._passed) >= _PASSED_TEXTS:
@@ -519,7 +547,10 @@ class RecordChecker:
                 if o.event["event_time"] < watermark:
                     o.errors = [late]
         events = self._events([o.event for o in outcomes], outcomes)
-        kept = [v if o.errors else None for v, o in zip(values, outcomes, strict=True)]
+        # Rejected records and counted ones whose text was dropped keep their bytes: the
+        # DLQ receives a masked copy of both.
+        kept = [v if o.errors or o.detectors else None
+                for v, o in zip(values, outcomes, strict=True)]  # fmt: skip
         columns = [
             batch.column("topic"),
             batch.column("partition"),

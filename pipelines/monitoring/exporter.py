@@ -41,7 +41,6 @@ REJECT_REASONS = (
     "unknown_schema_version",
     "schema_violation",
     "event_time_out_of_range",
-    "pii_detected",
     "unprocessable",
 )
 NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "kafka")
@@ -72,6 +71,8 @@ class _Report(Protocol):
     def late_rows(self) -> int: ...
     @property
     def duplicate_rows(self) -> int: ...
+    @property
+    def text_dropped_rows(self) -> int: ...
     @property
     def rejected_by_reason(self) -> Mapping[str, int]: ...
     @property
@@ -190,6 +191,13 @@ class JobMetrics:
         self.duplicate_rows = Counter(
             f"{PREFIX}duplicate_rows_total", "Records whose event_id was already seen.", registry=r
         )
+        self.text_dropped_rows = Counter(
+            f"{PREFIX}text_dropped_rows_total",
+            "Aggregated records whose free text still held personal data (upstream redaction "
+            "failed): counted with that text dropped, a masked copy sent to the dead-letter "
+            "topic.",
+            registry=r,
+        )
         self.rejected_rows = Counter(
             f"{PREFIX}rejected_rows_total",
             "Records rejected to the dead-letter topic, by reason code.",
@@ -276,6 +284,7 @@ class JobMetrics:
             "aggregated_rows": report.aggregated_rows,
             "late_rows": report.late_rows,
             "duplicate_rows": report.duplicate_rows,
+            "text_dropped_rows": report.text_dropped_rows,
             **{f"rejected_by_reason[{k}]": v for k, v in report.rejected_by_reason.items()},
             "seconds": report.seconds,
         }
@@ -289,6 +298,7 @@ class JobMetrics:
         self.aggregated_rows.inc(report.aggregated_rows)
         self.late_rows.inc(report.late_rows)
         self.duplicate_rows.inc(report.duplicate_rows)
+        self.text_dropped_rows.inc(report.text_dropped_rows)
         for reason, n in report.rejected_by_reason.items():
             self.rejected_rows.labels(reason=reason).inc(n)
         if report.watermark is not None:

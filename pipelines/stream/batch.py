@@ -25,6 +25,7 @@ Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -41,7 +42,7 @@ from pyspark.sql import DataFrame
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
-from pipelines.contract.records import LATE, Limits
+from pipelines.contract.records import LATE, REJECTED, Limits
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
@@ -55,7 +56,7 @@ from pipelines.stream.classify import (
     collected,
     counted_ids,
     counts_of,
-    rejected_records,
+    dead_letters,
 )
 from pipelines.stream.counting import (
     AGGREGATED,
@@ -77,6 +78,8 @@ class BatchReport:
     aggregated_rows: int = 0
     late_rows: int = 0
     duplicate_rows: int = 0
+    # Of the aggregated records: free text held personal data, counted with it dropped.
+    text_dropped_rows: int = 0
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     aggregate_rows_written: int = 0
     quality_success: bool | None = None
@@ -98,9 +101,15 @@ class BatchReport:
         wm = self.watermark.strftime("%Y-%m-%d %H:%M:%S") if self.watermark else "none"
         rejects = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
         quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
+        dropped = (
+            f" ({self.text_dropped_rows} with personal data in their text, which was dropped)"
+            if self.text_dropped_rows
+            else ""
+        )
         return (
             f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
-            f"aggregated, {self.rejected_rows} rejected{f' ({rejects})' if rejects else ''}, "
+            f"aggregated{dropped}, {self.rejected_rows} rejected"
+            f"{f' ({rejects})' if rejects else ''}, "
             f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
             f"{self.aggregate_rows_written} aggregate rows upserted"
             f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
@@ -140,6 +149,10 @@ class Classified:
 
     checked: DataFrame  # check_and_count's rows, cached while the context is open
     ids: pa.Table  # event_id and event_time of the aggregated records
+    text_dropped: int  # aggregated records whose free text held personal data (dropped)
+    # (partition, offset) of the duplicates whose text held personal data: not counted, so
+    # no copy of theirs goes to the DLQ.
+    dropped_repeats: list[tuple[int, int]]
     stats: list[dict[str, Any]]  # per topic, partition and status (counting.Counts.stats)
     aggregates: list[dict[str, Any]]  # per window x segment, before cardinality folding
     histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
@@ -244,14 +257,23 @@ class BatchProcessor:
         ) as c:
             stats, by_status = c.stats, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
+            text_dropped = c.text_dropped
+            dlq_rows += text_dropped
             rejected_events: list[dict[str, Any]] = []
             if dlq_rows:
                 stages.start("dlq")
-                rejected = rejected_records(c.checked)
-                records = dlq_records(rejected, query_id=query_id, batch_id=batch_id).persist()
+                letters = dead_letters(c.checked, c.dropped_repeats)
+                records = dlq_records(
+                    letters, query_id=query_id, batch_id=batch_id,
+                    max_record_bytes=self.settings.kafka.dlq_max_record_bytes,
+                ).persist()  # fmt: skip
                 try:
                     write_dlq(records, self.settings.kafka)
-                    rejected_events = [rejected_event(r["value"]) for r in records.collect()]
+                    rejected_events = [
+                        rejected_event(v)
+                        for r in records.collect()
+                        if json.loads(v := r["value"]).get("disposition", REJECTED) == REJECTED
+                    ]
                 finally:
                     records.unpersist()
                 stages.stop()
@@ -356,6 +378,7 @@ class BatchProcessor:
             aggregated_rows=result.aggregated_rows,
             late_rows=result.late_rows,
             duplicate_rows=result.duplicate_rows,
+            text_dropped_rows=text_dropped,
             rejected_by_reason=rejected_by_reason,
             aggregate_rows_written=written,
             quality_success=result.quality_success,
@@ -457,9 +480,17 @@ class BatchProcessor:
             by_status = Counter[str]()
             for s in counts.stats:
                 by_status[s["status"]] += s["rows"]
+            dropped = ids.filter(ids.column("text_dropped"))
+            repeats = set(duplicates)
+            dropped_repeats = [
+                xy for xy in zip(dropped.column("partition").to_pylist(),
+                                 dropped.column("offset").to_pylist(), strict=True)
+                if xy in repeats
+            ]  # fmt: skip
             yield Classified(
-                checked, counted_ids(ids, duplicates), counts.stats, counts.aggregates,
-                counts.histograms, by_status, counts.sample,
+                checked, counted_ids(ids, duplicates), len(dropped) - len(dropped_repeats),
+                dropped_repeats, counts.stats, counts.aggregates, counts.histograms, by_status,
+                counts.sample,
             )  # fmt: skip
         finally:
             checked.unpersist()

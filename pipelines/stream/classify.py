@@ -6,10 +6,17 @@ Each record ends in exactly one bucket, so the ledger's accounting closes:
     input = aggregated + rejected (by reason) + late + duplicates
 Rejection reasons, in order of precedence:
     message_too_large, invalid_json, unknown_schema_version, schema_violation,
-    event_time_out_of_range, pii_detected; and unprocessable (checking the record raised
-    something unexpected: the record is rejected instead of the batch failing)
+    event_time_out_of_range; and unprocessable (checking the record raised something
+    unexpected: the record is rejected instead of the batch failing)
 then late (event_time before the watermark), then duplicate (event_id already aggregated
 within the watermark, or earlier in the same batch).
+
+An event that meets the contract but whose free text still holds personal data is
+aggregated like any other, by its structured fields: the checker replaces each text in
+which a detector hits by `[REDACTED]` (never stored), the segment counts it in
+redaction_failures, and a masked copy goes to the DLQ (reason pii_detected, disposition
+counted: `dead_letters`). Rejecting it would bias the safety rates: refusals that point to a
+helpline would vanish from the refusal rate.
 """
 
 from __future__ import annotations
@@ -27,10 +34,12 @@ from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from pipelines.contract.records import (
+    COUNTED,
     EVENT_TIME_OUT_OF_RANGE,
     INVALID_JSON,
     MESSAGE_TOO_LARGE,
     PII_DETECTED,
+    REJECTED,
     SCHEMA_VIOLATION,
     UNKNOWN_SCHEMA_VERSION,
     UNPROCESSABLE,
@@ -58,7 +67,6 @@ REJECT_REASONS = (
     UNKNOWN_SCHEMA_VERSION,
     SCHEMA_VIOLATION,
     EVENT_TIME_OUT_OF_RANGE,
-    PII_DETECTED,
     UNPROCESSABLE,
 )
 
@@ -95,11 +103,30 @@ def check_and_count(
     )
 
 
-def rejected_records(checked: DataFrame) -> DataFrame:
-    """The rejected and late records, with their `status` (the reason), for the DLQ."""
-    return checked.where((F.col("kind") == RECORD) & F.col("reason").isNotNull()).select(
-        "topic", "partition", "offset", "kafka_timestamp", "value", "errors", "detectors",
-        F.col("reason").alias("status"),
+def dead_letters(checked: DataFrame, duplicates: Sequence[tuple[int, int]] = ()) -> DataFrame:
+    """The records the DLQ receives, with their `status` (a reason code, or late) and
+    `disposition`: each rejected or late record ("rejected"), and each counted record whose
+    free text held personal data ("counted": counted with that text dropped; status
+    pii_detected, so that the producing team sees its redaction failing). A duplicate was
+    not counted, so its copy is left out (`duplicates`: (partition, offset) of the counted
+    records' repeats).
+    """
+    counted = F.col("reason").isNull()
+    copy = counted & (F.size("detectors") > 0)
+    if duplicates:
+        repeats = [F.struct(F.lit(p).cast("int"), F.lit(o).cast("long")) for p, o in duplicates]
+        copy = copy & ~F.struct("partition", "offset").isin(*repeats)
+    message = F.concat(
+        F.lit(f"{PII_DETECTED}|$: free text holds "),
+        F.array_join("detectors", ", "),
+        F.lit(" (upstream redaction failed); counted with that text dropped"),
+    )
+    return checked.where((F.col("kind") == RECORD) & (F.col("reason").isNotNull() | copy)).select(
+        "topic", "partition", "offset", "kafka_timestamp", "value",
+        F.when(counted, F.array(message)).otherwise(F.col("errors")).alias("errors"),
+        "detectors",
+        F.coalesce("reason", F.lit(PII_DETECTED)).alias("status"),
+        F.when(counted, F.lit(COUNTED)).otherwise(F.lit(REJECTED)).alias("disposition"),
     )  # fmt: skip
 
 
@@ -116,18 +143,22 @@ def counted_ids(ids: pa.Table, duplicates: Sequence[tuple[int, int]]) -> pa.Tabl
 
 
 def collected(checked: DataFrame) -> tuple[pa.Table, pa.Table]:
-    """The partial rows of `check_and_count` and the event_id, partition, offset and
-    event_time of its on-time valid records, in one Spark job (rejected and late records
+    """The partial rows of `check_and_count` and the event_id, partition, offset, event_time
+    and text_dropped (its free text held personal data) of its on-time valid records, in
+    one Spark job (rejected and late records
     stay on the executors).
     """
     on_time = (F.col("kind") == RECORD) & F.col("reason").isNull()
     table = (
         checked.where((F.col("kind") != RECORD) | on_time)
+        .withColumn("text_dropped", F.coalesce(F.size("detectors") > 0, F.lit(False)))
         .drop("value", "errors", "detectors", "kafka_timestamp", "reason")
         .toArrow()
     )
     records = pc.equal(table.column("kind"), RECORD)
-    ids = table.filter(records).select(["event_id", "partition", "offset", "event_time"])
+    ids = table.filter(records).select(
+        ["event_id", "partition", "offset", "event_time", "text_dropped"]
+    )
     return table.filter(pc.invert(records)), ids
 
 

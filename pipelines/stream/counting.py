@@ -8,10 +8,12 @@ range, rows and latest event time. What one record contributes:
 - an aggregated record: every catalog counter whose predicate holds, one entry in each
   histogram (pipelines.metrics.distributions), its user id in the sketch, and the telemetry
   counters below;
-- a record attributable to a segment (aggregated, schema_violation or pii_detected, with a
-  readable event_time and a segment that met the contract): events_seen, telemetry_complete
-  when no safety field failed the contract, redaction_failures when it is pii_detected. Its
-  segment values that the PII screen flags are stored as `[REDACTED]`.
+- a record attributable to a segment (aggregated or schema_violation, with a readable
+  event_time and a segment that met the contract): events_seen, telemetry_complete when no
+  safety field failed the contract, redaction_failures when it is an aggregated record whose
+  free text held personal data (the checker dropped that text and listed its `detectors`).
+  Whatever the record's status, a segment value that the PII screen flags is counted as
+  `[REDACTED]`.
 
 The catalog's predicates are Spark SQL (one definition, shown in the docs); `SqlPredicate`
 evaluates the subset they use on Arrow columns, and a test checks it against Spark itself.
@@ -24,6 +26,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
 import datasketches as ds
@@ -34,7 +37,7 @@ import pyarrow.compute as pc
 from pipelines.contract.records import (
     INVALID_JSON,
     MESSAGE_TOO_LARGE,
-    PII_DETECTED,
+    REDACTED_TEXT,
     SCHEMA_VIOLATION,
     UNKNOWN_SCHEMA_VERSION,
     output_schema,
@@ -50,7 +53,7 @@ DUPLICATE = "duplicate"
 # Records with no event to read (the quality sample leaves them out).
 UNPARSED = (MESSAGE_TOO_LARGE, INVALID_JSON, UNKNOWN_SCHEMA_VERSION)
 UNKNOWN_VALUE = "unknown"
-REDACTED_VALUE = "[REDACTED]"
+REDACTED_VALUE = REDACTED_TEXT
 # Paths whose errors make an event's safety telemetry incomplete.
 SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
                 "feedback", "request.outcome")  # fmt: skip
@@ -61,7 +64,7 @@ COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
 HISTOGRAM_OFFSETS = tuple(np.cumsum([0] + [d.bins for d in DISTRIBUTIONS[:-1]]).tolist())
 HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
 _NO_TIME = -(2**62)  # the latest event time of records that have none
-_ATTRIBUTABLE = pa.array([AGGREGATED, SCHEMA_VIOLATION, PII_DETECTED])
+_ATTRIBUTABLE = pa.array([AGGREGATED, SCHEMA_VIOLATION])
 _OFFSETS = np.asarray(HISTOGRAM_OFFSETS)
 _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
 
@@ -375,27 +378,35 @@ def _mask(values: pa.Array) -> np.ndarray:
 
 
 def _segment_codes(
-    events: pa.StructArray, rows: np.ndarray, counting: Counting, redact: np.ndarray
+    events: pa.StructArray, rows: np.ndarray, counting: Counting
 ) -> tuple[list[np.ndarray], list[list[str]]]:
     """Per grouped dimension, a code per row and the values the codes stand for (`unknown`
-    for null; `[REDACTED]` for a value of a `redact` row that the PII screen flags).
+    for null, `[REDACTED]` for a value the PII screen flags: each distinct value is screened
+    once, whatever the status of the records that hold it).
     """
     segment = pc.struct_field(events, "segment").take(pa.array(rows, pa.int64()))
     codes: list[np.ndarray] = []
     values: list[list[str]] = []
-    screen = re.compile(counting.screen) if redact.any() else None
     for name in counting.dimensions:
-        column = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE)
-        if screen is not None:
-            texts = column.to_pylist()
-            for r in np.flatnonzero(redact):
-                if screen.search(texts[r]):
-                    texts[r] = REDACTED_VALUE
-            column = pa.array(texts, pa.string())
-        encoded = column.dictionary_encode()
-        codes.append(encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64))
-        values.append(encoded.dictionary.to_pylist())
+        encoded = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE).dictionary_encode()
+        indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        distinct = [_screened(v, counting.screen) for v in encoded.dictionary.to_pylist()]
+        if len(set(distinct)) < len(distinct):  # two values redacted: one code for both
+            canonical = {v: i for i, v in enumerate(distinct)}
+            indices = np.asarray([canonical[v] for v in distinct], np.int64)[indices]
+        codes.append(indices)
+        values.append(distinct)
     return codes, values
+
+
+@cache
+def _screen(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+def _screened(value: str, screen: str) -> str:
+    """`value`, or `[REDACTED]` when the PII screen flags it."""
+    return REDACTED_VALUE if _screen(screen).search(value) else value
 
 
 def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> None:
@@ -443,9 +454,11 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     if len(rows) == 0:
         return
     status = statuses.take(pa.array(rows, pa.int64()))
-    pii = _mask(pc.equal(status, PII_DETECTED))
     aggregated = _mask(pc.equal(status, AGGREGATED))
-    codes, values = _segment_codes(events, rows, counting, pii)
+    # Counted with its text dropped: the checker found personal data in its free text.
+    flagged = pc.greater(pc.list_value_length(batch.column("detectors")), 0)
+    pii = aggregated & _mask(flagged.take(pa.array(rows, pa.int64())))
+    codes, values = _segment_codes(events, rows, counting)
     window_starts = (seconds[rows] // counting.window_s) * counting.window_s
     keys, group = np.unique(np.column_stack([window_starts, *codes]), axis=0, return_inverse=True)
     group = group.reshape(-1)

@@ -1,6 +1,9 @@
 """Build a mixed Kafka input with known fates: valid events, duplicates, every kind of
-broken record, and PII that upstream redaction missed. Each record carries the bucket it
-must end in, which is the ground truth the pipeline is checked against.
+broken record, poison records (deep nesting, huge numbers, lone surrogates, PEM storms,
+segment values at and over the contract's length limit), and PII that upstream redaction
+missed, in free text and in segment values, with and without schema errors. Each record
+carries the bucket it must end in, which is the ground truth the pipeline is checked
+against.
 """
 
 from __future__ import annotations
@@ -18,10 +21,20 @@ from pipelines.synth import generate_events
 class Record:
     payload: bytes
     expected: str  # aggregated, duplicate, or the rejection reason
-    event: dict | None = None  # the valid event, for aggregated records
+    # The event as counted, for aggregated records: a free text in which personal data was
+    # planted reads "[REDACTED]" (so does such a segment value).
+    event: dict | None = None
     pii: tuple[str, ...] = ()  # raw personal data planted in the record
     incomplete: bool = False  # a required safety field is missing
     attributable: bool = False  # valid segment and event time: counted in events_seen
+    text_dropped: bool = False  # aggregated with its PII-bearing text dropped (DLQ copy)
+
+    @property
+    def dlq_reason(self) -> str | None:
+        """The reason of its dead-letter record, if it gets one."""
+        if self.text_dropped:
+            return "pii_detected"
+        return None if self.expected in ("aggregated", "duplicate") else self.expected
 
 
 def _dump(event: dict) -> bytes:
@@ -42,7 +55,23 @@ def planted_pii(rng: random.Random, i: int) -> list[tuple[str, str]]:
 
 
 KINDS = ("duplicate", "invalid_json", "not_object", "missing", "extra", "mistyped", "enum",
-         "version", "too_large", "future", "pii", "raw_id")  # fmt: skip
+         "version", "too_large", "future", "pii", "raw_id", "deep", "huge_number",
+         "surrogate", "pem_storm", "long_segment", "cjk_segment", "pii_segment",
+         "pii_everywhere", "schema_pii")  # fmt: skip
+REDACTED = "[REDACTED]"
+SEGMENT_MAX = 50  # the contract's maxLength of a segment value
+# Free-text segment fields (risk_tier is an enum).
+TEXT_SEGMENT_FIELDS = ("product_surface", "feature", "model_id", "model_version",
+                       "prompt_version", "policy_version", "locale", "region", "client",
+                       "user_cohort")  # fmt: skip
+PEM_HEADER = "-----BEGIN " + "PRIVATE KEY-----"
+
+
+def _redacted(event: dict, fields: tuple[str, ...]) -> dict:
+    counted = copy.deepcopy(event)
+    for f in fields:
+        counted["segment"][f] = REDACTED
+    return counted
 
 
 def build_mixed_input(
@@ -105,10 +134,69 @@ def build_mixed_input(
             )
             broken.append(Record(_dump(base), "event_time_out_of_range"))
         elif kind == "pii":
+            # Counted by its structured fields, the text that held the data dropped.
             name, value = rng.choice(planted_pii(rng, i))
             text = f"Sure, I can reach you at {value} tomorrow."
             base["excerpts"] = {"prompt": "Contact details please", "response": text}
-            broken.append(Record(_dump(base), "pii_detected", pii=(value,), attributable=True))
+            counted = copy.deepcopy(base)
+            counted["excerpts"]["response"] = REDACTED
+            broken.append(Record(_dump(base), "aggregated", counted, pii=(value,),
+                                 attributable=True, text_dropped=True))  # fmt: skip
+        elif kind == "deep":
+            poison = rng.choice([
+                b'{"a":' * 1000 + b"1" + b"}" * 1000,
+                b"[" * 2000 + b"]" * 2000,
+                _dump(base)[:-1] + b',"zz":' + b"[" * 1500 + b"]" * 1500 + b"}",
+            ])  # fmt: skip
+            broken.append(Record(poison, "invalid_json"))
+        elif kind == "huge_number":
+            digits = "9" * rng.randint(4400, 5000)
+            raw = _dump(base).replace(b'"input_tokens":', b'"input_tokens":' + digits.encode()
+                                      + b',"zz":', 1)  # fmt: skip
+            broken.append(Record(raw, "invalid_json"))
+        elif kind == "surrogate":
+            raw = _dump(base).replace(b'"feature":"', b'"feature":"\\ud800', 1)
+            broken.append(Record(raw, "invalid_json"))
+        elif kind == "pem_storm":
+            base["excerpts"] = {"prompt": (PEM_HEADER + "\n") * 150, "response": None}
+            counted = copy.deepcopy(base)
+            counted["excerpts"]["prompt"] = REDACTED
+            broken.append(Record(_dump(base), "aggregated", counted, pii=(PEM_HEADER,),
+                                 attributable=True, text_dropped=True))  # fmt: skip
+        elif kind == "long_segment":
+            field = rng.choice(TEXT_SEGMENT_FIELDS)
+            base["segment"][field] = rng.choice(["x", "語", "é"]) * (SEGMENT_MAX + 1)
+            broken.append(Record(_dump(base), "schema_violation"))
+        elif kind == "cjk_segment":
+            # At the limit: valid, and it must fit every warehouse column it reaches.
+            base["segment"]["locale"] = "語" * SEGMENT_MAX
+            base["segment"]["model_version"] = "ä" * SEGMENT_MAX
+            broken.append(Record(_dump(base), "aggregated", base, attributable=True))
+        elif kind == "pii_segment":
+            name, value = rng.choice([p for p in planted_pii(rng, i) if p[0] != "ipv4"])
+            field = rng.choice(("model_version", "locale"))
+            base["segment"][field] = value
+            broken.append(Record(_dump(base), "aggregated", _redacted(base, (field,)),
+                                 pii=(value,), attributable=True, text_dropped=True))  # fmt: skip
+        elif kind == "pii_everywhere":
+            values = [v for name, v in planted_pii(rng, i) if name != "ipv4"]
+            for f in TEXT_SEGMENT_FIELDS:
+                base["segment"][f] = rng.choice(values)
+            base["privacy"]["redactor_version"] = rng.choice(values)
+            base["excerpts"] = {"prompt": " ".join(values), "response": rng.choice(values)}
+            counted = _redacted(base, TEXT_SEGMENT_FIELDS)
+            counted["privacy"]["redactor_version"] = REDACTED
+            counted["excerpts"] = {"prompt": REDACTED, "response": REDACTED}
+            broken.append(Record(_dump(base), "aggregated", counted, pii=tuple(values),
+                                 attributable=True, text_dropped=True))  # fmt: skip
+        elif kind == "schema_pii":
+            # A schema error does not let a planted segment value through: counted in
+            # events_seen under [REDACTED], never stored.
+            value = f"ops{i}@example.org"
+            base["refusal"]["style"] = "rude"
+            base["segment"]["model_version"] = value
+            broken.append(Record(_dump(base), "schema_violation", pii=(value,),
+                                 attributable=True, incomplete=True))  # fmt: skip
         elif kind == "raw_id":
             value = f"user{i}.name@example.com"
             base["user_id"] = value

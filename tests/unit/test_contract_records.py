@@ -245,19 +245,22 @@ def test_batch_outcomes_and_typed_events():
     rows = out.to_pylist()
     reasons = [r["reason"] for r in rows]
     assert reasons == [None] * len(good) + [
-        "pii_detected",
+        None,  # counted, the text that held personal data dropped (see below)
         "event_time_out_of_range",
         "invalid_json",
         "invalid_json",
         "message_too_large",
         "unknown_schema_version",
     ]
-    assert rows[len(good)]["detectors"] == ["email"]
-    assert "email" in rows[len(good)]["errors"][0]
-    assert "jane.doe" not in rows[len(good)]["errors"][0]
-    # Accepted records keep no bytes; rejected ones keep theirs for the DLQ.
+    counted = rows[len(good)]
+    assert counted["detectors"] == ["email"] and counted["errors"] == []
+    assert counted["event"]["excerpts"] == {"prompt": "[REDACTED]", "response": None}
+    assert counted["event"]["segment"] == leak["segment"]  # unflagged texts are kept
+    # Clean accepted records keep no bytes; rejected ones and those whose text was dropped
+    # keep theirs for the DLQ.
     assert [r["value"] for r in rows] == [
-        v if r["reason"] is not None else None for r, v in zip(rows, values, strict=True)
+        v if r["reason"] is not None or r["detectors"] else None
+        for r, v in zip(rows, values, strict=True)
     ]
     for event, row in zip(good, rows, strict=False):
         typed = row["event"]
@@ -314,8 +317,8 @@ def test_screen_memory_keeps_only_passed_texts_and_changes_nothing():
     leak = _fresh(EXAMPLES[0])
     leak["segment"]["feature"] = "call +1 415 555 0100"
     values = [json.dumps(e).encode() for e in (_fresh(EXAMPLES[0]), leak, _fresh(EXAMPLES[1]))]
-    first = checker.check_batch(_batch(values), watermark=None).column("reason").to_pylist()
-    again = checker.check_batch(_batch(values), watermark=None).column("reason").to_pylist()
-    assert first == again == [None, "pii_detected", None]
+    first = checker.check_batch(_batch(values), watermark=None).column("detectors").to_pylist()
+    again = checker.check_batch(_batch(values), watermark=None).column("detectors").to_pylist()
+    assert first == again == [None, ["phone"], None]
     assert leak["segment"]["feature"] not in checker._passed
     assert EXAMPLES[0]["segment"]["feature"] in checker._passed

@@ -155,7 +155,16 @@ def test_counters_telemetry_offsets_and_users():
     leak = copy.deepcopy(events[2])
     leak["segment"]["model_version"] = "call +1 415 555 0100"
     leak["excerpts"] = {"prompt": "my mail is jane.doe@example.com", "response": None}
-    records = [*events, bad, segment_bad, leak, b"not json"]
+    # Counted by its structured fields, its flagged texts dropped, under a redacted segment.
+    leak_counted = copy.deepcopy(leak)
+    leak_counted["segment"]["model_version"] = "[REDACTED]"
+    # A schema error elsewhere does not let a flagged segment value through either.
+    bad_leak = copy.deepcopy(events[3])
+    bad_leak["refusal"]["style"] = "rude"
+    bad_leak["segment"]["model_version"] = "ops@example.org"
+    bad_leak_seen = copy.deepcopy(bad_leak)
+    bad_leak_seen["segment"]["model_version"] = "[REDACTED]"
+    records = [*events, bad, segment_bad, leak, bad_leak, b"not json"]
     halves = [_checked(records[:1600], 0), _checked(records[1600:], 1, first_offset=100)]
     counts = _count(halves)
 
@@ -182,15 +191,15 @@ def test_counters_telemetry_offsets_and_users():
         ),
     }
     for counter, predicate in checks.items():
-        truth = _truth(events, predicate)
+        truth = _truth([*events, leak_counted], predicate)
         got = {k: r[counter] for k, r in rows.items() if r[counter]}
         assert got == dict(truth), counter
 
-    seen = _truth([*events, bad], lambda e: True)
+    seen = _truth([*events, bad, leak_counted, bad_leak_seen], lambda e: True)
     redacted = (_window(leak), leak["segment"]["product_surface"], "[REDACTED]")
-    seen[redacted] += 1
     assert {k: r["events_seen"] for k, r in rows.items()} == dict(seen)
-    incomplete = Counter({_truth([bad], lambda e: True).most_common(1)[0][0]: 1})
+    assert all("example" not in k[2] for k in rows)
+    incomplete = _truth([bad, bad_leak_seen], lambda e: True)
     assert {k: r["events_seen"] - r["telemetry_complete"] for k, r in rows.items()
             if r["events_seen"] != r["telemetry_complete"]} == dict(incomplete)  # fmt: skip
     assert {k: r["redaction_failures"] for k, r in rows.items() if r["redaction_failures"]} == {
@@ -200,14 +209,14 @@ def test_counters_telemetry_offsets_and_users():
     by_status = Counter()
     for s in counts.stats:
         by_status[s["status"]] += s["rows"]
-    assert by_status == Counter(
-        aggregated=len(events), schema_violation=2, pii_detected=1, invalid_json=1
-    )
+    assert by_status == Counter(aggregated=len(events) + 1, schema_violation=3, invalid_json=1)
     p1 = [s for s in counts.stats if s["partition"] == 1 and s["status"] == "aggregated"]
-    assert (p1[0]["start_offset"], p1[0]["end_offset"]) == (100, 100 + len(events) - 1600 - 1)
+    # The last aggregated record of partition 1 is `leak`, two after the last clean event.
+    assert (p1[0]["start_offset"], p1[0]["end_offset"]) == (100, 100 + len(events) + 2 - 1600)
 
     for key, r in rows.items():
-        users = {e["user_id"] for e in events if _truth([e], lambda e: True).get(key)}
+        users = {e["user_id"] for e in [*events, leak_counted]
+                 if _truth([e], lambda e: True).get(key)}  # fmt: skip
         if len(users) >= 20:
             # lg_k 12: relative standard error 1.6 %; 5 sigma.
             assert abs(estimate(r["users_sketch"]) - len(users)) <= 0.08 * len(users) + 1

@@ -47,7 +47,8 @@ def _report(**kw) -> BatchReport:
         aggregated_rows=80,
         late_rows=5,
         duplicate_rows=3,
-        rejected_by_reason={"schema_violation": 10, "pii_detected": 2},
+        rejected_by_reason={"schema_violation": 10, "unprocessable": 2},
+        text_dropped_rows=6,
         seconds=12.5,
         watermark=datetime(2026, 3, 2, 11, 50, tzinfo=UTC),
     )
@@ -86,6 +87,7 @@ def test_committed_batches_add_their_counts(registry, metrics):
             aggregated_rows=49,
             late_rows=0,
             duplicate_rows=1,
+            text_dropped_rows=1,
             rejected_by_reason={},
             seconds=0.7,
             watermark=datetime(2026, 3, 2, 11, 55, tzinfo=UTC),
@@ -99,7 +101,8 @@ def test_committed_batches_add_their_counts(registry, metrics):
     assert _value(registry, "safewatch_late_rows_total") == 5
     assert _value(registry, "safewatch_duplicate_rows_total") == 4
     assert _value(registry, "safewatch_rejected_rows_total", reason="schema_violation") == 10
-    assert _value(registry, "safewatch_rejected_rows_total", reason="pii_detected") == 2
+    assert _value(registry, "safewatch_rejected_rows_total", reason="unprocessable") == 2
+    assert _value(registry, "safewatch_text_dropped_rows_total") == 7
     assert _value(registry, "safewatch_rejected_rows_total", reason="invalid_json") == 0
     assert _value(registry, "safewatch_batch_duration_seconds_count") == 2
     assert _value(registry, "safewatch_batch_duration_seconds_sum") == pytest.approx(13.2)
@@ -161,7 +164,6 @@ def test_labelled_counters_exist_at_zero_before_any_event(registry, metrics):
         "unknown_schema_version",
         "schema_violation",
         "event_time_out_of_range",
-        "pii_detected",
         "unprocessable",
     ):
         assert _value(registry, "safewatch_rejected_rows_total", reason=reason) == 0
