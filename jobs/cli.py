@@ -747,8 +747,7 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.query import format_result, run_query
+    from pipelines.warehouse.query import format_result, query_engine, run_query
 
     if (args.sql is None) == (args.file is None):
         msg = "give the SQL as an argument or with --file, not both"
@@ -762,8 +761,16 @@ def cmd_query(args: argparse.Namespace) -> int:
     else:
         sql = args.sql
     settings = _settings(args)
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    result = run_query(engine, sql, max_rows=args.max_rows or None)
+    warehouse = settings.warehouse
+    engine = query_engine(warehouse.url.get_secret_value())
+    result = run_query(
+        engine,
+        sql,
+        max_rows=args.max_rows or None,
+        timeout_s=warehouse.query_timeout_s,
+        allow_writer_login=warehouse.query_allow_writer_login,
+        warn=lambda message: print(f"safewatch: {message}", file=sys.stderr),
+    )
     if result.columns:
         print(format_result(result, args.format))
     if args.format == "table":
@@ -995,9 +1002,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "query",
         help="run read-only SQL against the warehouse; print a table, CSV or JSON",
-        description="Runs one SQL statement in a read-only transaction against the configured "
-        "warehouse (SAFEWATCH_WAREHOUSE__URL; an analyst login for PostgreSQL). The tables and "
-        "views are documented in docs/warehouse.md.",
+        description="Runs one SELECT statement in a read-only transaction against the "
+        "configured warehouse (SAFEWATCH_WAREHOUSE__URL; the analyst login for PostgreSQL), "
+        "cancelled after warehouse.query_timeout_s. The tables and views are documented in "
+        "docs/warehouse.md.",
         epilog='example: safewatch query "SELECT day, locale, events, violation_rate FROM '
         'v_segment_daily ORDER BY violation_rate DESC LIMIT 5"',
     )
