@@ -286,3 +286,50 @@ def test_prometheus_gets_alertmanager_credentials_as_basic_auth_and_errors_hide_
             AlertingSettings(), rule_files="r.yml", alertmanager_url="ftp://u:SECRET@h"
         )
     assert "SECRET" not in str(caught.value) and "ftp://***@h" in str(caught.value)
+
+
+class _LeakyNotifier:
+    """A channel whose errors quote what it was given (as some client libraries do)."""
+
+    channel = "leaky"
+
+    def send(self, payloads):
+        msg = "rejected POST http://svc:hunter2@10.0.0.1/hook with api_key=k-SENTINEL-1"
+        raise NotifierError(msg, url="http://10.0.0.1")
+
+
+def test_deliver_masks_what_a_notifier_left_in_its_error(tmp_path):
+    from datetime import UTC, datetime
+
+    from sqlalchemy import insert, select
+
+    from pipelines.alerting.outbox import deliver
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.tables import Tables
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    migrate(engine)
+    outbox = Tables(engine).outbox
+    now = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(outbox),
+            [
+                {
+                    "channel": "leaky",
+                    "dedup_key": "k",
+                    "payload": "{}",
+                    "created_at": now,
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+            ],
+        )
+    logged: list[str] = []
+    report = deliver(engine, {"leaky": _LeakyNotifier()}, now=now, log=logged.append)
+    expected = "rejected POST http://***@10.0.0.1/hook with api_key=***"
+    assert report.errors == (expected,)
+    assert logged == [f"alerts: leaky delivery failed (1 pending, retried): {expected}"]
+    with engine.connect() as conn:
+        assert conn.execute(select(outbox.c.last_error)).scalar_one() == expected
