@@ -49,6 +49,7 @@ from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import screen_pattern
+from pipelines.redact import redact_text
 from pipelines.settings import Settings
 from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
 from pipelines.stream.classify import (
@@ -368,7 +369,10 @@ class BatchProcessor:
                     self.notify()
                 except (SafewatchError, SQLAlchemyError, OSError) as exc:
                     # The batch is committed; its notices wait in the outbox for the next try.
-                    self.log(f"alerts: delivery failed, notices kept in the outbox: {exc}")
+                    self.log(
+                        "alerts: delivery failed, notices kept in the outbox: "
+                        f"{redact_text(str(exc))}"
+                    )
         if watermark_after is not None:
             dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
         return BatchReport(
