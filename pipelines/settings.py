@@ -82,7 +82,8 @@ class KafkaSettings(_Section):
     client_options: dict[str, str] = Field(
         default_factory=dict,
         description="Extra Kafka client properties (Java names, e.g. request.timeout.ms), "
-        "passed to Spark's Kafka source as kafka.<name>.",
+        "passed to Spark's Kafka source as kafka.<name>; values of secret-looking names "
+        "(sasl.jaas.config, ssl.key.password, ...) are never printed.",
     )
 
     def spark_options(self) -> dict[str, str]:
@@ -343,7 +344,9 @@ class SparkSettings(_Section):
         description="Where Maven copies Spark's Kafka connector (spark-sql-kafka-0-10) and deps.",
     )
     conf: dict[str, str] = Field(
-        default_factory=dict, description="Extra Spark configuration, passed as-is."
+        default_factory=dict,
+        description="Extra Spark configuration, passed as-is; values of secret-looking names "
+        "(...secret.key, ...password, ...token) are never printed.",
     )
     log_level: str = Field("WARN", description="Spark's log level.")
 
@@ -629,7 +632,8 @@ class AlertingSettings(_Section):
     alertmanager_url: str = Field(
         "http://127.0.0.1:9193",
         description="Base URL of the Alertmanager that receives alerts (API v2); the local "
-        "instance is http://127.0.0.1:<alertmanager_port>.",
+        "instance is http://127.0.0.1:<alertmanager_port>. user:pass@ in it is sent as basic "
+        "authentication and never printed.",
     )
     request_timeout_s: float = Field(
         10.0, gt=0, description="Seconds an HTTP call to Alertmanager may take."
