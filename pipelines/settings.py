@@ -560,6 +560,18 @@ class WarehouseSettings(_Section):
         SecretStr("sqlite:///var/warehouse.db"),
         description="SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db (never printed).",
     )
+    query_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="`safewatch query` cancels a statement that runs longer than this "
+        "(PostgreSQL statement_timeout, SQLite progress handler).",
+    )
+    query_allow_writer_login: bool = Field(
+        False,
+        description="Let `safewatch query` run as a PostgreSQL login that can write or signal "
+        "other sessions (superuser, table owner, pg_signal_backend), with a warning; by default "
+        "it refuses: use the analyst login.",
+    )
 
 
 _PROM_DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
@@ -593,18 +605,6 @@ class AlertingSettings(_Section):
         3,
         ge=1,
         description="A firing alert is sent with endsAt this many windows after its window: "
-    query_timeout_s: float = Field(
-        30.0,
-        gt=0,
-        description="`safewatch query` cancels a statement that runs longer than this "
-        "(PostgreSQL statement_timeout, SQLite progress handler).",
-    )
-    query_allow_writer_login: bool = Field(
-        False,
-        description="Let `safewatch query` run as a PostgreSQL login that can write or signal "
-        "other sessions (superuser, table owner, pg_signal_backend), with a warning; by default "
-        "it refuses: use the analyst login.",
-    )
         "it is re-sent every window while firing, and expires if the job stops.",
     )
     runbook_base_url: str = Field(
