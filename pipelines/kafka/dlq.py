@@ -30,10 +30,10 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
+from pipelines.contract.records import REJECTED
 from pipelines.settings import KafkaSettings
 from pipelines.stream.udfs import scrub_udf
 
-REJECTED = "rejected"
 # Room in a DLQ record value for everything but payload and errors: reason, disposition,
 # detectors (at most a dozen names), source (a Kafka topic name has at most 249
 # characters), query_id, batch_id, payload_bytes, payload_truncated, payload_sha256 and
