@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -229,6 +229,9 @@ class RiskSegments:
     min_events: int
     min_distinct_users: int
     violation_target: float | None
+    # Segments of k users or more held back too, so that the suppressed ones cannot be worked
+    # out as the totals minus what is shown (complementary suppression).
+    complementary: int = 0
 
 
 @dataclass(frozen=True)
@@ -257,6 +260,9 @@ class Incidents:
     sev1: int
     still_firing: int
     mttr_targets: tuple[tuple[str, float], ...]  # severity -> hours
+    # Some incident of a segment with fewer than min_distinct_users users in the week was
+    # left out (of the list and of every count above); how many is not said.
+    suppressed: bool = False
 
 
 @dataclass(frozen=True)
@@ -516,6 +522,39 @@ def _floor(moment: datetime, size: timedelta) -> datetime:
     return epoch + timedelta(seconds=offset - offset % seconds)
 
 
+# ---------------------------------------------------------------- small-segment suppression
+def complementary_segment(
+    hidden_users: int, k: int, shown_events: Mapping[tuple[str, ...], int]
+) -> tuple[str, ...] | None:
+    """The shown segment to hold back as well, or None.
+
+    The report's totals count every segment; what is shown per segment (or per version) is
+    subtracted from them, so the suppressed segments are revealed as a whole. When, together,
+    they have fewer than `k` distinct users (`hidden_users`: the HyperLogLog union of them
+    all; 0 when none is suppressed), that whole describes a small group: the shown segment
+    with the fewest events joins them (it has k users or more on its own, so the union then
+    does too). Ties break on the segment's values.
+    """
+    if hidden_users == 0 or hidden_users >= k or not shown_events:
+        return None
+    return min(shown_events, key=lambda values: (shown_events[values], values))
+
+
+def alert_segment_shown(
+    segment: Sequence[tuple[str, str]],
+    dims: Sequence[str],
+    visible: Iterable[tuple[str, ...]],
+) -> bool:
+    """Whether an alert's segment (pairs of dimension and value, over a subset of `dims`)
+    contains a segment of `visible` (values over `dims`, k users or more in the week), so
+    has k users or more itself. A dimension outside `dims` matches nothing: not shown.
+    """
+    index = {d: i for i, d in enumerate(dims)}
+    if any(d not in index for d, _ in segment):
+        return False
+    return any(all(values[index[d]] == v for d, v in segment) for values in visible)
+
+
 def runbook_link(rule: str, base_url: str) -> str:
     """`runbooks/<rule>.md`, behind `alerting.runbook_base_url` when that is set."""
     return f"{base_url}runbooks/{quote(rule)}.md"
@@ -528,8 +567,12 @@ def build_incidents(
     now: datetime,
     mttr_targets: Mapping[str, float],
     runbook_base_url: str = "",
+    shown: Callable[[str], bool] | None = None,
 ) -> Incidents:
     """Firing episodes of `alert_history` rows that overlap the week (pure).
+
+    With `shown`, only the rows whose stored segment it accepts count; the result says
+    whether it left an incident out.
 
     Per rule x segment, in window order: a `firing` row opens an episode and the next
     `resolved` row closes it. An `acknowledged` row belongs to the latest episode whose firing
@@ -541,7 +584,9 @@ def build_incidents(
     for row in rows:
         by_key.setdefault((row["rule"], row["segment"]), []).append(row)
     incidents: list[Incident] = []
+    left_out = False
     for (rule, segment), history in sorted(by_key.items()):
+        keep = shown is None or shown(segment)
         history.sort(key=lambda r: (utc_time(r["window_start"]), utc_time(r["recorded_at"])))
         episodes: list[dict[str, Any]] = []
         open_episode: dict[str, Any] | None = None
@@ -566,8 +611,9 @@ def build_incidents(
             overlaps = incident.fired_at < week.end and (
                 incident.resolved_at is None or incident.resolved_at >= week.start
             )
-            if overlaps:
+            if overlaps and keep:
                 incidents.append(incident)
+            left_out = left_out or (overlaps and not keep)
     incidents.sort(key=lambda i: (i.severity, i.fired_at, i.rule, i.segment))
     severities: dict[str, int] = {}
     for i in incidents:
@@ -580,6 +626,7 @@ def build_incidents(
         sev1=severities.get("sev1", 0),
         still_firing=sum(1 for i in incidents if i.resolved_at is None),
         mttr_targets=tuple(sorted(mttr_targets.items())),
+        suppressed=left_out,
     )
 
 

@@ -20,6 +20,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import unicodedata
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -253,6 +255,13 @@ def _risk_note(report: WeeklyReport) -> str:
         f"shown individually, to protect privacy; {r.low_volume} more had fewer than "
         f"{r.min_events:,} events and {'were' if r.low_volume != 1 else 'was'} not ranked "
         f"({r.segments} segments had traffic)."
+        + (
+            f" {r.complementary} larger segment{'s' if r.complementary != 1 else ''} "
+            f"{'are' if r.complementary != 1 else 'is'} held back too, so that the hidden ones "
+            "cannot be worked out from the totals."
+            if r.complementary
+            else ""
+        )
     )
 
 
@@ -264,6 +273,17 @@ def _incident_aggregate(report: WeeklyReport) -> str:
     return (
         f"{len(inc.incidents)} incidents ({by}); sev1: {inc.sev1}; still firing: "
         f"{inc.still_firing}; median time to resolve: {median} (targets: {targets})."
+        + _incidents_held_back(report)
+    )
+
+
+def _incidents_held_back(report: WeeklyReport) -> str:
+    """Says that incidents were left out, never how many (their count would tell)."""
+    if not report.incidents.suppressed:
+        return ""
+    return (
+        f" Incidents of segments with fewer than {report.risk.min_distinct_users} distinct "
+        "users this week are left out of this section, to protect privacy."
     )
 
 
@@ -604,7 +624,7 @@ def _html_risk(report: WeeklyReport) -> str:
 def _html_incidents(report: WeeklyReport) -> str:
     inc = report.incidents
     if not inc.incidents:
-        body = _empty("No alerts fired this week.")
+        body = _empty("No alerts fired this week." + _incidents_held_back(report))
     else:
         rows = []
         for i in inc.incidents:
@@ -835,14 +855,57 @@ def _rules_line(report: WeeklyReport) -> str:
 
 
 # ---------------------------------------------------------------- Markdown
-def _md(text: object) -> str:
-    """Text safe inside a Markdown table cell."""
-    return str(text).replace("|", "\\|").replace("\n", " ")
+class _Markup(str):
+    """Markdown the renderer wrote itself (bold, links) around escaped text: kept as is."""
+
+
+# Characters with a meaning in Markdown or HTML, shown literally. `(` and `)` only form a link
+# after `]`, `#`, `-`, `+` and `1.` only mark up a line they start, and text from the warehouse
+# never starts a line here.
+_MD_ESCAPES = {
+    "\\": "\\\\", "`": "\\`", "*": "\\*", "_": "\\_", "[": "\\[", "]": "\\]",
+    "~": "\\~", "|": "\\|", "&": "&amp;", "<": "&lt;", ">": "&gt;",
+    "\t": " ", "\n": " ", "\r": " ",
+}  # fmt: skip
+
+
+def md_escape(text: object) -> str:
+    r"""`text` shown literally in Markdown, on one line, also inside a table cell.
+
+    Markdown and HTML characters are escaped, line breaks become spaces, and invisible
+    characters that could disguise text (bidi overrides and isolates, zero-width characters,
+    other format and control characters) are shown as their code, e.g. `\u202e`. Every text
+    of the Markdown report goes through here; `_Markup` (from `_bold`, `_link`) is kept.
+    """
+    if isinstance(text, _Markup):
+        return str(text)
+    out = []
+    for ch in str(text):
+        if ch in _MD_ESCAPES:
+            out.append(_MD_ESCAPES[ch])
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp"):
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _bold(text: object) -> _Markup:
+    return _Markup(f"**{md_escape(text)}**")
+
+
+def _md_url(url: str) -> str:
+    """A link target that cannot end the link or break the line: unsafe bytes %-encoded."""
+    return urllib.parse.quote(url, safe=":/?#@!$&'*+,;=%~-._")
+
+
+def _link(text: object, url: str) -> _Markup:
+    return _Markup(f"[{md_escape(text)}]({_md_url(url)})")
 
 
 def _md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    out += ["| " + " | ".join(_md(c) for c in row) + " |" for row in rows]
+    out = ["| " + " | ".join(md_escape(h) for h in headers) + " |", "|" + "---|" * len(headers)]
+    out += ["| " + " | ".join(md_escape(c) for c in row) + " |" for row in rows]
     return out + [""]
 
 
@@ -853,15 +916,18 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
     _, word = headline(report)
     counts = report.status_counts()
     out = [
-        f"# Safety posture, week {report.week}",
+        f"# Safety posture, week {md_escape(report.week)}",
         "",
-        f"{day(report.start)} to {day(report.end)} (UTC, end exclusive) · generated "
-        f"{when(report.generated_at)} · segments by {' / '.join(report.dimensions)}",
+        md_escape(
+            f"{day(report.start)} to {day(report.end)} (UTC, end exclusive) · generated "
+            f"{when(report.generated_at)} · segments by {' / '.join(report.dimensions)}"
+        ),
         "",
         "## Summary",
         "",
-        f"**Overall: {word}** — "
-        + ", ".join(f"{STATUS_LABELS[s].lower()}: {counts[s]}" for s in counts),
+        _bold(f"Overall: {word}")
+        + " — "
+        + md_escape(", ".join(f"{STATUS_LABELS[s].lower()}: {counts[s]}" for s in counts)),
         "",
         (
             f"{report.events:,} events aggregated ({report.events_seen:,} records seen)."
@@ -869,7 +935,7 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
             else "No events in this week."
         ),
         "",
-        summary_sentence(report),
+        md_escape(summary_sentence(report)),
         "",
         "## Safety KPIs against targets",
         "",
@@ -878,11 +944,11 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
     for k in report.kpis:
         r = _kpi_row(k, report.previous_events > 0)
         this_week = f"{r.value} — {r.counts}" if r.counts else r.value
-        kpi_rows.append([k.name, this_week, r.target, f"**{r.status}**", r.previous, r.change])
+        kpi_rows.append([k.name, this_week, r.target, _bold(r.status), r.previous, r.change])
     out += _md_table(
         ["KPI", "This week (95 % interval)", "Target", "Status", "Last week", "Change"], kpi_rows
     )
-    out += [_kpi_note(report), ""]
+    out += [md_escape(_kpi_note(report)), ""]
     shown = [k for k in report.categories if k.current.numerator or k.previous.numerator]
     if report.has_data and shown:
         out += ["### Harmful output by policy category", ""]
@@ -907,16 +973,16 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
     else:
         for trend in t.charts:
             alt = _chart_alt(trend.name, t.bucket)
-            out += [f"![{alt}]({chart_dir_name}/{trend.rate_id}.png)", ""]
+            out += [f"![{md_escape(alt)}]({_md_url(f'{chart_dir_name}/{trend.rate_id}.png')})", ""]
     if t.skipped and report.has_data:
         names = "; ".join(f"{kpi_name(r)} (no denominator)" for r in t.skipped)
-        out += [f"No chart for {names}.", ""]
+        out += [md_escape(f"No chart for {names}."), ""]
     out += _md_risk(report)
     out += _md_incidents(report)
     out += _md_changes(report)
     out += _md_quality(report)
     out += _md_versions(report)
-    out += ["---", ""] + [f"- {n}" for n in FOOTNOTES]
+    out += ["---", ""] + [f"- {md_escape(n)}" for n in FOOTNOTES]
     return "\n".join(out) + "\n"
 
 
@@ -945,21 +1011,21 @@ def _md_risk(report: WeeklyReport) -> list[str]:
             "distinct users this week, so none is ranked.",
             "",
         ]
-    return out + [_risk_note(report), ""]
+    return out + [md_escape(_risk_note(report)), ""]
 
 
 def _md_incidents(report: WeeklyReport) -> list[str]:
     inc = report.incidents
     out = ["## Incidents", ""]
     if not inc.incidents:
-        return out + ["No alerts fired this week.", ""]
-    out += [_incident_aggregate(report), ""]
+        return out + ["No alerts fired this week." + _incidents_held_back(report), ""]
+    out += [md_escape(_incident_aggregate(report)), ""]
     rows = []
     for i in inc.incidents:
         _, within = _within(i)
         rows.append(
             [
-                f"[{i.rule}]({i.runbook})",
+                _link(i.rule, i.runbook),
                 i.severity,
                 i.segment,
                 when(i.fired_at) + (" (before this week)" if i.fired_before_week else ""),
@@ -995,12 +1061,13 @@ def _md_changes(report: WeeklyReport) -> list[str]:
         ]
     note = _history_note(report)
     if note:
-        out += [note, ""]
+        out += [md_escape(note), ""]
     if not ch.comparisons:
         out += ["No new model, prompt or policy version appeared this week.", ""]
     shown, rest = ranked_comparisons(ch.comparisons)
     for c in shown:
-        out += [f"### New {_comparison_title(c)}", "", _comparison_note(c, k), ""]
+        title, note = _comparison_title(c), _comparison_note(c, k)
+        out += [f"### New {md_escape(title)}", "", md_escape(note), ""]
         if c.rates:
             out += _md_table(
                 ["Rate", "New version", "Previous", "Difference", "Significance"],
@@ -1052,7 +1119,7 @@ def _md_quality(report: WeeklyReport) -> list[str]:
         out += ["No micro-batch was committed this week.", ""]
     out += _md_table(["", "Count"], [[label, f"{n:,}"] for _, label, n in _quality_items(report)])
     reasons = ", ".join(f"{r} {n:,}" for r, n in q.rejected_by_reason) or "none"
-    out += [f"Rejected by reason: {reasons}.", ""]
+    out += [md_escape(f"Rejected by reason: {reasons}."), ""]
     if q.failing_expectations:
         out += _md_table(
             ["Failing expectation", "Column", "Batches", "Unexpected values"],
@@ -1061,7 +1128,7 @@ def _md_quality(report: WeeklyReport) -> list[str]:
     out += _md_table(
         ["Pipeline KPI", "This week (95 % interval)", "Target", "Status"],
         [
-            [k.name, rate_text(k.current), target_text(k), f"**{STATUS_LABELS[k.status]}**"]
+            [k.name, rate_text(k.current), target_text(k), _bold(STATUS_LABELS[k.status])]
             for k in (q.telemetry, q.redaction)
         ],
     )
@@ -1088,4 +1155,4 @@ def _md_versions(report: WeeklyReport) -> list[str]:
         )
     else:
         out += ["No model, prompt or policy version had traffic this week.", ""]
-    return out + [_rules_line(report), ""]
+    return out + [md_escape(_rules_line(report)), ""]

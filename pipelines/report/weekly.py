@@ -11,9 +11,12 @@ them: KPI status, week-over-week tests, trend buckets, incidents); the renderers
 about the pipeline itself (batches: commit time; acknowledgements: recorded time).
 
 Privacy: a segment whose merged weekly distinct users (HyperLogLog union) are below
-`privacy.min_distinct_users` is never shown on its own; the report says how many were held
-back. Queries are SQLAlchemy Core over the reflected tables (SQLite and PostgreSQL); date
-bucketing is done in Python.
+`privacy.min_distinct_users` is never shown on its own, in any table, nor are the incidents
+of an alert segment without such users; the report says how many segments were held back.
+The totals count all traffic, so when the held-back segments together have fewer than k
+users, the smallest shown segment is held back too (complementary suppression): totals minus
+what is shown never give a group of fewer than k users. Queries are SQLAlchemy Core over
+the reflected tables (SQLite and PostgreSQL); date bucketing is done in Python.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from sqlalchemy import Engine, and_, distinct, func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InvalidRequestError
 
+from pipelines.alerting.engine import parse_segment
 from pipelines.drift.stats import OK, benjamini_hochberg, two_proportion_test
 from pipelines.errors import SafewatchError
 from pipelines.metrics.catalog import (
@@ -62,9 +66,11 @@ from pipelines.report.model import (
     Versions,
     VersionSeen,
     WeeklyReport,
+    alert_segment_shown,
     bucket_trends,
     build_incidents,
     build_kpi,
+    complementary_segment,
     kpi_ids,
     kpi_name,
     utc_time,
@@ -111,6 +117,16 @@ def collect_weekly(
         previous = reader.totals(prev)
         users = reader.users_of_small_segments(week, segments, k)
         visible = {s.values for s in segments if max(s.max_users, users.get(s.values, 0)) >= k}
+        hidden = {s.values for s in segments} - visible
+        extra = complementary_segment(
+            reader.union_of_small(week, hidden, k) if hidden else 0,
+            k,
+            {s.values: s.totals["events"] for s in segments if s.values in visible},
+        )
+        shown = visible - {extra}
+        # Every figure per segment or per version is over `shown` segments only; the totals
+        # and KPIs count all traffic (their difference is never one small group).
+        shown_segments = [s for s in segments if s.values in shown]
         kpis = tuple(
             build_kpi(r, totals, previous, report.targets.get(r)) for r in kpi_ids(report.targets)
         )
@@ -119,16 +135,21 @@ def collect_weekly(
             for r in (f"violation_rate_{c}" for c in POLICY_CATEGORIES)
         )
         trends = bucket_trends(reader.window_sums(week), CHART_RATES, report.targets)
-        risk = _risk_segments(reader, week, segments, visible, settings)
+        risk = _risk_segments(reader, week, segments, visible, extra, settings)
+
+        def alert_shown(segment: str) -> bool:
+            return alert_segment_shown(parse_segment(segment), dims, visible)
+
         incidents = build_incidents(
             reader.alert_rows(),
             week,
             now=generated_at,
             mttr_targets=report.mttr_targets,
             runbook_base_url=settings.alerting.runbook_base_url,
+            shown=alert_shown,
         )
-        seen = reader.versions(week, segments)
-        changes = _changes(reader, week, segments, visible, seen, settings)
+        seen = reader.versions(week, shown_segments)
+        changes = _changes(reader, week, shown_segments, shown, seen, settings)
         quality = _data_quality(
             reader,
             week,
@@ -149,7 +170,7 @@ def collect_weekly(
             seen=seen,
             rules_evaluated=reader.rules_evaluated(),
             rules_fired=tuple(sorted({i.rule for i in incidents.incidents})),
-            transitions=reader.transitions(week),
+            transitions=sum(1 for seg in reader.transitions(week) if alert_shown(seg)),
         )
     return WeeklyReport(
         week=str(week),
@@ -319,6 +340,24 @@ class _Reader:
         merged = self.merged_users(week, {}, small_only=k)
         return {key: n for key, n in merged.items() if key in small}
 
+    def union_of_small(self, week: IsoWeek, keys: Iterable[tuple[str, ...]], k: int) -> int:
+        """Distinct users of the union of segments `keys`, each of whose windows has fewer
+        than k users (so only small windows' sketches are read).
+        """
+        wanted = set(keys)
+        agg = self.t.agg
+        stmt = select(
+            *[agg.c[d] for d in self.dims], agg.c.users_sketch, agg.c.distinct_users
+        ).where(self._in_week(agg, week), agg.c.distinct_users < k)
+        n = len(self.dims)
+        sketches: list[bytes | None] = []
+        floor = 0
+        for row in self.conn.execute(stmt):
+            if tuple(str(v) for v in row[:n]) in wanted:
+                sketches.append(row[n])
+                floor = max(floor, int(row[n + 1] or 0))
+        return max(floor, merge_sketches(sketches, self.lg_k)[1]) if sketches else 0
+
     def first_seen(self, dimension: str) -> dict[tuple[str, str], datetime]:
         """(surface or '*', value) -> the first window it appeared in, over all data."""
         if dimension in self._first_seen:
@@ -427,12 +466,13 @@ class _Reader:
         s = self.t.alert_state
         return int(self.conn.execute(select(func.count(distinct(s.c.rule)))).scalar() or 0)
 
-    def transitions(self, week: IsoWeek) -> int:
+    def transitions(self, week: IsoWeek) -> list[str]:
+        """The stored segment of every alert transition of the week's windows."""
         h = self.t.alert_history
-        stmt = select(func.count()).where(
+        stmt = select(h.c.segment).where(
             h.c.window_start >= week.start, h.c.window_start < week.end
         )
-        return int(self.conn.execute(stmt).scalar() or 0)
+        return [str(segment) for segment in self.conn.scalars(stmt)]
 
     def ledger(self, week: IsoWeek) -> list[dict[str, Any]]:
         led = self.t.ledger
@@ -480,12 +520,16 @@ def _risk_segments(
     week: IsoWeek,
     segments: Sequence[_Segment],
     visible: set[tuple[str, ...]],
+    extra: tuple[str, ...] | None,
     settings: Settings,
 ) -> RiskSegments:
+    """The riskiest `visible` segments but `extra` (held back for the suppressed ones)."""
     report = settings.report
     target = report.targets.get("violation_rate")
     eligible = [
-        s for s in segments if s.values in visible and s.totals["events"] >= report.min_events
+        s
+        for s in segments
+        if s.values in visible and s.values != extra and s.totals["events"] >= report.min_events
     ]
     scored = [(rate_value("violation_rate", s.totals), s) for s in eligible]
     scored.sort(key=lambda p: (-p[0].lower, -p[1].totals["events"], p[1].values))
@@ -509,7 +553,9 @@ def _risk_segments(
     active = [s for s in segments if s.totals["events_seen"] or s.totals["events"]]
     suppressed = sum(1 for s in active if s.values not in visible)
     low_volume = sum(
-        1 for s in active if s.values in visible and s.totals["events"] < report.min_events
+        1
+        for s in active
+        if s.values in visible and s.values != extra and s.totals["events"] < report.min_events
     )
     return RiskSegments(
         dimensions=reader.dims,
@@ -520,6 +566,7 @@ def _risk_segments(
         min_events=report.min_events,
         min_distinct_users=settings.privacy.min_distinct_users,
         violation_target=target,
+        complementary=int(extra is not None),
     )
 
 

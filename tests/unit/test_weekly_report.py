@@ -410,6 +410,29 @@ def _totals(rows, week: IsoWeek, where=lambda seg: True) -> dict[str, int]:
     return out
 
 
+def _week_users(rows, week: IsoWeek) -> dict:
+    users: dict = defaultdict(set)
+    for (w, seg), (_, ids) in rows.items():
+        if week.start <= w < week.end:
+            users[seg] |= ids
+    return users
+
+
+def _held_back(rows, k: int, week: IsoWeek = WEEK) -> tuple[set, set]:
+    """(segments below k users, the shown segment held back with them): from the user ids."""
+    users = _week_users(rows, week)
+    small = {seg for seg, ids in users.items() if len(ids) < k}
+    extra = set()
+    if small and len(set().union(*(users[seg] for seg in small))) < k:
+        events = {
+            seg: _totals(rows, week, lambda s, seg=seg: s == seg)["events"]
+            for seg in users
+            if seg not in small
+        }
+        extra = {min(events, key=lambda seg: (events[seg], seg))}
+    return small, extra
+
+
 def _wilson(k: int, n: int) -> tuple[float, float]:
     ci = stats.binomtest(k, n).proportion_ci(method="wilson")
     return ci.low, ci.high
@@ -704,12 +727,19 @@ def test_top_segments_rank_by_wilson_lower_bound_and_hide_small_ones(world):
         assert abs(row.distinct_users - len(users[seg])) <= 0.03 * len(users[seg])
         assert f'data-segment="{" / ".join(seg)}"' in html
     # ("api", "a-1", "fr-FR") has the highest harmful output rate but 8 users: never shown.
-    assert risk.suppressed == 2 and risk.low_volume == 1 and risk.segments == len(SEGMENTS)
-    assert "api / a-1 / fr-FR" not in html and "api / a-1 / fr-FR" not in markdown
-    assert "chat / m-2 / fr-FR" not in html
+    # With the 5 users of ("chat", "m-2", "fr-FR") they are 13 < k: the smallest shown
+    # segment, ("search", "s-1", "ja-JP"), the only low-volume one, is held back with them.
+    small, extra = _held_back(rows, k)
+    assert small == {("api", "a-1", "fr-FR"), ("chat", "m-2", "fr-FR")}
+    assert extra == {("search", "s-1", "ja-JP")}
+    assert (risk.suppressed, risk.complementary, risk.low_volume) == (2, 1, 0)
+    assert risk.segments == len(SEGMENTS)
+    for seg in small | extra:
+        assert " / ".join(seg) not in html and " / ".join(seg) not in markdown
     # A segment whose every window has fewer than k users but k or more over the week is shown.
     assert ("api", "a-1", "en-US") in [r.values for r in risk.rows]
     assert "2 segments with fewer than 20 distinct users are not shown individually" in html
+    assert "1 larger segment is held back too" in html
 
 
 # ---------------------------------------------------------------- incidents
@@ -749,23 +779,21 @@ def test_incidents_of_the_week_with_time_to_resolve_and_acknowledge(world):
 
 # ---------------------------------------------------------------- changes
 def test_new_model_versions_are_compared_with_the_previous_one_on_their_surface(world):
-    _, _, rows, _, report, html, _ = world
+    _, settings, rows, _, report, html, _ = world
     ch = report.changes
-    assert {(v.dimension, v.value) for v in ch.new_versions} == {
-        ("model_version", "m-2"),
-        ("model_version", "s-1"),
-    }
+    # s-1 is new too, but its only segment is held back (see the risk test): not listed.
+    small, extra = _held_back(rows, settings.privacy.min_distinct_users)
+    assert extra == {("search", "s-1", "ja-JP")}
+    assert {(v.dimension, v.value) for v in ch.new_versions} == {("model_version", "m-2")}
     m2 = next(v for v in ch.new_versions if v.value == "m-2")
     assert m2.first_seen == WEEK.start + timedelta(hours=10) and m2.surfaces == ("chat",)
     by_version = {(c.value, c.surface): c for c in ch.comparisons}
-    assert set(by_version) == {("m-2", "chat"), ("s-1", "search")}
-    assert (
-        by_version["s-1", "search"].previous_values == () and not by_version["s-1", "search"].rates
-    )
+    assert set(by_version) == {("m-2", "chat")}
     c = by_version["m-2", "chat"]
     assert c.previous_values == ("m-1",) and not c.suppressed
-    new = _totals(rows, WEEK, lambda s: s[:2] == ("chat", "m-2"))
-    old = _totals(rows, WEEK, lambda s: s[:2] == ("chat", "m-1"))
+    # Over shown segments only: the 5 users of chat / m-2 / fr-FR are not in the sums.
+    new = _totals(rows, WEEK, lambda s: s[:2] == ("chat", "m-2") and s not in small)
+    old = _totals(rows, WEEK, lambda s: s[:2] == ("chat", "m-1") and s not in small)
     p_values = []
     for r in c.rates:
         spec = rate(r.rate_id)
