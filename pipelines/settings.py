@@ -14,9 +14,17 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -26,7 +34,7 @@ from pydantic_settings import (
 )
 
 from pipelines.errors import ConfigError
-from pipelines.redact import redact_tree
+from pipelines.redact import is_secret_key, redact_text, redact_tree
 
 SEGMENT_DIMENSIONS = (
     "product_surface",
@@ -843,6 +851,10 @@ class Settings(BaseSettings):
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
+        except ValidationError as exc:
+            where = f" (file {path})" if path else ""
+            msg = f"invalid settings{where}: {_validation_message(exc)}"
+            raise ConfigError(msg) from None  # pydantic's own text quotes every input, secrets too
         except ValueError as exc:
             where = f" (file {path})" if path else ""
             msg = f"invalid settings{where}: {exc}"
@@ -852,6 +864,33 @@ class Settings(BaseSettings):
 
 
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
+
+
+def _validation_message(exc: ValidationError) -> str:
+    """Each error as `section.setting: reason (got value)`. The value is left out when it is
+    not a plain scalar or belongs to a secret: a SecretStr field, or a secret-looking name on
+    its path (`kafka.client_options.ssl.key.password`); URL credentials in it are masked.
+    """
+    parts = []
+    for error in exc.errors(include_url=False):
+        loc = [str(p) for p in error["loc"]]
+        text = f"{'.'.join(loc)}: {redact_text(error['msg'])}"
+        value = error.get("input")
+        if isinstance(value, str | int | float) and not _is_secret_setting(loc):
+            text += f" (got {redact_text(repr(value))})"
+        parts.append(text)
+    return "; ".join(parts)
+
+
+def _is_secret_setting(loc: list[str]) -> bool:
+    if any(is_secret_key(part) for part in loc):
+        return True
+    section = Settings.model_fields.get(loc[0]) if loc else None
+    if section is None or len(loc) < 2:
+        return False
+    assert isinstance(section.annotation, type) and issubclass(section.annotation, BaseModel)
+    field = section.annotation.model_fields.get(loc[1])
+    return field is not None and SecretStr in (field.annotation, *get_args(field.annotation))
 
 
 def settings_shown(settings: Settings) -> str:
