@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from pyspark.sql import SparkSession
 
 from pipelines.errors import InfraError
+from pipelines.redact import SPARK_REDACTION_REGEX
 from pipelines.settings import SparkSettings
 
 CONNECTOR_PREFIXES = (
@@ -96,6 +97,10 @@ def build_session(settings: SparkSettings) -> SparkSession:
         # Headroom for deep plans: stopping a query mid-batch formats its plan with recursive
         # regular expressions that can overflow the JVM's default 1 MB thread stack.
         .config("spark.driver.extraJavaOptions", "-Xss16m")
+        # The UI, event logs and printed plans mask what Safewatch never prints either: conf
+        # entries and source options (kafka.sasl.jaas.config) with secret-looking names.
+        .config("spark.redaction.regex", SPARK_REDACTION_REGEX)
+        .config("spark.sql.redaction.options.regex", f"(?i)url|{SPARK_REDACTION_REGEX[4:]}")
     )
     if not local:
         builder = builder.config("spark.executor.memory", settings.executor_memory).config(
