@@ -49,9 +49,12 @@ SMALL = ("chat", "m-9", "fr-FR")
 WINDOWS = [WEEK.start + timedelta(days=d, hours=h) for d in range(7) for h in (9, 17)]
 
 
-def generate(seed: int = 3) -> dict[tuple[datetime, tuple[str, ...]], tuple[dict[str, int], set]]:
+Rows = dict[tuple[datetime, tuple[str, ...]], tuple[dict[str, int], set[str]]]
+
+
+def generate(seed: int = 3) -> Rows:
     rng = random.Random(seed)
-    rows = {}
+    rows: Rows = {}
     for w in WINDOWS:
         for seg, (per_window, pool, events) in SEGMENTS.items():
             c = dict.fromkeys(counter_ids(), 0)
