@@ -461,7 +461,7 @@ class ContractSettings(_Section):
 
 
 class PrivacySettings(_Section):
-    """Privacy controls on what analysts see."""
+    """Privacy controls on what analysts see, and the public contacts the PII screen accepts."""
 
     min_distinct_users: int = Field(
         20,
@@ -476,6 +476,33 @@ class PrivacySettings(_Section):
         description="log2 of the HyperLogLog buckets of the distinct-user sketch "
         "(11: about 2 % error, at most ~2 KB per row).",
     )
+    pii_allowed_values: Annotated[tuple[str, ...], NoDecode] = Field(
+        (),
+        description="Public contacts that are not personal data (helplines, support "
+        "addresses), comma-separated, e.g. 1-800-273-8255,support@example.com: a PII hit whose "
+        "text is one of them (compared normalised, ignoring case) is not a redaction failure.",
+    )
+    pii_allowed_patterns: tuple[str, ...] = Field(
+        (),
+        description="Python regular expressions; a PII hit whose whole (normalised) text one "
+        "of them matches is allowed, e.g. ['[a-z]+@support[.]example[.]com'] (environment "
+        "variable: a JSON list).",
+    )
+
+    @field_validator("pii_allowed_values", mode="before")
+    @classmethod
+    def _split_values(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(v.strip() for v in value.split(",") if v.strip())
+        return value
+
+    @field_validator("pii_allowed_patterns")
+    @classmethod
+    def _valid_patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        from pipelines.privacy.detectors import AllowList
+
+        AllowList(patterns=value)  # raises ValueError naming the invalid pattern
+        return value
 
 
 class QualitySettings(_Section):

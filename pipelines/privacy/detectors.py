@@ -7,6 +7,16 @@ free-text field with `screen_pattern()` in its pass over each record
 (`pipelines.contract.records`) and runs `detect` only on the few texts the screen lets
 through. The screen is also valid Java (Spark `rlike`, i.e. `Matcher.find`).
 
+Both read the text through `pipelines.privacy.normalise.normalise`, which undoes simple
+obfuscations (zero-width and other format characters, other spaces and dashes, fullwidth
+and other-script digits, look-alike letters, "%40" for "@"): `detect` normalises itself and
+reports spans of the text it was given; the screen must be run on `normalise(text)`, as
+`RecordChecker` does (a JVM screen on raw text would miss obfuscated values).
+
+A deployment's public contacts (helplines, support addresses) are not personal data: an
+`AllowList` passed to `detect`, `detector_names` or `mask` drops the candidates whose
+normalised text it allows (settings `privacy.pii_allowed_values` / `pii_allowed_patterns`).
+
 Detectors, in order of specificity (the order of `DETECTORS`):
 
 - ``private_key``: a PEM header ``-----BEGIN [RSA |EC |OPENSSH |ENCRYPTED |PGP ]PRIVATE KEY
@@ -22,20 +32,27 @@ Detectors, in order of specificity (the order of `DETECTORS`):
 - ``bearer_token``: ``Bearer`` (or ``bearer``, ``BEARER``) + a token of 20 or more
   characters that looks random (a digit, ``_+/=~`` or a lower→upper case change), so that
   "Bearer Authentication-Scheme-Specification" is not a hit.
-- ``payment_card``: 13-19 digits, ungrouped or in the printed groupings 4-4-4-4[-1..3] and
-  4-6-4/4-6-5 (spaces or dashes, not mixed), with a known issuer prefix and length and a
-  valid Luhn check. Limits: other groupings (4-4-5 for 13 digits), UATP (prefix 1) and
-  RuPay 8x are not detected; a fifth group after a 16-digit card (an expiry or CVV) is
-  masked with it.
+- ``jwt``: a JSON Web Token, ``eyJ`` + base64url header (8+ characters) ``.`` payload (2+)
+  ``.`` signature (possibly empty), or the five parts of an encrypted token: the whole
+  token is one hit, however short its parts (a 27-character payload is no high_entropy
+  hit on its own). After "Bearer" it is part of the bearer_token hit.
+- ``payment_card``: 13-19 digits, ungrouped or in the printed groupings 4-4-4-4[-1..3],
+  4-4-4-3 (American Express as some print it) and 4-6-4/4-6-5 (spaces, dashes or dots, not
+  mixed), with a known issuer prefix and length and a valid Luhn check. Limits: other
+  groupings (4-4-5 for 13 digits), UATP (prefix 1) and RuPay 8x are not detected; a fifth
+  group after a 16-digit card (an expiry or CVV) is masked with it.
 - ``iban``: country code + 2 check digits + BBAN, compact or in groups of 4 separated by
   single spaces, of the registered length for the country and mod-97 valid. Upper case only.
 - ``us_ssn``: ``AAA-GG-SSSS`` outside the never-assigned ranges (area 000, 666, 900-999,
   group 00, serial 0000). Unformatted 9-digit numbers are not detected (they are
   indistinguishable from other ids).
-- ``email``: ASCII local part (up to 64 characters) ``@`` dotted domain with an alphabetic
-  top-level domain. Not detected: internationalised addresses, obfuscations
-  ("jane at example dot com"), ``user@localhost``. Reserved example domains are hits: the
-  detector cannot know which addresses are fictitious.
+- ``email``: ASCII local part (up to 64 characters of letters, digits and ``._%+&-'``, so
+  "o'neil@example.org" is one hit) ``@`` dotted domain with an alphabetic top-level domain.
+  An apostrophe right after a local-part character is part of the address; one after a
+  space or "=" is a quote ('jane@example.com' in code). Accented Latin letters count as
+  their ASCII letter (see `normalise`). Not detected: addresses in other scripts, spelled
+  out obfuscations ("jane at example dot com"), ``user@localhost``. Reserved example
+  domains are hits: the detector cannot know which addresses are fictitious.
 - ``ipv6``: full (8 groups, or 6 + an IPv4 tail) and ``::``-compressed forms that parse as
   IPv6, contain a decimal digit and, when compressed, have at least two groups one of them
   four hex digits long. So times (12:30:45), MAC addresses (6 groups), hex words
@@ -53,13 +70,13 @@ Detectors, in order of specificity (the order of `DETECTORS`):
 - ``phone``: international numbers written with a ``+`` or ``00`` prefix and groups
   separated by single spaces, dots or dashes, with an optional parenthesised area code or
   trunk ``(0)`` (+1 (415) 555-0132, +44 20 7946 0958, +49 30 901820, 0049 30 901820),
-  ``+`` followed by 7-15 digits (E.164), and US numbers (415) 555-0132, 415-555-0132,
-  415.555.0132, 888 621-6988, 1-800-555-0199. At least 7 digits after the prefix. Not
-  detected: national numbers of other countries without a country code (020 7946 0958) and
-  US numbers written with spaces only (415 555 0132), both indistinguishable from lists of
-  figures; 7-digit local numbers. Dates, times, ISO timestamps, versions, unformatted
-  order numbers and figures with thousands separators after a sign ("+20 000 000 users")
-  are not hits.
+  ``+`` followed by 7-15 digits (E.164), and US numbers (415) 555-0132, (212) 555 0147,
+  415-555-0132, 415.555.0132, 888 621-6988, 1-800-555-0199. At least 7 digits after the
+  prefix. Not detected: national numbers of other countries without a country code (020
+  7946 0958) and US numbers written with spaces only and no parentheses (415 555 0132),
+  both indistinguishable from lists of figures; 7-digit local numbers. Dates, times, ISO
+  timestamps, versions, unformatted order numbers and figures with thousands separators
+  after a sign ("+20 000 000 users") are not hits.
 - ``high_entropy``: a maximal run of 32 or more base64 / base64url characters
   (``A-Z a-z 0-9 + / _ -``) with upper case, lower case and digits, not hex-only, whose
   Shannon entropy is at least the expectation for a random string of that length minus
@@ -89,12 +106,13 @@ literal characters. Match spans are identical in both engines (checked on Java 1
 The screen. Java's regex engine tries every alternative at every position, so the plain
 union of the patterns runs at about 2 MB/s per core. `screen_pattern()` instead starts with
 a lookahead for one of `SCREEN_ANCHORS` (characters every match starts with) and uses, for
-the detectors whose matches start with common letters (email, api_key, ipv6,
+the detectors whose matches start with common letters (email, api_key, jwt, ipv6,
 high_entropy) or upper case (iban), a `Detector.screen`: a superset anchored on a rarer
-character ("@", "-"/"_" of a key prefix, ":", a digit); private_key's screen is its header
-alone. That runs at about 30 MB/s per core and passes about 1 % of ordinary prompts, which
-`detect` then settles. Each screen is a superset of its pattern by the argument in the
-comment above it; the tests check it, and that every screen match starts at an anchor.
+character ("@", "-"/"_" of a key prefix, the "J" of "eyJ", ":", a digit); private_key's
+screen is its header alone. That runs at about 30 MB/s per core and passes about 1 % of
+ordinary prompts, which `detect` then settles. Each screen is a superset of its pattern by
+the argument in the comment above it; the tests check it, and that every screen match
+starts at an anchor.
 """
 
 from __future__ import annotations
@@ -102,7 +120,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
 
+from pipelines.privacy.normalise import normalise, normalise_mapped
 from pipelines.privacy.validators import (
     valid_api_key,
     valid_bearer,
@@ -145,18 +165,27 @@ class Detector:
 
 # --- patterns -------------------------------------------------------------------------------
 
+# The local part also takes "&" and the apostrophe ("o'neil@example.org"). The apostrophe
+# cannot be written (the patterns hold no single quote), so it is the range "&-(" without
+# "(": alone in a class, and after a lookahead refusing "(".
+_LOCAL_CHAR = "(?:[0-9A-Za-z._%+&-]|(?![(])[&-(])"
 _EMAIL = (
-    "(?<![0-9A-Za-z._%+-])"
-    "[0-9A-Za-z][0-9A-Za-z._%+-]{0,63}"
+    # Not preceded by a local-part character: none of [0-9A-Za-z._%+&-], and not an
+    # apostrophe (a character of "&-(" other than "&" and "(") that follows one, so
+    # "o'neil@…" is not hit from "neil" but 'jane@example.com' in quotes is.
+    "(?<![0-9A-Za-z._%+&-])(?:(?<![&-(])|(?<=[(])|(?<![0-9A-Za-z._%+&-][&-(]))"
+    # A fast check that an "@" follows (a superset of the local part: a class, not groups).
+    "(?=[0-9A-Za-z._%+&-(-]{1,64}@)"
+    f"[0-9A-Za-z]{_LOCAL_CHAR}{{0,63}}"
     "@"
     # Bounded label count: Java matches a repeated group recursively.
     "(?:[0-9A-Za-z-]{1,63}[.]){1,10}[A-Za-z]{2,24}"
     "(?![0-9A-Za-z-])"
 )
 
-# Screen: the domain as in _EMAIL, anchored on "@" after a local-part character.
+# Screen: the domain as in _EMAIL, anchored on "@" after a local-part character (or "(").
 _EMAIL_SCREEN = (
-    "@(?<=[0-9A-Za-z._%+-]@)(?:[0-9A-Za-z-]{1,63}[.]){1,10}[A-Za-z]{2,24}(?![0-9A-Za-z-])"
+    "@(?<=[0-9A-Za-z._%+&-(-]@)(?:[0-9A-Za-z-]{1,63}[.]){1,10}[A-Za-z]{2,24}(?![0-9A-Za-z-])"
 )
 
 _PHONE_INTL = (
@@ -171,22 +200,26 @@ _PHONE_E164 = "[+][1-9][0-9]{6,14}(?![0-9])"
 _PHONE_US = (
     "(?<![.-])"
     "(?:1[ .-]?)?"
-    "(?:[(][2-9][0-9]{2}[)][ ]?|[2-9][0-9]{2}[ .-])"
-    # The last separator is never a space: "256 512 1024" is a list of figures.
-    "[2-9][0-9]{2}[.-][0-9]{4}"
+    # The last separator is a space only after a parenthesised area code ("(212) 555 0147"):
+    # "256 512 1024" is a list of figures.
+    "(?:[(][2-9][0-9]{2}[)][ ]?[2-9][0-9]{2}[ .-]|[2-9][0-9]{2}[ .-][2-9][0-9]{2}[.-])"
+    "[0-9]{4}"
     "(?![0-9]|[.-][0-9])"
 )
 _PHONE = f"(?<![0-9A-Za-z+])(?:{_PHONE_INTL}|{_PHONE_E164}|{_PHONE_US})"
 
+# Printed groupings, each with one separator throughout: 4-4-4-4 (+ 1-3 more digits, or an
+# expiry or CVV after it), 4-4-4-3 (15 digits, American Express as some print it) and 4-6-4
+# / 4-6-5 (Diners Club, American Express).
+_CARD_GROUPS = "".join(
+    f"|[0-9]{{4}}(?:{sep}[0-9]{{4}}){{3}}(?:{sep}[0-9]{{1,3}})?"
+    f"|[0-9]{{4}}(?:{sep}[0-9]{{4}}){{2}}{sep}[0-9]{{3}}"
+    f"|[0-9]{{4}}{sep}[0-9]{{6}}{sep}[0-9]{{4,5}}"
+    for sep in ("[ ]", "-", "[.]")
+)
 _CARD = (
     # Every issuer prefix in validators._CARD_RANGES starts with 2-6.
-    "(?<![0-9A-Za-z_.])(?=[2-6])"
-    "(?:[0-9]{13,19}"
-    "|[0-9]{4}(?: [0-9]{4}){3}(?: [0-9]{1,3})?"
-    "|[0-9]{4}(?:-[0-9]{4}){3}(?:-[0-9]{1,3})?"
-    "|[0-9]{4} [0-9]{6} [0-9]{4,5}"
-    "|[0-9]{4}-[0-9]{6}-[0-9]{4,5})"
-    "(?![0-9A-Za-z_]|[.,][0-9])"
+    f"(?<![0-9A-Za-z_.])(?=[2-6])(?:[0-9]{{13,19}}{_CARD_GROUPS})(?![0-9A-Za-z_]|[.,][0-9])"
 )
 
 _US_SSN = "(?<![0-9A-Za-z-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9A-Za-z]|-[0-9])"
@@ -267,6 +300,18 @@ _API_KEY_SCREEN = (
 
 _BEARER = "(?<![0-9A-Za-z_])(?:[Bb]earer|BEARER)[ ]{1,4}[0-9A-Za-z._~+/-]{20,}=*"
 
+# A JSON Web Token: base64url header (a JSON object, so "eyJ"), payload and signature (empty
+# when unsigned), or the five parts of an encrypted token; the whole token is the hit.
+_B64URL = "[0-9A-Za-z_-]"
+_JWT = (
+    # The literal first lets Python skip to each "eyJ"; the lookbehind then checks the
+    # character before it.
+    f"eyJ(?<!{_B64URL}eyJ){_B64URL}{{5,}}[.]{_B64URL}{{2,}}[.]{_B64URL}*"
+    f"(?:[.]{_B64URL}+[.]{_B64URL}+)?(?!{_B64URL})"
+)
+# Screen: anchored on the "J" of "eyJ".
+_JWT_SCREEN = f"J(?<=eyJ){_B64URL}{{5,}}[.]{_B64URL}{{2,}}[.]"
+
 _B64 = "0-9A-Za-z+/_-"
 _HIGH_ENTROPY = (
     f"(?<![{_B64}])(?=[{_B64}]{{32}})"
@@ -280,7 +325,7 @@ _HIGH_ENTROPY_SCREEN = f"[0-9](?:(?<=[{_B64}]{{17}})|(?=[{_B64}]{{16}}))"
 # Every match of every screen (a `Detector.screen`, or the `pattern` when it has none) starts
 # with one of these characters; the screen tests them first at each position, which makes
 # it about 20 times faster on the JVM than trying every alternative everywhere.
-SCREEN_ANCHORS = "-_:@+(0-9ABb"
+SCREEN_ANCHORS = "-_:@+(0-9ABJb"
 
 
 DETECTORS: tuple[Detector, ...] = (
@@ -289,6 +334,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector("aws_access_key", "[AWS_KEY]", _AWS_ACCESS_KEY, None),
     Detector("api_key", "[API_KEY]", _API_KEY, valid_api_key, _API_KEY_SCREEN),
     Detector("bearer_token", "[BEARER_TOKEN]", _BEARER, valid_bearer),
+    Detector("jwt", "[JWT]", _JWT, None, _JWT_SCREEN),
     Detector("payment_card", "[CARD]", _CARD, valid_card),
     Detector("iban", "[IBAN]", _IBAN, valid_iban, _IBAN_SCREEN),
     Detector("us_ssn", "[SSN]", _US_SSN, valid_us_ssn),
@@ -305,13 +351,49 @@ _COMPILED: tuple[tuple[Detector, re.Pattern[str]], ...] = tuple(
 _PLACEHOLDERS = {d.name: d.placeholder for d in DETECTORS}
 
 
-def _candidates(text: str) -> list[tuple[int, int, int]]:
-    """(start, end, rank) of every validated match of every detector."""
+@dataclass(frozen=True)
+class AllowList:
+    """Public contacts that are not personal data: hits whose text is allowed are dropped.
+
+    `values` are compared with a hit's normalised text, ignoring case ("1-800-273-8255",
+    "support@example.com"); `patterns` are Python regular expressions that must match the
+    whole normalised text of a hit ("[a-z]+@support[.]example[.]com"). Only a complete
+    candidate of one detector is allowed: a value inside a longer hit is still masked.
+    Hashable, so a process can cache what it builds from one.
+    """
+
+    values: tuple[str, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for pattern in self.patterns:
+            try:
+                re.compile(pattern)
+            except re.error as e:
+                msg = f"allowed pattern {pattern!r} is not a valid regular expression: {e}"
+                raise ValueError(msg) from None
+
+    def allows(self, hit: str) -> bool:
+        """Whether the (normalised) text of a hit is allowed."""
+        values, patterns = _compiled_allow_list(self)
+        return hit.casefold() in values or any(p.fullmatch(hit) for p in patterns)
+
+
+@cache
+def _compiled_allow_list(allow: AllowList) -> tuple[frozenset[str], tuple[re.Pattern[str], ...]]:
+    values = frozenset(normalise(v).casefold() for v in allow.values)
+    return values, tuple(re.compile(p) for p in allow.patterns)
+
+
+def _candidates(text: str, allow: AllowList | None) -> list[tuple[int, int, int]]:
+    """(start, end, rank) of every validated, not allowed match of every detector."""
     found: list[tuple[int, int, int]] = []
     for rank, (detector, rx) in enumerate(_COMPILED):
         pos = 0
         while (m := rx.search(text, pos)) is not None:
-            if detector.validate is None or detector.validate(m.group()):
+            if (detector.validate is None or detector.validate(m.group())) and (
+                allow is None or not allow.allows(m.group())
+            ):
                 found.append((m.start(), m.end(), rank))
                 pos = max(m.end(), m.start() + 1)
             else:
@@ -321,16 +403,22 @@ def _candidates(text: str) -> list[tuple[int, int, int]]:
     return found
 
 
-def detect(text: str) -> list[Hit]:
+def detect(text: str, allow: AllowList | None = None) -> list[Hit]:
     """All hits in `text`, non-overlapping and sorted by start.
 
-    Overlapping candidates are merged into one hit over their union, named after the most
-    specific detector among them (see the module docstring). Never raises.
+    The detectors read `normalise(text)`; each hit is mapped back to the span of `text` its
+    characters come from (with any character removed inside it). Overlapping candidates are
+    merged into one hit over their union, named after the most specific detector among
+    them (see the module docstring). Candidates `allow` allows are dropped. Never raises.
     """
-    candidates = sorted(_candidates(text))
+    plain = normalise(text)
+    candidates = _candidates(plain, allow)
+    if candidates and plain != text:
+        _, starts, ends = normalise_mapped(text)
+        candidates = [(starts[s], ends[e - 1], rank) for s, e, rank in candidates]
     hits: list[Hit] = []
     cur_start = cur_end = cur_rank = -1
-    for start, end, rank in candidates:
+    for start, end, rank in sorted(candidates):
         if start < cur_end:
             cur_end = max(cur_end, end)
             cur_rank = min(cur_rank, rank)
@@ -343,9 +431,9 @@ def detect(text: str) -> list[Hit]:
     return hits
 
 
-def detector_names(text: str) -> list[str]:
+def detector_names(text: str, allow: AllowList | None = None) -> list[str]:
     """The sorted, unique names of the detectors that hit `text` ([] when none)."""
-    return sorted({h.detector for h in detect(text)})
+    return sorted({h.detector for h in detect(text, allow)})
 
 
 def _replace(text: str, hits: list[Hit]) -> str:
@@ -359,16 +447,17 @@ def _replace(text: str, hits: list[Hit]) -> str:
     return "".join(parts)
 
 
-def mask(text: str) -> str:
+def mask(text: str, allow: AllowList | None = None) -> str:
     """`text` with every hit replaced by its detector's placeholder, e.g. "[EMAIL]".
 
-    The result is guaranteed to hold nothing `detect` flags: masking is repeated until no
-    hit is left (one pass in practice). Text outside the hits is kept unchanged.
+    The result is guaranteed to hold nothing `detect` flags (with the same `allow`):
+    masking is repeated until no hit is left (one pass in practice). Text outside the hits
+    is kept unchanged, in its original form (not normalised).
     """
     # No pattern matches "[" or "]", so a hit always consumes text outside placeholders,
     # and len(text) + 1 passes are a hard bound.
     for _ in range(len(text) + 1):
-        hits = detect(text)
+        hits = detect(text, allow)
         if not hits:
             return text
         text = _replace(text, hits)

@@ -62,13 +62,14 @@ def _card_number(digits: str) -> bool:
 
 
 def valid_card(candidate: str) -> bool:
-    """True iff `candidate` (digits, optionally grouped) is a plausible, Luhn-valid card.
+    """True iff `candidate` (digits, optionally grouped by " ", "-" or ".") is a plausible,
+    Luhn-valid card.
 
     A grouped number with a fifth group of 1-3 digits is accepted when either all digits or
     the first four groups alone form a card: "4111 1111 1111 1111 12/27" is a card followed
     by an expiry date, and the hit then covers the extra group too.
     """
-    groups = candidate.replace("-", " ").split(" ")
+    groups = candidate.replace("-", " ").replace(".", " ").split(" ")
     digits = "".join(groups)
     if _card_number(digits):
         return True

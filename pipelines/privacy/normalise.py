@@ -1,0 +1,191 @@
+"""The text the PII / secret detectors and their screen read: simple obfuscations undone.
+
+A person or a model can write an address or a number so that it still reads the same but no
+longer matches an ASCII pattern: a zero-width space inside it, a no-break space or an en dash
+between its groups, fullwidth or Arabic-Indic digits, a fullwidth "＠", Cyrillic letters that
+look Latin ("jаne@exаmple.com" with a Cyrillic "а"), or "%40" for "@". `normalise` undoes
+these, character by character:
+
+1. NFKC compatibility mapping of each character (fullwidth and mathematical letters and
+   digits, "＠", ligatures, no-break and other spaces become their plain forms);
+2. Unicode format characters (category Cf: zero-width space and joiners, soft hyphen, word
+   joiner, byte-order mark, bidirectional controls, tags), combining marks (Mn, Me:
+   accents, variation selectors, the combining grapheme joiner) and the Hangul fillers are
+   removed, also from inside a character: accented Latin letters become ASCII, so
+   "josé@example.com" is read as an address;
+3. every decimal digit of any script (category Nd) becomes its ASCII digit; every space
+   separator becomes " ", line and paragraph separators a line feed; every dash (category Pd) and
+   the minus sign become "-"; middle dots and the ideographic full stop become "."; single
+   quotation marks used as apostrophes become "'" ("o’neil@example.org");
+4. letters of other scripts that look like ASCII letters (`CONFUSABLES`: Cyrillic, Greek,
+   Armenian and Latin look-alikes) become those letters;
+5. in a run of address characters that holds "%40", URL escapes of address characters
+   (%40 @, %2E ., %2B +, %2D -, %5F _) are decoded.
+
+Text outside the identifiers is never shown to anyone in this form: `detect` maps its hits
+back onto the original text (`normalise_mapped`), and `mask` replaces the original
+characters. Plain ASCII text without "%" (most texts) is returned as it is, at the cost of
+one `str.isascii` call; in other texts the distinct non-ASCII characters are found at C
+speed, looked up in a table filled on first use, and only those that change are replaced.
+
+Limits: letters are compared after NFKC only, so scripts whose letters do not resemble
+ASCII are left alone (an address spelled in Greek is not an ASCII address); digits of other
+scripts count only where Unicode calls them decimal digits; escapes other than URL escapes
+("&#64;", "[at]", "jane at example dot com") and double escapes ("%2540") are not decoded.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Letters of other scripts that look like an ASCII letter in common fonts (after NFKC), from
+# the Unicode confusables data restricted to look-alikes of a single ASCII letter.
+CONFUSABLES: dict[str, str] = {
+    # Cyrillic
+    "а": "a", "е": "e", "һ": "h", "і": "i", "ј": "j", "ӏ": "l", "о": "o", "р": "p",
+    "с": "c", "ѕ": "s", "у": "y", "х": "x", "ԁ": "d", "ԛ": "q", "ԝ": "w", "ү": "y",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P",
+    "С": "C", "Т": "T", "Х": "X", "Ѕ": "S", "І": "I", "Ј": "J", "Ԛ": "Q", "Ԝ": "W",
+    "Ү": "Y", "Ӏ": "I",
+    # Greek
+    "α": "a", "ο": "o", "ρ": "p", "ν": "v", "ι": "i", "υ": "u", "χ": "x", "ϲ": "c",
+    "ϳ": "j",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M",
+    "Ν": "N", "Ο": "O", "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X", "Ϲ": "C",
+    # Armenian
+    "օ": "o", "ս": "u", "ց": "g", "հ": "h", "ո": "n", "զ": "q",
+    # Latin look-alikes outside ASCII
+    "ı": "i", "ȷ": "j", "ɑ": "a", "ɡ": "g", "ʏ": "y", "ᴏ": "o", "ᴄ": "c", "ꓲ": "I",
+    # Punctuation inside addresses and numbers
+    "\u2212": "-",  # minus sign
+    "\u00b7": ".",  # middle dot
+    "\u2027": ".",  # hyphenation point
+    "\u2219": ".",  # bullet operator
+    "\u30fb": ".",  # katakana middle dot
+    "\u3002": ".",  # ideographic full stop
+    "\u2018": "'",  # quotation marks used as apostrophes
+    "\u2019": "'",
+    "\u02bc": "'",  # modifier letter apostrophe
+    "\u2028": "\n",  # line separator
+    "\u2029": "\n",  # paragraph separator
+}  # fmt: skip
+
+# Characters that render as nothing but are letters (Lo) to Unicode.
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0")
+_REMOVED = frozenset({"Cf", "Mn", "Me"})
+
+
+def _plain(ch: str) -> str:
+    """What one character stands for in the detectors' text."""
+    if unicodedata.category(ch) in _REMOVED or ch in _INVISIBLE:
+        return ""
+    # NFKD, the marks dropped, then NFC: NFKC without accents (Hangul syllables recomposed).
+    decomposed = unicodedata.normalize("NFKD", ch)
+    kept = "".join(
+        c for c in decomposed if unicodedata.category(c) not in _REMOVED and c not in _INVISIBLE
+    )
+    out = []
+    for c in unicodedata.normalize("NFC", kept):
+        category = unicodedata.category(c)
+        if category == "Nd":
+            out.append(str(unicodedata.decimal(c)))
+        elif category == "Zs":
+            out.append(" ")
+        elif category == "Pd":
+            out.append("-")
+        else:
+            out.append(CONFUSABLES.get(c, c))
+    return "".join(out)
+
+
+class _Plain(dict[str, str]):
+    """`_plain` of every non-ASCII character seen, filled on first use."""
+
+    def __missing__(self, ch: str) -> str:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+        plain = self[ch] = _plain(ch)
+        return plain
+
+
+# Distinct characters kept (a few MB at most); the cache is emptied when it is full.
+_CACHE_LIMIT = 100_000
+_PLAIN = _Plain()
+_ASCII_BYTES = bytes(range(128))
+
+
+def _non_ascii(text: str) -> set[str]:
+    """The distinct non-ASCII characters of `text`, found at C speed (no loop in Python)."""
+    raw = text.encode("utf-8", "surrogatepass").translate(None, _ASCII_BYTES)
+    return set(raw.decode("utf-8", "surrogatepass"))
+
+
+# A maximal run of address characters (decoded when it holds "%40"), and the escapes
+# decoded inside it.
+_ADDRESS_RUN = re.compile("[0-9A-Za-z._%+-]+")
+_ESCAPE = re.compile("%(?:40|2[EeBbDd]|5[Ff])")
+_UNESCAPED = {"40": "@", "2E": ".", "2B": "+", "2D": "-", "5F": "_"}
+
+
+def _decode_run(m: re.Match[str]) -> str:
+    run = m.group()
+    if "%40" not in run:
+        return run
+    return _ESCAPE.sub(lambda e: _UNESCAPED[e.group()[1:].upper()], run)
+
+
+def normalise(text: str) -> str:
+    """`text` as the detectors read it (see the module docstring). Never raises."""
+    if text.isascii():
+        if "%" not in text:
+            return text
+    else:
+        # `_plain` is idempotent (what it returns it keeps as it is), so replacing one
+        # character after the other gives the same text as a translation in one pass.
+        for ch in _non_ascii(text):
+            plain = _PLAIN[ch]
+            if plain != ch:
+                text = text.replace(ch, plain)
+    if "%40" in text:
+        text = _ADDRESS_RUN.sub(_decode_run, text)
+    return text
+
+
+def normalise_mapped(text: str) -> tuple[str, list[int], list[int]]:
+    """`normalise(text)` with, for each of its characters, the span of `text` it comes from.
+
+    Returns (normalised, starts, ends): character i of the result stands for
+    `text[starts[i]:ends[i]]`, so a span [a, b) of the result covers `text[starts[a]:ends[b -
+    1]]` (which includes every removed character inside it). Slower than `normalise`: for the
+    few texts in which a detector fires.
+    """
+    chars: list[str] = []
+    starts: list[int] = []
+    for i, ch in enumerate(text):
+        plain = ch if ch.isascii() else _PLAIN[ch]
+        chars.extend(plain)
+        starts.extend([i] * len(plain))
+    ends = [s + 1 for s in starts]
+    joined = "".join(chars)
+    if "%40" not in joined:
+        return joined, starts, ends
+    out: list[str] = []
+    out_starts: list[int] = []
+    out_ends: list[int] = []
+    pos = 0
+    for run in _ADDRESS_RUN.finditer(joined):
+        if "%40" not in run.group():
+            continue
+        for e in _ESCAPE.finditer(joined, run.start(), run.end()):
+            out.append(joined[pos : e.start()])
+            out_starts += starts[pos : e.start()]
+            out_ends += ends[pos : e.start()]
+            out.append(_UNESCAPED[e.group()[1:].upper()])
+            out_starts.append(starts[e.start()])
+            out_ends.append(ends[e.end() - 1])
+            pos = e.end()
+    out.append(joined[pos:])
+    out_starts += starts[pos:]
+    out_ends += ends[pos:]
+    return "".join(out), out_starts, out_ends
