@@ -15,7 +15,7 @@ from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import ANALYST_OBJECTS, Tables, as_utc
-from schemas.warehouse.migrations import m0005_analyst_views
+from schemas.warehouse.migrations import m0005_analyst_views, m0007_analyst_barriers
 from tests.analyst_data import DIMENSION_SET, EVERY, SEGMENTS, T0, WINDOWS, K, Truth, fill
 
 
@@ -216,3 +216,11 @@ def test_alert_views_hide_segments_below_k(tmp_path, view):
     assert 0 < len(expected) < len(ALERT_SEGMENTS) * (3 if view == "v_alert_history" else 1)
     assert alert_rows(engine, view) == expected
     assert not any("fr-FR" in s or "agent" in s for s, _ in alert_rows(engine, view))
+
+
+def test_every_analyst_view_is_made_a_security_barrier_by_a_migration():
+    """A new analyst view needs a migration that makes it a barrier (PostgreSQL test:
+    tests/integration/test_analyst_leaks.py checks the catalog).
+    """
+    views = tuple(n for n in ANALYST_OBJECTS if n.startswith("v_"))
+    assert m0007_analyst_barriers.VIEWS == views
