@@ -97,6 +97,17 @@ DESCRIPTORS = frozenset(
         "refresh",
     }
 )
+# The same names as a Java regular expression, for Spark's own redaction of its UI, event logs
+# and plans (spark.redaction.regex, spark.sql.redaction.options.regex), which matches a key or
+# a value anywhere: the suffix words anywhere (camelCase keys), the other words as whole words.
+# Without the DESCRIPTORS exceptions: Spark redacts a little more than Safewatch.
+SPARK_REDACTION_REGEX = (
+    "(?i)"
+    + "|".join(_SECRET_SUFFIXES)
+    + "|(?:^|[^a-z0-9])(?:"
+    + "|".join(sorted(SECRET_WORDS))
+    + ")(?:[^a-z0-9]|$)"
+)
 _MIN_SECRET_LENGTH = 3  # shorter `secrets` are not replaced in free text (they would garble it)
 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")

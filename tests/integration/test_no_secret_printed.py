@@ -232,3 +232,37 @@ def test_failed_delivery_prints_and_stores_no_secret_postgres(postgres, monkeypa
     assert url.startswith("postgresql+psycopg://postgres@")
     url = url.replace("://postgres@", f"://postgres:{S['warehouse_pw']}@")
     _failed_delivery_prints_no_secret(url, monkeypatch, capfd)
+
+
+def test_spark_masks_secret_looking_conf_entries_and_options(spark):
+    """Spark's own redaction (UI environment page, event logs) uses Safewatch's names."""
+    jvm = spark._jvm
+    pairs = [
+        ("spark.hadoop.fs.azure.account.key.acct.blob.core.windows.net", S["s3_secret"]),
+        ("kafka.sasl.jaas.config", f'x required username="svc" password="{S["jaas"]}";'),
+        ("kafka.ssl.key.password", S["ssl_key"]),
+        ("spark.hadoop.fs.s3a.access.key", S["s3_access"]),
+        ("basic.auth.user.info", f"svc:{S['toml_option']}"),
+        ("spark.ui.port", "4050"),
+        ("kafka.bootstrap.servers", "10.0.0.1:9092"),
+    ]
+    values = jvm.java.util.ArrayList()
+    for key, value in pairs:
+        values.add(jvm.scala.Tuple2(key, value))
+    scala_pairs = jvm.scala.jdk.javaapi.CollectionConverters.asScala(values).toSeq()
+    redacted = jvm.org.apache.spark.util.Utils.redact(spark._jsc.sc().conf(), scala_pairs)
+    shown = {}
+    iterator = redacted.iterator()
+    while iterator.hasNext():
+        pair = iterator.next()
+        shown[pair._1()] = pair._2()
+    masked = "*********(redacted)"  # Spark's marker
+    assert shown == {
+        "spark.hadoop.fs.azure.account.key.acct.blob.core.windows.net": masked,
+        "kafka.sasl.jaas.config": masked,
+        "kafka.ssl.key.password": masked,
+        "spark.hadoop.fs.s3a.access.key": masked,
+        "basic.auth.user.info": masked,
+        "spark.ui.port": "4050",
+        "kafka.bootstrap.servers": "10.0.0.1:9092",
+    }

@@ -333,3 +333,27 @@ def test_deliver_masks_what_a_notifier_left_in_its_error(tmp_path):
     assert logged == [f"alerts: leaky delivery failed (1 pending, retried): {expected}"]
     with engine.connect() as conn:
         assert conn.execute(select(outbox.c.last_error)).scalar_one() == expected
+
+
+def test_spark_redaction_regex_matches_every_secret_name_and_no_common_plain_one():
+    import re
+
+    from pipelines.redact import SPARK_REDACTION_REGEX
+
+    pattern = re.compile(SPARK_REDACTION_REGEX)
+    # Spark matches key or value with find(): Python's search is the same for this regex.
+    missed = [n for n in SECRET_NAMES if not pattern.search(n)]
+    assert missed == []
+    plain = [
+        "bootstrap.servers",
+        "request.timeout.ms",
+        "spark.sql.shuffle.partitions",
+        "spark.ui.port",
+        "sasl.mechanism",
+        "spark.authenticate",
+        "monkey",
+        "keyboard",
+    ]
+    assert [n for n in plain if pattern.search(n)] == []
+    # Coarser than is_secret_key (a substring for camelCase keys): Spark masks a little more.
+    assert pattern.search("max_tokens") and pattern.search("key.serializer")
