@@ -37,7 +37,7 @@ from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.sink import upsert_for
-from pipelines.warehouse.tables import Tables, as_utc
+from pipelines.warehouse.tables import Tables, as_utc, text_key
 
 CHANNELS = ("alertmanager", "webhook", "kafka")
 
@@ -267,7 +267,7 @@ class AlertEngine:
             return
         stmt = upsert_for(conn)(t)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["rule", "segment"],
+            index_elements=[t.c.rule, text_key(conn, t.c.segment)],
             set_={c: stmt.excluded[c] for c in rows[0] if c not in ("rule", "segment")},
         )
         conn.execute(stmt, rows)
@@ -309,8 +309,9 @@ class AlertEngine:
             }
             for t in transitions
         ]
-        stmt = upsert_for(conn)(self.tables.alert_history).on_conflict_do_nothing(
-            index_elements=["rule", "segment", "window_start", "to_status"]
+        h = self.tables.alert_history
+        stmt = upsert_for(conn)(h).on_conflict_do_nothing(
+            index_elements=[h.c.rule, text_key(conn, h.c.segment), h.c.window_start, h.c.to_status]
         )
         conn.execute(stmt, rows)
 
@@ -387,8 +388,9 @@ class AlertEngine:
                 }
                 for channel in self.channels
             ]
-        stmt = upsert_for(conn)(self.tables.outbox).on_conflict_do_nothing(
-            index_elements=["channel", "dedup_key"]
+        o = self.tables.outbox
+        stmt = upsert_for(conn)(o).on_conflict_do_nothing(
+            index_elements=[o.c.channel, text_key(conn, o.c.dedup_key)]
         )
         conn.execute(stmt, rows)
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Engine, MetaData, Table
+from sqlalchemy import Column, Engine, MetaData, Table, func
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
 
 AGG_TABLE = "segment_window_agg"
 LEDGER_TABLE = "batch_ledger"
@@ -89,3 +91,14 @@ def as_utc(value: datetime | None) -> datetime | None:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def text_key(conn: Connection, column: Column[str]) -> ColumnElement[str] | Column[str]:
+    """How the unique key of its table holds a text column of unbounded length (alert
+    segments, notification dedup keys): md5(column) on PostgreSQL, whose B-tree index entries
+    are limited to 2,704 bytes (migration m0006), the column itself on SQLite. Name it in
+    ON CONFLICT targets.
+    """
+    if conn.dialect.name == "postgresql":
+        return func.md5(column)
+    return column
