@@ -191,3 +191,29 @@ def test_unprocessable_is_a_reason_everywhere_reasons_are_listed():
 
     assert UNPROCESSABLE in REJECT_REASONS
     assert UNPROCESSABLE in EXPORTED
+
+
+# --- NUL characters ------------------------------------------------------------------------
+
+
+def test_a_segment_value_with_a_nul_character_is_rejected_naming_its_field():
+    """PostgreSQL text cannot hold U+0000: such a value would fail the commit."""
+    checker = RecordChecker(LIMITS, screen=screen_pattern(), detect=detector_names)
+    event = _fresh(locale="en\x00US")
+    raw = json.dumps(event).encode()
+    assert b"\\u0000" in raw  # valid JSON, valid for the JSON Schema
+    assert _verdicts(event)[:3] == (True, True, True)
+    outcome = checker.check(raw, datetime.now(UTC))
+    assert outcome.errors == ["schema_violation|$.segment.locale: holds a NUL character (U+0000)"]
+    # With another violation too, the segment is named, so that the record is not counted
+    # in its segment (pipelines.stream.counting skips records with a `$.segment` error).
+    event["request"]["input_tokens"] = -1
+    outcome = checker.check(json.dumps(event).encode(), datetime.now(UTC))
+    assert sorted(outcome.errors) == [
+        "schema_violation|$.request.input_tokens: below minimum 0",
+        "schema_violation|$.segment.locale: holds a NUL character (U+0000)",
+    ]
+    # Elsewhere (not stored in the warehouse) a NUL is left to the schema.
+    event = _fresh()
+    event["excerpts"] = {"prompt": "a\x00b", "response": None}
+    assert checker.check(json.dumps(event).encode(), datetime.now(UTC)).errors == []
