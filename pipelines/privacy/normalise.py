@@ -109,9 +109,23 @@ class _Plain(dict[str, str]):
         return plain
 
 
-# Distinct characters kept (a few MB at most); the cache is emptied when it is full.
+class _Table(dict[int, str]):
+    """The same by code point, for `str.translate`."""
+
+    def __missing__(self, code: int) -> str:
+        if len(self) > _CACHE_LIMIT:
+            self.clear()
+        plain = self[code] = _PLAIN[chr(code)]
+        return plain
+
+
+# Distinct characters kept (a few MB at most); a cache is emptied when it is full.
 _CACHE_LIMIT = 100_000
 _PLAIN = _Plain()
+_TABLE = _Table()
+# Up to this many distinct characters to change, one `str.replace` each (fast: most texts
+# have a few accents or quotes); more (a text made to be slow) take one `str.translate`.
+_MAX_REPLACES = 16
 _ASCII_BYTES = bytes(range(128))
 
 
@@ -141,11 +155,13 @@ def normalise(text: str) -> str:
         if "%" not in text:
             return text
     else:
-        # `_plain` is idempotent (what it returns it keeps as it is), so replacing one
-        # character after the other gives the same text as a translation in one pass.
-        for ch in _non_ascii(text):
-            plain = _PLAIN[ch]
-            if plain != ch:
+        changes = [(ch, plain) for ch in _non_ascii(text) if (plain := _PLAIN[ch]) != ch]
+        if len(changes) > _MAX_REPLACES:
+            text = text.translate(_TABLE)
+        else:
+            # `_plain` is idempotent (what it returns it keeps as it is), so replacing one
+            # character after the other gives the same text as a translation in one pass.
+            for ch, plain in changes:
                 text = text.replace(ch, plain)
     if "%40" in text:
         text = _ADDRESS_RUN.sub(_decode_run, text)

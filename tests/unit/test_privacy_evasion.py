@@ -207,6 +207,18 @@ def test_normalise_is_idempotent_character_by_character() -> None:
     assert changed > 1000
 
 
+@pytest.mark.parametrize("distinct", [3, 16, 17, 2000])
+def test_normalise_is_the_same_whatever_the_number_of_characters_to_change(
+    distinct: int,
+) -> None:
+    # A few distinct characters to change are replaced one by one; many (a text made to be
+    # slow) are translated in one pass. Both give the character-by-character result.
+    changing = [chr(c) for c in range(0xFF10, 0xFF5B)]  # fullwidth digits and letters
+    changing += [chr(c) for c in range(0x1D400, 0x1D6A4) if normalise(chr(c)) != chr(c)]
+    text = " and ".join(changing[:distinct]) * 3
+    assert normalise(text) == "".join(normalise(ch) for ch in text)
+
+
 def test_confusables_map_to_the_letter_they_resemble() -> None:
     for ch, ascii_ch in CONFUSABLES.items():
         assert not ch.isascii() and ascii_ch.isascii()
