@@ -142,15 +142,20 @@ def _role_error(exc: DBAPIError, engine: Engine) -> str:
     diag = getattr(exc.orig, "diag", None)
     primary = getattr(diag, "message_primary", None)
     sqlstate = getattr(diag, "sqlstate", None) or getattr(exc.orig, "sqlstate", None)
-    if primary is None:  # no server answer (connection refused, authentication failed)
-        primary = str(exc.orig).strip().splitlines()[0] if str(exc.orig).strip() else "failed"
+    if primary is None:  # no server answer (connection refused, unknown host)
+        lines = str(exc.orig).strip().splitlines()
+        primary = lines[0] if lines else type(exc.orig).__name__
     where = engine.url.render_as_string(hide_password=True)
     state = f" (SQLSTATE {sqlstate})" if sqlstate else ""
-    return (
-        f"could not set up the warehouse roles on {where}: {primary}{state}; run "
-        "`safewatch warehouse roles` with warehouse.url naming a superuser, or a role with "
-        "CREATEROLE that owns the database"
-    )
+    admin = "a superuser, or a role with CREATEROLE that owns the database"
+    if sqlstate == "42501":  # insufficient privilege
+        fix = f"run `safewatch warehouse roles` with warehouse.url naming {admin}"
+    else:
+        fix = (
+            "check warehouse.url (host, port, database, user, password) and that the server "
+            f"is up; the command needs {admin}"
+        )
+    return f"could not set up the warehouse roles on {where}: {primary}{state}; {fix}"
 
 
 def _create_roles(engine: Engine, plan: RolePlan, log: Callable[[str], None]) -> None:
