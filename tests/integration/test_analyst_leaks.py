@@ -168,3 +168,40 @@ def test_the_analyst_cannot_create_a_function_or_any_object(warehouse, statement
 def test_the_analyst_sees_alerts_of_segments_of_k_users_only(warehouse, view):
     _, analyst = warehouse
     assert alert_rows(analyst, view) == expected_alert_rows(view)
+
+
+@pytest.mark.parametrize("view", ["v_segment_window", "v_segment_window_drift", "v_alert_history"])
+def test_a_cheap_leaky_function_sees_shown_rows_only(warehouse, view):
+    """The writer could make such a function (the analyst cannot, above); with the barrier
+    it still runs on the rows the view shows only. The control shows it would see them all.
+    """
+    writer, analyst = warehouse
+    column = "segment" if view == "v_alert_history" else "locale"
+    with writer.begin() as conn:
+        conn.execute(
+            text(
+                "CREATE FUNCTION peek(text) RETURNS boolean LANGUAGE plpgsql COST 0.0000001 "
+                "AS $$ BEGIN RAISE NOTICE 'seen %', $1; RETURN true; END $$"
+            )
+        )
+
+    def seen(engine: Engine, *, barrier: bool) -> list[str]:
+        notices: list[str] = []
+        with engine.connect() as conn:
+            conn.connection.driver_connection.add_notice_handler(  # type: ignore[union-attr]
+                lambda d: notices.append(str(d.message_primary))
+            )
+            with conn.begin() as trans:
+                if not barrier:
+                    conn.execute(text(f"ALTER VIEW {view} SET (security_barrier = false)"))
+                conn.execute(text(f"SELECT * FROM {view} WHERE peek({column})")).all()
+                trans.rollback()
+        return notices
+
+    try:
+        shown = seen(analyst, barrier=True)
+        assert shown and not any(SMALL[1] in n for n in shown)
+        assert any(SMALL[1] in n for n in seen(writer, barrier=False))  # control
+    finally:
+        with writer.begin() as conn:
+            conn.execute(text("DROP FUNCTION peek(text)"))
