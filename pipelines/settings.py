@@ -517,6 +517,12 @@ class QualitySettings(_Section):
         "rate to within about 1.4 percentage points at 95 %).",
     )
     sample_seed: int = Field(0, description="Seed of the sample.")
+    max_text_chars: int = Field(
+        2_000,
+        ge=100,
+        description="Strings of the sample longer than this are cut to this many characters "
+        "before the suite sees them (bounds the memory of a huge free text).",
+    )
 
 
 class DriftSettings(_Section):

@@ -5,8 +5,9 @@ whole-dataframe batch definition, the suite) and prepares the suite for GX's pan
 engine: the expectations, the metrics each one reads and the graph of those metrics with their
 dependencies. That preparation depends on the suite and the batch id only, never on the rows,
 and a whole-dataframe batch definition gives every frame the same batch id, so it is done once.
-Each `validate` call then samples the frame down to `max_rows`, loads it into the engine, lets
-GX resolve the metric graph on it and lets each expectation judge its metrics.
+Each `validate` call then cuts long strings (`text_limits`, `cut_strings`: a 1 MB free text
+never reaches pandas or a regex), samples the frame down to `max_rows`, loads it into the
+engine, lets GX resolve the metric graph on it and lets each expectation judge its metrics.
 
 This is the work `ValidationDefinition.run` does, without what it repeats per call and a
 stream does not use: deriving every expectation's metric dependencies twice and rebuilding the
@@ -24,10 +25,14 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.errors import SafewatchError
 
@@ -49,6 +54,8 @@ __all__ = [
     "FailedExpectation",
     "QualityError",
     "QualityResult",
+    "cut_strings",
+    "text_limits",
 ]
 
 # Counts only: the default SUMMARY format also returns up to 20 offending values, which here
@@ -126,6 +133,98 @@ class QualityResult:
         ]
 
 
+def text_limits(suite: dict[str, Any], max_text_chars: int) -> dict[str, int]:
+    """Per column of the suite, the length its strings are cut to before validation.
+
+    `max_text_chars`, raised where an expectation must still see a cut value as it saw the
+    whole one: a length check up to N keeps N + 1 characters (too long stays too long), a
+    value-set check keeps one more than its longest member (outside the set stays outside).
+    A pattern check sees the first characters only; every pattern of the interaction-event
+    suite is on a column whose length check is far shorter than the cut.
+    """
+    limits: dict[str, int] = {}
+    for expectation in suite["expectations"]:
+        kwargs = expectation["kwargs"]
+        column = kwargs.get("column")
+        if column is None:
+            continue
+        keep = max_text_chars
+        if kwargs.get("max_value") is not None and "length" in _kind(expectation):
+            keep = max(keep, int(kwargs["max_value"]) + 1)
+        if "value_set" in kwargs:
+            members = [len(v) for v in kwargs["value_set"] if isinstance(v, str)]
+            keep = max(keep, max(members, default=0) + 1)
+        limits[column] = max(limits.get(column, keep), keep)
+    return limits
+
+
+def _kind(expectation: dict[str, Any]) -> str:
+    return str(expectation.get("type") or expectation.get("expectation_type") or "")
+
+
+def _cut_arrow(values: pa.ChunkedArray, limit: int) -> pa.ChunkedArray:
+    """Strings (also inside lists of strings) cut to `limit` characters; other types as they are."""
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        longest = pc.max(pc.utf8_length(values)).as_py()
+        if longest is None or longest <= limit:
+            return values
+        return pc.utf8_slice_codeunits(values, 0, limit)
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind)) and (
+        pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)
+    ):
+        chunks = []
+        for chunk in values.chunks:
+            inner = _cut_arrow(pa.chunked_array([chunk.values], kind.value_type), limit)
+            chunks.append(
+                type(chunk).from_arrays(chunk.offsets, inner.combine_chunks(), mask=chunk.is_null())
+            )
+        return pa.chunked_array(chunks, kind)
+    return values
+
+
+def _cut_value(value: Any, limit: int) -> Any:
+    if isinstance(value, str):
+        return value[:limit] if len(value) > limit else value
+    if isinstance(value, list | tuple | np.ndarray) and _text_length(value) > limit:
+        cut = [_cut_value(v, limit) for v in value]
+        return np.array(cut, dtype=object) if isinstance(value, np.ndarray) else cut
+    return value
+
+
+def _text_length(value: Any) -> int:
+    """The length of a string, or of the longest string in a list or array; 0 otherwise."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list | tuple | np.ndarray):
+        return max((len(v) for v in value if isinstance(v, str)), default=0)
+    return 0
+
+
+def cut_strings(
+    frame: pa.Table | pd.DataFrame, limits: Mapping[str, int], default: int
+) -> pd.DataFrame:
+    """`frame` as pandas, each string cut to its column's limit (`default` for the others).
+
+    An Arrow table is cut before it is converted, so a huge string never becomes a Python
+    object; a pandas frame is copied with its long strings cut.
+    """
+    if isinstance(frame, pa.Table):
+        columns = {
+            name: _cut_arrow(frame.column(name), limits.get(name, default))
+            for name in frame.column_names
+        }
+        return pa.table(columns).to_pandas()
+    out = frame
+    for name in frame.columns:
+        limit = limits.get(name, default)
+        if frame[name].dtype == object and frame[name].map(_text_length).max() > limit:
+            if out is frame:
+                out = frame.copy()
+            out[name] = frame[name].map(lambda v, n=limit: _cut_value(v, n))
+    return out
+
+
 def _expectation_class_name(expectation_type: str) -> str:
     return "".join(part.capitalize() for part in expectation_type.split("_"))
 
@@ -156,7 +255,14 @@ class BatchValidator:
     driver).
     """
 
-    def __init__(self, suite: dict[str, Any], *, max_rows: int = 20_000, seed: int = 0) -> None:
+    def __init__(
+        self,
+        suite: dict[str, Any],
+        *,
+        max_rows: int = 20_000,
+        seed: int = 0,
+        max_text_chars: int = 2_000,
+    ) -> None:
         if max_rows < 1:
             msg = f"max_rows must be at least 1, got {max_rows}"
             raise ValueError(msg)
@@ -171,6 +277,8 @@ class BatchValidator:
 
         self.max_rows = max_rows
         self.seed = seed
+        self.max_text_chars = max_text_chars
+        self.text_limits = text_limits(suite, max_text_chars)
         self.columns: tuple[str, ...] = tuple(
             dict.fromkeys(
                 e["kwargs"]["column"] for e in suite["expectations"] if "column" in e["kwargs"]
@@ -205,8 +313,11 @@ class BatchValidator:
     def expectation_count(self) -> int:
         return len(self._suite.expectations)
 
-    def validate(self, frame: pd.DataFrame, *, total_rows: int | None = None) -> QualityResult:
-        """Validate `frame`, first sampled to at most `max_rows` rows.
+    def validate(
+        self, frame: pa.Table | pd.DataFrame, *, total_rows: int | None = None
+    ) -> QualityResult:
+        """Validate `frame` (Arrow or pandas), its strings cut (`cut_strings`, at
+        `max_text_chars` or more per `text_limits`), then sampled to at most `max_rows` rows.
 
         The sample is `frame.sample(n=max_rows, random_state=seed)`: the same frame and seed
         give the same rows. `total_rows` is the size of the batch `frame` was already drawn
@@ -215,17 +326,23 @@ class BatchValidator:
         the suite is missing from `frame` or an expectation raised inside GX.
         """
         start = time.perf_counter()
+        names = frame.column_names if isinstance(frame, pa.Table) else list(frame.columns)
+        missing = [c for c in self.columns if c not in names]
+        if missing:
+            msg = f"frame lacks the suite columns {missing}; build it with flatten_events"
+            raise QualityError(msg)
+        arrow = isinstance(frame, pa.Table)
+        if arrow:  # cut before pandas holds the strings
+            frame = cut_strings(frame, self.text_limits, self.max_text_chars)
         size = len(frame)
         rows_total = size if total_rows is None else total_rows
         if rows_total < size:
             msg = f"total_rows ({rows_total}) is smaller than the frame ({size} rows)"
             raise ValueError(msg)
-        missing = [c for c in self.columns if c not in frame.columns]
-        if missing:
-            msg = f"frame lacks the suite columns {missing}; build it with flatten_events"
-            raise QualityError(msg)
         if size > self.max_rows:
             frame = frame.sample(n=self.max_rows, random_state=self.seed)
+        if not arrow:  # only the sampled rows are scanned
+            frame = cut_strings(frame, self.text_limits, self.max_text_chars)
         outcomes = self._prepared.evaluate(frame)
         return QualityResult(
             success=all(o.success for o in outcomes),
