@@ -183,6 +183,8 @@ def test_the_analyst_reads_normally_and_only_the_printed_rows_are_fetched(logins
     expected = sum(r["events"] for r in truth.rollup("day").values())
     assert result.columns == ("events",)
     assert result.rows == ((expected,),)
+    de = run_query(analyst, "SELECT DISTINCT locale FROM v_segment_daily WHERE locale LIKE 'de%'")
+    assert de.rows == (("de-DE",),)  # a literal % is SQL, not a parameter placeholder
     many = run_query(analyst, "SELECT g FROM generate_series(1, 10000000) AS g", max_rows=3)
     assert many.rows == ((1,), (2,), (3,))
     assert many.truncated
