@@ -405,8 +405,12 @@ def _screen(pattern: str) -> re.Pattern[str]:
 
 
 def _screened(value: str, screen: str) -> str:
-    """`value`, or `[REDACTED]` when the PII screen flags it."""
-    return REDACTED_VALUE if _screen(screen).search(value) else value
+    """`value`, or `[REDACTED]` when the PII screen flags it (read normalised, as `detect`
+    reads it: an address written with zero-width characters is flagged too).
+    """
+    from pipelines.privacy.normalise import normalise
+
+    return REDACTED_VALUE if _screen(screen).search(normalise(value)) else value
 
 
 def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> None:

@@ -35,6 +35,7 @@ from pipelines.privacy.detectors import (
 )
 from pipelines.privacy.normalise import CONFUSABLES, normalise, normalise_mapped
 from pipelines.settings import PrivacySettings, Settings
+from pipelines.stream.counting import REDACTED_VALUE, _screened
 from schemas import example_paths
 
 SCREEN = re.compile(screen_pattern())
@@ -162,6 +163,13 @@ def test_the_record_screen_flags_obfuscated_identifiers(value: str, detector: st
     # Counted as a redaction failure, the text dropped.
     assert out[0]["detectors"] == [detector]
     assert out[0]["event"]["excerpts"]["prompt"] == REDACTED_TEXT
+
+
+@pytest.mark.parametrize(("value", "detector"), CASES[::7])
+def test_counting_redacts_obfuscated_segment_values(value: str, detector: str) -> None:
+    # A segment value of a record rejected for another reason is screened by counting alone.
+    assert _screened(value, screen_pattern()) == REDACTED_VALUE
+    assert _screened("atlas-s-2026.08.1", screen_pattern()) == "atlas-s-2026.08.1"
 
 
 # --- normalise ------------------------------------------------------------------------------
