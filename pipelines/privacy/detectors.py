@@ -101,7 +101,8 @@ Java compatibility. Every pattern uses only the common subset of Python `re` and
 differs), non-capturing groups only, fixed-width lookbehind, lookahead, greedy and lazy
 quantifiers, no inline flags, and no backslash at all (``[.]``, ``[+]``), so the patterns
 survive any layer of string-literal escaping on the way to Spark. Tab, CR and LF appear as
-literal characters. Match spans are identical in both engines (checked on Java 17 and 25).
+literal characters. Match spans are identical in both engines (checked on Java 17 and 25;
+tests/unit/test_privacy_java_parity.py compares them with the JDK at hand).
 
 The screen. Java's regex engine tries every alternative at every position, so the plain
 union of the patterns runs at about 2 MB/s per core. `screen_pattern()` instead starts with
