@@ -310,8 +310,9 @@ _JWT = (
     f"eyJ(?<!{_B64URL}eyJ){_B64URL}{{5,}}[.]{_B64URL}{{2,}}[.]{_B64URL}*"
     f"(?:[.]{_B64URL}+[.]{_B64URL}+)?(?!{_B64URL})"
 )
-# Screen: anchored on the "J" of "eyJ".
-_JWT_SCREEN = f"J(?<=eyJ){_B64URL}{{5,}}[.]{_B64URL}{{2,}}[.]"
+# Screen: anchored on the "J" of "eyJ", with the pattern's check of the character before it
+# (without it, a long run of "eyJ" would be scanned from each of them: quadratic time).
+_JWT_SCREEN = f"J(?<=eyJ)(?<!{_B64URL}eyJ){_B64URL}{{5,}}[.]{_B64URL}{{2,}}[.]"
 
 _B64 = "0-9A-Za-z+/_-"
 _HIGH_ENTROPY = (

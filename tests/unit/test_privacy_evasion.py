@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import unicodedata
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -170,6 +171,31 @@ def test_counting_redacts_obfuscated_segment_values(value: str, detector: str) -
     # A segment value of a record rejected for another reason is screened by counting alone.
     assert _screened(value, screen_pattern()) == REDACTED_VALUE
     assert _screened("atlas-s-2026.08.1", screen_pattern()) == "atlas-s-2026.08.1"
+
+
+HOSTILE = {
+    "apostrophes": "a'" * 30_000,
+    "ampersands": "a&" * 30_000,
+    "eyJ run": "eyJ" * 20_000,
+    "JWT-like parts": ("eyJ" + "a" * 40 + ".") * 1_500,
+    "local parts": ("a'b&c" * 13 + "@") * 1_000,
+    "escaped at": "a%40" * 20_000,
+    "card groups": "4111 " * 12_000,
+    "card groups with dots": "4111." * 12_000,
+    "parenthesised area codes": "(212) 555 " * 6_000,
+    "zero-width digits": "4\u200b" * 30_000,
+    "distinct look-alikes": "".join(chr(c) for c in range(0x1D400, 0x1D6A4)) * 100,
+}
+
+
+@pytest.mark.parametrize("text", HOSTILE.values(), ids=HOSTILE.keys())
+def test_hostile_texts_take_linear_time(text: str) -> None:
+    # CPU time, not wall time: other processes do not count. Each takes milliseconds; a
+    # quadratic scan over 60,000 characters takes seconds.
+    started = time.process_time()
+    SCREEN.search(normalise(text))
+    detect(text)
+    assert time.process_time() - started < 1.0
 
 
 # --- normalise ------------------------------------------------------------------------------
