@@ -75,9 +75,10 @@ def _assert_safe(r: DlqPayload, max_bytes: int) -> None:
 
 def test_ordinary_records_are_scrubbed_as_before() -> None:
     rng = random.Random(12)
-    records = build_mixed_input(
-        rng, seed=12, valid=200, kinds=list(KINDS) * 5, max_message_bytes=8192
-    )
+    # The poison kinds (deep nesting, huge numbers, lone surrogates, PEM storms) broke the
+    # scrubber before; they have tests of their own below.
+    ordinary = [k for k in KINDS if k not in ("deep", "huge_number", "surrogate", "pem_storm")]
+    records = build_mixed_input(rng, seed=12, valid=200, kinds=ordinary * 5, max_message_bytes=8192)
     raw_ids = 0
     for r in records:
         text = r.payload.decode("utf-8", "replace")
