@@ -26,6 +26,7 @@ from pipelines.contract.records import (
 from pipelines.contract.validate import validate_event
 from pipelines.privacy.detectors import detector_names, screen_pattern
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.stream.counting import Counting, merge_partials, partial_counts
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables
@@ -217,3 +218,34 @@ def test_a_segment_value_with_a_nul_character_is_rejected_naming_its_field():
     event = _fresh()
     event["excerpts"] = {"prompt": "a\x00b", "response": None}
     assert checker.check(json.dumps(event).encode(), datetime.now(UTC)).errors == []
+
+
+# --- the ledger's accounting ---------------------------------------------------------------
+
+
+def test_unprocessable_and_nul_records_close_the_accounting_and_count_in_no_segment():
+    dims = ("product_surface", "locale")
+    counting = Counting(window_s=300, dimensions=dims, users_lg_k=12, screen=screen_pattern())
+    checker = RecordChecker(LIMITS, screen=r"trigger-defect|" + screen_pattern(), detect=_detect)
+    good = [_fresh(locale=f"l{i}") for i in range(3)]
+    broken = _fresh(locale="broken")
+    broken["excerpts"] = {"prompt": "trigger-defect", "response": None}
+    nul = _fresh(locale="n\x00ul")
+    nul_and_more = _fresh(locale="n\x00ul")
+    nul_and_more["refusal"]["style"] = "rude"  # a safety field fails too
+    values: list[bytes | None] = [
+        json.dumps(e).encode() for e in (*good, broken, nul, nul_and_more)
+    ]
+    out = checker.check_batch(_batch(values), watermark=None)
+    counts = merge_partials(
+        [row for p in partial_counts([out], counting, frozenset()) for row in p.to_pylist()],
+        counting,
+    )
+    by_status: dict[str, int] = {}
+    for s in counts.stats:
+        by_status[s["status"]] = by_status.get(s["status"], 0) + s["rows"]
+    assert by_status == {"aggregated": 3, UNPROCESSABLE: 1, "schema_violation": 2}
+    assert sum(by_status.values()) == len(values)
+    # Only the clean records reach a segment (none holds "broken" or a NUL).
+    assert sorted(a["locale"] for a in counts.aggregates) == ["l0", "l1", "l2"]
+    assert all(a["events_seen"] == 1 for a in counts.aggregates)
