@@ -131,6 +131,17 @@ def test_a_second_statement_reaches_the_server_and_is_refused_there(logins, trut
     assert snapshot(logins.engines["admin"]) == before
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT * FROM analyst_settings FOR UPDATE",  # row locks the job would wait on
+    "SELECT nextval(c.oid) FROM pg_class c WHERE c.relkind = 'S' LIMIT 1",
+])  # fmt: skip
+def test_what_passes_every_check_is_stopped_by_the_read_only_transaction(logins, truth, sql):
+    before = snapshot(logins.engines["admin"])
+    with pytest.raises(QueryError, match="in a read-only transaction"):
+        _run(logins, "writer", sql)
+    assert snapshot(logins.engines["admin"]) == before
+
+
 @pytest.mark.parametrize("login", ["writer", "analyst"])
 def test_the_session_is_read_only_with_a_statement_timeout(logins, truth, login):
     result = _run(
