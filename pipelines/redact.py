@@ -113,9 +113,13 @@ _MIN_SECRET_LENGTH = 3  # shorter `secrets` are not replaced in free text (they 
 _CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NON_WORD = re.compile(r"[^a-z0-9]+")
 # scheme://userinfo@ : the user information runs to the last @ before the host's end.
-_USERINFO = re.compile(r"(?P<scheme>\b[a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@")
+# Names start only where no name character precedes (the look-behinds): the scan stays linear
+# on long runs of name characters.
+_USERINFO = re.compile(
+    r"(?P<scheme>(?<![A-Za-z0-9+.\-])[a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/?#@]*(?:@[^\s/?#@]*)*@"
+)
 _PAIR = re.compile(
-    r"""(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>\s*=\s*)"""
+    r"""(?P<key>(?<![A-Za-z0-9_.\-])-*[A-Za-z_][A-Za-z0-9_.\-]*)(?P<sep>\s*=\s*)"""
     r"""(?P<value>"[^"]*"|'[^']*'|[^\s,;&#"'<>)\]}]+)"""
 )
 _QUOTED_PAIR = re.compile(

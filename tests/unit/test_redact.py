@@ -110,6 +110,7 @@ TEXTS = [
         '{"ssl.key.password": "***", "linger.ms": "5"}',
     ),
     ("key.serializer=org.Foo timeout=5", "key.serializer=org.Foo timeout=5"),
+    ("--ssl.key.password=hunter2 --linger.ms=5", "--ssl.key.password=*** --linger.ms=5"),
     # credentials of an Authorization header
     ("Authorization: Bearer eyJhbGciOi.xyz", "Authorization: Bearer ***"),
     ("Basic dXNlcjpwYXNz", "Basic ***"),
@@ -357,3 +358,23 @@ def test_spark_redaction_regex_matches_every_secret_name_and_no_common_plain_one
     assert [n for n in plain if pattern.search(n)] == []
     # Coarser than is_secret_key (a substring for camelCase keys): Spark masks a little more.
     assert pattern.search("max_tokens") and pattern.search("key.serializer")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a" * 200_000, None),
+        ("a." * 100_000, None),
+        ("a-" * 100_000, None),
+        ("http://" + "a" * 200_000, None),
+        ("x://" + "@" * 200_000, "x://***@"),
+        ("k=" * 100_000, None),
+    ],
+)
+def test_redaction_time_grows_linearly_with_the_text(text, expected):
+    import time
+
+    began = time.monotonic()
+    assert redact_text(text) == (text if expected is None else expected)
+    # Linear: well under a second here; a quadratic scan of 200,000 characters takes minutes.
+    assert time.monotonic() - began < 5.0
