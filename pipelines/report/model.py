@@ -470,11 +470,17 @@ def bucket_trends(
     windows: Sequence[tuple[datetime, datetime, Mapping[str, int]]],
     rate_ids: Sequence[str],
     targets: Mapping[str, float],
+    *,
+    users: Mapping[datetime, int] | None = None,
+    min_users: int = 0,
 ) -> Trends:
     """Per-window counter sums -> one series per rate, in buckets sized by `trend_bucket`.
 
     `windows`: (window_start, window_end, counter sums over every segment), any order.
-    A bucket with a zero denominator is left out of its series (a gap, not a zero).
+    A bucket with a zero denominator is left out of its series (a gap, not a zero). With
+    `users` (window_start -> the largest distinct users of one row of the window), a bucket
+    whose windows have no row of `min_users` or more is left out too: its traffic might come
+    from fewer users than that (say, one small segment alone at night).
     """
     charts: list[Trend] = []
     skipped: list[str] = []
@@ -485,11 +491,16 @@ def bucket_trends(
     window = min(w[1] - w[0] for w in windows)
     size = trend_bucket(last - first, window)
     sums: dict[datetime, dict[str, int]] = {}
+    largest: dict[datetime, int] = {}
     for start, _, counts in windows:
         key = _floor(start, size)
         acc = sums.setdefault(key, {})
         for c, n in counts.items():
             acc[c] = acc.get(c, 0) + int(n)
+        if users is not None:
+            largest[key] = max(largest.get(key, 0), users.get(start, 0))
+    if users is not None:
+        sums = {key: acc for key, acc in sums.items() if largest[key] >= min_users}
     for rate_id in rate_ids:
         r = rate(rate_id)
         points = []

@@ -134,7 +134,10 @@ def collect_weekly(
             build_kpi(r, totals, previous, report.targets.get(r))
             for r in (f"violation_rate_{c}" for c in POLICY_CATEGORIES)
         )
-        trends = bucket_trends(reader.window_sums(week), CHART_RATES, report.targets)
+        window_sums, window_users = reader.window_sums(week)
+        trends = bucket_trends(
+            window_sums, CHART_RATES, report.targets, users=window_users, min_users=k
+        )
         risk = _risk_segments(reader, week, segments, visible, extra, settings)
 
         def alert_shown(segment: str) -> bool:
@@ -266,23 +269,30 @@ class _Reader:
         ).one()
         return {c: int(row[i] or 0) for i, c in enumerate(counters)}
 
-    def window_sums(self, week: IsoWeek) -> list[tuple[datetime, datetime, dict[str, int]]]:
+    def window_sums(
+        self, week: IsoWeek
+    ) -> tuple[list[tuple[datetime, datetime, dict[str, int]]], dict[datetime, int]]:
+        """Per window: counter sums over every segment; and its largest row's distinct users."""
         agg = self.t.agg
         needed = sorted({c for r in CHART_RATES for c in (rate(r).numerator, rate(r).denominator)})
         stmt = (
             select(
                 agg.c.window_start,
                 func.max(agg.c.window_end),
+                func.max(agg.c.distinct_users),
                 *[func.sum(agg.c[c]) for c in needed],
             )
             .where(self._in_week(agg, week))
             .group_by(agg.c.window_start)
         )
         out = []
+        users = {}
         for row in self.conn.execute(stmt):
-            counts = {c: int(row[2 + i] or 0) for i, c in enumerate(needed)}
-            out.append((utc_time(row[0]), utc_time(row[1]), counts))
-        return out
+            counts = {c: int(row[3 + i] or 0) for i, c in enumerate(needed)}
+            start = utc_time(row[0])
+            out.append((start, utc_time(row[1]), counts))
+            users[start] = int(row[2] or 0)
+        return out, users
 
     def merged_users(
         self, week: IsoWeek, where: Mapping[str, Sequence[str]], *, small_only: int | None = None

@@ -233,3 +233,75 @@ def test_the_held_back_segment_is_the_smallest_and_only_when_needed():
 def test_an_alert_segment_is_shown_when_it_contains_a_visible_segment(segment, shown):
     visible = {("chat", "m-1", "de-DE"), ("api", "a-1", "en-US")}
     assert alert_segment_shown(segment, DIMS, visible) is shown
+
+
+# ---------------------------------------------------------------- trends of a short week
+# Two hours of 5-minute windows: the charts then have a point per window. In one window only
+# the small segment had traffic; its point would be that segment's own rate.
+SHORT = [WEEK.start + timedelta(days=2, minutes=5 * i) for i in range(24)]
+ALONE = SHORT[7]
+
+
+def build_short(engine: Engine) -> tuple[Rows, WeeklyReport]:
+    migrate(engine)
+    rng = random.Random(9)
+    rows: Rows = {}
+    sink = WarehouseSink(engine)
+    for batch, w in enumerate(SHORT):
+        aggs: list[dict[str, Any]] = []
+        for seg, (per_window, pool, events) in SEGMENTS.items():
+            if w == ALONE and seg != SMALL:
+                continue
+            c = dict.fromkeys(counter_ids(), 0)
+            c["events"] = c["events_seen"] = c["telemetry_complete"] = events
+            c["violations"] = rng.randint(1, events // 5)
+            c["unflagged_events"] = events - c["violations"]
+            users = {f"{'/'.join(seg)}#{u}" for u in rng.sample(range(pool), per_window)}
+            rows[w, seg] = (c, users)
+            key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
+            key.update(zip(DIMS, seg, strict=True))
+            aggs.append(
+                {
+                    "window_start": w,
+                    "window_end": w + timedelta(minutes=5),
+                    "dimension_set": ",".join(DIMS),
+                    **key,
+                    **c,
+                    "users_sketch": _sketch(users),
+                }
+            )
+        total = sum(a["events"] for a in aggs)
+        sink.commit(
+            BatchResult(
+                query_id="q",
+                batch_id=batch,
+                topic="t",
+                started_at=w + timedelta(minutes=6),
+                input_rows=total,
+                late_rows=0,
+                aggregated_rows=total,
+                watermark_before=None,
+                watermark_after=None,
+                offsets=[OffsetRange("t", 0, batch * 1000, batch * 1000 + 999, 1000)],
+                aggregates=aggs,
+            ),
+            now=w + timedelta(minutes=7),
+        )
+    settings = Settings.load(environ={"SAFEWATCH_PRIVACY__MIN_DISTINCT_USERS": str(K)})
+    return rows, collect_weekly(engine, settings, WEEK, now=NOW)
+
+
+def check_short_trends(rows: Rows, report: WeeklyReport) -> None:
+    (trend,) = [t for t in report.trends.charts if t.rate_id == "violation_rate"]
+    assert report.trends.bucket == "5 minutes"
+    expected = {}
+    for w in SHORT:
+        if w == ALONE:
+            continue  # its only row has 2 users: no point
+        here = [c for (ws, _), (c, _) in rows.items() if ws == w]
+        expected[w] = (sum(c["violations"] for c in here), sum(c["events"] for c in here))
+    assert {p.start: (p.numerator, p.denominator) for p in trend.points} == expected
+
+
+def test_a_trend_point_of_a_small_group_alone_is_left_out(tmp_path):
+    check_short_trends(*build_short(make_engine(f"sqlite:///{tmp_path / 'wh.db'}")))
