@@ -52,11 +52,12 @@ SENTINELS = {
 S = SENTINELS
 
 
-def _closed_port() -> int:
-    """A loopback port nothing listens on (bound a moment ago, then released)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+@pytest.fixture
+def closed_port():
+    """A loopback port bound for the whole test but never listening: connections are refused."""
+    with socket.socket() as reserved:
+        reserved.bind(("127.0.0.1", 0))
+        yield int(reserved.getsockname()[1])
 
 
 def _environment(port: int, warehouse_url: str) -> dict[str, str]:
@@ -110,8 +111,8 @@ def _assert_no_sentinel(text: str, where: str) -> None:
     assert not leaked, f"{where} shows the secret(s) {leaked}:\n{text}"
 
 
-def test_config_show_prints_no_secret(tmp_path):
-    port = _closed_port()
+def test_config_show_prints_no_secret(tmp_path, closed_port):
+    port = closed_port
     config = tmp_path / "safewatch.toml"
     config.write_text(
         f'[kafka.client_options]\n"basic.auth.user.info" = "svc:{S["toml_option"]}"\n'
@@ -188,8 +189,7 @@ def _pending_notice(engine) -> None:
         )
 
 
-def _failed_delivery_prints_no_secret(warehouse_url, monkeypatch, capfd) -> None:
-    port = _closed_port()
+def _failed_delivery_prints_no_secret(warehouse_url, port, monkeypatch, capfd) -> None:
     engine = make_engine(warehouse_url.replace(f":{S['warehouse_pw']}@", "@"))
     migrate(engine)
     _pending_notice(engine)
@@ -223,15 +223,20 @@ def _failed_delivery_prints_no_secret(warehouse_url, monkeypatch, capfd) -> None
     assert all("refused" in r.last_error.lower() for r in rows.values())
 
 
-def test_failed_delivery_prints_and_stores_no_secret_sqlite(tmp_path, monkeypatch, capfd):
-    _failed_delivery_prints_no_secret(f"sqlite:///{tmp_path / 'wh.db'}", monkeypatch, capfd)
+def test_failed_delivery_prints_and_stores_no_secret_sqlite(
+    tmp_path, closed_port, monkeypatch, capfd
+):
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    _failed_delivery_prints_no_secret(url, closed_port, monkeypatch, capfd)
 
 
-def test_failed_delivery_prints_and_stores_no_secret_postgres(postgres, monkeypatch, capfd):
+def test_failed_delivery_prints_and_stores_no_secret_postgres(
+    postgres, closed_port, monkeypatch, capfd
+):
     url = postgres.create_database("no_secret_printed")  # trust auth: the password is ignored
     assert url.startswith("postgresql+psycopg://postgres@")
     url = url.replace("://postgres@", f"://postgres:{S['warehouse_pw']}@")
-    _failed_delivery_prints_no_secret(url, monkeypatch, capfd)
+    _failed_delivery_prints_no_secret(url, closed_port, monkeypatch, capfd)
 
 
 def test_spark_masks_secret_looking_conf_entries_and_options(spark):
