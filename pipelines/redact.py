@@ -29,6 +29,9 @@ is secret-looking (a JAAS line `password="..."`, a query `?token=...`) and the c
 were given (requests: `Max retries exceeded with url: /services/...`), possibly
 percent-decoded; pass the secret parts of the URL (`url_secrets`) as `secrets` and every
 occurrence is replaced, whatever the library did with it.
+
+`SPARK_REDACTION_REGEX` gives Spark the same names for what it shows itself (UI, event logs,
+plans).
 """
 
 from __future__ import annotations
