@@ -14,24 +14,28 @@ these, character by character:
    removed, also from inside a character: accented Latin letters become ASCII, so
    "josé@example.com" is read as an address;
 3. every decimal digit of any script (category Nd) becomes its ASCII digit; every space
-   separator becomes " ", line and paragraph separators a line feed; every dash (category Pd) and
-   the minus sign become "-"; middle dots and the ideographic full stop become "."; single
-   quotation marks used as apostrophes become "'" ("o’neil@example.org");
+   separator becomes " ", line and paragraph separators a line feed; every dash (category
+   Pd) and the minus sign become "-"; middle dots and the ideographic full stop become ".";
+   single quotation marks used as apostrophes become "'" ("o’neil@example.org");
 4. letters of other scripts that look like ASCII letters (`CONFUSABLES`: Cyrillic, Greek,
    Armenian and Latin look-alikes) become those letters;
-5. in a run of address characters that holds "%40", URL escapes of address characters
-   (%40 @, %2E ., %2B +, %2D -, %5F _) are decoded.
+5. in a run of address characters that holds an escaped "@" ("%40", "&#64;", "&#x40;",
+   "&commat;"), the escapes of address characters are decoded: URL escapes (%40 @, %2E .,
+   %2B +, %2D -, %5F _) and HTML references (&#64; &#x40; &commat; @, &#46; &#x2E;
+   &period; .).
 
 Text outside the identifiers is never shown to anyone in this form: `detect` maps its hits
 back onto the original text (`normalise_mapped`), and `mask` replaces the original
-characters. Plain ASCII text without "%" (most texts) is returned as it is, at the cost of
-one `str.isascii` call; in other texts the distinct non-ASCII characters are found at C
-speed, looked up in a table filled on first use, and only those that change are replaced.
+characters. Plain ASCII text without "%" or "&" (most texts) is returned as it is, at the
+cost of one `str.isascii` call; in other texts the distinct non-ASCII characters are found
+at C speed, looked up in a table filled on first use, and only those that change are
+replaced.
 
 Limits: letters are compared after NFKC only, so scripts whose letters do not resemble
 ASCII are left alone (an address spelled in Greek is not an ASCII address); digits of other
-scripts count only where Unicode calls them decimal digits; escapes other than URL escapes
-("&#64;", "[at]", "jane at example dot com") and double escapes ("%2540") are not decoded.
+scripts count only where Unicode calls them decimal digits; spelled-out or bracketed forms
+("[at]", "jane at example dot com"), other escapes (JSON's u0040 escape is decoded by the
+JSON parser before the text gets here) and double escapes ("%2540", "&amp;#64;") are not decoded.
 """
 
 from __future__ import annotations
@@ -137,22 +141,37 @@ def _non_ascii(text: str) -> set[str]:
 
 # A maximal run of address characters (decoded when it holds "%40"), and the escapes
 # decoded inside it.
-_ADDRESS_RUN = re.compile("[0-9A-Za-z._%+-]+")
-_ESCAPE = re.compile("%(?:40|2[EeBbDd]|5[Ff])")
-_UNESCAPED = {"40": "@", "2E": ".", "2B": "+", "2D": "-", "5F": "_"}
+# Escapes of address characters: URL escapes and HTML character references.
+_UNESCAPED = {
+    "%40": "@", "%2e": ".", "%2b": "+", "%2d": "-", "%5f": "_",
+    "&#64;": "@", "&#x40;": "@", "&commat;": "@", "&#46;": ".", "&#x2e;": ".", "&period;": ".",
+}  # fmt: skip
+_ESCAPE = re.compile("%(?:40|2[EeBbDd]|5[Ff])|&(?:#(?:64|46|[xX]40|[xX]2[eE])|commat|period);")
+_ESCAPED_AT = re.compile("%40|&(?:#(?:64|[xX]40)|commat);")
+_ADDRESS_RUN = re.compile(f"(?:[0-9A-Za-z._%+-]|{_ESCAPE.pattern})+")
+
+
+def _has_escaped_at(text: str) -> bool:
+    # Substring tests (C speed) before the regular expression: most texts have none.
+    maybe = "%40" in text or "&#" in text or "&commat;" in text
+    return maybe and _ESCAPED_AT.search(text) is not None
+
+
+def _unescape(m: re.Match[str]) -> str:
+    return _UNESCAPED[m.group().lower()]
 
 
 def _decode_run(m: re.Match[str]) -> str:
     run = m.group()
-    if "%40" not in run:
+    if _ESCAPED_AT.search(run) is None:
         return run
-    return _ESCAPE.sub(lambda e: _UNESCAPED[e.group()[1:].upper()], run)
+    return _ESCAPE.sub(_unescape, run)
 
 
 def normalise(text: str) -> str:
     """`text` as the detectors read it (see the module docstring). Never raises."""
     if text.isascii():
-        if "%" not in text:
+        if "%" not in text and "&" not in text:
             return text
     else:
         changes = [(ch, plain) for ch in _non_ascii(text) if (plain := _PLAIN[ch]) != ch]
@@ -163,7 +182,7 @@ def normalise(text: str) -> str:
             # character after the other gives the same text as a translation in one pass.
             for ch, plain in changes:
                 text = text.replace(ch, plain)
-    if "%40" in text:
+    if _has_escaped_at(text):
         text = _ADDRESS_RUN.sub(_decode_run, text)
     return text
 
@@ -184,20 +203,20 @@ def normalise_mapped(text: str) -> tuple[str, list[int], list[int]]:
         starts.extend([i] * len(plain))
     ends = [s + 1 for s in starts]
     joined = "".join(chars)
-    if "%40" not in joined:
+    if not _has_escaped_at(joined):
         return joined, starts, ends
     out: list[str] = []
     out_starts: list[int] = []
     out_ends: list[int] = []
     pos = 0
     for run in _ADDRESS_RUN.finditer(joined):
-        if "%40" not in run.group():
+        if _ESCAPED_AT.search(run.group()) is None:
             continue
         for e in _ESCAPE.finditer(joined, run.start(), run.end()):
             out.append(joined[pos : e.start()])
             out_starts += starts[pos : e.start()]
             out_ends += ends[pos : e.start()]
-            out.append(_UNESCAPED[e.group()[1:].upper()])
+            out.append(_unescape(e))
             out_starts.append(starts[e.start()])
             out_ends.append(ends[e.end() - 1])
             pos = e.end()

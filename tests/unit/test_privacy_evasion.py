@@ -124,6 +124,12 @@ OBFUSCATIONS: dict[str, Callable[[str], str]] = {
     "fullwidth at": _chars("@", "\uff20"),
     "small at": _chars("@", "\ufe6b"),
     "URL-escaped at": _chars("@", "%40"),
+    "HTML decimal reference at": _chars("@", "&#64;"),
+    # Escaped dots count only in an address (a run with an escaped "@").
+    "HTML hex references in an address": lambda s: (
+        s.replace("@", "&#x40;").replace(".", "&#x2E;") if "@" in s else s
+    ),
+    "HTML named reference at": _chars("@", "&commat;"),
     "Cyrillic look-alikes": _letters(_CYRILLIC),
     "Greek look-alikes": _letters(_GREEK),
     "fullwidth with zero-width spaces": lambda s: _every(2, "\u200b")(_fullwidth(s)),
@@ -180,6 +186,7 @@ HOSTILE = {
     "JWT-like parts": ("eyJ" + "a" * 40 + ".") * 1_500,
     "local parts": ("a'b&c" * 13 + "@") * 1_000,
     "escaped at": "a%40" * 20_000,
+    "HTML references": "a&#64;&period;" * 5_000,
     "card groups": "4111 " * 12_000,
     "card groups with dots": "4111." * 12_000,
     "parenthesised area codes": "(212) 555 " * 6_000,
@@ -219,7 +226,10 @@ def test_plain_ascii_takes_the_fast_path() -> None:
         ("o\u2019neil@example.org", "o'neil@example.org"),
         ("jane.doe%40example.com", "jane.doe@example.com"),
         ("a%2Eb%40c%2ecom", "a.b@c.com"),
-        ("50% or 100%2E of it", "50% or 100%2E of it"),  # no "%40" in the run
+        ("50% or 100%2E of it", "50% or 100%2E of it"),  # no escaped "@" in the run
+        ("jane&#64;example&#46;com", "jane@example.com"),
+        ("jane&#X40;example&period;com, R&D&commat;x.io", "jane@example.com, R&D@x.io"),
+        ("Q&amp;A at noon; AT&T; 10&#46;0&#46;1", "Q&amp;A at noon; AT&T; 10&#46;0&#46;1"),
         ("中文 日本語 한국어 ελλη", "中文 日本語 한국어 ελλη"),  # Hangul recomposed
     ],
 )
