@@ -368,6 +368,9 @@ class AllowList:
     patterns: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        # Tuples whatever was passed (lists from a config file), so that it stays hashable.
+        object.__setattr__(self, "values", tuple(self.values))
+        object.__setattr__(self, "patterns", tuple(self.patterns))
         for pattern in self.patterns:
             try:
                 re.compile(pattern)

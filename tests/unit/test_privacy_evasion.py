@@ -362,6 +362,9 @@ def test_an_invalid_allowed_pattern_is_named() -> None:
 
 def test_the_allow_list_is_hashable_for_caching() -> None:
     assert hash(HELPLINES) == hash(AllowList(values=HELPLINES.values, patterns=HELPLINES.patterns))
+    from_lists = AllowList(values=list(HELPLINES.values), patterns=list(HELPLINES.patterns))  # type: ignore[arg-type]
+    assert from_lists == HELPLINES and hash(from_lists) == hash(HELPLINES)
+    assert detector_names("call 1-800-273-8255", from_lists) == []
 
 
 def test_privacy_settings_hold_the_allow_list(monkeypatch: pytest.MonkeyPatch) -> None:
