@@ -158,7 +158,8 @@ def build_mixed_input(
             raw = _dump(base).replace(b'"feature":"', b'"feature":"\\ud800', 1)
             broken.append(Record(raw, "invalid_json"))
         elif kind == "pem_storm":
-            base["excerpts"] = {"prompt": (PEM_HEADER + "\n") * 150, "response": None}
+            # Within the excerpt's 2,000 characters: a storm of headers, each a hit.
+            base["excerpts"] = {"prompt": (PEM_HEADER + "\n") * 70, "response": None}
             counted = copy.deepcopy(base)
             counted["excerpts"]["prompt"] = REDACTED
             broken.append(Record(_dump(base), "aggregated", counted, pii=(PEM_HEADER,),

@@ -9,7 +9,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from kafka import KafkaConsumer
 from sqlalchemy import MetaData, Table, func, select
@@ -212,6 +212,8 @@ def _check_mixed_run(spark, kafka_broker, unique_topic, tmp, *, seed, counts, ga
     max_examples=2,
     deadline=None,
     derandomize=True,
+    # Each example is a Spark job over thousands of records: report, do not shrink.
+    phases=[Phase.explicit, Phase.generate],
     suppress_health_check=[
         HealthCheck.function_scoped_fixture,
         HealthCheck.too_slow,
