@@ -158,8 +158,8 @@ TELEMETRY_COUNTERS: tuple[Counter, ...] = (
     ),
     Counter(
         "redaction_failures",
-        "Records among events_seen rejected because their text still held personal data "
-        "(pii_detected): upstream redaction failed.",
+        "Events among events_seen whose free text still held personal data (upstream "
+        "redaction failed): counted by their structured fields with that text dropped.",
         None,
     ),
 )
