@@ -27,13 +27,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from functools import cache
-from typing import Annotated, Any, Literal
+from functools import cache, partial
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 import pyarrow as pa
 
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
+
+if TYPE_CHECKING:
+    from pipelines.privacy.detectors import AllowList
 
 MESSAGE_TOO_LARGE = "message_too_large"
 INVALID_JSON = "invalid_json"
@@ -608,8 +611,10 @@ def check_batches(
 
 
 @cache
-def record_checker(limits: Limits, screen: str) -> RecordChecker:
-    """One checker per process and settings (executors reuse their Python workers)."""
+def record_checker(limits: Limits, screen: str, allow: AllowList | None = None) -> RecordChecker:
+    """One checker per process and settings (executors reuse their Python workers); `allow`
+    lists the public contacts that are not personal data (settings `privacy.pii_allowed_*`).
+    """
     from pipelines.privacy.detectors import detector_names
 
-    return RecordChecker(limits, screen=screen, detect=detector_names)
+    return RecordChecker(limits, screen=screen, detect=partial(detector_names, allow=allow))

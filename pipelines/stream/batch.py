@@ -48,7 +48,7 @@ from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
-from pipelines.privacy.detectors import screen_pattern
+from pipelines.privacy.detectors import AllowList, screen_pattern
 from pipelines.redact import redact_text
 from pipelines.settings import Settings
 from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
@@ -200,12 +200,16 @@ class BatchProcessor:
         self.notify = notify
         self.on_failure = on_failure
         self.settings = settings
-        stream, contract = settings.stream, settings.contract
+        stream, contract, privacy = settings.stream, settings.contract, settings.privacy
         self.counting = Counting(
             window_s=int(parse_duration(stream.window).total_seconds()),
             dimensions=tuple(stream.dimensions),
-            users_lg_k=settings.privacy.users_sketch_lg_k,
+            users_lg_k=privacy.users_sketch_lg_k,
             screen=screen_pattern(),
+            # Public contacts (helplines, support addresses) that are not personal data.
+            allow=AllowList(privacy.pii_allowed_values, privacy.pii_allowed_patterns)
+            if privacy.pii_allowed_values or privacy.pii_allowed_patterns
+            else None,
         )
         self.watermark_delay: timedelta = parse_duration(stream.watermark)
         self.max_future = parse_duration(contract.max_future)

@@ -95,7 +95,7 @@ def check_and_count(
     screen = screen_pattern()
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        checked = check_batches(batches, record_checker(limits, screen), watermark)
+        checked = check_batches(batches, record_checker(limits, screen, counting.allow), watermark)
         return partial_counts(checked, counting, duplicates, sampling, keep_records=keep_records)
 
     return raw.select("topic", "partition", "offset", "timestamp", "value").mapInArrow(

@@ -45,6 +45,8 @@ from pipelines.contract.records import (
 from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
+from pipelines.privacy.detectors import AllowList, detector_names
+from pipelines.privacy.normalise import normalise
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
@@ -291,12 +293,15 @@ def histogram_entries(columns: Columns) -> tuple[np.ndarray, np.ndarray]:
 
 @dataclass(frozen=True)
 class Counting:
-    """How to count: tumbling window length, grouped dimensions, sketch size, PII screen."""
+    """How to count: tumbling window length, grouped dimensions, sketch size, PII screen and
+    the public contacts that are not personal data (`allow`).
+    """
 
     window_s: int
     dimensions: tuple[str, ...]
     users_lg_k: int
     screen: str
+    allow: AllowList | None = None
 
 
 @dataclass(frozen=True)
@@ -390,7 +395,7 @@ def _segment_codes(
     for name in counting.dimensions:
         encoded = pc.fill_null(pc.struct_field(segment, name), UNKNOWN_VALUE).dictionary_encode()
         indices = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-        distinct = [_screened(v, counting.screen) for v in encoded.dictionary.to_pylist()]
+        distinct = [_screened(v, counting) for v in encoded.dictionary.to_pylist()]
         if len(set(distinct)) < len(distinct):  # two values redacted: one code for both
             canonical = {v: i for i, v in enumerate(distinct)}
             indices = np.asarray([canonical[v] for v in distinct], np.int64)[indices]
@@ -404,13 +409,14 @@ def _screen(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
 
 
-def _screened(value: str, screen: str) -> str:
-    """`value`, or `[REDACTED]` when the PII screen flags it (read normalised, as `detect`
-    reads it: an address written with zero-width characters is flagged too).
+def _screened(value: str, counting: Counting) -> str:
+    """`value`, or `[REDACTED]` when a detector hits it, as the record checks decide for a
+    free text: the screen on the normalised text (an address written with zero-width
+    characters is flagged too), then the detectors, less the allowed public contacts.
     """
-    from pipelines.privacy.normalise import normalise
-
-    return REDACTED_VALUE if _screen(screen).search(normalise(value)) else value
+    if _screen(counting.screen).search(normalise(value)) is None:
+        return value
+    return REDACTED_VALUE if detector_names(value, counting.allow) else value
 
 
 def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> None:

@@ -7,6 +7,7 @@ are split into partitions and Arrow batches."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import random
 from collections import Counter
@@ -17,10 +18,10 @@ import pyarrow as pa
 import pytest
 from scipy.stats import kstest
 
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker, record_checker
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import estimate
-from pipelines.privacy.detectors import detector_names, screen_pattern
+from pipelines.privacy.detectors import AllowList, detector_names, screen_pattern
 from pipelines.stream.counting import (
     SAMPLE,
     Columns,
@@ -297,3 +298,69 @@ def test_quality_sample_is_the_smallest_hashes_of_parsed_records_whatever_the_sp
     u = sample_hash(np.zeros(20000, np.int32), np.arange(20000), seed=11)
     assert kstest(u, "uniform").pvalue > 1e-3
     assert not np.array_equal(u, sample_hash(np.zeros(20000, np.int32), np.arange(20000), 12))
+
+
+def test_allowed_public_contacts_are_not_redaction_failures():
+    """A helpline in a refusal and a support address as a segment value, both allowed by the
+    deployment, stay as they are; another number in the same places is still a hit."""
+    allow = AllowList(values=("1-800-273-8255",), patterns=("support@[a-z]+[.]example[.]com",))
+    counting = dataclasses.replace(COUNTING, allow=allow)
+    checker = record_checker(CHECKER.limits, screen_pattern(), allow)
+    events = _events(40, seed=4)
+    helpline, other = copy.deepcopy(events[0]), copy.deepcopy(events[1])
+    helpline["excerpts"] = {"prompt": "help", "response": "Please call 1-800-273-8255 now."}
+    other["excerpts"] = {"prompt": "help", "response": "Please call 1-800-555-0199 now."}
+    # Schema errors elsewhere: only the counting screen reads these segment values.
+    support, personal = copy.deepcopy(events[2]), copy.deepcopy(events[3])
+    for e, value in ((support, "support@help.example.com"), (personal, "jane@mail.example.com")):
+        e["refusal"]["style"] = "rude"
+        e["segment"]["model_version"] = value
+    records = [helpline, other, support, personal]
+    values = [json.dumps(e).encode() for e in records]
+    n = len(values)
+    batch = pa.RecordBatch.from_arrays(
+        [pa.array(["t"] * n), pa.array([0] * n, pa.int32()), pa.array(range(n), pa.int64()),
+         pa.array([NOW] * n, pa.timestamp("us", tz="UTC")), pa.array(values, pa.binary())],
+        schema=INPUT_SCHEMA,
+    )  # fmt: skip
+    checked = checker.check_batch(batch, watermark=None)
+    assert checked.column("detectors").to_pylist() == [None, ["phone"], None, None]
+    assert checked.column("reason").to_pylist() == [None, None, *["schema_violation"] * 2]
+    rows = [row for p in partial_counts([checked], counting) for row in p.to_pylist()]
+    counts = merge_partials(rows, counting)
+    versions = {a["model_version"]: a for a in counts.aggregates}
+    assert "support@help.example.com" in versions
+    assert "jane@mail.example.com" not in versions and "[REDACTED]" in versions
+    assert sum(a["redaction_failures"] for a in counts.aggregates) == 1
+    assert sum(a["events"] for a in counts.aggregates) == 2
+
+
+def test_the_job_counts_with_the_allow_list_of_its_settings(tmp_path):
+    from pydantic import SecretStr
+
+    from pipelines.settings import PrivacySettings, Settings, WarehouseSettings
+    from pipelines.stream.batch import BatchProcessor
+    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.sink import WarehouseSink
+
+    url = f"sqlite:///{tmp_path / 'wh.db'}"
+    settings = Settings(
+        warehouse=WarehouseSettings(url=SecretStr(url)),
+        privacy=PrivacySettings(pii_allowed_values=("1-800-273-8255",)),
+    )
+    engine = make_engine(url)
+    migrate(engine)
+    try:
+        allow = BatchProcessor(WarehouseSink(engine), settings, log=lambda _m: None).counting.allow
+        plain = BatchProcessor(
+            WarehouseSink(engine),
+            Settings(warehouse=WarehouseSettings(url=SecretStr(url))),
+            log=lambda _m: None,
+        ).counting.allow
+    finally:
+        engine.dispose()
+    assert (
+        allow is not None and allow.allows("1-800-273-8255") and not allow.allows("1-800-555-0199")
+    )
+    assert plain is None

@@ -36,7 +36,7 @@ from pipelines.privacy.detectors import (
 )
 from pipelines.privacy.normalise import CONFUSABLES, normalise, normalise_mapped
 from pipelines.settings import PrivacySettings, Settings
-from pipelines.stream.counting import REDACTED_VALUE, _screened
+from pipelines.stream.counting import REDACTED_VALUE, Counting, _screened
 from schemas import example_paths
 
 SCREEN = re.compile(screen_pattern())
@@ -175,8 +175,10 @@ def test_the_record_screen_flags_obfuscated_identifiers(value: str, detector: st
 @pytest.mark.parametrize(("value", "detector"), CASES[::7])
 def test_counting_redacts_obfuscated_segment_values(value: str, detector: str) -> None:
     # A segment value of a record rejected for another reason is screened by counting alone.
-    assert _screened(value, screen_pattern()) == REDACTED_VALUE
-    assert _screened("atlas-s-2026.08.1", screen_pattern()) == "atlas-s-2026.08.1"
+    counting = Counting(window_s=300, dimensions=("model_version",), users_lg_k=12,
+                        screen=screen_pattern())  # fmt: skip
+    assert _screened(value, counting) == REDACTED_VALUE
+    assert _screened("atlas-s-2026.08.1", counting) == "atlas-s-2026.08.1"
 
 
 HOSTILE = {
