@@ -24,6 +24,7 @@ the whole original), so a producing team can find its message; at most
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -93,9 +94,27 @@ def dlq_records(
     )
 
 
-def rejected_event(value: str) -> dict[str, Any]:
-    """The warehouse's `rejected_events` row of a DLQ record value: everything but the payload."""
-    record = json.loads(value)
+# What the warehouse's index of rejected records reads of a DLQ record value.
+_INDEX_SCHEMA = (
+    "reason string, disposition string, errors array<string>, detectors array<string>, "
+    "source struct<topic: string, partition: int, offset: bigint, timestamp: string>"
+)
+
+
+def rejected_events(records: DataFrame) -> list[dict[str, Any]]:
+    """The `rejected_events` rows of the rejected ones among `dlq_records` rows: their values
+    are read on the executors, so no payload reaches the driver (the errors are bounded).
+    """
+    index = (
+        records.select(F.from_json("value", _INDEX_SCHEMA).alias("r"))
+        .where(F.col("r.disposition") == REJECTED)
+        .select("r.*")
+    )
+    return [rejected_event(row.asDict(recursive=True)) for row in index.collect()]
+
+
+def rejected_event(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The warehouse's `rejected_events` row of a parsed DLQ record: all but the payload."""
     source = record["source"]
     stamp = source.get("timestamp")
     return {

@@ -25,7 +25,6 @@ Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections import Counter
@@ -42,10 +41,11 @@ from pyspark.sql import DataFrame
 from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
-from pipelines.contract.records import LATE, REJECTED, Limits
+from pipelines.contract.records import LATE, Limits
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.errors import SafewatchError
-from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
+from pipelines.kafka.dlq import dlq_records, write_dlq
+from pipelines.kafka.dlq import rejected_events as rejected_events_of
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, screen_pattern
@@ -274,11 +274,7 @@ class BatchProcessor:
                 ).persist()  # fmt: skip
                 try:
                     write_dlq(records, self.settings.kafka)
-                    rejected_events = [
-                        rejected_event(v)
-                        for r in records.collect()
-                        if json.loads(v := r["value"]).get("disposition", REJECTED) == REJECTED
-                    ]
+                    rejected_events = rejected_events_of(records)
                 finally:
                     records.unpersist()
                 stages.stop()

@@ -135,7 +135,7 @@ def test_poison_records_reach_the_dlq_bounded_and_scrubbed(
             assert record["payload_truncated"] is True
             assert record["payload_sha256"] == hashlib.sha256(original).hexdigest()
             assert len(record["payload"]) <= PAYLOAD_PREFIX_BYTES
-        row = rejected_event(value.decode("utf-8"))
+        row = rejected_event(json.loads(value))
         assert (row["topic"], row["kafka_partition"], row["kafka_offset"]) == (
             source,
             int(partition),
