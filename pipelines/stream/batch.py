@@ -25,10 +25,11 @@ Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -51,7 +52,14 @@ from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, screen_pattern
 from pipelines.redact import redact_text
 from pipelines.settings import Settings
-from pipelines.stream.cardinality import RESERVED_VALUES, admit, fold, value_counts
+from pipelines.stream.cardinality import (
+    OTHER_VALUE,
+    RESERVED_VALUES,
+    Admission,
+    admit,
+    fold,
+    value_counts,
+)
 from pipelines.stream.classify import (
     check_and_count,
     collected,
@@ -65,6 +73,7 @@ from pipelines.stream.counting import (
     UNPARSED,
     Counting,
     Sampling,
+    ValueLimits,
 )
 from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.durations import parse_duration
@@ -159,6 +168,9 @@ class Classified:
     histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
     by_status: Counter[str]  # records per status (aggregated, duplicate, late or a reason)
     sample: Any = None  # pyarrow array of sampled parsed events, or None
+    # Cardinality control on the executors: the values each dimension keeps after this
+    # batch and its new admissions (None: the driver decides from the aggregates).
+    admission: tuple[dict[str, frozenset[str]], list[Admission]] | None = None
 
 
 @dataclass(frozen=True)
@@ -259,6 +271,7 @@ class BatchProcessor:
             watermark=watermark_before,
             seen=lambda ids: dedup.seen(recent, ids),
             sample_rows=sample_rows,
+            admitted=self.sink.admitted_values(),
         ) as c:
             stats, by_status = c.stats, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
@@ -298,7 +311,7 @@ class BatchProcessor:
         rejected_by_reason = {
             k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
         }
-        rows, hist_rows, admissions, folded = self._fold(c.aggregates, c.histograms)
+        rows, hist_rows, admissions, folded = self._fold(c.aggregates, c.histograms, c.admission)
         result = BatchResult(
             query_id=query_id,
             batch_id=batch_id,
@@ -443,6 +456,7 @@ class BatchProcessor:
         watermark: datetime | None,
         seen: Callable[[pa.Array], list[str]] | None,
         sample_rows: int = 0,
+        admitted: Mapping[str, Iterable[str]] | None = None,
     ) -> Iterator[Classified]:
         """Check, screen, classify and aggregate raw Kafka records (the records stay cached).
 
@@ -450,16 +464,31 @@ class BatchProcessor:
         the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
         counters and histograms per window x segment (before cardinality folding), and a
         deterministic sample of at most `sample_rows` parsed events for the quality suite.
+
+        With the values `admitted` so far, cardinality control runs on the executors
+        (counting.ValueLimits): the batch's new values are admitted (`Classified.admission`)
+        and the rest counted as `other` before anything reaches the driver.
         """
         limits = Limits(self.settings.contract.max_message_bytes, self.max_future, self.max_age)
         sampling = Sampling(sample_rows, self.settings.quality.sample_seed)
+        dims = self.settings.stream.dimensions
+        value_limits = self.settings.stream.value_limits()
+        counting = self.counting
+        if admitted is not None:
+            keep = {d: frozenset(admitted.get(d, ())) - RESERVED_VALUES for d in dims}
+            room = {d: max(value_limits[d] - len(keep[d]), 0) for d in dims}
+            counting = dataclasses.replace(
+                counting, values=ValueLimits(tuple(keep.items()), tuple(room.items()))
+            )
 
-        def counted(duplicates: frozenset[tuple[int, int]], keep_records: bool) -> DataFrame:
+        def counted(
+            duplicates: frozenset[tuple[int, int]], keep_records: bool, by: Counting = counting
+        ) -> DataFrame:
             return check_and_count(
                 df,
                 limits=limits,
                 watermark=watermark,
-                counting=self.counting,
+                counting=by,
                 sampling=sampling,
                 duplicates=duplicates,
                 keep_records=keep_records,
@@ -480,7 +509,21 @@ class BatchProcessor:
                 # Rare (a producer's retries, a replayed topic): count again, knowing them.
                 with stages("recount"):
                     partials = counted(frozenset(duplicates), keep_records=False).toArrow()
-            counts = counts_of(partials, self.counting, sampling)
+            counts = counts_of(partials, counting, sampling)
+            admission = None
+            if admitted is not None and counts.new_values is not None:
+                admission = admit(admitted, counts.new_values, value_limits)
+                allowed = admission[0]
+                if any(value in allowed[d] for d, value in counts.folded):
+                    # A partition counted as `other` a value the batch admits (it came after
+                    # the partition's room was used up): count again with the final limits.
+                    final = dataclasses.replace(
+                        counting,
+                        values=ValueLimits(tuple((d, allowed[d]) for d in dims), final=True),
+                    )
+                    with stages("recount"):
+                        partials = counted(frozenset(duplicates), False, final).toArrow()
+                    counts = counts_of(partials, final, sampling)
             by_status = Counter[str]()
             for s in counts.stats:
                 by_status[s["status"]] += s["rows"]
@@ -494,37 +537,40 @@ class BatchProcessor:
             yield Classified(
                 checked, counted_ids(ids, duplicates), len(dropped) - len(dropped_repeats),
                 dropped_repeats, counts.stats, counts.aggregates, counts.histograms, by_status,
-                counts.sample,
+                counts.sample, admission,
             )  # fmt: skip
         finally:
             checked.unpersist()
 
     def _fold(
-        self, rows: list[dict[str, Any]], hist_rows: list[dict[str, Any]]
+        self,
+        rows: list[dict[str, Any]],
+        hist_rows: list[dict[str, Any]],
+        admission: tuple[dict[str, frozenset[str]], list[Admission]] | None = None,
     ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], int]:
-        """Cardinality control: admit new values up to each dimension's limit, fold the rest."""
+        """Cardinality control: admit new values up to each dimension's limit (unless the
+        executors did, `admission`), fold the rest; and the number of rows with a value
+        counted as `other`.
+        """
         dims = self.settings.stream.dimensions
-        allowed, admissions = admit(
+        allowed, admissions = admission or admit(
             self.sink.admitted_values(),
             value_counts(rows, dims, "events_seen"),
             self.settings.stream.value_limits(),
         )
-        folded = sum(
-            1
-            for r in rows
-            if any(r[d] not in allowed[d] and r[d] not in RESERVED_VALUES for d in dims)
-        )
-        if not folded:
-            return rows, hist_rows, admissions, 0
-        lg_k = self.settings.privacy.users_sketch_lg_k
-        rows = fold(
-            rows,
-            allowed,
-            SEGMENT_KEY,
-            add=counter_ids(),
-            merge={"users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0]},
-        )
-        hist_rows = fold(hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"])
+        if any(r[d] not in allowed[d] and r[d] not in RESERVED_VALUES for r in rows for d in dims):
+            lg_k = self.settings.privacy.users_sketch_lg_k
+            rows = fold(
+                rows,
+                allowed,
+                SEGMENT_KEY,
+                add=counter_ids(),
+                merge={"users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0]},
+            )
+            hist_rows = fold(
+                hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"]
+            )
+        folded = sum(1 for r in rows if any(r[d] == OTHER_VALUE for d in dims))
         return rows, hist_rows, admissions, folded
 
     def prepare_quality(self) -> None:

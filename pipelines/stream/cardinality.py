@@ -7,7 +7,10 @@ values, most events first (ties by value), while the dimension is under its limi
 other new value is folded into `other` before the batch is written. The decision depends
 only on the stored admissions and the batch itself, so a replayed batch folds the same way.
 
-Pure functions over the rows the batch collected; no Spark and no I/O.
+The streaming job applies the limits on the executors already (pipelines.stream.counting
+`ValueLimits`), so that a flood of new values never reaches the driver, and decides the
+admissions here from the exact counts of the new values; the backfill folds the rows it
+collected. Pure functions; no Spark and no I/O.
 """
 
 from __future__ import annotations

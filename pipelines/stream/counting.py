@@ -48,6 +48,7 @@ from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, detector_names
 from pipelines.privacy.normalise import normalise
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.stream.cardinality import OTHER_VALUE, RESERVED_VALUES
 from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
 AGGREGATED = "aggregated"
@@ -72,9 +73,11 @@ _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
 
 PARTIAL_SCHEMA = pa.schema(
     [
-        ("kind", pa.string()),  # "window", "offsets", "sample" or "record"
+        ("kind", pa.string()),  # "window", "offsets", "value", "sample" or "record"
         ("window_start_s", pa.int64()),
-        ("segment", pa.list_(pa.string())),  # SEGMENT_DIMENSIONS' values, in order
+        # SEGMENT_DIMENSIONS' values, in order; of a `value` row: [dimension, value], with
+        # its events_seen in `rows` and status "folded" when the partition folded it.
+        ("segment", pa.list_(pa.string())),
         ("counters", pa.list_(pa.int64())),  # COUNTERS, in order
         ("histogram", pa.list_(pa.int64())),  # dense, HISTOGRAM_OFFSETS
         ("users_sketch", pa.binary()),
@@ -99,7 +102,8 @@ PARTIAL_SCHEMA = pa.schema(
         ("detectors", pa.list_(pa.string())),
     ]
 )
-SAMPLE, RECORD = "sample", "record"
+SAMPLE, RECORD, VALUE = "sample", "record", "value"
+FOLDED = "folded"
 
 
 # --- the catalog's predicates on Arrow columns -----------------------------------------------
@@ -302,6 +306,23 @@ class Counting:
     users_lg_k: int
     screen: str
     allow: AllowList | None = None
+    values: ValueLimits | None = None  # cardinality control on the executors
+
+
+@dataclass(frozen=True)
+class ValueLimits:
+    """Cardinality control on the executors (pipelines.stream.cardinality), so that a flood
+    of distinct segment values never reaches the driver: per grouped dimension, the values
+    that stay (`keep`, reserved values always stay) and how many new values each partition
+    may keep (`room`, first come) before it counts the rest as `other`. Each partition also
+    reports the events_seen of every new value (`value` rows), from which the driver admits
+    the batch's new values exactly; when it admits one that a partition folded, it counts
+    the batch again with `final` limits: `keep` is then what the batch may hold, no room.
+    """
+
+    keep: tuple[tuple[str, frozenset[str]], ...]
+    room: tuple[tuple[str, int], ...] = ()
+    final: bool = False
 
 
 @dataclass(frozen=True)
@@ -346,6 +367,11 @@ class _Partial:
     offsets: dict[tuple[str, int, str], list[int]] = field(default_factory=dict)
     sample: pa.Array | None = None  # at most Sampling.rows parsed events
     sample_keys: np.ndarray = field(default_factory=lambda: np.zeros(0))  # their sample_hash
+    # Cardinality control (Counting.values): events_seen of each new value, the new values
+    # this partition kept and those it folded into `other`, per dimension.
+    new_values: dict[tuple[str, str], int] = field(default_factory=dict)
+    kept: dict[str, set[str]] = field(default_factory=dict)
+    folded: set[tuple[str, str]] = field(default_factory=set)
 
     def window(self, key: tuple[Any, ...]) -> _Window:
         found = self.windows.get(key)
@@ -419,6 +445,36 @@ def _screened(value: str, counting: Counting) -> str:
     return REDACTED_VALUE if detector_names(value, counting.allow) else value
 
 
+def _limit_values(partial: _Partial, codes: list[np.ndarray], values: list[list[str]]) -> None:
+    """Cardinality control (Counting.values) on one Arrow batch's segment codes, in place: a
+    new value beyond the partition's room, or outside final limits, becomes `other`.
+    """
+    limits = partial.counting.values
+    assert limits is not None
+    keep, room = dict(limits.keep), dict(limits.room)
+    for i, dim in enumerate(partial.counting.dimensions):
+        if dim not in keep:
+            continue
+        seen = np.bincount(codes[i], minlength=len(values[i]))
+        kept = partial.kept.setdefault(dim, set())
+        mapped = list(values[i])
+        for j, value in enumerate(values[i]):
+            if value in keep[dim] or value in RESERVED_VALUES or seen[j] == 0:
+                continue
+            if not limits.final:
+                key = (dim, value)
+                partial.new_values[key] = partial.new_values.get(key, 0) + int(seen[j])
+                if value in kept or len(kept) < room.get(dim, 0):
+                    kept.add(value)
+                    continue
+                partial.folded.add(key)
+            mapped[j] = OTHER_VALUE
+        if mapped != values[i]:
+            first = {v: k for k, v in reversed(list(enumerate(mapped)))}
+            codes[i] = np.asarray([first[v] for v in mapped], np.int64)[codes[i]]
+            values[i] = mapped
+
+
 def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> None:
     counting = partial.counting
     events = batch.column("event")
@@ -469,6 +525,8 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     flagged = pc.greater(pc.list_value_length(batch.column("detectors")), 0)
     pii = aggregated & _mask(flagged.take(pa.array(rows, pa.int64())))
     codes, values = _segment_codes(events, rows, counting)
+    if counting.values is not None:
+        _limit_values(partial, codes, values)
     window_starts = (seconds[rows] // counting.window_s) * counting.window_s
     keys, group = np.unique(np.column_stack([window_starts, *codes]), axis=0, return_inverse=True)
     group = group.reshape(-1)
@@ -600,6 +658,11 @@ def partial_counts(
             "counters": w.counters.tolist(), "histogram": w.histogram.tolist(),
             "users_sketch": bytes(sketch) if sketch is not None else None,
         })  # fmt: skip
+    for (dimension, value), n in partial.new_values.items():
+        rows.append({
+            "kind": VALUE, "segment": [dimension, value], "rows": n,
+            "status": FOLDED if (dimension, value) in partial.folded else None,
+        })  # fmt: skip
     for (topic, partition, status), (lo, hi, n, latest) in partial.offsets.items():
         rows.append({
             "kind": "offsets", "topic": topic, "partition": partition, "status": status,
@@ -641,14 +704,27 @@ class Counts:
     aggregates: list[dict[str, Any]]  # per window x segment: counters and users_sketch
     histograms: list[dict[str, Any]]  # per window x segment x distribution x non-empty bin
     sample: pa.Array | None = None  # sampled parsed events (Sampling), typed
+    # With Counting.values: events_seen of each new segment value, per dimension, and the
+    # (dimension, value) pairs some partition counted as `other`.
+    new_values: dict[str, dict[str, int]] | None = None
+    folded: frozenset[tuple[str, str]] = frozenset()
 
 
 def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Counts:
     """Sum the partial rows (PARTIAL_SCHEMA as dicts) of every partition."""
     windows: dict[tuple[Any, ...], list[Any]] = {}
     stats: dict[tuple[str, int, str], dict[str, Any]] = {}
+    new_values: dict[str, dict[str, int]] = {d: {} for d in counting.dimensions}
+    folded: set[tuple[str, str]] = set()
     for p in partials:
         if p["kind"] in (SAMPLE, RECORD):
+            continue
+        if p["kind"] == VALUE:
+            dimension, value = p["segment"]
+            per_value = new_values[dimension]
+            per_value[value] = per_value.get(value, 0) + p["rows"]
+            if p["status"] == FOLDED:
+                folded.add((dimension, value))
             continue
         if p["kind"] == "offsets":
             key = (p["topic"], p["partition"], p["status"])
@@ -695,4 +771,8 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             histograms.append(
                 {**where, "distribution": _DISTRIBUTION_IDS[d], "bin": bin_, "count": count}
             )
-    return Counts(stats=list(stats.values()), aggregates=aggregates, histograms=histograms)
+    return Counts(
+        stats=list(stats.values()), aggregates=aggregates, histograms=histograms,
+        new_values=new_values if counting.values is not None else None,
+        folded=frozenset(folded),
+    )  # fmt: skip

@@ -19,21 +19,26 @@ import pytest
 from scipy.stats import kstest
 
 from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker, record_checker
+from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import estimate
 from pipelines.privacy.detectors import AllowList, detector_names, screen_pattern
+from pipelines.stream.cardinality import admit, fold, value_counts
 from pipelines.stream.counting import (
+    COUNTERS,
     SAMPLE,
     Columns,
     Counting,
     Sampling,
     SqlPredicate,
+    ValueLimits,
     merge_partials,
     partial_counts,
     sample_hash,
     sample_of,
 )
 from pipelines.synth.generator import generate_events
+from pipelines.warehouse.sink import SEGMENT_KEY
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 DIMS = ("product_surface", "model_version")
@@ -364,3 +369,59 @@ def test_the_job_counts_with_the_allow_list_of_its_settings(tmp_path):
         allow is not None and allow.allows("1-800-273-8255") and not allow.allows("1-800-555-0199")
     )
     assert plain is None
+
+
+def test_values_beyond_the_limit_fold_on_the_executors_as_on_the_driver():
+    """Cardinality control in the partitions (ValueLimits) ends in the same rows as folding
+    the unbounded counts on the driver (pipelines.stream.cardinality), and no partition
+    sends more than its room of new values."""
+    events = _events(1500, seed=21)
+    rng = random.Random(3)
+    weights = [1 / (i + 1) for i in range(60)]
+    for e in events:
+        e["segment"]["model_version"] = f"v{rng.choices(range(60), weights)[0]:02d}"
+    parts = [_checked(events[:700], 0), _checked(events[700:], 1, first_offset=700)]
+    limits = {"product_surface": 100, "model_version": 5}
+    admitted = {"product_surface": set(), "model_version": {"v07"}}  # from earlier batches
+
+    # Reference: count everything, then admit and fold on the driver.
+    whole = _count(parts)
+    truth_values = Counter()
+    for a in whole.aggregates:
+        truth_values[a["model_version"]] += a["events_seen"]
+    allowed, admissions = admit(admitted, value_counts(whole.aggregates, DIMS, "events_seen"),
+                                limits)  # fmt: skip
+    reference = fold(whole.aggregates, allowed, SEGMENT_KEY, add=counter_ids(),
+                     merge={"users_sketch": lambda s: None})  # fmt: skip
+
+    def counted(values):
+        by = dataclasses.replace(COUNTING, values=values)
+        partials = [[r for p in partial_counts([b], by) for r in p.to_pylist()] for b in parts]
+        return by, partials
+
+    keep = {d: frozenset(admitted[d]) for d in DIMS}
+    room = {d: limits[d] - len(keep[d]) for d in DIMS}
+    by, partials = counted(ValueLimits(tuple(keep.items()), tuple(room.items())))
+    for rows in partials:  # bounded: admitted values, `room` new ones, and other
+        versions = {r["segment"][1] for r in rows if r["kind"] == "window"}
+        assert len(versions - keep["model_version"] - {"other"}) <= room["model_version"]
+    first = merge_partials([r for rows in partials for r in rows], by)
+    # The new values' counts are exact, whatever the partitions folded.
+    assert first.new_values["model_version"] == {
+        v: n for v, n in truth_values.items() if v not in keep["model_version"]
+    }
+    assert (allowed, admissions) == admit(admitted, first.new_values, limits)
+    assert any(v in allowed[d] for d, v in first.folded)  # this input needs the recount
+    final_by, final_partials = counted(
+        ValueLimits(tuple((d, allowed[d]) for d in DIMS), final=True)
+    )
+    final = merge_partials([r for rows in final_partials for r in rows], final_by)
+
+    def by_key(rows):
+        return {
+            (r["window_start"], r["product_surface"], r["model_version"]):
+            {c: r[c] for c in COUNTERS} for r in rows
+        }  # fmt: skip
+
+    assert by_key(final.aggregates) == by_key(reference)
+    assert {a["model_version"] for a in final.aggregates} == {*allowed["model_version"], "other"}
