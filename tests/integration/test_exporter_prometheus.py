@@ -45,7 +45,8 @@ def test_prometheus_scrapes_the_observed_batch(prometheus):
         aggregated_rows=1200,
         late_rows=4,
         duplicate_rows=10,
-        rejected_by_reason={"schema_violation": 17, "pii_detected": 3},
+        rejected_by_reason={"schema_violation": 17, "unprocessable": 3},
+        text_dropped_rows=2,
         seconds=2.5,
         watermark=datetime(2026, 3, 2, 12, 0, tzinfo=UTC),
     )
@@ -60,8 +61,11 @@ def test_prometheus_scrapes_the_observed_batch(prometheus):
         rejected = _api(
             prometheus.url,
             "/api/v1/query",
-            query='safewatch_rejected_rows_total{reason="pii_detected"}',
+            query='safewatch_rejected_rows_total{reason="unprocessable"}',
         )["result"]
+        dropped = _api(prometheus.url, "/api/v1/query", query="safewatch_text_dropped_rows_total")[
+            "result"
+        ]
 
     assert float(sample["value"][1]) == 1234
     assert sample["metric"] == {
@@ -70,6 +74,7 @@ def test_prometheus_scrapes_the_observed_batch(prometheus):
         "instance": f"127.0.0.1:{prometheus.settings.metrics_port}",
     }
     assert [float(r["value"][1]) for r in rejected] == [3]
+    assert [float(r["value"][1]) for r in dropped] == [2]
 
 
 def test_prometheus_loads_the_pipeline_alert_rules(prometheus):
