@@ -6,7 +6,9 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+from kafka import KafkaConsumer
 from pydantic import SecretStr
 
 from jobs.streaming_aggregator import RunSummary, run
@@ -37,6 +39,26 @@ LABEL_TO_COUNTER = {
     "pii_in_output": "pii_outputs",
     "user_report": "user_reports",
 }
+
+
+def consume_all(kafka: KafkaSettings, topic: str) -> list[Any]:
+    """Every record of `topic`, from the start (stops 5 s after the last one); records of up
+    to 8 MB.
+    """
+    consumer = KafkaConsumer(
+        topic,
+        **kafka.python_client_options(),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+        consumer_timeout_ms=5000,
+        fetch_max_bytes=8 * 1024 * 1024,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+    )
+    try:
+        return list(consumer)
+    finally:
+        consumer.close()
 
 
 def make_settings(

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaConsumer
 from sqlalchemy import text
 
 from jobs.streaming_aggregator import start_query
@@ -30,7 +29,7 @@ from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.producer import produce_events
 from pipelines.settings import AlertingSettings, DriftSettings
 from pipelines.warehouse.engine import make_engine
-from tests.integration.streaming_support import make_settings
+from tests.integration.streaming_support import consume_all, make_settings
 
 pytestmark = pytest.mark.integration
 
@@ -178,14 +177,7 @@ def test_spike_reaches_alertmanager_labelled_and_resolves(
     assert "de-DE" in alert["annotations"]["summary"]
     assert resolved_at is not None, "the alert did not resolve after the spike"
 
-    consumer = KafkaConsumer(
-        alerts_topic,
-        bootstrap_servers=kafka_broker.kafka.bootstrap_servers.split(","),
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=5000,
-    )
-    notices = [json.loads(m.value) for m in consumer]
-    consumer.close()
+    notices = [json.loads(m.value) for m in consume_all(kafka_broker.kafka, alerts_topic)]
     statuses = [(n["labels"]["locale"], n["status"]) for n in notices]
     assert ("de-DE", "firing") in statuses and ("de-DE", "resolved") in statuses
     assert {loc for loc, _ in statuses} == {"de-DE"}

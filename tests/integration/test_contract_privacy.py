@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from kafka import KafkaConsumer
 from sqlalchemy import MetaData, Table, func, select
 
 from pipelines.kafka.admin import ensure_topics
@@ -21,6 +20,7 @@ from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from tests.integration.mixed_input import KINDS, REDACTED, build_mixed_input
 from tests.integration.streaming_support import (
+    consume_all,
     ground_truth,
     make_settings,
     warehouse_table,
@@ -37,21 +37,6 @@ INDEPENDENT_PII = [
     re.compile(rb"\+44 20 7946 \d{4}"),
     re.compile(rb"203\.0\.113\.\d{1,3}"),
 ]
-
-
-def _consume_all(kafka, topic) -> list:
-    consumer = KafkaConsumer(
-        topic,
-        **kafka.python_client_options(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=5000,
-    )
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
 
 
 def _dump_warehouse(url: str) -> bytes:
@@ -151,8 +136,8 @@ def _check_mixed_run(spark, kafka_broker, unique_topic, tmp, *, seed, counts, ga
     by_payload: dict[bytes, set[str | None]] = {}
     for r in records:
         by_payload.setdefault(r.payload, set()).add(r.dlq_reason)
-    source = {(m.partition, m.offset): m.value for m in _consume_all(kafka_broker.kafka, topic)}
-    dlq_messages = _consume_all(kafka_broker.kafka, dlq)
+    source = {(m.partition, m.offset): m.value for m in consume_all(kafka_broker.kafka, topic)}
+    dlq_messages = consume_all(kafka_broker.kafka, dlq)
     assert len(dlq_messages) == sum(r.dlq_reason is not None for r in records)
     dispositions = Counter()
     for message in dlq_messages:

@@ -8,7 +8,6 @@ import re
 from datetime import UTC, datetime
 
 import pytest
-from kafka import KafkaConsumer
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -16,6 +15,7 @@ from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.privacy.scrub import PAYLOAD_PREFIX_BYTES
 from pipelines.settings import KafkaSettings
+from tests.integration.streaming_support import consume_all
 
 pytestmark = pytest.mark.integration
 
@@ -71,23 +71,6 @@ def _poisons() -> list[tuple[bytes | None, str, list[str]]]:
     ]
 
 
-def _consume_all(kafka: KafkaSettings, topic: str) -> list:
-    consumer = KafkaConsumer(
-        topic,
-        **kafka.python_client_options(),
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-        group_id=None,
-        consumer_timeout_ms=5000,
-        fetch_max_bytes=8 * 1024 * 1024,
-        max_partition_fetch_bytes=8 * 1024 * 1024,
-    )
-    try:
-        return list(consumer)
-    finally:
-        consumer.close()
-
-
 def test_poison_records_reach_the_dlq_bounded_and_scrubbed(
     spark, kafka_broker, unique_topic
 ) -> None:
@@ -110,7 +93,7 @@ def test_poison_records_reach_the_dlq_bounded_and_scrubbed(
     ).unionByName(dlq_records(spark.createDataFrame(again, SCHEMA), query_id="q-1", batch_id=7))
     write_dlq(records, kafka)
 
-    messages = _consume_all(kafka, dlq)
+    messages = consume_all(kafka, dlq)
     by_key = {m.key.decode(): m.value for m in messages}
     expected_keys = {f"{source}:{p}:{o}" for p in (0, 1) for o in range(len(poisons))}
     assert set(by_key) == expected_keys and len(messages) == len(expected_keys)

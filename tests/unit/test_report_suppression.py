@@ -69,41 +69,47 @@ def generate(seed: int = 3) -> Rows:
     return rows
 
 
+def _commit_window(sink: WarehouseSink, batch: int, w: datetime, rows: Rows) -> None:
+    """One batch holding window `w`'s rows of `rows` (counters and users per segment)."""
+    aggs: list[dict[str, Any]] = []
+    for (start, seg), (counters, users) in rows.items():
+        if start != w:
+            continue
+        key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
+        key.update(zip(DIMS, seg, strict=True))
+        aggs.append(
+            {
+                "window_start": w,
+                "window_end": w + timedelta(minutes=5),
+                "dimension_set": ",".join(DIMS),
+                **key,
+                **counters,
+                "users_sketch": _sketch(users),
+            }
+        )
+    events = sum(a["events"] for a in aggs)
+    sink.commit(
+        BatchResult(
+            query_id="q",
+            batch_id=batch,
+            topic="t",
+            started_at=w + timedelta(minutes=6),
+            input_rows=events,
+            late_rows=0,
+            aggregated_rows=events,
+            watermark_before=None,
+            watermark_after=None,
+            offsets=[OffsetRange("t", 0, batch * 1000, batch * 1000 + 999, 1000)],
+            aggregates=aggs,
+        ),
+        now=w + timedelta(minutes=7),
+    )
+
+
 def load(engine: Engine, rows: dict) -> None:
     sink = WarehouseSink(engine)
     for batch, w in enumerate(WINDOWS):
-        aggs = []
-        for seg in SEGMENTS:
-            counters, users = rows[w, seg]
-            key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
-            key.update(zip(DIMS, seg, strict=True))
-            aggs.append(
-                {
-                    "window_start": w,
-                    "window_end": w + timedelta(minutes=5),
-                    "dimension_set": ",".join(DIMS),
-                    **key,
-                    **counters,
-                    "users_sketch": _sketch(users),
-                }
-            )
-        events = sum(a["events"] for a in aggs)
-        sink.commit(
-            BatchResult(
-                query_id="q",
-                batch_id=batch,
-                topic="t",
-                started_at=w + timedelta(minutes=6),
-                input_rows=events,
-                late_rows=0,
-                aggregated_rows=events,
-                watermark_before=None,
-                watermark_after=None,
-                offsets=[OffsetRange("t", 0, batch * 1000, batch * 1000 + 999, 1000)],
-                aggregates=aggs,
-            ),
-            now=w + timedelta(minutes=7),
-        )
+        _commit_window(sink, batch, w, rows)
 
 
 # (rule, segment pairs, severity): incidents at every granularity a rule can group by.
@@ -248,7 +254,6 @@ def build_short(engine: Engine) -> tuple[Rows, WeeklyReport]:
     rows: Rows = {}
     sink = WarehouseSink(engine)
     for batch, w in enumerate(SHORT):
-        aggs: list[dict[str, Any]] = []
         for seg, (per_window, pool, events) in SEGMENTS.items():
             if w == ALONE and seg != SMALL:
                 continue
@@ -258,35 +263,7 @@ def build_short(engine: Engine) -> tuple[Rows, WeeklyReport]:
             c["unflagged_events"] = events - c["violations"]
             users = {f"{'/'.join(seg)}#{u}" for u in rng.sample(range(pool), per_window)}
             rows[w, seg] = (c, users)
-            key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
-            key.update(zip(DIMS, seg, strict=True))
-            aggs.append(
-                {
-                    "window_start": w,
-                    "window_end": w + timedelta(minutes=5),
-                    "dimension_set": ",".join(DIMS),
-                    **key,
-                    **c,
-                    "users_sketch": _sketch(users),
-                }
-            )
-        total = sum(a["events"] for a in aggs)
-        sink.commit(
-            BatchResult(
-                query_id="q",
-                batch_id=batch,
-                topic="t",
-                started_at=w + timedelta(minutes=6),
-                input_rows=total,
-                late_rows=0,
-                aggregated_rows=total,
-                watermark_before=None,
-                watermark_after=None,
-                offsets=[OffsetRange("t", 0, batch * 1000, batch * 1000 + 999, 1000)],
-                aggregates=aggs,
-            ),
-            now=w + timedelta(minutes=7),
-        )
+        _commit_window(sink, batch, w, rows)
     settings = Settings.load(environ={"SAFEWATCH_PRIVACY__MIN_DISTINCT_USERS": str(K)})
     return rows, collect_weekly(engine, settings, WEEK, now=NOW)
 
