@@ -31,8 +31,11 @@ from functools import cache, partial
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
+from pipelines.contract.columns import ColumnChecks
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 if TYPE_CHECKING:
@@ -190,6 +193,15 @@ def _unique_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tu
     return out
 
 
+def _map_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for name, child in node.get("properties", {}).items():
+        if _kind(child)[0] == "object" and "properties" not in child:
+            out.append((*prefix, name))
+        out += _map_paths(child, (*prefix, name))
+    return out
+
+
 def _date_time_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for name, child in node.get("properties", {}).items():
@@ -220,6 +232,7 @@ class _FastPath:
     def __init__(self, schema: dict[str, Any]) -> None:
         self._decoder = msgspec.json.Decoder(_fast_type(schema, "event"))
         self._unique = _unique_paths(schema)
+        self._maps = _map_paths(schema)
         self._date_times = _date_time_paths(schema)
 
     def __call__(self, value: bytes) -> dict[str, Any] | None:
@@ -239,6 +252,11 @@ class _FastPath:
                 if instant is None:
                     return None
                 parent[path[-1]] = instant
+        for path in self._maps:
+            parent = _get(event, path[:-1])
+            entries = parent.get(path[-1]) if isinstance(parent, dict) else None
+            if entries and len(entries) > 1:
+                parent[path[-1]] = dict(sorted(entries.items()))  # as the columnar path
         return event  # type: ignore[no-any-return]
 
 
@@ -331,7 +349,7 @@ def _map(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
     minimum = values.get("minimum")
     if minimum is not None and any(v < minimum for v in typed.values()):
         errors.append(_violation(path, f"value below minimum {minimum}"))
-    return typed
+    return dict(sorted(typed.items()))  # entries in key order, as the columnar path has them
 
 
 def _object(
@@ -477,6 +495,13 @@ class RecordChecker:
         self._texts = list(parents.items())
         self._output = output_schema(self.schema)
         self._event_type = self._output.field("event").type
+        self._columns = ColumnChecks(
+            self.schema,
+            self._event_type,
+            date_time=_DATE_TIME.pattern,
+            free_texts=free_text_paths(self.schema),
+            storable="segment",
+        )
 
     def check(self, value: bytes | None, kafka_time: datetime | None) -> _Outcome:
         """The outcome of one record (before the watermark). A record whose check raises
@@ -556,35 +581,68 @@ class RecordChecker:
             self._passed.add(text)
         return False
 
-    def check_batch(self, batch: pa.RecordBatch, watermark: datetime | None) -> pa.RecordBatch:
-        """Kafka records (INPUT_SCHEMA's columns) -> output_schema() rows, one per record."""
-        values = batch.column("value").to_pylist()
-        times = batch.column("timestamp").to_pylist()
-        outcomes = [self.check(v, t) for v, t in zip(values, times, strict=True)]
-        late = f"{LATE}|$.event_time: behind the watermark {watermark}"
-        for o in outcomes:
-            if not o.errors and watermark is not None and o.event is not None:
-                if o.event["event_time"] < watermark:
-                    o.errors = [late]
-        events = self._events([o.event for o in outcomes], outcomes)
+    def check_batch(
+        self, batch: pa.RecordBatch, watermark: datetime | None, *, columns: bool = True
+    ) -> pa.RecordBatch:
+        """Kafka records (INPUT_SCHEMA's columns) -> output_schema() rows, one per record.
+
+        With `columns`, the records the columnar path (`pipelines.contract.columns`) proves
+        valid skip the per-record checks; every other record is decided one by one. Both
+        give the same rows (tests/unit/test_contract_columns.py).
+        """
+        n = batch.num_rows
+        values = batch.column("value")
+        times = batch.column("timestamp").cast(pa.timestamp("us", tz="UTC"))
+        if columns and n:
+            proven = self._columns.prove(
+                values,
+                times,
+                max_bytes=self.limits.max_message_bytes,
+                max_future=self.limits.max_future,
+                max_age=self.limits.max_age,
+                flagged=self._flagged,
+            )
+            ok, fast = proven.ok, proven.events
+        else:
+            ok, fast = np.zeros(n, dtype=bool), pa.array([], self._event_type)
+        slow = np.flatnonzero(~ok)
+        outcomes = [
+            self.check(v, t)
+            for v, t in zip(
+                values.take(slow).to_pylist(), times.take(slow).to_pylist(), strict=True
+            )
+        ]
+        checked = self._events([o.event for o in outcomes], outcomes)
+        # Row r is the k-th proven row (at k) or the k-th checked one (after the proven).
+        position = np.empty(n, dtype=np.int64)
+        position[ok] = np.arange(len(fast))
+        position[slow] = len(fast) + np.arange(len(slow))
+        events = pa.concat_arrays([fast, checked]).take(pa.array(position))
+        errors: list[list[str]] = [[]] * n
+        detectors: list[list[str] | None] = [None] * n
+        for row, outcome in zip(slow.tolist(), outcomes, strict=True):
+            errors[row], detectors[row] = outcome.errors, outcome.detectors
+        if watermark is not None and n:
+            behind = pc.less(pc.struct_field(events, "event_time"), pa.scalar(watermark))
+            late = [f"{LATE}|$.event_time: behind the watermark {watermark}"]
+            for row in np.flatnonzero(_mask(behind)).tolist():
+                if not errors[row]:
+                    errors[row] = late
         # Rejected records and counted ones whose text was dropped keep their bytes: the
         # DLQ receives a masked copy of both.
-        kept = [v if o.errors or o.detectors else None
-                for v, o in zip(values, outcomes, strict=True)]  # fmt: skip
-        columns = [
+        keep = pa.array([bool(e) or bool(d) for e, d in zip(errors, detectors, strict=True)])
+        columns_out = [
             batch.column("topic"),
             batch.column("partition"),
             batch.column("offset"),
-            batch.column("timestamp").cast(pa.timestamp("us", tz="UTC")),
-            pa.array(kept, pa.binary()),
+            times,
+            pc.if_else(keep, values, pa.scalar(None, pa.binary())),
             events,
-            pa.array([o.errors for o in outcomes], pa.list_(pa.string())),
-            pa.array(
-                [o.errors[0].split("|", 1)[0] if o.errors else None for o in outcomes], pa.string()
-            ),  # fmt: skip
-            pa.array([o.detectors for o in outcomes], pa.list_(pa.string())),
+            pa.array(errors, pa.list_(pa.string())),
+            pa.array([e[0].split("|", 1)[0] if e else None for e in errors], pa.string()),
+            pa.array(detectors, pa.list_(pa.string())),
         ]
-        return pa.RecordBatch.from_arrays(columns, schema=self._output)
+        return pa.RecordBatch.from_arrays(columns_out, schema=self._output)
 
     def _events(self, events: list[dict[str, Any] | None], outcomes: list[_Outcome]) -> pa.Array:
         try:
@@ -601,6 +659,10 @@ class RecordChecker:
                 outcomes[i].errors = [f"{INVALID_JSON}|$: a string is not valid Unicode text"]
                 outcomes[i].detectors = None
         return pa.array(events, self._event_type)
+
+
+def _mask(arr: pa.Array) -> np.ndarray:
+    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def check_batches(
