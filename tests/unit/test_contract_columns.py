@@ -11,11 +11,17 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
@@ -176,6 +182,20 @@ def _parity(batch: pa.RecordBatch, watermark: datetime | None, label: str) -> tu
     return want_rows, problems
 
 
+def _summary(problems: list[str], limit: int = 40) -> str:
+    """The problems, each told once with the batches (layouts) it showed in."""
+    where: dict[str, list[str]] = {}
+    for problem in problems:
+        m = re.match(r"\[([^\]]*)\] (?:row \d+(?: of \d+)?,? )?(.*)", problem, re.DOTALL)
+        label, rest = (m.group(1), m.group(2)) if m else ("", problem)
+        where.setdefault(rest, []).append(label)
+    told = [
+        f"{rest}\n    (in {len(labels)} batch(es): {', '.join(labels[:6])})"
+        for rest, labels in list(where.items())[:limit]
+    ]
+    return f"{len(where)} distinct problems:\n" + "\n".join(told)
+
+
 def _verdict(row: dict[str, Any], case: Case) -> list[str]:
     wrong = []
     if case.reason != ANY and row["reason"] != case.reason:
@@ -214,11 +234,17 @@ def _layouts(cases: list[Case]) -> Iterator[tuple[str, list[Case | bytes]]]:
     yield "all hostile, > 200", [*cases] * repeats
 
 
-def _run(cases: list[Case], watermark: datetime | None = None, singles: bool = True) -> None:
-    """Check every layout of `cases` both ways; fail with every mismatch and wrong verdict."""
+def _run(
+    cases: list[Case], watermark: datetime | None = None, *, each: bool = True, alone: bool = False
+) -> None:
+    """Check every layout of `cases` both ways; fail with every mismatch and wrong verdict.
+    With `each`, every case also goes alone among a few valid records (one block of the
+    reader); with `alone`, also in a batch of its own."""
     problems: list[str] = []
     layouts = list(_layouts(cases))
-    if singles:
+    if each:
+        layouts += [(f"among valid {c.name}", [*POOL[20:23], c, *POOL[23:26]]) for c in cases]
+    if alone:
         layouts += [(f"single {c.name}", [c]) for c in cases]
     for label, items in layouts:
         values = [i.value if isinstance(i, Case) else i for i in items]
@@ -235,8 +261,7 @@ def _run(cases: list[Case], watermark: datetime | None = None, singles: bool = T
             case = item if isinstance(item, Case) else VALID_CASE._replace(value=item)
             for wrong in _verdict(row, case):
                 problems.append(f"[{label}] row {i} ({case.name}): {wrong}")
-    unique = list(dict.fromkeys(problems))
-    assert not unique, f"{len(unique)} problems:\n" + "\n".join(unique[:60])
+    assert not problems, _summary(problems)
 
 
 # --- 1. hostile bytes ---------------------------------------------------------------------
@@ -371,6 +396,21 @@ BYTE_CASES = [
     Case("wrap: second i member", _raw(TEXT + ', "i": 0'), INVALID_JSON),
     Case("wrap: i member of another row", _raw(TEXT + ', "i": 3'), INVALID_JSON),
     Case("wrap: extra member", _raw(TEXT + ', "x": 1'), INVALID_JSON),
+    Case("wrap: extra close", _raw(TEXT + "}"), INVALID_JSON),
+    Case(
+        "wrap: close, then a row of its own", _raw(TEXT + '}{"i":1,"e":' + TEXT[:-1]), INVALID_JSON
+    ),
+    Case("form feed between tokens", _raw(TEXT.replace(", ", ",\f", 1)), INVALID_JSON),
+    Case("vertical tab after the object", TEXT.encode() + b"\x0b", INVALID_JSON),
+    Case(
+        "duplicate injection, the last without source",
+        _before_end(
+            TEXT,
+            ', "injection": '
+            + json.dumps({k: v for k, v in BASE["injection"].items() if k != "source"}),
+        ),
+        SCHEMA_VIOLATION,
+    ),
     Case("wrap: number then object", _raw('1}{"i":0,"e":' + TEXT), INVALID_JSON),
     Case("wrap: object then newline row", _raw(TEXT + '}\n{"i":1,"e":' + TEXT), INVALID_JSON),
     Case("unclosed string", _raw('{"segment": "'), INVALID_JSON),
@@ -493,7 +533,7 @@ BYTE_CASES = [
         "NUL escape in an id", _with(("event_id", BASE["event_id"][:-1] + "\x00")), SCHEMA_VIOLATION
     ),
     # Deep nesting.
-    Case("deep array in an unknown field", _before_end(TEXT, ', "zz": ' + _deep(5000)), ANY),
+    Case("deep array in an unknown field", _before_end(TEXT, ', "zz": ' + _deep(1500)), ANY),
     Case(
         "nested array in an unknown field",
         _before_end(TEXT, ', "zz": ' + _deep(60)),
@@ -608,7 +648,77 @@ BYTE_CASES = [
         None,
         check=_field("request.latency_ms", float(2**64)),
     ),
+    # An integer too large for a double is no number to the reference (it cannot be
+    # converted), where JSON Schema would take it: only parity is asserted.
     Case("10 ** 400 for a number", _with(("request.latency_ms", 10**400)), ANY),
+    Case("10 ** 309 for a score", _with(("moderation.scores.hate", 10**309)), SCHEMA_VIOLATION),
+    Case(
+        "integer halfway above the largest double",
+        _with(("request.latency_ms", int(1.7976931348623157e308) + 2**970)),
+        ANY,
+    ),
+    Case(
+        "integer equal to the largest double",
+        _with(("request.latency_ms", int(1.7976931348623157e308))),
+        None,
+        check=_field("request.latency_ms", 1.7976931348623157e308),
+    ),
+    Case(
+        "2 ** 53 + 1 for a number",
+        _with(("request.latency_ms", 2**53 + 1)),
+        None,
+        check=_field("request.latency_ms", float(2**53)),
+    ),
+    Case(
+        "30 digits for a number",
+        _with(("request.latency_ms", 123456789012345678901234567890)),
+        None,
+        check=_field("request.latency_ms", float(123456789012345678901234567890)),
+    ),
+    # Correct rounding of decimal text: exactly halfway between 1.0 and the next double
+    # rounds to even (1.0, within the maximum); a hair above rounds up (above it).
+    Case(
+        "halfway above 1 rounds to 1",
+        _raw(
+            TEXT.replace(
+                '"hate": 0.0012', '"hate": 1.00000000000000011102230246251565404236316680908203125'
+            )
+        ),
+        None,
+        check=_field("moderation.scores.hate", 1.0),
+    ),
+    Case(
+        "a hair above halfway rounds up",
+        _raw(
+            TEXT.replace(
+                '"hate": 0.0012', '"hate": 1.00000000000000011102230246251565404236316680908203126'
+            )
+        ),
+        SCHEMA_VIOLATION,
+    ),
+    Case(
+        "hard decimal near the smallest normal",
+        _raw(TEXT.replace('"hate": 0.0012', '"hate": 2.2250738585072011e-308')),
+        None,
+        check=_field("moderation.scores.hate", 2.2250738585072011e-308),
+    ),
+    Case(
+        "long decimal",
+        _raw(
+            TEXT.replace(
+                '"hate": 0.0012',
+                '"hate": 0.1000000000000000055511151231257827021181583404541015625',
+            )
+        ),
+        None,
+        check=_field("moderation.scores.hate", 0.1),
+    ),
+    Case(
+        "many leading zeros",
+        _raw(TEXT.replace('"hate": 0.0012', '"hate": 0.' + "0" * 400 + "1")),
+        None,
+        check=_field("moderation.scores.hate", float("0." + "0" * 400 + "1")),
+    ),
     Case("number as a string", _with(("request.latency_ms", "812.4")), SCHEMA_VIOLATION),
     Case("bool for an integer", _with(("request.input_tokens", True)), SCHEMA_VIOLATION),
     Case("0 for a boolean", _with(("refusal.refused", 0)), SCHEMA_VIOLATION),
@@ -666,7 +776,7 @@ BYTE_CASES = [
 
 
 def test_hostile_bytes() -> None:
-    _run(BYTE_CASES)
+    _run(BYTE_CASES, alone=True)
 
 
 # --- 2. null versus absent ----------------------------------------------------------------
@@ -769,6 +879,11 @@ NULL_CASES = [
         "flagged case", _with(("moderation.flagged_categories", ["hate", "HATE"])), SCHEMA_VIOLATION
     ),
     Case("flagged null item", _with(("moderation.flagged_categories", [None])), SCHEMA_VIOLATION),
+    Case(
+        "flagged item then null",
+        _with(("moderation.flagged_categories", ["hate", None])),
+        SCHEMA_VIOLATION,
+    ),
     Case("flagged number item", _with(("moderation.flagged_categories", [1])), SCHEMA_VIOLATION),
     Case("flagged null", _with(("moderation.flagged_categories", None)), SCHEMA_VIOLATION),
     Case(
@@ -831,7 +946,7 @@ def test_one_record_with_entity_keys_among_many_without() -> None:
             for item, row in zip(items, rows, strict=True):
                 case = item if isinstance(item, Case) else VALID_CASE._replace(value=item)
                 problems += [f"{case.name}: {w}" for w in _verdict(row, case)]
-        assert not problems, "\n".join(problems[:20])
+        assert not problems, _summary(problems)
 
 
 # --- 3. date-times ------------------------------------------------------------------------
@@ -882,6 +997,14 @@ DATE_CASES = [
         "9999-12-31T23:50:00Z",
         ANY,
         datetime(9999, 12, 31, 23, 50, tzinfo=UTC),
+    ),
+    # Kafka timestamps whose range [t - 7 days, t + 5 min] leaves the years 1 to 9999.
+    _time_case("Kafka at year 1", "0001-01-01T00:00:00Z", ANY, datetime(1, 1, 1, tzinfo=UTC)),
+    _time_case(
+        "Kafka at year 9999",
+        "9999-12-31T23:59:00Z",
+        ANY,
+        datetime(9999, 12, 31, 23, 59, tzinfo=UTC),
     ),
     *[
         _time_case(f"fraction of {n}", "2026-11-26T11:59:00." + "123456"[:n] + "Z", None)
@@ -981,7 +1104,7 @@ def test_date_times_and_the_watermark() -> None:
 
 def test_date_times_without_a_watermark() -> None:
     cases = [c for c in DATE_CASES if c.reason != LATE and "watermark" not in c.name]
-    _run(cases, singles=False)
+    _run(cases, each=False)
 
 
 # --- 4. personal data in free text ---------------------------------------------------------
@@ -1104,7 +1227,7 @@ def test_same_personal_data_in_many_records() -> None:
         detectors=["email"],
     )
     clean = Case("clean repeated", _with(("segment.feature", "assistant")), None, detectors=None)
-    _run([leak, clean, leak, leak, clean] * 20, singles=False)
+    _run([leak, clean, leak, leak, clean] * 20, each=False)
 
 
 # --- valid batches ---------------------------------------------------------------------------
@@ -1125,7 +1248,88 @@ def test_valid_batches_of_every_size() -> None:
         problems += found
     _, found = _parity(_batch(POOL, [T0] * len(POOL)), WATERMARK, "all valid with a watermark")
     problems += found
-    assert not problems, "\n".join(problems[:20])
+    assert not problems, _summary(problems)
+
+
+# --- cost and robustness ------------------------------------------------------------------
+
+
+def _entity_keys(count: int, start: int = 0) -> dict[str, int]:
+    """`count` distinct entity types (valid keys: 4 upper-case letters) from `start`."""
+    letters = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    return {
+        "".join(letters[(n // 26**p) % 26] for p in range(4)): 1
+        for n in range(start, start + count)
+    }
+
+
+# Batches a producer can send that are cheap for the per-record path: the columnar path may
+# cost more (it reads blocks again when it splits them), but only a few times more.
+COSTLY: dict[str, Callable[[], list[bytes]]] = {
+    "an array nested 2000 deep in an unknown field, among valid records": lambda: [
+        _before_end(TEXT, ', "zz": ' + _deep(2000)),
+        *POOL[:70],
+    ],
+    "one valid record with 2000 entity types, among valid records": lambda: [
+        _with(("privacy.entity_counts", _entity_keys(2000))),
+        *POOL[:70],
+    ],
+    "100 valid records with 20 entity types each, all different": lambda: [
+        _with(("privacy.entity_counts", _entity_keys(20, 20 * i))) for i in range(100)
+    ],
+}
+
+
+@pytest.mark.parametrize("name", list(COSTLY))
+def test_columnar_costs_at_most_a_few_times_the_per_record_path(name: str) -> None:
+    values = COSTLY[name]()
+    batch = _batch(values, [T0] * len(values))
+    CHECKER.check_batch(batch[:1], None)  # warm both paths on one record
+    CHECKER.check_batch(batch[:1], None, columns=False)
+    started = time.perf_counter()
+    got = CHECKER.check_batch(batch, None)
+    columnar = time.perf_counter() - started
+    started = time.perf_counter()
+    want = CHECKER.check_batch(batch, None, columns=False)
+    per_record = time.perf_counter() - started
+    assert got.equals(want)
+    assert columnar <= 10 * per_record + 0.5, (
+        f"{name}: columnar {columnar:.3f} s, per-record {per_record:.3f} s"
+    )
+
+
+def test_deep_nesting_does_not_crash_the_process() -> None:
+    """A record of 180 KB holding objects nested 30,000 deep: the columnar path must not take
+    the Python worker down (run in a child process, which a crash would kill)."""
+    value = _before_end(TEXT, ', "zz": ' + '{"a":' * 30_000 + "1" + "}" * 30_000)
+    want = CHECKER.check_batch(_batch([value], [T0]), None, columns=False).to_pylist()[0]
+    assert want["reason"] in (INVALID_JSON, SCHEMA_VIOLATION)
+    code = """
+import json, sys
+from datetime import timedelta
+import pyarrow as pa
+from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.privacy.detectors import detector_names, screen_pattern
+limits = Limits(max_message_bytes=1_000_000, max_future=timedelta(minutes=5),
+                max_age=timedelta(days=7))
+checker = RecordChecker(limits, screen=screen_pattern(), detect=detector_names)
+value = sys.stdin.buffer.read()
+batch = pa.RecordBatch.from_arrays(
+    [pa.array(["t"]), pa.array([0], pa.int32()), pa.array([0], pa.int64()),
+     pa.array([None], pa.timestamp("us", tz="UTC")), pa.array([value], pa.binary())],
+    schema=INPUT_SCHEMA)
+print(json.dumps(checker.check_batch(batch, None).column("reason").to_pylist()))
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        input=value,
+        capture_output=True,
+        timeout=120,
+        check=False,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    assert done.returncode == 0, (done.returncode, done.stderr[-2000:])
+    assert json.loads(done.stdout) == [want["reason"]]
 
 
 # --- 5. random batches ---------------------------------------------------------------------
@@ -1278,4 +1482,101 @@ def test_random_batches(records: list[tuple[Any, ...]], late: bool) -> None:
     for i, (record, row) in enumerate(zip(records, rows, strict=True)):
         if record[0] == "truncate" and row["reason"] != INVALID_JSON:
             problems.append(f"row {i}: a truncated record is {row['reason']}: {_short(values[i])}")
-    assert not problems, "\n".join(problems[:20])
+    assert not problems, _summary(problems)
+
+
+# Values of the JSON type a field already has: the reader takes them, so the records stay in
+# the columnar path and its checks (enums, bounds, lengths, patterns, unique items, dates,
+# null versus absent, map entries) decide them against the per-record path.
+def _enums(node: dict[str, Any]) -> Iterator[str]:
+    yield from (v for v in node.get("enum", []) if v is not None)
+    for child in node.get("properties", {}).values():
+        yield from _enums(child)
+    if "items" in node:
+        yield from _enums(node["items"])
+
+
+ENUMS = sorted(set(_enums(SCHEMA)))
+SAME_TYPE = {
+    int: st.sampled_from([-1, 0, 1, 7, 2**31, 2**53 + 1, 2**63 - 1]) | st.integers(-5, 10**6),
+    float: st.sampled_from(
+        [-0.0, 0.0, 1.0, 1.0000000000000002, 0.9999999999999999, -1e-300, 5e-324, 1e308, 0.1]
+    )
+    | st.floats(-2, 2, allow_nan=False, allow_infinity=False),
+    str: st.sampled_from(
+        [
+            *ENUMS,
+            "",
+            "x" * 50,
+            "x" * 51,
+            "中" * 50,
+            "\U00020000" * 51,
+            "2026-11-26T11:00:00Z",
+            "2026-11-26T11:00:00.1234567Z",
+            "2027-02-29T11:00:00Z",
+            "2026-11-26T11:00:00Z\n",
+            "2026-11-26T13:00:00Z",
+            "ab" * 32,
+            "AB" * 32,
+            "ab" * 32 + "\n",
+            "8f14e45f-ceea-467a-9575-3c9e1c0e2b8a",
+            "8f14e45f-ceea-467a-9575-3c9e1c0e2b8a\n",
+            "a\x00b",
+            "jane.doe@example.com",
+            "call +1 415 555 0100",
+        ]
+    )
+    | st.text(max_size=8),
+    bool: st.booleans(),
+    list: st.lists(st.sampled_from(["hate", "violence", "privacy", "spam"]), max_size=3),
+    dict: st.dictionaries(
+        st.sampled_from(["EMAIL", "PHONE", "A_", "ZZ", "email", "E" * 33, "SOURCE", "EMAIL\n"]),
+        st.integers(-1, 3),
+        max_size=3,
+    ),
+}
+OPTIONAL = [
+    ("excerpts",),
+    ("excerpts", "prompt"),
+    ("excerpts", "response"),
+    ("injection", "source"),
+]
+COMPATIBLE = st.tuples(
+    st.sampled_from(["valid", "valid", "same-type", "same-type", "delete", "null"]),
+    st.integers(0, len(VALID_EVENTS) - 1),
+    st.sampled_from(PATHS + OPTIONAL * 5),
+    st.data(),
+)
+
+
+@settings(
+    max_examples=8,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[
+        HealthCheck.too_slow,
+        HealthCheck.large_base_example,
+        HealthCheck.data_too_large,
+    ],
+    phases=[Phase.explicit, Phase.generate],
+)
+@given(records=st.lists(COMPATIBLE, min_size=250, max_size=250), late=st.booleans())
+def test_random_batches_the_reader_takes(records: list[tuple[Any, ...]], late: bool) -> None:
+    values: list[bytes] = []
+    for op, index, path, data in records:
+        event = copy.deepcopy(VALID_EVENTS[index])
+        parent: Any = event
+        for key in path[:-1]:
+            parent = parent.get(key) if isinstance(parent, dict) else None
+        if isinstance(parent, dict):
+            old = parent.get(path[-1])
+            if op == "delete":
+                parent.pop(path[-1], None)
+            elif op == "null":
+                parent[path[-1]] = None
+            elif op == "same-type" and type(old) in SAME_TYPE and path[-1] != "segment":
+                parent[path[-1]] = data.draw(SAME_TYPE[type(old)])
+        values.append(json.dumps(event).encode())
+    watermark = T0 - timedelta(minutes=30) if late else None
+    _, problems = _parity(_batch(values, [T0] * len(values)), watermark, "reader takes")
+    assert not problems, _summary(problems)
