@@ -448,6 +448,84 @@ BYTE_CASES = [
         _raw(TEXT.replace('"feature": "', '"feature": "\u2028\u2029\x85')),
         None,
     ),
+    # Syntax JSON does not have (some parsers take it on request).
+    Case("NaN", _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": NaN')), INVALID_JSON),
+    Case(
+        "Infinity",
+        _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": Infinity')),
+        INVALID_JSON,
+    ),
+    Case("-Infinity", _raw(TEXT.replace('"hate": 0.0012', '"hate": -Infinity')), INVALID_JSON),
+    Case("inf", _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": inf')), INVALID_JSON),
+    Case("leading zeros", _raw(TEXT.replace('"total": 0', '"total": 00')), INVALID_JSON),
+    Case(
+        "leading zero",
+        _raw(TEXT.replace('"input_tokens": 412', '"input_tokens": 0412')),
+        INVALID_JSON,
+    ),
+    Case(
+        "plus sign", _raw(TEXT.replace('"input_tokens": 412', '"input_tokens": +412')), INVALID_JSON
+    ),
+    Case("bare fraction", _raw(TEXT.replace('"hate": 0.0012', '"hate": .0012')), INVALID_JSON),
+    Case(
+        "trailing dot",
+        _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": 812.')),
+        INVALID_JSON,
+    ),
+    Case(
+        "hex number",
+        _raw(TEXT.replace('"input_tokens": 412', '"input_tokens": 0x19c')),
+        INVALID_JSON,
+    ),
+    Case(
+        "block comment",
+        _raw(TEXT.replace('"input_tokens": 412', '"input_tokens": /* c */ 412')),
+        INVALID_JSON,
+    ),
+    Case("line comment at the end", _raw(TEXT + " // c"), INVALID_JSON),
+    Case("line comment inside", _raw(TEXT[:-1] + "// c}"), INVALID_JSON),
+    Case("trailing comma in an object", _raw(TEXT[:-1] + ",}"), INVALID_JSON),
+    Case(
+        "trailing comma in an array",
+        _raw(TEXT.replace('"flagged_categories": []', '"flagged_categories": ["hate",]')),
+        INVALID_JSON,
+    ),
+    Case(
+        "single quotes",
+        _raw(TEXT.replace('"outcome": "answered"', "\"outcome\": 'answered'")),
+        INVALID_JSON,
+    ),
+    Case(
+        "unquoted key",
+        _raw(TEXT.replace('"outcome": "answered"', 'outcome: "answered"')),
+        INVALID_JSON,
+    ),
+    Case("True", _raw(TEXT.replace('"refused": false', '"refused": False')), INVALID_JSON),
+    Case(
+        "raw tab in a string", _raw(TEXT.replace('"feature": "', '"feature": "a\tb')), INVALID_JSON
+    ),
+    Case(
+        "raw control in a string",
+        _raw(TEXT.replace('"feature": "', '"feature": "\x01')),
+        INVALID_JSON,
+    ),
+    Case(
+        "raw DEL in a string",
+        _raw(TEXT.replace('"feature": "', '"feature": "\x7f')),
+        None,
+        check=_field("segment.feature", "\x7f" + BASE["segment"]["feature"]),
+    ),
+    Case("invalid escape", _raw(TEXT.replace('"feature": "', '"feature": "\\x41')), INVALID_JSON),
+    Case(
+        "short unicode escape",
+        _raw(TEXT.replace('"feature": "', '"feature": "\\u41"')),
+        INVALID_JSON,
+    ),
+    Case(
+        "-1e-400 for a number",
+        _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": -1e-400')),
+        ANY,
+    ),
     # Not an object at all.
     Case("empty", b"", INVALID_JSON),
     Case("whitespace only", b" \t\n\r ", INVALID_JSON),
@@ -932,21 +1010,35 @@ def test_one_record_with_entity_keys_among_many_without() -> None:
     )
     lacking = _with(("privacy.entity_counts", {}))
     absent = Case("no entity counts", _with(("privacy.entity_counts", DROP)), SCHEMA_VIOLATION)
-    for cases in ([keyed], [null], [keyed, null], [absent, keyed], [null, absent]):
-        problems: list[str] = []
+    # A key Python's `$` lets through the pattern ("EMAIL" + a final newline, written as the
+    # escape \n): a null count under it is no count, whatever the other records hold.
+    newline_one = Case("EMAIL\\n: 1", _with(("privacy.entity_counts", {"EMAIL\n": 1})), ANY)
+    newline_null = Case(
+        "EMAIL\\n: null", _with(("privacy.entity_counts", {"EMAIL\n": None})), SCHEMA_VIOLATION
+    )
+    problems: list[str] = []
+    for cases in (
+        [keyed],
+        [null],
+        [keyed, null],
+        [absent, keyed],
+        [null, absent],
+        [newline_one, newline_null],
+        [newline_null, newline_one],
+    ):
         for at in (0, 150, 299):
             items: list[Case | bytes] = [lacking] * 300
             for j, case in enumerate(cases):
                 items[(at + 97 * j) % 300] = case
             values = [i.value if isinstance(i, Case) else i for i in items]
             rows, found = _parity(
-                _batch(values, [T0] * 300), None, f"{[c.name for c in cases]} at {at}"
+                _batch(values, [T0] * 300), None, f"{' + '.join(c.name for c in cases)} at {at}"
             )
             problems += found
             for item, row in zip(items, rows, strict=True):
                 case = item if isinstance(item, Case) else VALID_CASE._replace(value=item)
                 problems += [f"{case.name}: {w}" for w in _verdict(row, case)]
-        assert not problems, _summary(problems)
+    assert not problems, _summary(problems)
 
 
 # --- 3. date-times ------------------------------------------------------------------------
