@@ -526,6 +526,37 @@ BYTE_CASES = [
         _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": -1e-400')),
         ANY,
     ),
+    Case("Inf", _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": Inf')), INVALID_JSON),
+    Case(
+        "-0 for a number",
+        _raw(TEXT.replace('"latency_ms": 812.4', '"latency_ms": -0')),
+        None,
+    ),
+    Case(
+        "-0 for a score",
+        _raw(TEXT.replace('"hate": 0.0012', '"hate": -0')),
+        None,
+    ),
+    Case("version 2", _with(("schema_version", "2")), "unknown_schema_version"),
+    Case("version 1 and a newline", _with(("schema_version", "1\n")), ANY),
+    Case("UTF-16", TEXT.encode("utf-16"), INVALID_JSON),
+    Case(
+        "invalid UTF-8 in an entity key",
+        TEXT.replace('"entity_counts": {}', '"entity_counts": {"EMAIL": 1, "EM@IL": 1}')
+        .encode()
+        .replace(b"EM@IL", b"EM\xffIL"),
+        ANY,
+    ),
+    Case(
+        "invalid UTF-8 in the redactor version",
+        TEXT.encode().replace(b'"redact-2.3.1"', b'"redact-\xff"'),
+        ANY,
+    ),
+    Case(
+        "invalid UTF-8 in an id",
+        TEXT.encode().replace(BASE["event_id"].encode(), BASE["event_id"][:-1].encode() + b"\xff"),
+        ANY,
+    ),
     # Not an object at all.
     Case("empty", b"", INVALID_JSON),
     Case("whitespace only", b" \t\n\r ", INVALID_JSON),
