@@ -429,6 +429,10 @@ BYTE_CASES = [
     Case("leading close", _raw("}" + TEXT), INVALID_JSON),
     Case("pretty-printed", _raw(PRETTY), None),
     Case("pretty-printed, CRLF", _raw(PRETTY.replace("\n", "\r\n")), None),
+    Case("pretty-printed, CR only", _raw(PRETTY.replace("\n", "\r")), None),
+    Case(
+        "line breaks inside a string's escapes", _raw(PRETTY.replace('"chat"', '"ch\\nat"')), None
+    ),
     Case("tabs between tokens", _raw(TEXT.replace(": ", ":\t").replace(", ", "\t,\t")), None),
     Case("trailing newline", _raw(TEXT + "\n"), None),
     Case("leading newline and CR", _raw("\r\n" + TEXT), None),
@@ -1397,6 +1401,9 @@ COSTLY: dict[str, Callable[[], list[bytes]]] = {
         _with(("privacy.entity_counts", _entity_keys(2000))),
         *POOL[:70],
     ],
+    "300 records with an array nested 999 deep in an unknown field": lambda: (
+        [_before_end(TEXT, ', "zz": ' + _deep(999))] * 300
+    ),
     "100 valid records with 20 entity types each, all different": lambda: [
         _with(("privacy.entity_counts", _entity_keys(20, 20 * i))) for i in range(100)
     ],
