@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import random
 import re
 import subprocess
 import sys
@@ -1676,7 +1677,34 @@ COMPATIBLE = st.tuples(
     st.integers(0, len(VALID_EVENTS) - 1),
     st.sampled_from(PATHS + OPTIONAL * 5),
     st.data(),
+    st.integers(0, 2**32),
 )
+
+
+def _styled(doc: Any, seed: int) -> bytes:
+    """`doc` as JSON in one of many layouts of the same document: members shuffled, any
+    JSON whitespace (line breaks included) between tokens, non-ASCII text escaped or not."""
+    rnd = random.Random(seed)
+    ascii_only = rnd.random() < 0.5
+    space = ["", " ", "\t", "\n", "\r\n", "  "]
+
+    def gap() -> str:
+        return rnd.choice(space) if rnd.random() < 0.3 else ""
+
+    def dump(value: Any) -> str:
+        if isinstance(value, dict):
+            items = list(value.items())
+            rnd.shuffle(items)
+            inner = ",".join(
+                f"{gap()}{json.dumps(k, ensure_ascii=ascii_only)}{gap()}:{gap()}{dump(v)}{gap()}"
+                for k, v in items
+            )
+            return "{" + inner + "}"
+        if isinstance(value, list):
+            return "[" + ",".join(f"{gap()}{dump(v)}{gap()}" for v in value) + "]"
+        return json.dumps(value, ensure_ascii=ascii_only)
+
+    return (gap() + dump(doc) + gap()).encode()
 
 
 @settings(
@@ -1693,7 +1721,7 @@ COMPATIBLE = st.tuples(
 @given(records=st.lists(COMPATIBLE, min_size=250, max_size=250), late=st.booleans())
 def test_random_batches_the_reader_takes(records: list[tuple[Any, ...]], late: bool) -> None:
     values: list[bytes] = []
-    for op, index, path, data in records:
+    for op, index, path, data, seed in records:
         event = copy.deepcopy(VALID_EVENTS[index])
         parent: Any = event
         for key in path[:-1]:
@@ -1706,7 +1734,7 @@ def test_random_batches_the_reader_takes(records: list[tuple[Any, ...]], late: b
                 parent[path[-1]] = None
             elif op == "same-type" and type(old) in SAME_TYPE and path[-1] != "segment":
                 parent[path[-1]] = data.draw(SAME_TYPE[type(old)])
-        values.append(json.dumps(event).encode())
+        values.append(_styled(event, seed) if seed % 4 == 0 else json.dumps(event).encode())
     watermark = T0 - timedelta(minutes=30) if late else None
     _, problems = _parity(_batch(values, [T0] * len(values)), watermark, "reader takes")
     assert not problems, _summary(problems)
