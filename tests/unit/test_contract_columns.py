@@ -57,8 +57,9 @@ def _fresh(event: dict[str, Any], when: datetime = T0 - timedelta(minutes=1)) ->
 EXAMPLES = [_fresh(json.loads(p.read_text())) for p in example_paths()]
 BASE = next(e for e in EXAMPLES if "excerpts" not in e and e["injection"]["source"] is None)
 TEXT = json.dumps(BASE)
-# Valid synthetic records (some with excerpts, entity counts, injection sources, and free
-# text holding personal data), times in [T0 - 1 h, T0 - 10 min]; half of them compact.
+# Valid records (examples and synthetic events, some with excerpts, entity counts and
+# injection sources), times in [T0 - 1 h, T0 - 1 min]; half of them compact, a third with
+# non-ASCII text unescaped.
 _SYNTH = list(
     generate_events(
         seed=11,
@@ -215,8 +216,8 @@ VALID_CASE = Case("valid", b"", None)
 
 
 def _layouts(cases: list[Case]) -> Iterator[tuple[str, list[Case | bytes]]]:
-    """The cases among valid records: first, middle, last, alone, interleaved, one per
-    batch, spread over a batch of 450 valid records, and repeated into a batch of > 200."""
+    """The cases together: before, between and after valid records, without them,
+    interleaved with them, spread over 450 of them, and repeated into a batch of > 200."""
     pool = POOL[: max(8, len(cases))]
     yield "first", [*cases, *pool[:5]]
     yield "middle", [*pool[:5], *cases, *pool[5:8]]
