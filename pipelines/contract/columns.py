@@ -45,8 +45,14 @@ import pyarrow.json as pj
 _MIN_BLOCK = 64
 # Splitting refused blocks may read at most this many times the batch's records in total.
 _SPLIT_BUDGET = 3
+# A block whose maps hold more distinct keys than this is split (each key costs a search).
+_MAX_ENTRIES = 64
+# Values that may nest deeper than this take the per-record path (see `prove`).
+_MAX_DEPTH = 1000
 # A key written with an escape (`"\u0065xcerpts":`): the key search cannot see it.
 _ESCAPED_KEY = r'\\u[0-9a-fA-F]{4}[^"\\]*"\s*:'
+# A key name JSON writes as it is (printable ASCII but the quote and backslash).
+_LITERAL = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
 _READ = pj.ReadOptions(use_threads=False, block_size=1 << 30)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
@@ -145,64 +151,85 @@ class ColumnChecks:
         n = len(values)
         ok = np.zeros(n, dtype=bool)
         sizes = pc.binary_length(values)
-        candidate = pc.and_(
-            pc.less_equal(sizes, max_bytes),
-            pc.invert(pc.match_substring_regex(values, _ESCAPED_KEY)),
+        candidate = _mask(
+            pc.and_(
+                pc.less_equal(sizes, max_bytes),
+                pc.invert(pc.match_substring_regex(values, _ESCAPED_KEY)),
+            ).fill_null(False)
         )
-        rows = np.flatnonzero(candidate.fill_null(False).to_numpy(zero_copy_only=False))
+        # The reader recurses once per level of nesting and can exhaust the stack (a
+        # crash, not an error) thousands of levels deep: a value that may nest deeper
+        # than _MAX_DEPTH takes the per-record path. Only a value longer than twice that
+        # can, so only those are counted.
+        long = np.flatnonzero(candidate & _mask(pc.greater(sizes, 2 * _MAX_DEPTH).fill_null(False)))
+        if len(long):
+            opened = pc.count_substring_regex(values.take(pa.array(long)), r"[\[{]")
+            candidate[long[_mask(pc.greater(opened, _MAX_DEPTH))]] = False
+        # The reader does not check UTF-8: a value that is not valid UTF-8 takes the
+        # per-record path (which reads it as U+FFFD).
+        try:
+            values.cast(pa.string())
+        except (pa.ArrowInvalid, UnicodeError):
+            for row in np.flatnonzero(candidate).tolist():
+                try:
+                    values[row].as_py().decode("utf-8")
+                except UnicodeDecodeError:
+                    candidate[row] = False
+        rows = np.flatnonzero(candidate)
         if len(rows) == 0:
             return Proven(ok, pa.array([], self.event_type))
-        raw = values.take(rows)
+        every = len(rows) == n
+        raw = values if every else values.take(pa.array(rows))
+        times = kafka_times if every else kafka_times.take(pa.array(rows))
         budget = [_SPLIT_BUDGET * len(rows)]
-        pieces: list[tuple[np.ndarray, pa.Array]] = []
-        self._blocks(raw.to_pylist(), np.arange(len(rows)), budget, pieces)
-        if not pieces:
-            return Proven(ok, pa.array([], self.event_type))
-        times = kafka_times.take(rows)
+        pieces: list[tuple[int, int, pa.StructArray]] = []
+        self._blocks(raw, 0, len(rows), budget, pieces)
         chosen: list[np.ndarray] = []
         events: list[pa.Array] = []
-        for at, parsed in pieces:
-            good = self._valid(parsed, raw.take(at))
-            good = good & self._in_range(parsed, times.take(at), max_future, max_age)
-            good = good & ~self._flagged(parsed, good, flagged)
+        # The pieces come in row order, so the proven events do too.
+        for lo, hi, parsed in pieces:
+            piece = raw.slice(lo, hi - lo)
+            good = self._valid(parsed, piece)
+            good &= self._in_range(parsed, times.slice(lo, hi - lo), max_future, max_age)
+            good &= ~self._flagged(parsed, good, flagged)
             keep = np.flatnonzero(good)
             if len(keep):
-                chosen.append(rows[at[keep]])
-                events.append(self._conform(parsed.take(keep), self.event_type))
+                chosen.append(rows[lo + keep])
+                kept = parsed if len(keep) == hi - lo else parsed.take(pa.array(keep))
+                events.append(self._conform(kept, self.event_type))
         if not chosen:
             return Proven(ok, pa.array([], self.event_type))
-        where = np.concatenate(chosen)
-        joined = pa.concat_arrays(events)
-        order = np.argsort(where, kind="stable")
-        ok[where] = True
-        return Proven(ok, joined.take(order))
+        ok[np.concatenate(chosen)] = True
+        return Proven(ok, events[0] if len(events) == 1 else pa.concat_arrays(events))
 
     def _blocks(
         self,
-        values: list[bytes],
-        at: np.ndarray,
+        raw: pa.Array,
+        lo: int,
+        hi: int,
         budget: list[int],
-        out: list[tuple[np.ndarray, pa.Array]],
+        out: list[tuple[int, int, pa.StructArray]],
     ) -> None:
-        """Read the records at `at` (indices into `values`), splitting refused blocks."""
-        parsed = self._read([values[i] for i in at])
-        budget[0] -= len(at)
+        """Read the records lo..hi-1 of `raw`, splitting a refused block in halves."""
+        parsed = self._read(raw.slice(lo, hi - lo))
+        budget[0] -= hi - lo
         if parsed is not None:
-            out.append((at, parsed))
+            out.append((lo, hi, parsed))
             return
-        if len(at) <= _MIN_BLOCK or budget[0] < len(at):
+        if hi - lo <= _MIN_BLOCK or budget[0] < hi - lo:
             return
-        half = len(at) // 2
-        self._blocks(values, at[:half], budget, out)
-        self._blocks(values, at[half:], budget, out)
+        mid = (lo + hi) // 2
+        self._blocks(raw, lo, mid, budget, out)
+        self._blocks(raw, mid, hi, budget, out)
 
-    def _read(self, values: list[bytes]) -> pa.StructArray | None:
+    def _read(self, values: pa.Array) -> pa.StructArray | None:
         """The `e` column of the wrapped values, or None when the reader refuses the block
         or returns anything but one row per value, in order, of the expected type.
         """
-        lines = b"".join(
-            [b'{"i":%d,"e":%b}\n' % (i, v) for i, v in enumerate(values)]  # noqa: UP031
-        )
+        rows = pc.cast(pa.array(np.arange(len(values))), pa.string()).cast(pa.binary())
+        wrapped = pc.binary_join_element_wise(b'{"i":', rows, b',"e":', values, b"}\n", b"")
+        ends = np.frombuffer(wrapped.buffers()[1], dtype=np.int32)
+        lines = wrapped.buffers()[2].slice(0, int(ends[wrapped.offset + len(wrapped)]))
         try:
             table = pj.read_json(
                 pa.BufferReader(lines), read_options=_READ, parse_options=self._parse
@@ -228,8 +255,10 @@ class ColumnChecks:
         if _is_map(node):
             values = node["additionalProperties"]
             want = read_type(values)
-            return pa.types.is_struct(actual) and all(
-                actual.field(i).type == want for i in range(actual.num_fields)
+            return (
+                pa.types.is_struct(actual)
+                and actual.num_fields <= _MAX_ENTRIES
+                and all(actual.field(i).type == want for i in range(actual.num_fields))
             )
         if pa.types.is_struct(expected):
             if not pa.types.is_struct(actual) or actual.num_fields != expected.num_fields:
@@ -310,6 +339,12 @@ class ColumnChecks:
             checks.append(pc.is_in(column, pa.array(allowed, column.type)))
         if "const" in node:
             checks.append(pc.equal(column, pa.scalar(node["const"], column.type)))
+        if kind == "number":
+            # The reader also takes NaN and Infinity, which are not JSON; and reads `-0` as
+            # -0.0 where the per-record path has 0.0: both are left to that path.
+            floats = column.to_numpy(zero_copy_only=False)
+            plain = np.isfinite(floats) & ~((floats == 0) & np.signbit(floats))
+            checks.append(pa.array(plain | ~_mask(column.is_valid())))
         if "minimum" in node:
             checks.append(pc.greater_equal(column, node["minimum"]))
         if "maximum" in node:
@@ -338,7 +373,8 @@ class ColumnChecks:
         bad = ~self._value(items, flat, None)
         ok[np.unique(parents[bad])] = False
         if node.get("uniqueItems"):
-            codes = pc.dictionary_encode(flat).indices.to_numpy(zero_copy_only=False)
+            # (a null item already failed the row: counting it as index 0 changes nothing)
+            codes = pc.dictionary_encode(flat).indices.fill_null(0).to_numpy(zero_copy_only=False)
             pairs = parents.astype(np.int64) * (int(codes.max()) + 1) + codes
             unique, counts = np.unique(pairs, return_counts=True)
             repeated = unique[counts > 1] // (int(codes.max()) + 1)
@@ -462,7 +498,12 @@ class _Keys:
         )
         self._some_rows = np.flatnonzero(self._some)
 
-    def holding(self, name: str) -> np.ndarray:
+    def holding(self, name: str) -> np.ndarray | None:
+        """Records whose bytes hold `name` as a key; None when it cannot be searched for
+        as written (a character JSON escapes).
+        """
+        if not _LITERAL.fullmatch(name):
+            return None
         if name not in self._rare:
             return _mask(pc.match_substring_regex(self.raw, _key_pattern(name)).fill_null(False))
         out = np.zeros(len(self.raw), dtype=bool)
@@ -473,8 +514,15 @@ class _Keys:
         return out
 
     def mentioning(self, text: str) -> np.ndarray:
-        """Records whose bytes hold `text` anywhere."""
-        return _mask(pc.match_substring_regex(self.raw, re.escape(text)).fill_null(False))
+        """Records whose bytes may hold the key `text` (written with escapes or not): those
+        that hold its longest run of characters JSON writes as they are; all records when
+        it has none.
+        """
+        runs = re.split(r'["\\\x00-\x1f\x7f-\U0010ffff]+', text)
+        longest = max(runs, key=len)
+        if not longest:
+            return np.ones(len(self.raw), dtype=bool)
+        return _mask(pc.match_substring_regex(self.raw, re.escape(longest)).fill_null(False))
 
 
 def _key_pattern(*names: str) -> str:

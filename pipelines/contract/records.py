@@ -530,12 +530,13 @@ class RecordChecker:
         assert event is not None
         event_time = event["event_time"]
         if kafka_time is not None:
-            if event_time > kafka_time + self.limits.max_future:
+            # Differences, not sums: a Kafka timestamp near year 1 or 9999 cannot overflow.
+            if event_time - kafka_time > self.limits.max_future:
                 message = (
                     f"more than {self.limits.max_future} ahead of the Kafka record's timestamp"
                 )
                 return _Outcome(event, [f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: {message}"])
-            if event_time < kafka_time - self.limits.max_age:
+            if kafka_time - event_time > self.limits.max_age:
                 message = f"more than {self.limits.max_age} behind the Kafka record's timestamp"
                 return _Outcome(event, [f"{EVENT_TIME_OUT_OF_RANGE}|$.event_time: {message}"])
         texts = []
@@ -614,10 +615,13 @@ class RecordChecker:
         ]
         checked = self._events([o.event for o in outcomes], outcomes)
         # Row r is the k-th proven row (at k) or the k-th checked one (after the proven).
-        position = np.empty(n, dtype=np.int64)
-        position[ok] = np.arange(len(fast))
-        position[slow] = len(fast) + np.arange(len(slow))
-        events = pa.concat_arrays([fast, checked]).take(pa.array(position))
+        if len(slow) == 0:
+            events = fast
+        else:
+            position = np.empty(n, dtype=np.int64)
+            position[ok] = np.arange(len(fast))
+            position[slow] = len(fast) + np.arange(len(slow))
+            events = pa.concat_arrays([fast, checked]).take(pa.array(position))
         errors: list[list[str]] = [[]] * n
         detectors: list[list[str] | None] = [None] * n
         for row, outcome in zip(slow.tolist(), outcomes, strict=True):

@@ -49,6 +49,7 @@ from pipelines.contract.records import (
 )
 from pipelines.privacy.detectors import screen_pattern
 from pipelines.stream.counting import (
+    IDS,
     NO_SAMPLE,
     PARTIAL_SCHEMA,
     RECORD,
@@ -56,6 +57,7 @@ from pipelines.stream.counting import (
     Counting,
     Counts,
     Sampling,
+    ids_of,
     merge_partials,
     partial_counts,
     sample_of,
@@ -143,23 +145,17 @@ def counted_ids(ids: pa.Table, duplicates: Sequence[tuple[int, int]]) -> pa.Tabl
 
 
 def collected(checked: DataFrame) -> tuple[pa.Table, pa.Table]:
-    """The partial rows of `check_and_count` and the event_id, partition, offset, event_time
-    and text_dropped (its free text held personal data) of its on-time valid records, in
-    one Spark job (rejected and late records
-    stay on the executors).
+    """The partial rows of `check_and_count` and the IDS_SCHEMA rows (event_id, partition,
+    offset, event_time, text_dropped) of its on-time valid records, in one Spark job (the
+    `record` rows, which the DLQ needs, stay on the executors).
     """
-    on_time = (F.col("kind") == RECORD) & F.col("reason").isNull()
     table = (
-        checked.where((F.col("kind") != RECORD) | on_time)
-        .withColumn("text_dropped", F.coalesce(F.size("detectors") > 0, F.lit(False)))
+        checked.where(F.col("kind") != RECORD)
         .drop("value", "errors", "detectors", "kafka_timestamp", "reason")
         .toArrow()
     )
-    records = pc.equal(table.column("kind"), RECORD)
-    ids = table.filter(records).select(
-        ["event_id", "partition", "offset", "event_time", "text_dropped"]
-    )
-    return table.filter(pc.invert(records)), ids
+    is_ids = pc.equal(table.column("kind"), IDS)
+    return table.filter(pc.invert(is_ids)).drop_columns(["ids"]), ids_of(table)
 
 
 def counts_of(partials: pa.Table, counting: Counting, sampling: Sampling) -> Counts:

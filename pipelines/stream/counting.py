@@ -100,9 +100,23 @@ PARTIAL_SCHEMA = pa.schema(
         ("value", pa.binary()),
         ("errors", pa.list_(pa.string())),
         ("detectors", pa.list_(pa.string())),
+        # An `ids` row: IDS_SCHEMA's rows of a batch's on-time valid records, as one Arrow
+        # IPC stream (one row per batch instead of one per record: cheaper to bring back).
+        ("ids", pa.binary()),
     ]
 )
-SAMPLE, RECORD, VALUE = "sample", "record", "value"
+SAMPLE, RECORD, VALUE, IDS = "sample", "record", "value", "ids"
+# What deduplication needs of each on-time valid record; text_dropped: its free text held
+# personal data and was dropped.
+IDS_SCHEMA = pa.schema(
+    [
+        ("event_id", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("event_time", pa.timestamp("us", tz="UTC")),
+        ("text_dropped", pa.bool_()),
+    ]
+)
 FOLDED = "folded"
 
 
@@ -601,24 +615,56 @@ def _add_sample(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array,
     partial.sample, partial.sample_keys = events, keys
 
 
-def _records(batch: pa.RecordBatch) -> pa.RecordBatch:
-    """Every checked record as a `record` row: what deduplication and the DLQ need of it."""
-    n = batch.num_rows
-    events = batch.column("event")
-    given = {
-        "kind": pa.array([RECORD] * n, pa.string()),
-        "topic": batch.column("topic"),
-        "partition": batch.column("partition"),
-        "offset": batch.column("offset"),
-        "kafka_timestamp": batch.column("kafka_timestamp"),
-        "reason": batch.column("reason"),
-        "event_id": pc.struct_field(events, "event_id"),
-        "event_time": pc.struct_field(events, "event_time"),
-        "value": batch.column("value"),
-        "errors": batch.column("errors"),
-        "detectors": batch.column("detectors"),
-    }
-    return _partial_batch(given, n)
+def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
+    """What deduplication and the DLQ need of the checked records: one `ids` row holding
+    the on-time valid records' IDS_SCHEMA rows, and a `record` row for each record the DLQ
+    may receive (rejected or late, or counted with its text dropped).
+    """
+    on_time = pc.is_null(batch.column("reason"))
+    dropped = pc.fill_null(pc.greater(pc.list_value_length(batch.column("detectors")), 0), False)
+    valid = batch.filter(on_time)
+    events = valid.column("event")
+    ids = pa.RecordBatch.from_arrays(
+        [
+            pc.struct_field(events, "event_id"),
+            valid.column("partition"),
+            valid.column("offset"),
+            pc.struct_field(events, "event_time"),
+            pc.fill_null(pc.greater(pc.list_value_length(valid.column("detectors")), 0), False),
+        ],
+        schema=IDS_SCHEMA,
+    )
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, IDS_SCHEMA) as writer:
+        writer.write_batch(ids)
+    yield _partial_batch(
+        {"kind": pa.array([IDS]), "ids": pa.array([sink.getvalue().to_pybytes()])}, 1
+    )
+    kept = batch.filter(pc.or_(pc.invert(on_time), dropped))
+    if kept.num_rows:
+        n = kept.num_rows
+        events = kept.column("event")
+        given = {
+            "kind": pa.array([RECORD] * n, pa.string()),
+            "topic": kept.column("topic"),
+            "partition": kept.column("partition"),
+            "offset": kept.column("offset"),
+            "kafka_timestamp": kept.column("kafka_timestamp"),
+            "reason": kept.column("reason"),
+            "event_id": pc.struct_field(events, "event_id"),
+            "event_time": pc.struct_field(events, "event_time"),
+            "value": kept.column("value"),
+            "errors": kept.column("errors"),
+            "detectors": kept.column("detectors"),
+        }
+        yield _partial_batch(given, n)
+
+
+def ids_of(partials: pa.Table) -> pa.Table:
+    """The IDS_SCHEMA rows of the `ids` rows among `partials`."""
+    blobs = partials.filter(pc.equal(partials.column("kind"), IDS)).column("ids").to_pylist()
+    tables = [pa.ipc.open_stream(blob).read_all() for blob in blobs if blob is not None]
+    return pa.concat_tables(tables) if tables else IDS_SCHEMA.empty_table()
 
 
 def _partial_batch(given: dict[str, Any], n: int) -> pa.RecordBatch:
@@ -649,7 +695,7 @@ def partial_counts(
         _add_batch(partial, batch, statuses)
         _add_sample(partial, batch, statuses, sampling)
         if keep_records:
-            yield _records(batch)
+            yield from _records(batch)
     rows: list[dict[str, Any]] = []
     for (window_start, *segment), w in partial.windows.items():
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
