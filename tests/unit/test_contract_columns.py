@@ -1053,8 +1053,18 @@ def test_one_record_with_entity_keys_among_many_without() -> None:
     newline_null = Case(
         "EMAIL\\n: null", _with(("privacy.entity_counts", {"EMAIL\n": None})), SCHEMA_VIOLATION
     )
+    # A key the contract refuses, written once as it is and once with the solidus escaped
+    # ("A\\/B" is "A/B" to JSON): a null count under it is no count either.
+    slash_one = Case("A/B: 1", _with(("privacy.entity_counts", {"A/B": 1})), SCHEMA_VIOLATION)
+    slash_null = Case(
+        "A\\/B: null",
+        _raw(TEXT.replace('"entity_counts": {}', '"entity_counts": {"A\\/B": null}')),
+        SCHEMA_VIOLATION,
+    )
     problems: list[str] = []
     for cases in (
+        [slash_one, slash_null],
+        [slash_null, slash_one],
         [keyed],
         [null],
         [keyed, null],
