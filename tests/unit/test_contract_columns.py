@@ -1672,8 +1672,10 @@ SAME_TYPE = {
     bool: st.booleans(),
     list: st.lists(st.sampled_from(["hate", "violence", "privacy", "spam"]), max_size=3),
     dict: st.dictionaries(
-        st.sampled_from(["EMAIL", "PHONE", "A_", "ZZ", "email", "E" * 33, "SOURCE", "EMAIL\n"]),
-        st.integers(-1, 3),
+        st.sampled_from(
+            ["EMAIL", "PHONE", "A_", "ZZ", "email", "E" * 33, "SOURCE", "EMAIL\n", "A/B"]
+        ),
+        st.integers(-1, 3) | st.none(),
         max_size=3,
     ),
 }
@@ -1694,9 +1696,10 @@ COMPATIBLE = st.tuples(
 
 def _styled(doc: Any, seed: int) -> bytes:
     """`doc` as JSON in one of many layouts of the same document: members shuffled, any
-    JSON whitespace (line breaks included) between tokens, non-ASCII text escaped or not."""
+    JSON whitespace (line breaks included) between tokens, non-ASCII text and "/" escaped or not."""
     rnd = random.Random(seed)
     ascii_only = rnd.random() < 0.5
+    solidus = "\\/" if rnd.random() < 0.5 else "/"  # JSON may escape "/" as "\/"
     space = ["", " ", "\t", "\n", "\r\n", "  "]
 
     def gap() -> str:
@@ -1706,14 +1709,14 @@ def _styled(doc: Any, seed: int) -> bytes:
         if isinstance(value, dict):
             items = list(value.items())
             rnd.shuffle(items)
-            inner = ",".join(
-                f"{gap()}{json.dumps(k, ensure_ascii=ascii_only)}{gap()}:{gap()}{dump(v)}{gap()}"
-                for k, v in items
-            )
+            inner = ",".join(f"{gap()}{text(k)}{gap()}:{gap()}{dump(v)}{gap()}" for k, v in items)
             return "{" + inner + "}"
         if isinstance(value, list):
             return "[" + ",".join(f"{gap()}{dump(v)}{gap()}" for v in value) + "]"
-        return json.dumps(value, ensure_ascii=ascii_only)
+        return text(value) if isinstance(value, str) else json.dumps(value)
+
+    def text(value: str) -> str:
+        return json.dumps(value, ensure_ascii=ascii_only).replace("/", solidus)
 
     return (gap() + dump(doc) + gap()).encode()
 
