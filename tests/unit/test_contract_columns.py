@@ -1061,9 +1061,17 @@ def test_one_record_with_entity_keys_among_many_without() -> None:
         _raw(TEXT.replace('"entity_counts": {}', '"entity_counts": {"A\\/B": null}')),
         SCHEMA_VIOLATION,
     )
+    # The same written with two escapes, one of them a \u escape ("A//B").
+    slashes_one = Case("A//B: 1", _with(("privacy.entity_counts", {"A//B": 1})), SCHEMA_VIOLATION)
+    slashes_null = Case(
+        "A\\u002f\\/B: null",
+        _raw(TEXT.replace('"entity_counts": {}', '"entity_counts": {"A\\u002f\\/B": null}')),
+        SCHEMA_VIOLATION,
+    )
     problems: list[str] = []
     for cases in (
         [slash_one, slash_null],
+        [slashes_one, slashes_null],
         [slash_null, slash_one],
         [keyed],
         [null],
