@@ -49,8 +49,8 @@ _SPLIT_BUDGET = 3
 _MAX_ENTRIES = 64
 # Values that may nest deeper than this take the per-record path (see `prove`).
 _MAX_DEPTH = 1000
-# A key written with an escape (`"\u0065xcerpts":`): the key search cannot see it.
-_ESCAPED_KEY = r'\\u[0-9a-fA-F]{4}[^"\\]*"\s*:'
+# A key written with an escape (`"\u0065xcerpts":`, `"A\/B":`): the key search cannot see it.
+_ESCAPED_KEY = r'\\.[^"\\]*"\s*:'
 # A key name JSON writes as it is (printable ASCII but the quote and backslash).
 _LITERAL = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
 _READ = pj.ReadOptions(use_threads=False, block_size=1 << 30)
@@ -102,6 +102,7 @@ class Proven:
 
     ok: np.ndarray
     events: pa.Array
+    read: int = 0  # records the reader read, re-reads of split blocks included
 
 
 class ColumnChecks:
@@ -197,10 +198,11 @@ class ColumnChecks:
                 chosen.append(rows[lo + keep])
                 kept = parsed if len(keep) == hi - lo else parsed.take(pa.array(keep))
                 events.append(self._conform(kept, self.event_type))
+        read = _SPLIT_BUDGET * len(rows) - budget[0]
         if not chosen:
-            return Proven(ok, pa.array([], self.event_type))
+            return Proven(ok, pa.array([], self.event_type), read)
         ok[np.concatenate(chosen)] = True
-        return Proven(ok, events[0] if len(events) == 1 else pa.concat_arrays(events))
+        return Proven(ok, events[0] if len(events) == 1 else pa.concat_arrays(events), read)
 
     def _blocks(
         self,

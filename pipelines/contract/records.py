@@ -2,9 +2,12 @@
 
 Pure functions over Arrow record batches (no Spark, no I/O), derived from the JSON Schema of
 the event: the job runs `check_batch` on its executors (`DataFrame.mapInArrow`), the tests
-call it directly. Each record is decoded once.
+call it directly.
 
-Two paths decide a record:
+`check_batch` first reads the whole batch by column (`pipelines.contract.columns`: Arrow's
+JSON reader and Arrow compute, a few times cheaper per record); the records that path
+proves valid are done. Every other record is decoded once and decided here, one by one.
+Two paths decide a record here:
 - the fast path decodes the bytes straight into types built from the schema (msgspec, in C):
   unknown keys, missing or null required fields, wrong JSON types, enums, ranges, patterns and
   lengths all fail the decode. Unique items and real calendar date-times are checked after
