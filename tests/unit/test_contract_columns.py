@@ -600,6 +600,21 @@ BYTE_CASES = [
         _before_end(TEXT, ', "zz": "\\ud800"'),
         INVALID_JSON,
     ),
+    *[
+        Case(
+            f"escapes {text}",
+            _with(("segment.feature", "x")).replace(b'"x"', b'"' + text.encode() + b'"'),
+            reason,
+            check=check,
+        )
+        for text, reason, check in [
+            ("\\ud800\\u0041", INVALID_JSON, None),  # a high surrogate, then no low one
+            ("\\ud800\\ud800\\udc00", INVALID_JSON, None),
+            ("\\udbff\\udfff", None, _field("segment.feature", "\U0010ffff")),
+            ("\\uD83D\\uDE00", None, _field("segment.feature", "\U0001f600")),
+            ("\\\\ud800", None, _field("segment.feature", "\\ud800")),  # an escaped backslash
+        ]
+    ],
     Case(
         "surrogate pair escape",
         _with(("segment.feature", "x")).replace(b'"x"', b'"\\ud83d\\ude00"'),
