@@ -10,9 +10,11 @@ arguments), then drains it with three queries back to back, each in its own Spar
   job  Safewatch's streaming job with its default settings (every feature on), SQLite.
 
 and prints events/s of each (query time: from the query's start to its end, the session's
-start-up excluded), the ratios job/B and job/A, the job's seconds per stage summed over its
-batches, and the peak resident memory of each driver's JVM and Python process. A benchmark,
-not a test: the machine's load changes absolute figures, the ratios are what to compare.
+start-up excluded; and steady: over the batches after the first, which also starts the
+Python workers and warms the JVM), the ratios job/B and job/A, the job's seconds per stage
+summed over its batches, and the peak resident memory of each driver's JVM and Python
+process. A benchmark, not a test: the machine's load changes absolute figures, the ratios
+are what to compare.
 
     .venv/bin/python tests/benchmarks/bench_stream.py                # 300,000 events
     .venv/bin/python tests/benchmarks/bench_stream.py --events 50000 --only job
@@ -119,6 +121,16 @@ def _kafka_stream(spark: Any, settings: Any) -> Any:
     )
 
 
+def _steady(query: Any) -> dict[str, float]:
+    """Rows and seconds of the query's batches after its first (which also starts the
+    Python workers, loads classes and warms the JIT): the steady state."""
+    progress = [p for p in query.recentProgress if p["numInputRows"]][1:]
+    return {
+        "steady_rows": sum(p["numInputRows"] for p in progress),
+        "steady_seconds": sum(p["durationMs"]["triggerExecution"] for p in progress) / 1000,
+    }
+
+
 def _run_a(spark: Any, settings: Any) -> dict[str, Any]:
     query = (
         _kafka_stream(spark, settings)
@@ -129,7 +141,7 @@ def _run_a(spark: Any, settings: Any) -> dict[str, Any]:
     )
     query.awaitTermination()
     rows = sum(p["numInputRows"] for p in query.recentProgress)
-    return {"rows": rows, "batches": len(query.recentProgress)}
+    return {"rows": rows, "batches": len(query.recentProgress), **_steady(query)}
 
 
 def _run_b(spark: Any, settings: Any) -> dict[str, Any]:
@@ -203,7 +215,7 @@ def _run_b(spark: Any, settings: Any) -> dict[str, Any]:
         .start()
     )
     query.awaitTermination()
-    return counted
+    return {**counted, **_steady(query)}
 
 
 def _run_job(spark: Any, settings: Any) -> dict[str, Any]:
@@ -226,6 +238,7 @@ def _run_job(spark: Any, settings: Any) -> dict[str, Any]:
         "stages": stages,
         "batch_seconds": [round(b.seconds, 2) for b in summary.batches],
         "batch_sizes": sizes,
+        **_steady(query),
     }
 
 
@@ -316,17 +329,32 @@ def _run_child(args: argparse.Namespace, query: str) -> dict[str, Any]:
 
 def _table(results: dict[str, list[dict[str, Any]]], events: int) -> None:
     rate = {q: [r["rows"] / r["seconds"] for r in rs] for q, rs in results.items()}
-    job = rate.get("job")
+    steady = {
+        q: [r["steady_rows"] / r["steady_seconds"] if r["steady_seconds"] else 0.0 for r in rs]
+        for q, rs in results.items()
+    }
+    job, job_steady = rate.get("job"), steady.get("job")
     print()
-    print(f"{'query':<5} {'events':>9} {'events/s (each round)':>24} {'job / this':>11} "
-          f"{'JVM peak':>9} {'Py peak':>8}  what")  # fmt: skip
+    print(f"{'query':<5} {'events':>9} {'events/s (each round)':>22} {'job / this':>11} "
+          f"{'steady events/s':>17} {'job / this':>11} {'JVM peak':>9} {'Py peak':>8}  "
+          "what")  # fmt: skip
     for q, rs in results.items():
         each = " / ".join(f"{x:,.0f}" for x in rate[q])
         ratio = " / ".join(f"{j / x:.2f}" for j, x in zip(job, rate[q], strict=True)) if job else ""
+        warm = " / ".join(f"{x:,.0f}" for x in steady[q])
+        warm_ratio = (
+            " / ".join(
+                f"{j / x:.2f}" if x else "-" for j, x in zip(job_steady, steady[q], strict=True)
+            )
+            if job_steady
+            else ""
+        )
         jvm = max(r["jvm_peak_mb"] for r in rs)
         py = max(r["python_peak_mb"] for r in rs)
-        print(f"{q:<5} {rs[0]['rows']:>9,} {each:>24} {ratio:>11} {jvm:>7.0f}MB {py:>6.0f}MB  "
-              f"{DESCRIPTIONS[q]}")  # fmt: skip
+        print(f"{q:<5} {rs[0]['rows']:>9,} {each:>22} {ratio:>11} {warm:>17} {warm_ratio:>11} "
+              f"{jvm:>7.0f}MB {py:>6.0f}MB  {DESCRIPTIONS[q]}")  # fmt: skip
+    print("(events/s: over the query's time; steady: over its batches after the first, which "
+          "also starts the workers)")  # fmt: skip
     if "job" in results:
         last = results["job"][-1]
         total = sum(v for k, v in last["stages"].items() if k != "drift")
