@@ -167,7 +167,7 @@ class ColumnChecks:
             opened = pc.count_substring_regex(values.take(pa.array(long)), r"[\[{]")
             candidate[long[_mask(pc.greater(opened, _MAX_DEPTH))]] = False
         # The reader does not check UTF-8: a value that is not valid UTF-8 takes the
-        # per-record path (which reads it as U+FFFD).
+        # per-record path (which rejects it as invalid_json).
         try:
             values.cast(pa.string())
         except (pa.ArrowInvalid, UnicodeError):

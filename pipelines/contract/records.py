@@ -402,16 +402,11 @@ def detailed(value: bytes, schema: dict[str, Any]) -> tuple[dict[str, Any] | Non
 
     Reasons: invalid_json (not a JSON object), unknown_schema_version, schema_violation.
     Only the version check applies when the version is unknown (the rest of the contract is
-    that version's). Invalid UTF-8 is read as U+FFFD.
+    that version's). A record that is not valid UTF-8 is invalid_json.
     """
     try:
         doc = msgspec.json.decode(value)
-    except msgspec.DecodeError:
-        try:
-            doc = msgspec.json.decode(value.decode("utf-8", errors="replace").encode())
-        except (msgspec.DecodeError, RecursionError, ValueError):
-            return None, [f"{INVALID_JSON}|$: not a JSON object"]
-    except (RecursionError, ValueError):
+    except (msgspec.DecodeError, RecursionError, ValueError):  # also invalid UTF-8
         return None, [f"{INVALID_JSON}|$: not a JSON object"]
     if not isinstance(doc, dict):
         return None, [f"{INVALID_JSON}|$: not a JSON object"]
