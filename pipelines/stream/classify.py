@@ -154,8 +154,7 @@ def collected(checked: DataFrame) -> tuple[pa.Table, pa.Table]:
         .drop("value", "errors", "detectors", "kafka_timestamp", "reason")
         .toArrow()
     )
-    is_ids = pc.equal(table.column("kind"), IDS)
-    return table.filter(pc.invert(is_ids)).drop_columns(["ids"]), ids_of(table)
+    return table.filter(pc.not_equal(table.column("kind"), IDS)), ids_of(table)
 
 
 def counts_of(partials: pa.Table, counting: Counting, sampling: Sampling) -> Counts:
@@ -163,7 +162,7 @@ def counts_of(partials: pa.Table, counting: Counting, sampling: Sampling) -> Cou
     is_sample = pc.equal(partials.column("kind"), SAMPLE)
     sums = partials.filter(pc.invert(is_sample)).select(_SUM_COLUMNS).to_pylist()
     counts = merge_partials(sums, counting)
-    sample = sample_of(partials.filter(is_sample), sampling.rows) if sampling.rows else None
+    sample = sample_of(partials, sampling.rows) if sampling.rows else None
     return dataclasses.replace(counts, sample=sample)
 
 

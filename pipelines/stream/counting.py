@@ -88,8 +88,6 @@ PARTIAL_SCHEMA = pa.schema(
         ("end_offset", pa.int64()),
         ("rows", pa.int64()),
         ("max_event_time_s", pa.int64()),
-        ("event", output_schema().field("event").type),  # a sampled parsed event
-        ("sample_key", pa.float64()),  # its place in the sample (sample_hash)
         # A record (`keep_records`): coordinates and reason of each; event id and time of an
         # on-time valid one (for deduplication); what the DLQ needs of a rejected or late one.
         ("offset", pa.int64()),
@@ -100,12 +98,17 @@ PARTIAL_SCHEMA = pa.schema(
         ("value", pa.binary()),
         ("errors", pa.list_(pa.string())),
         ("detectors", pa.list_(pa.string())),
-        # An `ids` row: IDS_SCHEMA's rows of a batch's on-time valid records, as one Arrow
-        # IPC stream (one row per batch instead of one per record: cheaper to bring back).
-        ("ids", pa.binary()),
+        # Rows packed as one Arrow IPC stream (one row instead of one per record or event:
+        # far cheaper to bring back to the driver): of an `ids` row, IDS_SCHEMA's rows of a
+        # batch's on-time valid records; of a `sample` row, a partition's SAMPLE_SCHEMA rows.
+        ("packed", pa.binary()),
     ]
 )
 SAMPLE, RECORD, VALUE, IDS = "sample", "record", "value", "ids"
+# A sampled parsed event and its place in the sample (sample_hash).
+SAMPLE_SCHEMA = pa.schema(
+    [("event", output_schema().field("event").type), ("sample_key", pa.float64())]
+)
 # What deduplication needs of each on-time valid record; text_dropped: its free text held
 # personal data and was dropped.
 IDS_SCHEMA = pa.schema(
@@ -634,12 +637,7 @@ def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         ],
         schema=IDS_SCHEMA,
     )
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, IDS_SCHEMA) as writer:
-        writer.write_batch(ids)
-    yield _partial_batch(
-        {"kind": pa.array([IDS]), "ids": pa.array([sink.getvalue().to_pybytes()])}, 1
-    )
+    yield _partial_batch({"kind": pa.array([IDS]), "packed": _packed(ids)}, 1)
     kept = batch.filter(pc.or_(pc.invert(on_time), dropped))
     if kept.num_rows:
         n = kept.num_rows
@@ -660,11 +658,25 @@ def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
         yield _partial_batch(given, n)
 
 
+def _packed(batch: pa.RecordBatch) -> pa.Array:
+    """`batch` as one Arrow IPC stream, in a one-row binary array."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return pa.array([sink.getvalue().to_pybytes()], pa.binary())
+
+
+def _unpacked(partials: pa.Table, kind: str, schema: pa.Schema) -> pa.Table:
+    """The rows packed in the `kind` rows of `partials`, as one table of `schema`."""
+    rows = partials.filter(pc.equal(partials.column("kind"), kind))
+    blobs = rows.column("packed").to_pylist()
+    tables = [pa.ipc.open_stream(blob).read_all() for blob in blobs if blob is not None]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
 def ids_of(partials: pa.Table) -> pa.Table:
     """The IDS_SCHEMA rows of the `ids` rows among `partials`."""
-    blobs = partials.filter(pc.equal(partials.column("kind"), IDS)).column("ids").to_pylist()
-    tables = [pa.ipc.open_stream(blob).read_all() for blob in blobs if blob is not None]
-    return pa.concat_tables(tables) if tables else IDS_SCHEMA.empty_table()
+    return _unpacked(partials, IDS, IDS_SCHEMA)
 
 
 def _partial_batch(given: dict[str, Any], n: int) -> pa.RecordBatch:
@@ -717,19 +729,17 @@ def partial_counts(
         })  # fmt: skip
     yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
     if partial.sample is not None:
-        n = len(partial.sample)
-        given = {
-            "kind": pa.array([SAMPLE] * n, pa.string()),
-            "event": partial.sample,
-            "sample_key": pa.array(partial.sample_keys, pa.float64()),
-        }
-        yield _partial_batch(given, n)
+        sample = pa.RecordBatch.from_arrays(
+            [partial.sample, pa.array(partial.sample_keys, pa.float64())], schema=SAMPLE_SCHEMA
+        )
+        yield _partial_batch({"kind": pa.array([SAMPLE]), "packed": _packed(sample)}, 1)
 
 
-def sample_of(samples: pa.Table, rows: int) -> pa.Array:
-    """The `rows` sampled events of smallest key among the partitions' samples (`sample`
-    rows of PARTIAL_SCHEMA), in key order.
+def sample_of(partials: pa.Table, rows: int) -> pa.Array:
+    """The `rows` sampled events of smallest key among the partitions' samples (the
+    `sample` rows of `partials`, PARTIAL_SCHEMA), in key order.
     """
+    samples = _unpacked(partials, SAMPLE, SAMPLE_SCHEMA)
     keys = samples.column("sample_key").to_numpy()
     order = np.argsort(keys, kind="stable")[:rows]
     return samples.column("event").combine_chunks().take(pa.array(order, pa.int64()))
