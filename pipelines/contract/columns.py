@@ -4,8 +4,8 @@ Arrow compute over columns. Pure (no Spark, no I/O); `records.RecordChecker` cal
 
 It only ever proves records valid. A record it cannot prove valid goes to the per-record
 path in `records.py`, which decides it and names every violation. The reader fails a whole
-block on one bad record (a wrong JSON type, an unknown field, a duplicate key, invalid
-UTF-8, a number out of range); such a block is split in halves until the bad records are
+block on one bad record (a wrong JSON type, an unknown field, a duplicate key, a number
+out of range); such a block is split in halves until the bad records are
 isolated in blocks of at most `_MIN_BLOCK` records, which take the per-record path. The
 work spent on splitting is capped at `_SPLIT_BUDGET` times the batch, so a batch of broken
 records costs what the per-record path costs, never more than a few times that.
@@ -26,6 +26,10 @@ What the reader cannot tell apart, and how it is settled:
   a text that is not a real instant (Feb 30, hour 25, year 0) takes the other path.
 - Patterns run in RE2, which is stricter than Python's `re` where they differ (`$` does
   not match before a final newline), so a record RE2 refuses is decided by `re`.
+- The reader is more lenient than JSON in places, which are checked before or after it:
+  it takes `NaN` and `Infinity`, reads `-0` as -0.0 (the per-record path has 0.0), does
+  not check UTF-8, and recurses once per level of nesting (thousands of levels exhaust the
+  stack: a crash, not an error).
 """
 
 from __future__ import annotations
@@ -57,7 +61,8 @@ _READ = pj.ReadOptions(use_threads=False, block_size=1 << 30)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
 
 
-def _kind(node: dict[str, Any]) -> tuple[str, bool]:
+def node_kind(node: dict[str, Any]) -> tuple[str, bool]:
+    """(JSON type, allows null) of a schema node."""
     kind = node.get("type")
     if isinstance(kind, list):
         return next(k for k in kind if k != "null"), "null" in kind
@@ -67,14 +72,14 @@ def _kind(node: dict[str, Any]) -> tuple[str, bool]:
 
 
 def _is_map(node: dict[str, Any]) -> bool:
-    return _kind(node)[0] == "object" and "properties" not in node
+    return node_kind(node)[0] == "object" and "properties" not in node
 
 
 def read_type(node: dict[str, Any]) -> pa.DataType:
     """The type the reader reads a schema node as: date-times as text, maps as a struct
     with no fields (the reader adds one per key it meets).
     """
-    kind, _ = _kind(node)
+    kind, _ = node_kind(node)
     if kind == "object" and "properties" in node:
         return pa.struct([(n, read_type(c)) for n, c in node["properties"].items()])
     if kind == "object":
@@ -299,7 +304,7 @@ class ColumnChecks:
         ok = np.ones(n, dtype=bool)
         required = set(node.get("required", []))
         for name, child in node.get("properties", {}).items():
-            kind, nullable = _kind(child)
+            kind, nullable = node_kind(child)
             column = arr.field(name)
             present = _mask(column.is_valid())
             if present.all():
@@ -325,7 +330,7 @@ class ColumnChecks:
 
     def _value(self, node: dict[str, Any], column: pa.Array, raw: _Keys | None) -> np.ndarray:
         """Rows where the value meets `node` (rows where it is null: True)."""
-        kind, _ = _kind(node)
+        kind, _ = node_kind(node)
         n = len(column)
         if kind == "object":
             if raw is None:
@@ -536,7 +541,7 @@ def _optional_keys(node: dict[str, Any]) -> list[str]:
     out: list[str] = []
     required = set(node.get("required", []))
     for name, child in node.get("properties", {}).items():
-        if name not in required and not _kind(child)[1]:
+        if name not in required and not node_kind(child)[1]:
             out.append(name)
         out += _optional_keys(child)
     return out

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.contract.columns import ColumnChecks
+from pipelines.contract.columns import node_kind as _kind
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 if TYPE_CHECKING:
@@ -72,16 +73,6 @@ INPUT_SCHEMA = pa.schema(
         ("value", pa.binary()),
     ]
 )
-
-
-def _kind(node: dict[str, Any]) -> tuple[str, bool]:
-    """(JSON type, allows null) of a schema node."""
-    kind = node.get("type")
-    if isinstance(kind, list):
-        return next(k for k in kind if k != "null"), "null" in kind
-    if kind is None and "const" in node:
-        return "string", False
-    return str(kind), False
 
 
 def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
