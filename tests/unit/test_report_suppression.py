@@ -28,12 +28,12 @@ from pipelines.report.model import (
 )
 from pipelines.report.render import render_html, render_markdown
 from pipelines.report.weekly import collect_weekly
-from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.settings import Settings
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
 from pipelines.warehouse.tables import Tables
-from tests.unit.test_weekly_report import _sketch
+from tests.unit.test_weekly_report import window_aggregates
 
 WEEK = IsoWeek(2026, 47)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
@@ -71,22 +71,7 @@ def generate(seed: int = 3) -> Rows:
 
 def _commit_window(sink: WarehouseSink, batch: int, w: datetime, rows: Rows) -> None:
     """One batch holding window `w`'s rows of `rows` (counters and users per segment)."""
-    aggs: list[dict[str, Any]] = []
-    for (start, seg), (counters, users) in rows.items():
-        if start != w:
-            continue
-        key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
-        key.update(zip(DIMS, seg, strict=True))
-        aggs.append(
-            {
-                "window_start": w,
-                "window_end": w + timedelta(minutes=5),
-                "dimension_set": ",".join(DIMS),
-                **key,
-                **counters,
-                "users_sketch": _sketch(users),
-            }
-        )
+    aggs = window_aggregates(rows, w)
     events = sum(a["events"] for a in aggs)
     sink.commit(
         BatchResult(

@@ -133,26 +133,33 @@ def _ledger(rng_seed: int = 5):
     return out
 
 
+def window_aggregates(rows, w: datetime) -> list[dict]:
+    """The segment_window_agg rows of window `w` among `rows` ((window, DIMS values) ->
+    (counters, user ids)), grouped by DIMS."""
+    aggs = []
+    for (ws, seg), (counters, users) in rows.items():
+        if ws != w:
+            continue
+        key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
+        key.update(zip(DIMS, seg, strict=True))
+        aggs.append(
+            {
+                "window_start": w,
+                "window_end": w + timedelta(minutes=5),
+                "dimension_set": ",".join(DIMS),
+                **key,
+                **counters,
+                "users_sketch": _sketch(users),
+            }
+        )
+    return aggs
+
+
 def _load(engine, rows, ledger) -> None:
     sink = WarehouseSink(engine)
     batch = 0
     for w in sorted({w for w, _ in rows}):
-        aggs = []
-        for (ws, seg), (counters, users) in rows.items():
-            if ws != w:
-                continue
-            key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
-            key.update(zip(DIMS, seg, strict=True))
-            aggs.append(
-                {
-                    "window_start": w,
-                    "window_end": w + timedelta(minutes=5),
-                    "dimension_set": ",".join(DIMS),
-                    **key,
-                    **counters,
-                    "users_sketch": _sketch(users),
-                }
-            )
+        aggs = window_aggregates(rows, w)
         info = ledger[w]
         aggregated = sum(a["events"] for a in aggs)
         quality_rows = [
