@@ -167,7 +167,7 @@ class ColumnChecks:
         # crash, not an error) thousands of levels deep: a value that may nest deeper
         # than _MAX_DEPTH takes the per-record path. Only a value longer than twice that
         # can, so only those are counted.
-        long = np.flatnonzero(candidate & _mask(pc.greater(sizes, 2 * _MAX_DEPTH).fill_null(False)))
+        long = np.flatnonzero(candidate & bool_mask(pc.greater(sizes, 2 * _MAX_DEPTH)))
         if len(long):
             opened = pc.count_substring_regex(values.take(pa.array(long)), r"[\[{]")
             candidate[long[_mask(pc.greater(opened, _MAX_DEPTH))]] = False
@@ -447,7 +447,7 @@ class ColumnChecks:
         earlier = pc.subtract(kafka, pa.scalar(max_age, pa.duration("us")))
         inside = pc.and_(pc.less_equal(stamps, later), pc.greater_equal(stamps, earlier))
         # No Kafka timestamp: no range to check.
-        return _mask(pc.or_kleene(inside, kafka.is_null()).fill_null(True)) & _mask_array(valid)
+        return _mask(pc.or_kleene(inside, kafka.is_null()).fill_null(True)) & bool_mask(valid)
 
     def _flagged(
         self, events: pa.StructArray, good: np.ndarray, flagged: Callable[[str], bool]
@@ -499,7 +499,7 @@ class _Keys:
         self.raw = raw
         self._rare = set(rare)
         self._some = (
-            _mask(pc.match_substring_regex(raw, _key_pattern(*rare)).fill_null(False))
+            bool_mask(pc.match_substring_regex(raw, _key_pattern(*rare)))
             if rare
             else np.zeros(len(raw), dtype=bool)
         )
@@ -512,7 +512,7 @@ class _Keys:
         if not _LITERAL.fullmatch(name):
             return None
         if name not in self._rare:
-            return _mask(pc.match_substring_regex(self.raw, _key_pattern(name)).fill_null(False))
+            return bool_mask(pc.match_substring_regex(self.raw, _key_pattern(name)))
         out = np.zeros(len(self.raw), dtype=bool)
         if len(self._some_rows):
             subset = self.raw.take(self._some_rows)
@@ -529,7 +529,7 @@ class _Keys:
         longest = max(runs, key=len)
         if not longest:
             return np.ones(len(self.raw), dtype=bool)
-        return _mask(pc.match_substring_regex(self.raw, re.escape(longest)).fill_null(False))
+        return bool_mask(pc.match_substring_regex(self.raw, re.escape(longest)))
 
 
 def _key_pattern(*names: str) -> str:
@@ -597,5 +597,6 @@ def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
     return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
 
 
-def _mask_array(arr: pa.Array) -> np.ndarray:
+def bool_mask(arr: pa.Array) -> np.ndarray:
+    """A boolean Arrow array as numpy, null as False."""
     return _mask(arr.fill_null(False))

@@ -38,7 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract.columns import ColumnChecks
+from pipelines.contract.columns import ColumnChecks, bool_mask
 from pipelines.contract.columns import node_kind as _kind
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
@@ -618,7 +618,7 @@ class RecordChecker:
         if watermark is not None and n:
             behind = pc.less(pc.struct_field(events, "event_time"), pa.scalar(watermark))
             late = [f"{LATE}|$.event_time: behind the watermark {watermark}"]
-            for row in np.flatnonzero(_mask(behind)).tolist():
+            for row in np.flatnonzero(bool_mask(behind)).tolist():
                 if not errors[row]:
                     errors[row] = late
         # Rejected records and counted ones whose text was dropped keep their bytes: the
@@ -652,10 +652,6 @@ class RecordChecker:
                 outcomes[i].errors = [f"{INVALID_JSON}|$: a string is not valid Unicode text"]
                 outcomes[i].detectors = None
         return pa.array(events, self._event_type)
-
-
-def _mask(arr: pa.Array) -> np.ndarray:
-    return np.asarray(arr.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
 
 
 def check_batches(
