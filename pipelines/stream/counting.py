@@ -88,13 +88,11 @@ PARTIAL_SCHEMA = pa.schema(
         ("end_offset", pa.int64()),
         ("rows", pa.int64()),
         ("max_event_time_s", pa.int64()),
-        # A record (`keep_records`): coordinates and reason of each; event id and time of an
-        # on-time valid one (for deduplication); what the DLQ needs of a rejected or late one.
+        # A record (`keep_records`) the DLQ may receive: its coordinates, reason and what
+        # the dead-letter record holds.
         ("offset", pa.int64()),
         ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
         ("reason", pa.string()),
-        ("event_id", pa.string()),
-        ("event_time", pa.timestamp("us", tz="UTC")),
         ("value", pa.binary()),
         ("errors", pa.list_(pa.string())),
         ("detectors", pa.list_(pa.string())),
@@ -633,7 +631,7 @@ def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
             valid.column("partition"),
             valid.column("offset"),
             pc.struct_field(events, "event_time"),
-            pc.fill_null(pc.greater(pc.list_value_length(valid.column("detectors")), 0), False),
+            dropped.filter(on_time),
         ],
         schema=IDS_SCHEMA,
     )
@@ -641,7 +639,6 @@ def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
     kept = batch.filter(pc.or_(pc.invert(on_time), dropped))
     if kept.num_rows:
         n = kept.num_rows
-        events = kept.column("event")
         given = {
             "kind": pa.array([RECORD] * n, pa.string()),
             "topic": kept.column("topic"),
@@ -649,8 +646,6 @@ def _records(batch: pa.RecordBatch) -> Iterator[pa.RecordBatch]:
             "offset": kept.column("offset"),
             "kafka_timestamp": kept.column("kafka_timestamp"),
             "reason": kept.column("reason"),
-            "event_id": pc.struct_field(events, "event_id"),
-            "event_time": pc.struct_field(events, "event_time"),
             "value": kept.column("value"),
             "errors": kept.column("errors"),
             "detectors": kept.column("detectors"),
