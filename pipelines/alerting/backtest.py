@@ -14,7 +14,7 @@ from datetime import datetime
 
 from sqlalchemy import Engine, and_, func, select
 
-from pipelines.alerting.engine import bind_rules, load_window, rule_inputs
+from pipelines.alerting.engine import bind_rules, rule_inputs, windows_read
 from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
 from pipelines.alerting.rules import Rule
 from pipelines.warehouse.tables import Tables, as_utc
@@ -86,8 +86,7 @@ def backtest(
     states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in rules}
     open_episodes: dict[tuple[str, Segment], Episode] = {}
     with engine.connect() as conn:
-        for w in sorted(windows):
-            data = load_window(conn, tables, w, dimensions)
+        for w, data in windows_read(conn, tables, windows, dimensions, rules=rules):
             for rule in rules:
                 new_states, changed = evaluate(rule, w, rule_inputs(rule, data), states[rule.name])
                 states[rule.name] = new_states

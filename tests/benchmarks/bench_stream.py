@@ -96,7 +96,8 @@ def _settings(args: argparse.Namespace, tmp: Path) -> Any:
     return Settings(
         kafka=KafkaSettings(bootstrap_servers=args.bootstrap, topic_interactions=args.topic,
                             topic_dlq=args.topic + ".dlq", topic_alerts=args.topic + ".alerts"),
-        spark=SparkSettings(jars_dir=REPO / "var" / "jars" / "spark"),
+        spark=SparkSettings(jars_dir=REPO / "var" / "jars" / "spark",
+                            **({"master": args.master} if args.master else {})),
         stream=StreamSettings(
             checkpoint_dir=str(tmp / "checkpoint"),
             max_offsets_per_trigger=args.max_offsets,
@@ -315,6 +316,7 @@ def _run_child(args: argparse.Namespace, query: str) -> dict[str, Any]:
     cmd = [
         sys.executable, __file__, "--child", query, "--bootstrap", args.bootstrap,
         "--topic", args.topic, "--max-offsets", str(args.max_offsets),
+        *(["--master", args.master] if args.master else []),
     ]  # fmt: skip
     print(f"[bench] running {query}: {DESCRIPTIONS[query]} …", flush=True)
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False, cwd=REPO)
@@ -388,6 +390,9 @@ def main() -> None:
         type=int,
         default=50_000,
         help="maxOffsetsPerTrigger of every query (50000, the job's default)",
+    )
+    parser.add_argument(
+        "--master", help="Spark master of every query (default: the job's, spark.master)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="rounds of A, B, job (1)")
     parser.add_argument("--only", nargs="+", choices=QUERIES, help="run only these queries")

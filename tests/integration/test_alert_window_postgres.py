@@ -1,6 +1,8 @@
 """What the alert rules read of a window (pipelines.alerting.engine.load_window) is the same
 on PostgreSQL as on SQLite: the scenario warehouse's aggregates, rate tests and drift rows,
-copied into a PostgreSQL warehouse, read back window by window.
+copied into a PostgreSQL warehouse, read back window by window. And the job's read of many
+windows at once, kept to the tests and drift rows its rules use (`windows_read`), gives
+every rule the same inputs as the full read of each window, on both.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ import pytest
 from sqlalchemy import select
 
 from pipelines.alerting.backtest import stored_windows
-from pipelines.alerting.engine import load_window
+from pipelines.alerting.engine import bind_rules, load_window, rule_inputs, windows_read
+from pipelines.alerting.rules import load_rules
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables, as_utc
+from tests.integration.scenario_warehouse import RULES_DIR
 
 pytestmark = pytest.mark.integration
 
@@ -32,7 +36,9 @@ def _normal(row: Any) -> dict[str, Any]:
     return out
 
 
-def test_load_window_reads_the_same_rows_on_postgresql(scenario_warehouse, postgres):
+@pytest.fixture(scope="module")
+def pg_copy(scenario_warehouse, postgres):
+    """The scenario warehouse's aggregates, rate tests and drift rows, in PostgreSQL."""
     wh = scenario_warehouse
     pg = make_engine(postgres.create_database("alert_windows"))
     migrate(pg)
@@ -43,6 +49,14 @@ def test_load_window_reads_the_same_rows_on_postgresql(scenario_warehouse, postg
         assert rows, name
         with pg.begin() as conn:
             conn.execute(getattr(pg_tables, name).insert(), rows)
+    yield pg
+    pg.dispose()
+
+
+def test_load_window_reads_the_same_rows_on_postgresql(scenario_warehouse, pg_copy):
+    wh = scenario_warehouse
+    pg = pg_copy
+    lite_tables, pg_tables = Tables(wh.engine), Tables(pg)
     windows = stored_windows(wh.engine, wh.dimension_set, None, None)
     assert len(windows) >= 10
     read = {"tests": 0, "drift": 0}
@@ -65,4 +79,32 @@ def test_load_window_reads_the_same_rows_on_postgresql(scenario_warehouse, postg
         read["tests"] += len(lite.tests)
         read["drift"] += len(lite.drift)
     assert read["tests"] > 100 and read["drift"] > 100, read
-    pg.dispose()
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_rules_read_of_many_windows_gives_the_inputs_of_the_full_read(
+    scenario_warehouse, pg_copy, database
+):
+    wh = scenario_warehouse
+    engine = wh.engine if database == "sqlite" else pg_copy
+    tables = Tables(engine)
+    rules = bind_rules(load_rules([RULES_DIR]), wh.dimensions)
+    windows = stored_windows(wh.engine, wh.dimension_set, None, None)
+    # More windows than one read takes, in no particular order: read in ascending order.
+    shuffled = windows[1::2] + windows[::2]
+    full_rows = kept_rows = 0
+    with engine.connect() as conn:
+        read = list(windows_read(conn, tables, shuffled, wh.dimensions, rules=rules))
+        assert [w for w, _ in read] == sorted(as_utc(w) for w in windows)
+        for w, kept in read:
+            full = load_window(conn, tables, w, wh.dimensions)
+            key = [*wh.dimensions]
+            assert sorted(kept.rows, key=lambda r: [r[d] for d in key]) == sorted(
+                full.rows, key=lambda r: [r[d] for d in key]
+            )
+            for rule in rules:
+                assert rule_inputs(rule, kept) == rule_inputs(rule, full), (rule.name, w)
+            full_rows += len(full.tests) + len(full.drift)
+            kept_rows += len(kept.tests) + len(kept.drift)
+    # The default rules read a few rates and distributions of the many stored.
+    assert 0 < kept_rows < full_rows / 4, (kept_rows, full_rows)
