@@ -77,6 +77,7 @@ from pipelines.stream.counting import (
 )
 from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.durations import parse_duration
+from pipelines.stream.heap import settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
 
@@ -249,6 +250,9 @@ class BatchProcessor:
             if self.on_failure:
                 self.on_failure(time.perf_counter() - started)
             raise
+        # After the first batch the driver's set-up is done (the quality suite built, the
+        # warehouse and Spark's Python side imported): out of later collections.
+        settle()
         self.log(report.describe())
         if self.on_batch:
             self.on_batch(report)

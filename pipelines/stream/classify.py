@@ -62,6 +62,7 @@ from pipelines.stream.counting import (
     partial_counts,
     sample_of,
 )
+from pipelines.stream.heap import settle
 
 REJECT_REASONS = (
     MESSAGE_TOO_LARGE,
@@ -97,7 +98,9 @@ def check_and_count(
     screen = screen_pattern()
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        checked = check_batches(batches, record_checker(limits, screen, counting.allow), watermark)
+        checker = record_checker(limits, screen, counting.allow)
+        settle()  # the worker's imports and checker: out of the collections after each task
+        checked = check_batches(batches, checker, watermark)
         return partial_counts(checked, counting, duplicates, sampling, keep_records=keep_records)
 
     return raw.select("topic", "partition", "offset", "timestamp", "value").mapInArrow(
