@@ -77,7 +77,7 @@ from pipelines.stream.counting import (
 )
 from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.durations import parse_duration
-from pipelines.stream.heap import settle
+from pipelines.stream.heap import paused, settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
 
@@ -245,7 +245,8 @@ class BatchProcessor:
             raise RuntimeError(msg)
         started = time.perf_counter()
         try:
-            report = self.process(df, batch_id, self._query_id)
+            with paused():
+                report = self.process(df, batch_id, self._query_id)
         except BaseException:
             if self.on_failure:
                 self.on_failure(time.perf_counter() - started)

@@ -9,9 +9,16 @@ from sqlalchemy.engine import make_url
 
 from pipelines.errors import ConfigError
 
+# SQLite's page cache per connection, in KiB (SQLite's default is 2 MiB): a backlog batch
+# upserts ~40,000 histogram rows into the indexes of a file that grows past 100 MB, and
+# with 2 MiB most of those index pages are read again from the file for every batch (the
+# upsert of a 50,000-event batch took about twice as long). Pages are taken as they are used.
+SQLITE_CACHE_KIB = 64 * 1024
+
 
 def make_engine(url: str) -> Engine:
-    """An engine for `url`; for SQLite the parent folder is created and WAL mode enabled.
+    """An engine for `url`; for SQLite the parent folder is created, WAL mode enabled and
+    the page cache set to SQLITE_CACHE_KIB.
 
     Raises ConfigError for a URL SQLAlchemy cannot parse (the URL itself is not echoed,
     since it may hold a password).
@@ -31,6 +38,7 @@ def make_engine(url: str) -> Engine:
             cursor = dbapi_connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
             cursor.close()
 
         return engine

@@ -18,6 +18,7 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Engine, and_, func, select
@@ -472,7 +473,7 @@ class WarehouseSink:
             index_elements=key, set_={"count": t.c["count"] + stmt.excluded["count"]}
         )
         columns = [*key, "count"]
-        rows = [tuple(r[c] for c in columns) for r in result.histograms]
+        rows = list(map(itemgetter(*columns), result.histograms))  # ~60,000 rows: C, not a loop
         execute_many(conn, stmt, t, columns, rows)
 
 
