@@ -48,3 +48,26 @@ def test_settle_freezes_the_set_up_once_and_later_garbage_is_still_collected():
     assert done.returncode == 0, done.stderr
     _, before, frozen = done.stdout.split()
     assert int(before) > 10_000 and int(frozen) > 10_000
+
+
+def test_paused_keeps_the_collector_off_inside_only_and_restores_it_on_error():
+    import gc
+
+    import pytest
+
+    from pipelines.stream.heap import paused
+
+    assert gc.isenabled()
+    with paused():
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    with pytest.raises(ValueError, match="boom"), paused():
+        raise ValueError("boom")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with paused():
+            pass
+        assert not gc.isenabled(), "paused() enabled a collector that was off before it"
+    finally:
+        gc.enable()
