@@ -35,20 +35,7 @@ from pydantic_settings import (
 
 from pipelines.errors import ConfigError
 from pipelines.redact import is_secret_key, redact_text, redact_tree
-
-SEGMENT_DIMENSIONS = (
-    "product_surface",
-    "feature",
-    "model_id",
-    "model_version",
-    "prompt_version",
-    "policy_version",
-    "locale",
-    "region",
-    "risk_tier",
-    "client",
-    "user_cohort",
-)
+from pipelines.segments import SEGMENT_DIMENSIONS
 
 
 class _Section(BaseModel):

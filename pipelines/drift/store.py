@@ -38,9 +38,10 @@ from sqlalchemy.engine import Connection
 from pipelines.errors import SafewatchError
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.segments import ALL_DIMENSIONS_VALUE
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.bulk import execute_many
-from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE, Tables, as_utc
+from pipelines.warehouse.tables import Tables, as_utc
 
 Segment = tuple[str, ...]  # values of SEGMENT_DIMENSIONS, in order
 Counts = npt.NDArray[np.int64]

@@ -47,9 +47,8 @@ from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, detector_names
 from pipelines.privacy.normalise import normalise
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import ALL_DIMENSIONS_VALUE, SEGMENT_DIMENSIONS
 from pipelines.stream.cardinality import OTHER_VALUE, RESERVED_VALUES
-from pipelines.warehouse.tables import ALL_DIMENSIONS_VALUE
 
 AGGREGATED = "aggregated"
 DUPLICATE = "duplicate"

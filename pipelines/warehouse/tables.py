@@ -23,7 +23,6 @@ ALERT_HISTORY_TABLE = "alert_history"
 OUTBOX_TABLE = "notification_outbox"
 REJECTED_TABLE = "rejected_events"
 BACKFILL_TABLE = "backfill_runs"
-ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
 
 # What the analyst role may read (docs/warehouse.md): the k-anonymous views and the bin
 # reference. Never the base tables, whose small segments are not suppressed, nor
