@@ -123,9 +123,9 @@ def windows_read(
 ) -> Iterator[tuple[datetime, WindowData]]:
     """What the rules read of each window of `windows`, in ascending order by UTC start: one
     query per table for every _WINDOWS_PER_READ windows (read as the iteration reaches them)
-    instead of three per window. With `rules`, only the
-    rate tests and drift rows those rules read (a window holds a test for every rate and a
-    drift row for every distribution of every segment, where the default rules read a few).
+    instead of three per window. With `rules`, only the rate tests and drift rows those rules
+    read: a window holds a test for every rate and a drift row for every distribution of
+    every segment, of which the default rules read a few.
     """
     dimension_set = ",".join(dimensions)
     rates = distributions = None

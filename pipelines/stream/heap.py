@@ -1,10 +1,11 @@
 """Keep Python's cyclic garbage collector off the long-lived objects of a process.
 
 A full collection walks every object the collector tracks. After the imports (pyarrow,
-numpy, SQLAlchemy, pydantic, and Great Expectations on the driver) and the job's own set-up
-that is hundreds of thousands of objects, which never become garbage: a full collection
-took 0.07-0.25 s here. PySpark's daemon runs one after every task of a reused Python worker
-(and the next task on that worker waits for it); on the driver the collector's own full
+numpy and pandas in a Python worker; SQLAlchemy, pydantic and Great Expectations as well on
+the driver) and the job's own set-up, that is a hundred thousand objects or more, which
+never become garbage: a full collection took 0.07-0.25 s here. PySpark's daemon runs one
+after every task of a reused Python worker (and the next task on that worker waits for it);
+on the driver the collector's own full
 collections took about 0.25 s each, several per run. `settle` collects once and then
 freezes what is alive (`gc.freeze`): later collections walk only the objects made after.
 
