@@ -5,9 +5,9 @@ numpy and pandas in a Python worker; SQLAlchemy, pydantic and Great Expectations
 the driver) and the job's own set-up, that is a hundred thousand objects or more, which
 never become garbage: a full collection took 0.07-0.25 s here. PySpark's daemon runs one
 after every task of a reused Python worker (and the next task on that worker waits for it);
-on the driver the collector's own full
-collections took about 0.25 s each, several per run. `settle` collects once and then
-freezes what is alive (`gc.freeze`): later collections walk only the objects made after.
+on the driver the collector's own full collections took about 0.25 s each, several per run.
+`settle` collects once and then freezes what is alive (`gc.freeze`): later collections walk
+only the objects made after.
 
 During a batch the driver holds tens of thousands of rows as dicts (histograms, drift), which
 the collector would walk again and again as they age (about 0.25 s per batch here), though
