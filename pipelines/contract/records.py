@@ -38,8 +38,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract.columns import ColumnChecks, bool_mask
-from pipelines.contract.columns import node_kind as _kind
+from pipelines.contract.columns import ColumnChecks, bool_mask, node_kind
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 if TYPE_CHECKING:
@@ -82,7 +81,7 @@ def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> lis
     node = node if node is not None else event_schema("1")
     out: list[str] = []
     for name, child in node.get("properties", {}).items():
-        kind, _ = _kind(child)
+        kind, _ = node_kind(child)
         path = f"{prefix}{name}"
         if kind == "object" and "properties" in child:
             out += free_text_paths(child, path + ".")
@@ -96,7 +95,7 @@ def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> lis
 
 def arrow_type(node: dict[str, Any]) -> pa.DataType:
     """The Arrow type of a schema node; every field nullable (a rejected event is partial)."""
-    kind, _ = _kind(node)
+    kind, _ = node_kind(node)
     if kind == "object" and "properties" in node:
         return pa.struct([(n, arrow_type(c)) for n, c in node["properties"].items()])
     if kind == "object":
@@ -133,7 +132,7 @@ def _fast_type(node: dict[str, Any], name: str) -> Any:
     """A msgspec type that decodes exactly the values the node accepts (a subset, where
     msgspec cannot say it: unique items and calendar dates are checked after decoding).
     """
-    kind, nullable = _kind(node)
+    kind, nullable = node_kind(node)
     result: Any
     if "const" in node:
         result = Literal[node["const"]]
@@ -190,7 +189,7 @@ def _unique_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tu
 def _map_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     out: list[tuple[str, ...]] = []
     for name, child in node.get("properties", {}).items():
-        if _kind(child)[0] == "object" and "properties" not in child:
+        if node_kind(child)[0] == "object" and "properties" not in child:
             out.append((*prefix, name))
         out += _map_paths(child, (*prefix, name))
     return out
@@ -316,7 +315,7 @@ def _checked_scalar(
 
 def _array(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
     items = node.get("items", {})
-    kind, _ = _kind(items)
+    kind, _ = node_kind(items)
     typed = [_scalar(kind, items, v) for v in value] if isinstance(value, list) else None
     if typed is None or any(t is None for t in typed):
         errors.append(_violation(path, f"mistyped, expected array of {_expected(items, kind)}"))
@@ -330,7 +329,7 @@ def _array(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> An
 
 def _map(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
     values = node["additionalProperties"]
-    kind, _ = _kind(values)
+    kind, _ = node_kind(values)
     typed = (
         {k: _scalar(kind, values, v) for k, v in value.items()} if isinstance(value, dict) else None
     )
@@ -358,7 +357,7 @@ def _object(
     out: dict[str, Any] = {}
     for name, child in props.items():
         child_path = f"{path}.{name}"
-        kind, nullable = _kind(child)
+        kind, nullable = node_kind(child)
         if name not in doc:
             if name in required:
                 errors.append(_violation(child_path, "missing"))
