@@ -7,6 +7,7 @@ commits each micro-batch atomically and idempotently, a checkpoint for offsets.
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from pipelines.errors import ConfigError
 from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
-from pipelines.stream.batch import BatchProcessor, BatchReport
+from pipelines.stream.batch import BatchProcessor, BatchReport, Derived
 from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
@@ -39,6 +40,7 @@ from pipelines.warehouse.sink import WarehouseSink
 @dataclass
 class RunSummary:
     batches: list[BatchReport] = field(default_factory=list)
+    derived: list[Derived] = field(default_factory=list)  # closed-window steps, per batch
 
     @property
     def input_rows(self) -> int:
@@ -47,6 +49,31 @@ class RunSummary:
     @property
     def aggregated_rows(self) -> int:
         return sum(b.aggregated_rows for b in self.batches)
+
+
+@dataclass
+class RunningJob:
+    """The started query and its batch processor, whose last batch's closed-window steps
+    (drift, alert rules, notices) may still run when the query stops.
+    """
+
+    query: StreamingQuery
+    processor: BatchProcessor
+
+    def await_termination(self) -> None:
+        """Wait for the query to stop, then for its last closed-window steps."""
+        try:
+            self.query.awaitTermination()
+        except BaseException:
+            with suppress(Exception):  # the query's own error is the one to report
+                self.processor.close()
+            raise
+        self.processor.close()
+
+    def stop(self) -> None:
+        """Stop the query (the checkpoint keeps its place) and finish the steps under way."""
+        self.query.stop()
+        self.processor.close()
 
 
 def alerting(
@@ -123,8 +150,9 @@ def start_query(
     until_caught_up: bool,
     log: Callable[[str], None] = print,
     on_batch: Callable[[BatchReport], None] | None = None,
+    on_derived: Callable[[Derived], None] | None = None,
     metrics: JobMetrics | None = None,
-) -> StreamingQuery:
+) -> RunningJob:
     """Start the aggregation query; with `until_caught_up` it stops once the topic is drained.
 
     With `metrics`, every batch updates the Prometheus metrics (pipeline health, headline
@@ -136,7 +164,7 @@ def start_query(
     sink.set_min_distinct_users(settings.privacy.min_distinct_users)
     sink.sync_distribution_bins()
     alerts, notify = alerting(settings, engine, sink, log, metrics)
-    batch_callback = on_batch
+    batch_callback, derived_callback = on_batch, on_derived
     on_failure = None
     if metrics is not None:
         severities = {r.name: r.severity for r in alerts.rules} if alerts else {}
@@ -146,12 +174,16 @@ def start_query(
 
         def observed(report: BatchReport) -> None:
             metrics.observe_batch(report)
-            collector.refresh(report.watermark)
             collector.refresh_lag()
             if on_batch is not None:
                 on_batch(report)
 
-        batch_callback = observed
+        def derived(done: Derived) -> None:
+            collector.refresh(done.watermark)  # rates of the newest closed window, alerts
+            if on_derived is not None:
+                on_derived(done)
+
+        batch_callback, derived_callback = observed, derived
     processor = BatchProcessor(
         sink,
         settings,
@@ -160,6 +192,9 @@ def start_query(
         alerts=alerts,
         notify=notify,
         on_failure=on_failure,
+        on_derived=derived_callback,
+        # The closed windows' drift and alert rules run while Spark counts the next batch.
+        overlap=True,
     )
     processor.prepare_quality()
     raw = (
@@ -183,7 +218,7 @@ def start_query(
         writer = writer.trigger(processingTime=spark_interval(settings.stream.trigger_interval))
     query = writer.start()
     processor.bind_query(str(query.id))
-    return query
+    return RunningJob(query, processor)
 
 
 def run(
@@ -207,19 +242,20 @@ def run(
         server = serve(metrics_port, registry)
         log(f"metrics: http://127.0.0.1:{server.port}/metrics")
     try:
-        query = start_query(
+        job = start_query(
             spark,
             settings,
             until_caught_up=until_caught_up,
             log=log,
             on_batch=summary.batches.append,
+            on_derived=summary.derived.append,
             metrics=metrics,
         )
         try:
-            query.awaitTermination()
+            job.await_termination()
         except KeyboardInterrupt:
             log("stopping the streaming query (the checkpoint keeps its place)")
-            query.stop()
+            job.stop()
     finally:
         if server is not None:
             server.close()

@@ -1,7 +1,7 @@
 """The foreachBatch body: classify one micro-batch, aggregate it, commit it to the warehouse.
 
-Per batch, in this order (a crash anywhere before step 6 leaves no trace in the warehouse,
-and Spark re-runs the same batch id with the same offsets):
+Per batch, in this order (a crash anywhere before step 7's commit leaves no trace in the
+warehouse, and Spark re-runs the same batch id with the same offsets):
   1. skip the batch if its id is in the ledger (a replay);
   2. decode every record once, check the contract, its event time, the PII screen and the
      watermark (contract/records.py) and count per window x segment (stream/counting.py),
@@ -15,9 +15,13 @@ and Spark re-runs the same batch id with the same offsets):
   5. validate the parsed events with the Great Expectations suite (sampled);
   6. fold values beyond a dimension's limit into `other` (cardinality control);
   7. write this batch's event ids for deduplication, then commit aggregates, histograms,
-     admitted values, ledger row, offsets, quality results, the rejected-record index and
-     the drift statistics and alert states of the windows the new watermark closed, in one
-     transaction; prune dedup files behind the watermark.
+     admitted values, ledger row, offsets, quality results and the rejected-record index in
+     one transaction; prune dedup files behind the watermark;
+  8. derive the windows the new watermark closed (drift statistics, rate tests, alert
+     rules) in a second transaction that marks the ledger row derived, then deliver the
+     alert outbox. In the job this runs in the background while Spark checks and counts the
+     next batch, whose commit waits for it; a batch a crash left underived (committed, so
+     Spark will not re-run it) is derived first thing when the job restarts.
 
 Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 (`BatchProcessor.recompute`), so both count by the same definitions.
@@ -97,9 +101,12 @@ class BatchReport:
     seconds: float = 0.0
     watermark: datetime | None = None
     folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
-    drift_windows: int = 0
-    alert_transitions: int = 0
-    # Seconds per stage; "commit" includes "drift", which runs inside its transaction.
+    # Closed windows that got drift statistics, and alert transitions; None when they are
+    # derived in the background (`Derived`, logged on its own line once done).
+    drift_windows: int | None = 0
+    alert_transitions: int | None = 0
+    # Seconds per stage; "wait" is the time spent waiting for the previous batch's
+    # closed-window steps, which ran meanwhile.
     stages: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -117,6 +124,12 @@ class BatchReport:
             if self.text_dropped_rows
             else ""
         )
+        derived = (
+            ""
+            if self.drift_windows is None
+            else f"drift for {self.drift_windows} closed window(s); "
+            f"{self.alert_transitions} alert transition(s); "
+        )
         return (
             f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
             f"aggregated{dropped}, {self.rejected_rows} rejected"
@@ -124,9 +137,27 @@ class BatchReport:
             f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
             f"{self.aggregate_rows_written} aggregate rows upserted"
             f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
-            f"quality {quality}; drift for {self.drift_windows} closed window(s); "
-            f"{self.alert_transitions} alert transition(s); "
-            f"{self.seconds:.1f} s; watermark {wm}"
+            f"quality {quality}; {derived}{self.seconds:.1f} s; watermark {wm}"
+        )
+
+
+@dataclass(frozen=True)
+class Derived:
+    """The steps a committed batch's new watermark triggers: drift statistics and alert
+    rules of the windows it closed, then delivery of the outbox (`BatchProcessor`).
+    """
+
+    batch_id: int
+    watermark: datetime | None
+    drift_windows: int = 0
+    alert_transitions: int = 0
+    seconds: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        return (
+            f"batch {self.batch_id}: drift for {self.drift_windows} closed window(s); "
+            f"{self.alert_transitions} alert transition(s); {self.seconds:.1f} s"
         )
 
 
@@ -194,6 +225,12 @@ class BatchProcessor:
 
     Idempotent per (query id, batch id): a batch id found in the ledger is skipped, so Spark's
     re-execution of the last batch after a crash changes nothing.
+
+    After a batch commits, its closed windows are derived (drift statistics, alert rules,
+    then delivery of the outbox) in a second transaction. With `overlap` that runs on a
+    background thread while Spark checks and counts the next batch, which waits for it only
+    before its own commit; call `close()` once the query has stopped. A batch a crash left
+    underived is derived before the first batch of the restarted job.
     """
 
     def __init__(
@@ -207,8 +244,15 @@ class BatchProcessor:
         alerts: AlertEngine | None = None,
         notify: Callable[[], None] | None = None,
         on_failure: Callable[[float], None] | None = None,
+        on_derived: Callable[[Derived], None] | None = None,
+        overlap: bool = False,
     ) -> None:
         self.sink = sink
+        self.on_derived = on_derived
+        self.overlap = overlap
+        self._pending: Future[Derived] | None = None
+        self._deriving: ThreadPoolExecutor | None = None
+        self._caught_up: set[str] = set()
         self.alerts = alerts
         self.notify = notify
         self.on_failure = on_failure
@@ -254,14 +298,30 @@ class BatchProcessor:
         # After the first batch the driver's set-up is done (the quality suite built, the
         # warehouse and Spark's Python side imported): out of later collections.
         settle()
-        self.log(report.describe())
         if self.on_batch:
             self.on_batch(report)
 
+    def drain(self) -> Derived | None:
+        """Wait for the closed-window steps running in the background; raise what they raised."""
+        pending, self._pending = self._pending, None
+        return pending.result() if pending is not None else None
+
+    def close(self) -> Derived | None:
+        """Wait for the last batch's closed-window steps and stop the background thread."""
+        try:
+            return self.drain()
+        finally:
+            if self._deriving is not None:
+                self._deriving.shutdown()
+                self._deriving = None
+
     def process(self, df: DataFrame, batch_id: int, query_id: str) -> BatchReport:
         """Classify, aggregate and commit `df` as batch `batch_id` of `query_id`."""
+        self._catch_up(query_id)
         if self.sink.is_committed(query_id, batch_id):
-            return BatchReport(batch_id=batch_id, skipped=True)
+            skipped = BatchReport(batch_id=batch_id, skipped=True)
+            self.log(skipped.describe())
+            return skipped
         started = self.clock()
         spark = df.sparkSession
         watermark_before = self.sink.watermark(query_id)
@@ -339,21 +399,76 @@ class BatchProcessor:
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
             rejected_events=rejected_events,
         )
-        drift_windows: list[datetime] = []
+        closes = self._closes(watermark_before, watermark_after)
+        if self._pending is not None:
+            with stages("wait"):  # for the previous batch's closed-window steps
+                self.drain()
+        with stages("commit"):
+            # A batch that closes no window is derived at once: nothing to wait for.
+            written = self.sink.commit(
+                result, now=self.clock(), derive=None if closes else _closes_nothing
+            )
+        derived: Derived | None = None
+        if not self.overlap:
+            derived = self._derive(query_id, batch_id, watermark_before, watermark_after, closes)
+            for name, seconds in derived.stages.items():
+                stages.seconds[name] = stages.seconds.get(name, 0.0) + seconds
+        if watermark_after is not None:
+            dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
+        report = BatchReport(
+            batch_id=batch_id,
+            skipped=False,
+            input_rows=result.input_rows,
+            aggregated_rows=result.aggregated_rows,
+            late_rows=result.late_rows,
+            duplicate_rows=result.duplicate_rows,
+            text_dropped_rows=text_dropped,
+            rejected_by_reason=rejected_by_reason,
+            aggregate_rows_written=written,
+            quality_success=result.quality_success,
+            seconds=(self.clock() - started).total_seconds(),
+            watermark=watermark_after,
+            folded_rows=folded,
+            drift_windows=derived.drift_windows if derived else None,
+            alert_transitions=derived.alert_transitions if derived else None,
+            stages=stages.seconds,
+        )
+        self.log(report.describe())
+        if self.overlap:  # logged before the derivation's own line
+            if self._deriving is None:
+                self._deriving = ThreadPoolExecutor(1, thread_name_prefix="safewatch-derive")
+            self._pending = self._deriving.submit(
+                self._derive, query_id, batch_id, watermark_before, watermark_after, closes
+            )
+        return report
+
+    def _closes(self, before: datetime | None, after: datetime | None) -> bool:
+        """Whether moving the watermark from `before` to `after` has anything to derive."""
+        if after is None or (before is not None and after <= before):
+            return False
+        return self.settings.drift.enabled or self.alerts is not None
+
+    def _derive(
+        self,
+        query_id: str,
+        batch_id: int,
+        before: datetime | None,
+        after: datetime | None,
+        closes: bool,
+    ) -> Derived:
+        """Drift statistics and alert rules for the windows the batch's watermark closed (one
+        transaction, marking the batch derived), then delivery of the outbox.
+        """
+        stages = _Stages()
+        started = time.perf_counter()
+        windows: list[datetime] = []
         transitions: list[Any] = []
 
         def derive(conn: Any) -> None:
-            """Drift and alert rules for the windows the new watermark closed."""
-            if watermark_after is None:
-                return
-            if watermark_before is not None and watermark_after <= watermark_before:
-                return
-            if not self.settings.drift.enabled and self.alerts is None:
-                return
             dims = self.settings.stream.dimensions
-            windows = closed_windows(
-                conn, self.sink.tables, ",".join(dims), watermark_before, watermark_after
-            )
+            if after is None:
+                return
+            windows.extend(closed_windows(conn, self.sink.tables, ",".join(dims), before, after))
             if self.settings.drift.enabled:
                 with stages("drift"):
                     compute_drift(
@@ -365,7 +480,6 @@ class BatchProcessor:
                         now=self.clock(),
                         cache=self._baseline,
                     )
-                drift_windows.extend(windows)
             if self.alerts is not None:
                 with stages("alerts"):
                     transitions.extend(
@@ -374,9 +488,9 @@ class BatchProcessor:
                         )
                     )
 
-        with stages("commit"):
+        if closes:
             try:
-                written = self.sink.commit(result, now=self.clock(), derive=derive)
+                self.sink.derive(query_id, batch_id, derive, now=self.clock())
             except BaseException:
                 # The baseline sums may hold this transaction's rows, which rolled back.
                 self._baseline.clear()
@@ -391,26 +505,34 @@ class BatchProcessor:
                         "alerts: delivery failed, notices kept in the outbox: "
                         f"{redact_text(str(exc))}"
                     )
-        if watermark_after is not None:
-            dedup.prune(self.sink.stale_batches(query_id, watermark_after, since=watermark_before))
-        return BatchReport(
+        derived = Derived(
             batch_id=batch_id,
-            skipped=False,
-            input_rows=result.input_rows,
-            aggregated_rows=result.aggregated_rows,
-            late_rows=result.late_rows,
-            duplicate_rows=result.duplicate_rows,
-            text_dropped_rows=text_dropped,
-            rejected_by_reason=rejected_by_reason,
-            aggregate_rows_written=written,
-            quality_success=result.quality_success,
-            seconds=(self.clock() - started).total_seconds(),
-            watermark=watermark_after,
-            folded_rows=folded,
-            drift_windows=len(drift_windows),
+            watermark=after,
+            drift_windows=len(windows) if self.settings.drift.enabled else 0,
             alert_transitions=len(transitions),
+            seconds=time.perf_counter() - started,
             stages=stages.seconds,
         )
+        if self.overlap and windows:
+            self.log(derived.describe())
+        if self.on_derived is not None:
+            self.on_derived(derived)
+        return derived
+
+    def _catch_up(self, query_id: str) -> None:
+        """Derive the query's batches a crash left committed but not derived (once per run)."""
+        if query_id in self._caught_up:
+            return
+        self.drain()
+        behind = self.sink.underived(query_id)
+        if behind:
+            self.log(
+                f"deriving {len(behind)} committed batch(es) whose drift statistics and alert "
+                "rules were not done when the job stopped"
+            )
+        for batch_id, before, after in behind:
+            self._derive(query_id, batch_id, before, after, closes=True)
+        self._caught_up.add(query_id)
 
     def recompute(
         self, df: DataFrame, *, since: datetime, until: datetime
@@ -620,6 +742,10 @@ class BatchProcessor:
             columns[leaf.column] = values
         # Arrow, not pandas: the validator cuts long strings before converting.
         return validator.validate(pa.table(columns), total_rows=total)
+
+
+def _closes_nothing(conn: Any) -> None:
+    """The derivation of a batch whose watermark closed no window: nothing to do."""
 
 
 def _iso_millis(t: datetime | None) -> str | None:

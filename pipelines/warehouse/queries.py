@@ -43,7 +43,13 @@ def ledger_rows(engine: Engine) -> list[dict[str, Any]]:
     with engine.connect() as conn:
         rows = [dict(r) for r in conn.execute(select(t).order_by(t.c.committed_at)).mappings()]
     for r in rows:
-        for k in ("started_at", "committed_at", "watermark_before", "watermark_after"):
+        for k in (
+            "started_at",
+            "committed_at",
+            "watermark_before",
+            "watermark_after",
+            "derived_at",
+        ):
             r[k] = as_utc(r[k])
     return rows
 

@@ -5,11 +5,14 @@ Lifecycle per batch (called by the streaming job's foreachBatch):
      replayed batch id (Spark re-runs the last batch after a crash) changes nothing.
   2. `watermark(query_id)`: the watermark left by the previous batch, used to classify late
      events deterministically (a re-run of the same batch sees the same value).
-  3. `commit(BatchResult, derive=...)`: one transaction that adds the batch's partial counts
-     and histograms to the stored rows (upsert with +), records newly admitted dimension
-     values, inserts the ledger row and the offset ranges, then runs `derive` (the drift
-     statistics of the windows the batch closed) on the same connection. If any part fails
-     nothing is written and the error propagates, so Spark does not commit the batch.
+  3. `commit(BatchResult)`: one transaction that adds the batch's partial counts and
+     histograms to the stored rows (upsert with +), records newly admitted dimension values,
+     inserts the ledger row and the offset ranges. If any part fails nothing is written and
+     the error propagates, so Spark does not commit the batch.
+  4. `derive(query_id, batch_id, fn)`: the drift statistics and alert rules of the windows
+     the batch closed, in a second transaction that marks the ledger row derived
+     (`derived_at`). `underived(query_id)` lists the batches a crash left between the two,
+     for the job to derive when it restarts. (`commit(..., derive=fn)` does both in one.)
 """
 
 from __future__ import annotations
@@ -186,7 +189,8 @@ class WarehouseSink:
         """Write the batch in one transaction; returns the number of aggregate rows touched.
 
         `derive(conn)` runs last inside the transaction, so what it derives from the stored
-        rows (drift statistics) commits or fails together with the batch. Raises
+        rows (drift statistics) commits or fails together with the batch, and the ledger row
+        is marked derived. Without it the batch is derived later (`derive`). Raises
         OffsetsAlreadyIngestedError (and writes nothing) when another query already counted
         any of these offsets.
         """
@@ -231,6 +235,7 @@ class WarehouseSink:
                     quality_success=result.quality_success,
                     watermark_before=result.watermark_before,
                     watermark_after=result.watermark_after,
+                    derived_at=committed_at if derive is not None else None,
                     offsets=json.dumps(
                         {f"{o.topic}:{o.partition}": [o.start, o.end] for o in result.offsets},
                         sort_keys=True,
@@ -276,6 +281,39 @@ class WarehouseSink:
             if derive is not None:
                 derive(conn)
         return written
+
+    def derive(
+        self,
+        query_id: str,
+        batch_id: int,
+        derive: Callable[[Connection], None],
+        *,
+        now: datetime | None = None,
+    ) -> None:
+        """Run `derive(conn)` for a committed batch and mark it derived, in one transaction."""
+        ledger = self.tables.ledger
+        with self.engine.begin() as conn:
+            derive(conn)
+            conn.execute(
+                ledger.update()
+                .where(ledger.c.query_id == query_id, ledger.c.batch_id == batch_id)
+                .values(derived_at=now or datetime.now(UTC))
+            )
+
+    def underived(self, query_id: str) -> list[tuple[int, datetime | None, datetime | None]]:
+        """(batch id, watermark before, after) of the query's committed batches not yet
+        derived, in batch order: what a crash between a commit and its derivation left.
+        """
+        ledger = self.tables.ledger
+        stmt = (
+            select(ledger.c.batch_id, ledger.c.watermark_before, ledger.c.watermark_after)
+            .where(ledger.c.query_id == query_id, ledger.c.derived_at.is_(None))
+            .order_by(ledger.c.batch_id)
+        )
+        with self.engine.connect() as conn:
+            return [
+                (int(b), as_utc(before), as_utc(after)) for b, before, after in conn.execute(stmt)
+            ]
 
     def replace_windows(
         self,

@@ -16,7 +16,7 @@ the runbook queries run against it.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -107,12 +107,23 @@ def _event_time(event: Mapping[str, Any]) -> datetime:
     return datetime.fromisoformat(str(event["event_time"]).replace("Z", "+00:00"))
 
 
+class JobDied(Exception):  # noqa: N818 (it plays a crash, not an error to handle)
+    """Raised by a test's sink to play the job dying: the scenario then starts a new one."""
+
+
 def build_scenario_warehouse(
-    spark: SparkSession, directory: Path, *, now: datetime | None = None
+    spark: SparkSession,
+    directory: Path,
+    *,
+    now: datetime | None = None,
+    overlap: bool = False,
+    make_sink: Callable[..., WarehouseSink] = WarehouseSink,
 ) -> ScenarioWarehouse:
     """Generate the hour, run it batch by batch through the job's processor; see module doc.
 
     The hour starts on the hour, three hours before `now` (default: the wall clock).
+    `overlap` derives the closed windows in the background, as the job does; a sink from
+    `make_sink` may raise `JobDied`, after which a new processor continues.
     """
     now = now or datetime.now(UTC)
     start = now.replace(minute=0, second=0, microsecond=0) - timedelta(hours=3)
@@ -134,20 +145,23 @@ def build_scenario_warehouse(
         warehouse=WarehouseSettings(url=SecretStr(url)),
         alerting=AlertingSettings(channels=()),
     )
-    sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
-    # What the job does at start (jobs/streaming_aggregator.py).
-    sink.set_min_distinct_users(settings.privacy.min_distinct_users)
-    sink.sync_distribution_bins()
-    alerts = AlertEngine(
-        load_rules([RULES_DIR]),
-        sink.tables,
-        settings.stream.dimensions,
-        channels=settings.alerting.channels,
-        window=parse_duration(settings.stream.window),
-        ttl_windows=settings.alerting.ttl_windows,
-    )
-    processor = BatchProcessor(sink, settings, log=lambda _m: None, alerts=alerts)
 
+    def start_job() -> BatchProcessor:
+        """What the job builds when it starts (jobs/streaming_aggregator.py)."""
+        sink = make_sink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
+        sink.set_min_distinct_users(settings.privacy.min_distinct_users)
+        sink.sync_distribution_bins()
+        alerts = AlertEngine(
+            load_rules([RULES_DIR]),
+            sink.tables,
+            settings.stream.dimensions,
+            channels=settings.alerting.channels,
+            window=parse_duration(settings.stream.window),
+            ttl_windows=settings.alerting.ttl_windows,
+        )
+        return BatchProcessor(sink, settings, log=lambda _m: None, alerts=alerts, overlap=overlap)
+
+    processor = start_job()
     reports = []
     offset = 0
     batches = int(DURATION / BATCH_SPAN)
@@ -169,7 +183,13 @@ def build_scenario_warehouse(
             )
             offset += 1
         df = spark.createDataFrame(rows, KAFKA_SCHEMA)
-        reports.append(processor.process(df, batch_id, QUERY_ID))
+        try:
+            reports.append(processor.process(df, batch_id, QUERY_ID))
+        except JobDied:
+            # Restarted: a new job, and Spark runs the batch whose commit it did not see again.
+            processor = start_job()
+            reports.append(processor.process(df, batch_id, QUERY_ID))
+    processor.close()
     watermark = reports[-1].watermark
     assert watermark is not None
     return ScenarioWarehouse(

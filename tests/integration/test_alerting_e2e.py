@@ -122,7 +122,7 @@ def test_spike_reaches_alertmanager_labelled_and_resolves(
     )
     producer.start()
     job_log: list[tuple[float, str]] = []
-    query = start_query(
+    job = start_query(
         spark,
         settings,
         until_caught_up=False,
@@ -158,7 +158,7 @@ def test_spike_reaches_alertmanager_labelled_and_resolves(
     finally:
         stop.set()
         job_log.append((time.monotonic(), "test: stopping the query"))
-        query.stop()
+        job.stop()
         producer.join(timeout=30)
 
     print("\n".join(f"{t - started:6.1f} {m}" for t, m in job_log))

@@ -244,4 +244,5 @@ def test_drift_is_computed_for_every_closed_window_and_segment(golden):
     assert set(drift) == closed and set(tests) == closed
     assert set(drift.values()) == {len(DISTRIBUTIONS)}
     assert set(tests.values()) == {len(RATES)}
-    assert sum(b.drift_windows for b in summary.batches) == len({k[0] for k in closed})
+    assert sum(d.drift_windows for d in summary.derived) == len({k[0] for k in closed})
+    assert len(summary.derived) == len(summary.batches)  # every batch derived, once

@@ -59,8 +59,8 @@ def test_metrics_match_the_ledger_and_the_newest_closed_window(
     )
     registry = CollectorRegistry()
     metrics = JobMetrics(registry)
-    query = start_query(spark, settings, until_caught_up=True, log=lambda _m: None, metrics=metrics)
-    query.awaitTermination()
+    job = start_query(spark, settings, until_caught_up=True, log=lambda _m: None, metrics=metrics)
+    job.await_termination()
 
     def value(name, **labels):
         return registry.get_sample_value(f"safewatch_{name}", labels)

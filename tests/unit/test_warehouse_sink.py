@@ -159,3 +159,55 @@ def test_recent_and_stale_batches_follow_the_newest_event_time(engine):
     # Batches already stale at the previous watermark were pruned then, not again.
     since = T0 + timedelta(minutes=5)
     assert sink.stale_batches("q1", T0 + timedelta(minutes=15), since=since) == [1]
+
+
+def test_a_batch_is_underived_until_its_derivation_commits(engine):
+    sink = WarehouseSink(engine)
+    sink.commit(_batch(0, [_agg("de-DE", 10, 1)], [OffsetRange("t", 0, 0, 9, 10)]))
+    sink.commit(
+        _batch(1, [_agg("de-DE", 3, 0)], [OffsetRange("t", 0, 10, 12, 3)]), derive=lambda c: None
+    )
+    assert sink.underived("q1") == [(0, None, T0)]  # batch 1 was derived in its commit
+    assert sink.underived("q2") == []
+
+    def dies(conn):
+        conn.execute(sink.tables.ledger.delete())  # written, then rolled back
+        raise RuntimeError("died while deriving")
+
+    with pytest.raises(RuntimeError, match="died while deriving"):
+        sink.derive("q1", 0, dies)
+    assert sink.underived("q1") == [(0, None, T0)]
+    assert [r["batch_id"] for r in ledger_rows(engine)] == [0, 1]
+    seen = []
+    sink.derive("q1", 0, seen.append, now=T0 + timedelta(hours=1))
+    assert len(seen) == 1 and sink.underived("q1") == []
+    derived_at = {r["batch_id"]: r["derived_at"] for r in ledger_rows(engine)}
+    assert derived_at[0] == T0 + timedelta(hours=1)
+
+
+def test_batches_committed_before_migration_8_count_as_derived(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'm.db'}")
+    earlier = [m for m in available_migrations() if m.version < 8]
+    with engine.begin() as conn:  # a warehouse as the release before 8 left it
+        for m in earlier:
+            m.module.upgrade(conn)
+        conn.exec_driver_sql(
+            "INSERT INTO batch_ledger (query_id, batch_id, topic, started_at, committed_at, "
+            "duration_ms, input_rows, parse_errors, late_rows, aggregated_rows, "
+            "aggregate_rows_written, offsets) "
+            "VALUES ('q1', 0, 't', '2026-11-23 10:00:00', '2026-11-23 10:00:05', 5000, "
+            "1, 0, 0, 1, 1, '{}')"
+        )
+        conn.exec_driver_sql(
+            "CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+            "description VARCHAR(300) NOT NULL, applied_at DATETIME NOT NULL)"
+        )
+        for m in earlier:
+            conn.exec_driver_sql(
+                "INSERT INTO schema_migrations VALUES (?, ?, '2026-11-23 09:00:00')",
+                (m.version, m.description),
+            )
+    assert 8 in migrate(engine)
+    assert WarehouseSink(engine).underived("q1") == []
+    (row,) = ledger_rows(engine)
+    assert row["derived_at"] == row["committed_at"]
