@@ -1,11 +1,14 @@
-"""Alert rules evaluated on the warehouse, window by window, inside the batch's transaction.
+"""Alert rules evaluated on the warehouse, window by window, in the batch's derivation.
 
-The streaming job calls `AlertEngine.evaluate` for the windows a batch's watermark closed,
-in ascending order, on the connection of the batch's commit: states (`alert_state`), the
-transitions (`alert_history`) and the notifications (`notification_outbox`) commit
-together with the counts they come from, or not at all. The same stored data gives the same
-transitions; a replayed batch is skipped by the ledger, and a window already evaluated for a
-segment is a no-op (`evaluate`), so nobody is notified twice.
+After each batch's commit the streaming job calls `AlertEngine.evaluate` for the windows
+the batch's watermark closed, in ascending order, then `AlertEngine.evaluate_open` for the
+windows still open (early firing, docs/alert-rules.md), on the connection of the batch's
+derivation: states (`alert_state`), the transitions (`alert_history`) and the
+notifications (`notification_outbox`) commit together, marking the batch derived, or not
+at all. The same stored data gives the same transitions; a batch is derived once (the
+ledger's `derived_at`), a window already evaluated closed for a segment is a no-op
+(`evaluate`) and a segment already firing is not fired early again, so nobody is notified
+twice.
 
 Notifications: a segment that fires, resolves, or is still firing in a window gets one
 outbox row per channel; `pipelines.alerting.outbox` delivers them, with retries.
@@ -25,10 +28,13 @@ from sqlalchemy.engine import Connection
 
 from pipelines.alerting.evaluate import (
     AlertState,
+    OpenWindow,
     Segment,
     SegmentWindow,
     Transition,
+    can_fire_early,
     evaluate,
+    evaluate_early,
     segment_label,
     still_firing,
 )
@@ -274,6 +280,8 @@ class AlertEngine:
                         and seg not in moved
                         and state.last_window == w
                         and (was is None or was.last_window != w)
+                        # not a window before the one it fired in early
+                        and (state.firing_since is None or state.firing_since <= w)
                     ):
                         t = still_firing(rule, w, state, by_segment.get(seg))
                         notices.append((rule, t))
@@ -282,6 +290,79 @@ class AlertEngine:
         self._store_states(conn, states, before, now)
         self._store_history(conn, transitions, now, query_id, batch_id)
         self._enqueue(conn, notices, now)
+        return transitions
+
+    @property
+    def early_rules(self) -> list[Rule]:
+        """The rules that may fire on a window that is still open."""
+        return [r for r in self.rules if can_fire_early(r)]
+
+    def evaluate_open(
+        self,
+        conn: Connection,
+        watermark: datetime,
+        *,
+        now: datetime,
+        query_id: str | None = None,
+        batch_id: int | None = None,
+    ) -> list[Transition]:
+        """Early firing: the `early` rules on the windows the watermark has not closed yet
+        (ascending), from their running counts; store states, history, outbox.
+
+        A segment's baseline rate and usual size come from its rate test and counts in the
+        window before the first open one, fixed before the open windows' data.
+        """
+        rules = self.early_rules
+        if not rules:
+            return []
+        t = self.tables.agg
+        dimension_set = ",".join(self.dimensions)
+        opened = sorted(
+            {
+                w
+                for w in (
+                    as_utc(v)
+                    for v in conn.scalars(
+                        select(t.c.window_start)
+                        .where(t.c.dimension_set == dimension_set, t.c.window_end > watermark)
+                        .distinct()
+                    )
+                )
+                if w is not None
+            }
+        )
+        if not opened:
+            return []
+        previous = opened[0] - self.window
+        (_, before_data) = next(
+            iter(windows_read(conn, self.tables, [previous], self.dimensions, rules=rules))
+        )
+        states = self.load_states(conn)
+        before = {name: dict(s) for name, s in states.items()}
+        transitions: list[Transition] = []
+        for w, data in windows_read(conn, self.tables, opened, self.dimensions, rules=[]):
+            for rule in rules:
+                known = {i.segment: i for i in rule_inputs(rule, before_data)}
+                inputs = [
+                    OpenWindow(
+                        segment=i.segment,
+                        numerator=i.numerator,
+                        denominator=i.denominator,
+                        baseline_rate=known[i.segment].baseline_rate
+                        if i.segment in known
+                        else None,
+                        typical_denominator=known[i.segment].denominator
+                        if i.segment in known
+                        else None,
+                    )
+                    for i in rule_inputs(rule, data)
+                ]
+                states[rule.name], fired = evaluate_early(rule, w, inputs, states[rule.name])
+                transitions.extend(fired)
+        self._store_states(conn, states, before, now)
+        self._store_history(conn, transitions, now, query_id, batch_id)
+        by_name = {r.name: r for r in rules}
+        self._enqueue(conn, [(by_name[t.rule], t) for t in transitions], now)
         return transitions
 
     def _store_states(
@@ -351,6 +432,8 @@ class AlertEngine:
                 "query_id": query_id,
                 "batch_id": batch_id,
                 "recorded_at": now,
+                "early": t.early,
+                "evidence": _finite(t.evidence),
             }
             for t in transitions
         ]
@@ -379,6 +462,9 @@ class AlertEngine:
         }
         runbook = f"{self.runbook_base_url}{rule.runbook}"
         starts = t.firing_since or t.window_start
+        # An annotation, not a label: a label would make the early page and the closed
+        # window's re-sends two alerts to Alertmanager, and page twice.
+        early = {"early": "true"} if t.early else {}
         ends = t.window_start if resolved else now + self.ttl
         return {
             "alertname": rule.name,
@@ -390,6 +476,7 @@ class AlertEngine:
                 "runbook_url": runbook,
                 "triage_query": triage_query(rule, t.segment, self.dimensions),
                 "segment": segment_label(t.segment),
+                **early,
             },
             "startsAt": starts.isoformat(),
             "endsAt": ends.isoformat(),
@@ -404,6 +491,7 @@ class AlertEngine:
                 "q_value": t.q_value,
                 "drift_value": t.drift_value,
                 "windows": t.windows,
+                "evidence": _finite(t.evidence),
             },
         }
 
@@ -438,6 +526,11 @@ class AlertEngine:
             index_elements=[o.c.channel, text_key(conn, o.c.dedup_key)]
         )
         conn.execute(stmt, rows)
+
+
+def _finite(value: float | None) -> float | None:
+    """A value for JSON and SQL, where infinity has no place (an e-value of inf: None)."""
+    return None if value is None or value == float("inf") else value
 
 
 def triage_query(rule: Rule, segment: Segment, dimensions: Sequence[str]) -> str:

@@ -14,7 +14,9 @@ machine (docs/alert-rules.md):
 - pending  --true, `for` consecutive true windows--> firing
 - pending  --false--> inactive
 - firing   --false, more than `keep_firing_for` consecutive false windows--> resolved, the
-  state becomes inactive; a true window inside that grace period keeps it firing.
+  state becomes inactive; a true window inside that grace period keeps it firing. A false
+  window before the one the alert fired in (it fired early on a later, open window while
+  this one was still open) changes nothing but `last_window`.
 
 A segment absent from the window's inputs (its traffic stopped) has a false window when its
 state is pending or firing. Windows must be evaluated in ascending order, each one once:
@@ -22,16 +24,27 @@ a window that is not after a segment's `last_window` leaves that segment's state
 and produces no transition, so replaying a window (after a crash, or a backfill that
 overlaps) never transitions twice. "Consecutive" means consecutive evaluations: the caller
 evaluates every closed window, in order, including those where a segment is absent.
+
+Early evaluation (`evaluate_early`, docs/alert-rules.md "Early firing on open windows"):
+after every micro-batch the caller may also pass a window that is still open, with its
+running counts (`OpenWindow`). A rule with `early` set moves a segment that is not firing
+straight to firing when an anytime-valid test (pipelines.alerting.sequential.rate_exceeds,
+at level `EARLY_ALPHA`) shows that the rate is above the rule's reference (`early_reference`).
+Nothing else: it never produces pending, inactive or resolved, and leaves the counters and
+`last_window` alone, so the closed evaluation of the same window still runs later and is the
+one that keeps the alert firing or resolves it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Literal
+from typing import Literal, TypeVar
 
-from pipelines.alerting.rules import Rule, render_template
+from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
+from pipelines.alerting.sequential import rate_exceeds
 from pipelines.metrics.stats import wilson_interval
 
 Segment = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in the rule's `by` order
@@ -57,6 +70,27 @@ class SegmentWindow:
     difference: float | None = None
     baseline_rate: float | None = None
     drift_value: float | None = None
+
+
+@dataclass(frozen=True)
+class OpenWindow:
+    """A segment's running counts in a window that is still open (input of `evaluate_early`).
+
+    `numerator`/`denominator` are the rate's counters so far in the window.
+    `baseline_rate` is the segment's baseline from its latest rate test, known before this
+    window (None: no baseline; a `change` condition then cannot be evaluated early).
+    `typical_denominator` is the segment's denominator in its last closed window (None or 0:
+    unknown); it sets where the test is sharpest and must not come from this window.
+    `buckets` is ``(numerators, denominators)`` split by user bucket, adding up to the
+    counters (None: unavailable, events are then taken as independent).
+    """
+
+    segment: Segment
+    numerator: int
+    denominator: int
+    baseline_rate: float | None = None
+    typical_denominator: int | None = None
+    buckets: tuple[Sequence[int], Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -87,6 +121,12 @@ class Transition:
     `to_status` is ``resolved`` when a firing alert stops (its state becomes inactive). The
     measured values are None when the segment had no input in the window (traffic stopped).
     `windows` is the number of consecutive true windows up to this one.
+
+    `early` is True for a transition to firing made by `evaluate_early` on a window that is
+    still open; its values are the running counts so far, `q_value`, `difference` and
+    `drift_value` are None, and `windows` counts the open window as true. `evidence` is then
+    the e-value that crossed ``1 / EARLY_ALPHA`` (``math.inf`` for a rule whose reference
+    rate is 0, where a single event is conclusive); None for closed-window transitions.
     """
 
     rule: str
@@ -108,6 +148,8 @@ class Transition:
     firing_since: datetime | None
     summary: str
     description: str
+    early: bool = False
+    evidence: float | None = None
 
 
 @dataclass(frozen=True)
@@ -154,10 +196,56 @@ def evaluate(
     whose segment does not name the rule's `by` dimensions in order, a segment given twice,
     or a state of another rule or segment.
     """
+    by_segment = _index(rule, window_start, inputs, states)
+    new_states: dict[Segment, AlertState] = {}
+    transitions: list[Transition] = []
+    for seg in sorted(by_segment.keys() | states.keys()):
+        before = states.get(seg, AlertState(rule.name, seg))
+        window = by_segment.get(seg)
+        if (before.last_window is not None and window_start <= before.last_window) or (
+            window is None and before.status == "inactive"
+        ):
+            new_states[seg] = before
+            continue
+        measured = None if window is None else measure(rule, window)
+        condition = measured is not None and measured.condition
+        if not condition and _fired_later(before, window_start):
+            # Fired early on a later window while this one was still open: its own
+            # incident had not started here, and this window does not count against it.
+            new_states[seg] = replace(before, last_window=window_start)
+            continue
+        after, to_status = _step(rule, before, window_start, condition)
+        new_states[seg] = after
+        if to_status is not None:
+            transitions.append(
+                _transition(rule, seg, window_start, before, after, to_status, window, measured)
+            )
+    return new_states, transitions
+
+
+def _fired_later(state: AlertState, window_start: datetime) -> bool:
+    """Whether `state` fires since a window after `window_start` (it fired early there)."""
+    return (
+        state.status == "firing"
+        and state.firing_since is not None
+        and window_start < state.firing_since
+    )
+
+
+_Input = TypeVar("_Input", SegmentWindow, OpenWindow)
+
+
+def _index(
+    rule: Rule,
+    window_start: datetime,
+    inputs: Sequence[_Input],
+    states: Mapping[Segment, AlertState],
+) -> dict[Segment, _Input]:
+    """`inputs` by segment, after the checks shared by `evaluate` and `evaluate_early`."""
     if window_start.tzinfo is None:
         msg = f"window_start must be timezone-aware (UTC), got {window_start}"
         raise ValueError(msg)
-    by_segment: dict[Segment, SegmentWindow] = {}
+    by_segment: dict[Segment, _Input] = {}
     for w in inputs:
         if tuple(d for d, _ in w.segment) != rule.by:
             msg = f"rule {rule.name}: segment {w.segment} does not match by {list(rule.by)}"
@@ -170,27 +258,7 @@ def evaluate(
         if state.rule != rule.name or state.segment != seg:
             msg = f"rule {rule.name}: state {state.rule} {state.segment} filed under {seg}"
             raise ValueError(msg)
-
-    new_states: dict[Segment, AlertState] = {}
-    transitions: list[Transition] = []
-    for seg in sorted(by_segment.keys() | states.keys()):
-        before = states.get(seg, AlertState(rule.name, seg))
-        window = by_segment.get(seg)
-        if (before.last_window is not None and window_start <= before.last_window) or (
-            window is None and before.status == "inactive"
-        ):
-            new_states[seg] = before
-            continue
-        measured = None if window is None else measure(rule, window)
-        after, to_status = _step(
-            rule, before, window_start, measured is not None and measured.condition
-        )
-        new_states[seg] = after
-        if to_status is not None:
-            transitions.append(
-                _transition(rule, seg, window_start, before, after, to_status, window, measured)
-            )
-    return new_states, transitions
+    return by_segment
 
 
 def _step(
@@ -235,7 +303,11 @@ def _transition(
     to_status: TransitionTo,
     window: SegmentWindow | None,
     measured: Measured | None,
+    *,
+    early: bool = False,
+    evidence: float | None = None,
 ) -> Transition:
+    windows = after.true_windows + 1 if early else after.true_windows
     fields: dict[str, object] = {
         "rule": rule.name,
         "metric": rule.metric,
@@ -249,7 +321,7 @@ def _transition(
         "baseline": None if window is None else window.baseline_rate,
         "q_value": None if window is None else window.q_value,
         "window_start": window_start,
-        "windows": after.true_windows,
+        "windows": windows,
         "severity": rule.severity,
     }
     return Transition(
@@ -259,7 +331,7 @@ def _transition(
         from_status=before.status,
         to_status=to_status,
         severity=rule.severity,
-        windows=after.true_windows,
+        windows=windows,
         value=None if measured is None else measured.value,
         lower=None if measured is None else measured.lower,
         upper=None if measured is None else measured.upper,
@@ -272,6 +344,8 @@ def _transition(
         firing_since=before.firing_since if to_status == "resolved" else after.firing_since,
         summary=render_template(rule.summary, fields),
         description=render_template(rule.description, fields),
+        early=early,
+        evidence=evidence,
     )
 
 
@@ -288,3 +362,157 @@ def still_firing(
         raise ValueError(msg)
     measured = None if window is None else measure(rule, window)
     return _transition(rule, state.segment, window_start, state, state, "firing", window, measured)
+
+
+# --- early evaluation of open windows --------------------------------------------------
+
+
+def early_reference(rule: Rule, baseline_rate: float | None) -> float | None:
+    """The rate ``p0`` that an open window must be shown to exceed for `rule` to fire early.
+
+    None when the rule's conditions cannot be evaluated early (whatever `rule.early` says).
+    A condition's reference: `threshold: {above: L}` gives ``L``; `change` with direction
+    `up` gives ``baseline_rate + min_difference`` (not evaluable without a baseline); a
+    `below` threshold, a `change` down or any, and `drift` are not evaluable. With
+    `match: all` every condition must be evaluable and the reference is the largest (a rate
+    above it is above each one); with `match: any` the evaluable ones count and the
+    reference is the smallest (None if none is evaluable).
+    """
+    references: list[float | None] = []
+    if rule.threshold is not None:
+        references.append(rule.threshold.above)  # None for `below`
+    if rule.change is not None:
+        if rule.change.direction == "up" and baseline_rate is not None:
+            references.append(baseline_rate + rule.change.min_difference)
+        else:
+            references.append(None)
+    if rule.drift is not None:
+        references.append(None)
+    known = [r for r in references if r is not None]
+    if rule.match == "all":
+        return max(known) if known and len(known) == len(references) else None
+    return min(known) if known else None
+
+
+def can_fire_early(rule: Rule) -> bool:
+    """Whether `rule` may ever fire on an open window: `early` set, and a condition that can
+    be evaluated early given some baseline. A caller can skip open windows for other rules.
+    """
+    return bool(rule.early) and early_reference(rule, 0.0) is not None
+
+
+def _check_open(rule: Rule, window: OpenWindow) -> None:
+    problem = None
+    if not 0 <= window.numerator <= window.denominator:
+        problem = f"need 0 <= numerator <= denominator, got {window.numerator}/{window.denominator}"
+    elif window.baseline_rate is not None and not 0.0 <= window.baseline_rate <= 1.0:
+        problem = f"baseline_rate {window.baseline_rate} is not between 0 and 1"
+    elif window.typical_denominator is not None and window.typical_denominator < 0:
+        problem = f"typical_denominator {window.typical_denominator} is negative"
+    if problem is not None:
+        msg = f"rule {rule.name}: segment {window.segment}: {problem}"
+        raise ValueError(msg)
+
+
+def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
+    """The e-value with which `window` fires `rule` early, or None if it does not fire.
+
+    It fires when the denominator is at least `min_events` and, with ``p0`` the rule's
+    `early_reference` (None or ``p0 >= 1``: never), either ``p0 == 0`` and one event has
+    been seen (returns ``math.inf``: at rate 0 no event can occur), or `rate_exceeds` at
+    ``alpha = EARLY_ALPHA`` fires; then its e-value is returned. Its ``v_opt`` is
+    ``typical * p0 * (1 - p0)``, `typical` being the window's `typical_denominator` (the last
+    closed window's), or ``max(min_events, 1)`` when unknown: never the open window's own
+    counts, because the test's guarantee needs ``v_opt`` fixed before the window's data are
+    seen. Ignores `rule.early` and the segment's state (see `evaluate_early`).
+    """
+    if window.denominator < rule.min_events:
+        return None
+    p0 = early_reference(rule, window.baseline_rate)
+    if p0 is None or p0 >= 1.0:
+        return None
+    if p0 <= 0.0:
+        return math.inf if window.numerator >= 1 else None
+    typical = window.typical_denominator or max(rule.min_events, 1)
+    evidence = rate_exceeds(
+        window.numerator,
+        window.denominator,
+        p0,
+        alpha=EARLY_ALPHA,
+        v_opt=typical * p0 * (1.0 - p0),
+        buckets=window.buckets,
+    )
+    return evidence.e_value if evidence.fired else None
+
+
+def evaluate_early(
+    rule: Rule,
+    window_start: datetime,
+    inputs: Sequence[OpenWindow],
+    states: Mapping[Segment, AlertState],
+) -> tuple[dict[Segment, AlertState], list[Transition]]:
+    """Fire, before the window starting at `window_start` closes, the segments whose running
+    counts already show that `rule`'s rate is above its reference (`early_evidence`).
+
+    Only when `rule.early` is set, and only for segments of `inputs` whose state is not
+    firing, whose `last_window` is before `window_start` (a window already evaluated closed
+    is left alone), and for which this window would complete the rule's `for` streak
+    (``true_windows + 1 >= for``: early firing saves the wait for the window to close, not
+    the windows `for` asks for). A segment that fires becomes `firing` with `firing_since`
+    = `window_start` and `started_at` = `window_start` unless already set; `true_windows`,
+    `false_windows` and `last_window` are unchanged, so the closed evaluation of the same
+    window (`evaluate`) still runs: a true window keeps it firing with no new transition, a
+    false one counts against `keep_firing_for` and may resolve it. Early evaluation never
+    produces pending, inactive or resolved; a window may be evaluated early any number of
+    times (a segment already firing is skipped).
+
+    Returns every state of `states` (unchanged unless the segment fired) plus the new state
+    of every segment that fired, as a dict in segment order; a segment of `inputs` that has
+    no state and does not fire gets none. The transitions (to firing, `early` True, with
+    the open window's values and the `evidence`) are in segment order. Raises ValueError
+    as `evaluate` does, and for counts with ``numerator > denominator`` or negative, a
+    `baseline_rate` outside [0, 1] or a negative `typical_denominator`.
+    """
+    by_segment = _index(rule, window_start, inputs, states)
+    for w in by_segment.values():
+        _check_open(rule, w)
+    new_states = dict(states)
+    transitions: list[Transition] = []
+    if rule.early:
+        for seg in sorted(by_segment):
+            before = states.get(seg, AlertState(rule.name, seg))
+            if (
+                before.status == "firing"
+                or (before.last_window is not None and window_start <= before.last_window)
+                or before.true_windows + 1 < rule.for_windows
+            ):
+                continue
+            w = by_segment[seg]
+            evidence = early_evidence(rule, w)
+            if evidence is None:
+                continue
+            after = replace(
+                before,
+                status="firing",
+                started_at=before.started_at or window_start,
+                firing_since=window_start,
+            )
+            new_states[seg] = after
+            lower, upper = wilson_interval(w.numerator, w.denominator)
+            measured = Measured(w.numerator / w.denominator, lower, upper, True)
+            window = SegmentWindow(seg, w.numerator, w.denominator, baseline_rate=w.baseline_rate)
+            transitions.append(
+                _transition(
+                    rule,
+                    seg,
+                    window_start,
+                    before,
+                    after,
+                    "firing",
+                    window,
+                    measured,
+                    early=True,
+                    evidence=evidence,
+                )
+            )
+    return {seg: new_states[seg] for seg in sorted(new_states)}, transitions

@@ -65,6 +65,22 @@ STORED: tuple[str, ...] = ("<stored>",)
 
 DEFAULT_MIN_EVENTS = 30
 
+# Whether a rule is evaluated early (on the still-open window, after every micro-batch) when
+# its YAML has no `early` key: pages (sev1, sev2) should arrive as soon as the evidence is
+# conclusive; tickets (sev3, sev4) can wait for the window to close.
+EARLY_BY_SEVERITY: Mapping[Severity, bool] = MappingProxyType(
+    {"sev1": True, "sev2": True, "sev3": False, "sev4": False}
+)
+# Bound on the probability that one segment's open window fires early while the segment's
+# rate is at or below the rule's reference (pipelines.alerting.sequential.rate_exceeds).
+# It holds however often the window is looked at, but per (rule, segment, window): the
+# chances add up. One segment sitting right at its reference all day has 288 windows, so at
+# most 0.29 chance of an early false page a day at 0.001 (at 0.05 the bound says nothing);
+# a rule has tens to hundreds of segments, and there are several early rules. Healthy
+# segments sit well below the reference (limits are set at incident-sized levels), where
+# the chance is far smaller than the bound, but only a small alpha keeps the sum small.
+EARLY_ALPHA = 0.001
+
 # Fields every template may use, besides the names of the rule's `by` dimensions.
 TEMPLATE_FIELDS = (
     "rule",
@@ -157,6 +173,10 @@ class Rule:
 
     `for_windows` is the YAML key `for`. `path` and `line` (of its `name` key) say where the
     rule was defined (None and 0 for a rule built in code) and take no part in equality.
+    `early` (evaluate the still-open window too, see pipelines.alerting.evaluate
+    .evaluate_early) may be left out or given as None: it is then set from the severity
+    (`EARLY_BY_SEVERITY`), so after construction it is always a bool. It is the last field
+    so that rules built in code with positional arguments keep working.
     """
 
     name: str
@@ -177,6 +197,7 @@ class Rule:
     labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     path: str | None = field(default=None, compare=False)
     line: int = field(default=0, compare=False)
+    early: bool | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.change is None and self.drift is None:
@@ -185,6 +206,14 @@ class Rule:
         if self.min_events < 1 or self.for_windows < 1 or self.keep_firing_for < 0:
             msg = f"rule {self.name}: need min_events >= 1, for >= 1, keep_firing_for >= 0"
             raise ValueError(msg)
+        if self.early is None:
+            if self.severity not in EARLY_BY_SEVERITY:
+                msg = (
+                    f"rule {self.name}: severity {self.severity!r} is not one of "
+                    f"{', '.join(SEVERITIES)}, so early has no default: give early=True or False"
+                )
+                raise ValueError(msg)
+            object.__setattr__(self, "early", EARLY_BY_SEVERITY[self.severity])
         object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
 
 
@@ -283,6 +312,7 @@ _RULE_KEYS = (
     "min_events",
     "for",
     "keep_firing_for",
+    "early",
     "severity",
     "owner",
     "runbook",
@@ -420,6 +450,12 @@ class _Reader:
             raise self.error(key, field, f"{reason}, got {value:g}")
         return value
 
+    def boolean(self, entry: Entry, field: str) -> bool:
+        value = self.scalar(entry, field)
+        if not isinstance(value, bool):
+            raise self.error(entry[0], field, f"must be true or false, got {_kind(entry[1])}")
+        return value
+
     def integer(self, entry: Entry, field: str, minimum: int) -> int:
         value = self.scalar(entry, field)
         if isinstance(value, bool) or not isinstance(value, int):
@@ -500,6 +536,7 @@ class _Reader:
         if "keep_firing_for" in m:
             keep_firing_for = self.integer(m["keep_firing_for"], "keep_firing_for", 0)
         severity = self.choice(m["severity"], "severity", SEVERITIES)
+        early = self.boolean(m["early"], "early") if "early" in m else None
         owner = self.string(m["owner"], "owner")
         runbook = self.string(m["runbook"], "runbook")
         allowed = TEMPLATE_FIELDS + (() if by == STORED else by)
@@ -527,6 +564,7 @@ class _Reader:
             labels=labels,
             path=self.path,
             line=m["name"][0].start_mark.line + 1,
+            early=early,
         )
 
     def dimensions(self, entry: Entry) -> tuple[str, ...]:

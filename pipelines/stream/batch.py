@@ -399,18 +399,18 @@ class BatchProcessor:
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
             rejected_events=rejected_events,
         )
-        closes = self._closes(watermark_before, watermark_after)
+        derives = self._derives(watermark_before, watermark_after, by_status[AGGREGATED])
         if self._pending is not None:
             with stages("wait"):  # for the previous batch's closed-window steps
                 self.drain()
         with stages("commit"):
-            # A batch that closes no window is derived at once: nothing to wait for.
+            # A batch with nothing to derive is derived at once: nothing to wait for.
             written = self.sink.commit(
-                result, now=self.clock(), derive=None if closes else _closes_nothing
+                result, now=self.clock(), derive=None if derives else _nothing_to_derive
             )
         derived: Derived | None = None
         if not self.overlap:
-            derived = self._derive(query_id, batch_id, watermark_before, watermark_after, closes)
+            derived = self._derive(query_id, batch_id, watermark_before, watermark_after, derives)
             for name, seconds in derived.stages.items():
                 stages.seconds[name] = stages.seconds.get(name, 0.0) + seconds
         if watermark_after is not None:
@@ -438,13 +438,20 @@ class BatchProcessor:
             if self._deriving is None:
                 self._deriving = ThreadPoolExecutor(1, thread_name_prefix="safewatch-derive")
             self._pending = self._deriving.submit(
-                self._derive, query_id, batch_id, watermark_before, watermark_after, closes
+                self._derive, query_id, batch_id, watermark_before, watermark_after, derives
             )
         return report
 
-    def _closes(self, before: datetime | None, after: datetime | None) -> bool:
-        """Whether moving the watermark from `before` to `after` has anything to derive."""
-        if after is None or (before is not None and after <= before):
+    def _derives(self, before: datetime | None, after: datetime | None, aggregated: int) -> bool:
+        """Whether a batch that moved the watermark from `before` to `after` and aggregated
+        `aggregated` events has anything to derive: windows it closed, or open windows that
+        rules may fire early on.
+        """
+        if after is None:
+            return False
+        if aggregated and self.alerts is not None and self.alerts.early_rules:
+            return True
+        if before is not None and after <= before:
             return False
         return self.settings.drift.enabled or self.alerts is not None
 
@@ -454,7 +461,7 @@ class BatchProcessor:
         batch_id: int,
         before: datetime | None,
         after: datetime | None,
-        closes: bool,
+        derives: bool,
     ) -> Derived:
         """Drift statistics and alert rules for the windows the batch's watermark closed (one
         transaction, marking the batch derived), then delivery of the outbox.
@@ -487,8 +494,13 @@ class BatchProcessor:
                             conn, windows, now=self.clock(), query_id=query_id, batch_id=batch_id
                         )
                     )
+                    transitions.extend(
+                        self.alerts.evaluate_open(
+                            conn, after, now=self.clock(), query_id=query_id, batch_id=batch_id
+                        )
+                    )
 
-        if closes:
+        if derives:
             try:
                 self.sink.derive(query_id, batch_id, derive, now=self.clock())
             except BaseException:
@@ -513,7 +525,7 @@ class BatchProcessor:
             seconds=time.perf_counter() - started,
             stages=stages.seconds,
         )
-        if self.overlap and windows:
+        if self.overlap and (windows or transitions):
             self.log(derived.describe())
         if self.on_derived is not None:
             self.on_derived(derived)
@@ -531,7 +543,7 @@ class BatchProcessor:
                 "rules were not done when the job stopped"
             )
         for batch_id, before, after in behind:
-            self._derive(query_id, batch_id, before, after, closes=True)
+            self._derive(query_id, batch_id, before, after, derives=True)
         self._caught_up.add(query_id)
 
     def recompute(
@@ -744,8 +756,8 @@ class BatchProcessor:
         return validator.validate(pa.table(columns), total_rows=total)
 
 
-def _closes_nothing(conn: Any) -> None:
-    """The derivation of a batch whose watermark closed no window: nothing to do."""
+def _nothing_to_derive(conn: Any) -> None:
+    """The derivation of a batch that closed no window, with no rule to fire early."""
 
 
 def _iso_millis(t: datetime | None) -> str | None:
