@@ -1,6 +1,6 @@
 """The foreachBatch body: classify one micro-batch, aggregate it, commit it to the warehouse.
 
-Per batch, in this order (a crash anywhere before step 7's commit leaves no trace in the
+Per batch, in this order (a crash anywhere before step 6's commit leaves no trace in the
 warehouse, and Spark re-runs the same batch id with the same offsets):
   1. skip the batch if its id is in the ledger (a replay);
   2. decode every record once, check the contract, its event time, the PII screen and the
@@ -12,16 +12,18 @@ warehouse, and Spark re-runs the same batch id with the same offsets):
      knowing them. Every record is now aggregated, late, duplicate, or rejected
      with a reason;
   4. write rejected and late records, scrubbed, to the DLQ topic;
-  5. validate the parsed events with the Great Expectations suite (sampled);
-  6. fold values beyond a dimension's limit into `other` (cardinality control);
-  7. write this batch's event ids for deduplication, then commit aggregates, histograms,
-     admitted values, ledger row, offsets, quality results and the rejected-record index in
-     one transaction; prune dedup files behind the watermark;
-  8. derive the windows the new watermark closed (drift statistics, rate tests, alert
-     rules) in a second transaction that marks the ledger row derived, then deliver the
-     alert outbox. In the job this runs in the background while Spark checks and counts the
-     next batch, whose commit waits for it; a batch a crash left underived (committed, so
-     Spark will not re-run it) is derived first thing when the job restarts.
+  5. fold values beyond a dimension's limit into `other` (cardinality control);
+  6. write this batch's event ids for deduplication, then commit aggregates, histograms,
+     admitted values, ledger row, offsets and the rejected-record index in one
+     transaction; prune dedup files behind the watermark;
+  7. derive, in a second transaction that marks the ledger row derived: the Great
+     Expectations suite on the batch's quality sample, the drift statistics, rate tests
+     and alert rules of the windows the new watermark closed, and the early alert rules on
+     the windows still open; then deliver the alert outbox. In the job this runs in the
+     background while Spark checks and counts the next batch, whose commit waits for it.
+     A batch a crash left underived (committed, so Spark will not re-run it) is derived
+     first thing when the job restarts, without its quality results: its sample was in
+     memory only (`quality_success` stays null, "not run").
 
 Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
 (`BatchProcessor.recompute`), so both count by the same definitions.
@@ -127,7 +129,7 @@ class BatchReport:
         derived = (
             ""
             if self.drift_windows is None
-            else f"drift for {self.drift_windows} closed window(s); "
+            else f"quality {quality}; drift for {self.drift_windows} closed window(s); "
             f"{self.alert_transitions} alert transition(s); "
         )
         return (
@@ -137,7 +139,7 @@ class BatchReport:
             f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
             f"{self.aggregate_rows_written} aggregate rows upserted"
             f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
-            f"quality {quality}; {derived}{self.seconds:.1f} s; watermark {wm}"
+            f"{derived}{self.seconds:.1f} s; watermark {wm}"
         )
 
 
@@ -151,13 +153,15 @@ class Derived:
     watermark: datetime | None
     drift_windows: int = 0
     alert_transitions: int = 0
+    quality_success: bool | None = None  # None: not run (no parsed event, or disabled)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
 
     def describe(self) -> str:
+        quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
         return (
-            f"batch {self.batch_id}: drift for {self.drift_windows} closed window(s); "
-            f"{self.alert_transitions} alert transition(s); {self.seconds:.1f} s"
+            f"batch {self.batch_id}: quality {quality}; drift for {self.drift_windows} closed "
+            f"window(s); {self.alert_transitions} alert transition(s); {self.seconds:.1f} s"
         )
 
 
@@ -357,8 +361,8 @@ class BatchProcessor:
                     records.unpersist()
                 stages.stop()
             parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
-            with stages("quality"):
-                outcome = self._validate(c.sample, parsed_rows) if quality.enabled else None
+            # Validated after the commit, with the closed windows (`_derive`).
+            sample = (c.sample, parsed_rows) if quality.enabled and parsed_rows else None
             with stages("dedup"):
                 dedup.write(c.ids, batch_id)
 
@@ -393,13 +397,13 @@ class BatchProcessor:
             duplicate_rows=by_status[DUPLICATE],
             dlq_rows=dlq_rows,
             max_event_time=max_event_time,
-            quality_success=outcome.success if outcome else None,
-            quality_rows=_quality_rows(outcome),
             histograms=hist_rows,
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
             rejected_events=rejected_events,
         )
-        derives = self._derives(watermark_before, watermark_after, by_status[AGGREGATED])
+        derives = sample is not None or self._derives(
+            watermark_before, watermark_after, by_status[AGGREGATED]
+        )
         if self._pending is not None:
             with stages("wait"):  # for the previous batch's closed-window steps
                 self.drain()
@@ -410,7 +414,9 @@ class BatchProcessor:
             )
         derived: Derived | None = None
         if not self.overlap:
-            derived = self._derive(query_id, batch_id, watermark_before, watermark_after, derives)
+            derived = self._derive(
+                query_id, batch_id, watermark_before, watermark_after, derives, sample
+            )
             for name, seconds in derived.stages.items():
                 stages.seconds[name] = stages.seconds.get(name, 0.0) + seconds
         if watermark_after is not None:
@@ -425,7 +431,7 @@ class BatchProcessor:
             text_dropped_rows=text_dropped,
             rejected_by_reason=rejected_by_reason,
             aggregate_rows_written=written,
-            quality_success=result.quality_success,
+            quality_success=derived.quality_success if derived else None,
             seconds=(self.clock() - started).total_seconds(),
             watermark=watermark_after,
             folded_rows=folded,
@@ -438,7 +444,13 @@ class BatchProcessor:
             if self._deriving is None:
                 self._deriving = ThreadPoolExecutor(1, thread_name_prefix="safewatch-derive")
             self._pending = self._deriving.submit(
-                self._derive, query_id, batch_id, watermark_before, watermark_after, derives
+                self._derive,
+                query_id,
+                batch_id,
+                watermark_before,
+                watermark_after,
+                derives,
+                sample,
             )
         return report
 
@@ -462,11 +474,18 @@ class BatchProcessor:
         before: datetime | None,
         after: datetime | None,
         derives: bool,
+        sample: tuple[Any, int] | None = None,
     ) -> Derived:
-        """Drift statistics and alert rules for the windows the batch's watermark closed (one
-        transaction, marking the batch derived), then delivery of the outbox.
+        """The quality suite on the batch's `sample` (the sampled parsed events and how many
+        the batch parsed), drift statistics and alert rules for the windows the batch's
+        watermark closed (one transaction, marking the batch derived), then delivery of the
+        outbox.
         """
         stages = _Stages()
+        outcome = None
+        if sample is not None:
+            with stages("quality"):
+                outcome = self._validate(*sample)
         started = time.perf_counter()
         windows: list[datetime] = []
         transitions: list[Any] = []
@@ -475,8 +494,11 @@ class BatchProcessor:
             dims = self.settings.stream.dimensions
             if after is None:
                 return
-            windows.extend(closed_windows(conn, self.sink.tables, ",".join(dims), before, after))
-            if self.settings.drift.enabled:
+            if before is None or after > before:
+                windows.extend(
+                    closed_windows(conn, self.sink.tables, ",".join(dims), before, after)
+                )
+            if self.settings.drift.enabled and windows:
                 with stages("drift"):
                     compute_drift(
                         conn,
@@ -501,8 +523,9 @@ class BatchProcessor:
                     )
 
         if derives:
+            quality = None if outcome is None else (outcome.success, _quality_rows(outcome))
             try:
-                self.sink.derive(query_id, batch_id, derive, now=self.clock())
+                self.sink.derive(query_id, batch_id, derive, now=self.clock(), quality=quality)
             except BaseException:
                 # The baseline sums may hold this transaction's rows, which rolled back.
                 self._baseline.clear()
@@ -522,10 +545,11 @@ class BatchProcessor:
             watermark=after,
             drift_windows=len(windows) if self.settings.drift.enabled else 0,
             alert_transitions=len(transitions),
+            quality_success=None if outcome is None else outcome.success,
             seconds=time.perf_counter() - started,
             stages=stages.seconds,
         )
-        if self.overlap and (windows or transitions):
+        if self.overlap and (windows or transitions or outcome is not None):
             self.log(derived.describe())
         if self.on_derived is not None:
             self.on_derived(derived)
@@ -543,7 +567,12 @@ class BatchProcessor:
                 "rules were not done when the job stopped"
             )
         for batch_id, before, after in behind:
-            self._derive(query_id, batch_id, before, after, derives=True)
+            done = self._derive(query_id, batch_id, before, after, derives=True)
+            if self.settings.quality.enabled:
+                self.log(
+                    f"batch {batch_id}: quality not run (its sample was lost when the job "
+                    f"stopped); {done.drift_windows} closed window(s) derived"
+                )
         self._caught_up.add(query_id)
 
     def recompute(

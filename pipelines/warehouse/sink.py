@@ -10,8 +10,8 @@ Lifecycle per batch (called by the streaming job's foreachBatch):
      inserts the ledger row and the offset ranges. If any part fails nothing is written and
      the error propagates, so Spark does not commit the batch.
   4. `derive(query_id, batch_id, fn)`: the drift statistics and alert rules of the windows
-     the batch closed, in a second transaction that marks the ledger row derived
-     (`derived_at`). `underived(query_id)` lists the batches a crash left between the two,
+     the batch closed and its quality results, in a second transaction that marks the
+     ledger row derived (`derived_at`). `underived(query_id)` lists the batches a crash left between the two,
      for the job to derive when it restarts. (`commit(..., derive=fn)` does both in one.)
 """
 
@@ -289,15 +289,26 @@ class WarehouseSink:
         derive: Callable[[Connection], None],
         *,
         now: datetime | None = None,
+        quality: tuple[bool, Sequence[dict[str, Any]]] | None = None,
     ) -> None:
-        """Run `derive(conn)` for a committed batch and mark it derived, in one transaction."""
+        """Run `derive(conn)` for a committed batch and mark it derived, in one transaction;
+        with `quality` (success, result rows), also record the batch's quality results."""
         ledger = self.tables.ledger
         with self.engine.begin() as conn:
             derive(conn)
+            done: dict[str, Any] = {"derived_at": now or datetime.now(UTC)}
+            if quality is not None:
+                success, rows = quality
+                done["quality_success"] = success
+                if rows:
+                    conn.execute(
+                        self.tables.quality.insert(),
+                        [{**row, "query_id": query_id, "batch_id": batch_id} for row in rows],
+                    )
             conn.execute(
                 ledger.update()
                 .where(ledger.c.query_id == query_id, ledger.c.batch_id == batch_id)
-                .values(derived_at=now or datetime.now(UTC))
+                .values(**done)
             )
 
     def underived(self, query_id: str) -> list[tuple[int, datetime | None, datetime | None]]:

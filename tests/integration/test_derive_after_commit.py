@@ -42,6 +42,13 @@ def _rows(engine: Engine, table_name: str) -> list[tuple[Any, ...]]:
         return sorted((tuple(row) for row in conn.execute(select(*columns))), key=lambda r: repr(r))
 
 
+def _ledger_quality(engine: Engine) -> list[tuple[int, bool | None]]:
+    ledger = Tables(engine).ledger
+    with engine.connect() as conn:
+        rows = conn.execute(select(ledger.c.batch_id, ledger.c.quality_success)).all()
+    return [(int(b), None if ok is None else bool(ok)) for b, ok in rows]
+
+
 def _dying_sink(dies: set[int]) -> Any:
     """A sink whose derivation of the batches in `dies` dies once, inside its transaction
     (after the drift rows and alert states were written, before the commit)."""
@@ -89,9 +96,15 @@ def test_restarted_job_derives_what_the_crash_left(
             rows = conn.execute(select(ledger.c.batch_id, ledger.c.derived_at)).all()
         assert sorted(b for b, _ in rows) == [0, 1, 2, 3]
         assert all(at is not None for _, at in rows)
-        # The death hit a batch with windows to derive, and the restart derived them.
+        # The death hit a batch with windows to derive, and the restart derived them; only
+        # its quality results are missing (the sample was in memory only).
         (batch,) = died
         assert reference.reports[batch].drift_windows
+        quality = {b: ok for b, ok in _ledger_quality(built.engine)}
+        assert quality == {
+            b: None if b == batch else ok for b, ok in _ledger_quality(reference.engine)
+        }
+        assert all(ok is not None for b, ok in _ledger_quality(reference.engine))
     finally:
         built.engine.dispose()
 
