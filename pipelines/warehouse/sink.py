@@ -11,8 +11,9 @@ Lifecycle per batch (called by the streaming job's foreachBatch):
      the error propagates, so Spark does not commit the batch.
   4. `derive(query_id, batch_id, fn)`: the drift statistics and alert rules of the windows
      the batch closed and its quality results, in a second transaction that marks the
-     ledger row derived (`derived_at`). `underived(query_id)` lists the batches a crash left between the two,
-     for the job to derive when it restarts. (`commit(..., derive=fn)` does both in one.)
+     ledger row derived (`derived_at`). `underived(query_id)` lists the batches a crash
+     left between the two, for the job to derive when it restarts. (`commit(...,
+     derive=fn)` does both in one.)
 """
 
 from __future__ import annotations
@@ -292,7 +293,8 @@ class WarehouseSink:
         quality: tuple[bool, Sequence[dict[str, Any]]] | None = None,
     ) -> None:
         """Run `derive(conn)` for a committed batch and mark it derived, in one transaction;
-        with `quality` (success, result rows), also record the batch's quality results."""
+        with `quality` (success, result rows), also record the batch's quality results.
+        """
         ledger = self.tables.ledger
         with self.engine.begin() as conn:
             derive(conn)
