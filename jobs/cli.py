@@ -611,6 +611,7 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.alerting.backtest import backtest, stored_windows
     from pipelines.alerting.evaluate import segment_label
     from pipelines.report.text import format_table
+    from pipelines.stream.durations import parse_duration
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
 
@@ -627,12 +628,13 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
             "window is evaluated once the job's watermark has passed its end)."
         )
         return 0
-    window = windows[1] - windows[0] if len(windows) > 1 else None
+    window = parse_duration(settings.stream.window)
     _log(
         f"backtesting {len(rules)} rule(s) over {len(windows)} windows, "
         f"{windows[0]:%Y-%m-%d %H:%M}..{windows[-1]:%Y-%m-%d %H:%M} UTC"
     )
-    results = backtest(engine, rules, dims, windows)  # ConfigError for a rule the job refuses
+    # ConfigError for a rule the job refuses
+    results = backtest(engine, rules, dims, windows, window=window)
     table = []
     for r in results:
         table.append(
@@ -648,7 +650,7 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     for r in results:
         for e in r.episodes:
             end = f"{e.resolved_at:%H:%M}" if e.resolved_at else "still firing"
-            length = f" ({e.windows * window.total_seconds() / 60:.0f} min)" if window else ""
+            length = f" ({e.windows * window.total_seconds() / 60:.0f} min)"
             print(
                 f"  {r.rule.name}: {segment_label(e.segment)} fired "
                 f"{e.fired_at:%Y-%m-%d %H:%M}, resolved {end}{length}"

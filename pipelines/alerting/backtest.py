@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, and_, func, select
 
-from pipelines.alerting.engine import bind_rules, rule_inputs, windows_read
+from pipelines.alerting.engine import AlertEngine, windows_read
 from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
 from pipelines.alerting.rules import Rule
 from pipelines.warehouse.tables import Tables, as_utc
@@ -75,20 +75,27 @@ def backtest(
     rules: Sequence[Rule],
     dimensions: Sequence[str],
     windows: Sequence[datetime],
+    *,
+    window: timedelta,
 ) -> list[RuleBacktest]:
-    """Evaluate `rules` on `windows` (ascending) from fresh states; one result per rule.
+    """Evaluate `rules` on `windows` (ascending; each `window` long) from fresh states; one
+    result per rule. A rule with `horizons` sums the stored windows before the first one
+    too, as the job does.
 
-    Raises ConfigError for a rule the job would refuse (`bind_rules`).
+    Raises ConfigError for a rule the job would refuse (`AlertEngine`).
     """
-    rules = bind_rules(rules, dimensions)
     tables = Tables(engine)
+    alerts = AlertEngine(rules, tables, dimensions, channels=(), window=window)
+    rules = alerts.rules
     results = {r.name: RuleBacktest(r) for r in rules}
     states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in rules}
     open_episodes: dict[tuple[str, Segment], Episode] = {}
     with engine.connect() as conn:
+        recent = alerts.recent_windows(conn, windows)
         for w, data in windows_read(conn, tables, windows, dimensions, rules=rules):
+            recent.add(w, data)
             for rule in rules:
-                new_states, changed = evaluate(rule, w, rule_inputs(rule, data), states[rule.name])
+                new_states, changed = evaluate(rule, w, recent.inputs(rule, w), states[rule.name])
                 states[rule.name] = new_states
                 result = results[rule.name]
                 result.transitions.extend(changed)

@@ -107,6 +107,70 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
     return out
 
 
+class RecentWindows:
+    """The windows the rules' `horizons` reach back to, kept as the evaluation moves forward.
+
+    `before(first)` names the windows to read before the first one evaluated; `add` each
+    window's data in ascending order; `inputs(rule, w)` is `rule_inputs` for a rule without
+    horizons, and for one with horizons the segment sums over its longest horizon (the
+    windows ending with `w`; a segment counts if it had events in any of them), with
+    `confirmed` set when every shorter horizon's rate is past the threshold too.
+    """
+
+    def __init__(self, rules: Sequence[Rule], window: timedelta) -> None:
+        self.window = window
+        self.reach = max((_windows_in(h, window) for r in rules for h in r.horizons), default=1)
+        self._data: dict[datetime, WindowData] = {}
+        self._inputs: dict[tuple[str, datetime], dict[Segment, SegmentWindow]] = {}
+
+    def before(self, first: datetime) -> list[datetime]:
+        return [first - i * self.window for i in range(self.reach - 1, 0, -1)]
+
+    def add(self, w: datetime, data: WindowData) -> None:
+        self._data[w] = data
+        oldest = w - (self.reach - 1) * self.window
+        for old in [k for k in self._data if k < oldest]:
+            del self._data[old]
+        self._inputs = {k: v for k, v in self._inputs.items() if k[1] >= oldest}
+
+    def _of(self, rule: Rule, w: datetime) -> dict[Segment, SegmentWindow]:
+        key = (rule.name, w)
+        if key not in self._inputs:
+            data = self._data.get(w)
+            found = [] if data is None else rule_inputs(rule, data)
+            self._inputs[key] = {i.segment: i for i in found}
+        return self._inputs[key]
+
+    def _sums(self, rule: Rule, w: datetime, horizon: timedelta) -> dict[Segment, list[int]]:
+        sums: dict[Segment, list[int]] = {}
+        for i in range(_windows_in(horizon, self.window)):
+            for seg, one in self._of(rule, w - i * self.window).items():
+                acc = sums.setdefault(seg, [0, 0])
+                acc[0] += one.numerator
+                acc[1] += one.denominator
+        return sums
+
+    def inputs(self, rule: Rule, w: datetime) -> list[SegmentWindow]:
+        if not rule.horizons:
+            return list(self._of(rule, w).values())
+        assert rule.threshold is not None  # Rule checks: horizons need a threshold only
+        longest = self._sums(rule, w, rule.horizons[-1])
+        shorter = [self._sums(rule, w, h) for h in rule.horizons[:-1]]
+        return [
+            SegmentWindow(
+                segment=seg,
+                numerator=num,
+                denominator=den,
+                confirmed=all(rule.threshold.passed(*s.get(seg, (0, 0))) for s in shorter),
+            )
+            for seg, (num, den) in sorted(longest.items())
+        ]
+
+
+def _windows_in(horizon: timedelta, window: timedelta) -> int:
+    return max(1, round(horizon / window))
+
+
 def load_window(
     conn: Connection, tables: Tables, window_start: datetime, dimensions: Sequence[str]
 ) -> WindowData:
@@ -221,6 +285,13 @@ class AlertEngine:
         if unknown:
             msg = f"unknown notification channel(s) {unknown}; known: {list(CHANNELS)}"
             raise ConfigError(msg)
+        uneven = [f"{r.name} ({h})" for r in rules for h in r.horizons if h % window or h < window]
+        if uneven:
+            msg = (
+                f"alert rule horizons must be whole multiples of the window ({window}): "
+                f"{', '.join(uneven)}"
+            )
+            raise ConfigError(msg)
         self.rules = list(rules)
         self.tables = tables
         self.dimensions = tuple(dimensions)
@@ -264,9 +335,11 @@ class AlertEngine:
         before = {name: dict(s) for name, s in states.items()}
         transitions: list[Transition] = []
         notices: list[tuple[Rule, Transition]] = []
+        recent = self.recent_windows(conn, windows)
         for w, data in windows_read(conn, self.tables, windows, self.dimensions, rules=self.rules):
+            recent.add(w, data)
             for rule in self.rules:
-                inputs = rule_inputs(rule, data)
+                inputs = recent.inputs(rule, w)
                 new_states, changed = evaluate(rule, w, inputs, states[rule.name])
                 by_segment = {i.segment: i for i in inputs}
                 moved = {t.segment for t in changed}
@@ -291,6 +364,16 @@ class AlertEngine:
         self._store_history(conn, transitions, now, query_id, batch_id)
         self._enqueue(conn, notices, now)
         return transitions
+
+    def recent_windows(self, conn: Connection, windows: Sequence[datetime]) -> RecentWindows:
+        """The windows before `windows` the rules' horizons reach back to, read."""
+        recent = RecentWindows(self.rules, self.window)
+        if windows and recent.reach > 1:
+            first = min(w for w in (as_utc(w) for w in windows) if w is not None)
+            history = recent.before(first)
+            for w, data in windows_read(conn, self.tables, history, self.dimensions, rules=[]):
+                recent.add(w, data)
+        return recent
 
     @property
     def early_rules(self) -> list[Rule]:

@@ -70,6 +70,9 @@ class SegmentWindow:
     difference: float | None = None
     baseline_rate: float | None = None
     drift_value: float | None = None
+    # A rule with `horizons`: the counters are its longest horizon's, and `confirmed` says
+    # whether every shorter horizon's rate is past the threshold too (still burning).
+    confirmed: bool = True
 
 
 @dataclass(frozen=True)
@@ -174,7 +177,8 @@ def measure(rule: Rule, window: SegmentWindow) -> Measured:
     if rule.drift is not None:
         results.append(rule.drift.holds(window.drift_value))
     combined = all(results) if rule.match == "all" else any(results)
-    return Measured(value, lower, upper, window.denominator >= rule.min_events and combined)
+    condition = window.denominator >= rule.min_events and combined and window.confirmed
+    return Measured(value, lower, upper, condition)
 
 
 def segment_label(segment: Segment) -> str:
@@ -398,7 +402,8 @@ def can_fire_early(rule: Rule) -> bool:
     """Whether `rule` may ever fire on an open window: `early` set, and a condition that can
     be evaluated early given some baseline. A caller can skip open windows for other rules.
     """
-    return bool(rule.early) and early_reference(rule, 0.0) is not None
+    # A rule with horizons sums closed windows: it is evaluated when a window closes.
+    return bool(rule.early) and not rule.horizons and early_reference(rule, 0.0) is not None
 
 
 def _check_open(rule: Rule, window: OpenWindow) -> None:

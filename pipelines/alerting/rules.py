@@ -20,7 +20,7 @@ import re
 import string
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, cast
@@ -32,6 +32,7 @@ from pipelines.alerting.errors import RuleError
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.stream.durations import parse_duration
 
 Match = Literal["any", "all"]
 Direction = Literal["up", "down", "any"]
@@ -121,6 +122,18 @@ class Threshold:
         assert self.below is not None
         return upper < self.below
 
+    def passed(self, numerator: int, denominator: int) -> bool:
+        """Whether the point estimate is past the limit (a shorter horizon of a rule with
+        `horizons`: still burning); False with no events.
+        """
+        if denominator <= 0:
+            return False
+        value = numerator / denominator
+        if self.above is not None:
+            return value > self.above
+        assert self.below is not None
+        return value < self.below
+
 
 @dataclass(frozen=True)
 class Change:
@@ -198,6 +211,7 @@ class Rule:
     path: str | None = field(default=None, compare=False)
     line: int = field(default=0, compare=False)
     early: bool | None = None
+    horizons: tuple[timedelta, ...] = ()
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.change is None and self.drift is None:
@@ -206,6 +220,18 @@ class Rule:
         if self.min_events < 1 or self.for_windows < 1 or self.keep_firing_for < 0:
             msg = f"rule {self.name}: need min_events >= 1, for >= 1, keep_firing_for >= 0"
             raise ValueError(msg)
+        if self.horizons:
+            horizons = tuple(sorted(set(self.horizons)))
+            if horizons[0] <= timedelta(0):
+                msg = f"rule {self.name}: horizons must be positive durations"
+                raise ValueError(msg)
+            if self.threshold is None or self.change is not None or self.drift is not None:
+                msg = (
+                    f"rule {self.name}: horizons need a threshold-only condition (rate tests "
+                    "and drift statistics are per window)"
+                )
+                raise ValueError(msg)
+            object.__setattr__(self, "horizons", horizons)
         if self.early is None:
             if self.severity not in EARLY_BY_SEVERITY:
                 msg = (
@@ -313,6 +339,7 @@ _RULE_KEYS = (
     "for",
     "keep_firing_for",
     "early",
+    "horizons",
     "severity",
     "owner",
     "runbook",
@@ -537,6 +564,14 @@ class _Reader:
             keep_firing_for = self.integer(m["keep_firing_for"], "keep_firing_for", 0)
         severity = self.choice(m["severity"], "severity", SEVERITIES)
         early = self.boolean(m["early"], "early") if "early" in m else None
+        horizons = self.horizons(m["horizons"]) if "horizons" in m else ()
+        if horizons and (threshold is None or change is not None or drift is not None):
+            raise self.error(
+                m["horizons"][0],
+                "horizons",
+                "needs a threshold-only condition: rate tests and drift statistics are "
+                "computed per window, a threshold can be checked on any sum of windows",
+            )
         owner = self.string(m["owner"], "owner")
         runbook = self.string(m["runbook"], "runbook")
         allowed = TEMPLATE_FIELDS + (() if by == STORED else by)
@@ -565,7 +600,30 @@ class _Reader:
             path=self.path,
             line=m["name"][0].start_mark.line + 1,
             early=early,
+            horizons=horizons,
         )
+
+    def horizons(self, entry: Entry) -> tuple[timedelta, ...]:
+        key, node = entry
+        if not isinstance(node, yaml.SequenceNode) or not node.value:
+            raise self.error(
+                key,
+                "horizons",
+                f"must be a list of durations, e.g. [5 minutes, 1 hour]; got {_kind(node)}",
+            )
+        out = []
+        for item in node.value:
+            text = item.value if isinstance(item, yaml.ScalarNode) else None
+            try:
+                duration = parse_duration(str(text))
+            except ValueError:
+                raise self.error(
+                    item, "horizons", f"{text!r} is not a duration such as '1 hour'"
+                ) from None
+            if duration <= timedelta(0):
+                raise self.error(item, "horizons", f"{text!r} is not a positive duration")
+            out.append(duration)
+        return tuple(sorted(set(out)))
 
     def dimensions(self, entry: Entry) -> tuple[str, ...]:
         key, node = entry

@@ -90,7 +90,10 @@ def windows(scenario_warehouse: ScenarioWarehouse) -> list[datetime]:
 @pytest.fixture(scope="module")
 def results(scenario_warehouse, windows) -> dict[str, RuleBacktest]:
     rules = load_rules([RULES_DIR])
-    out = backtest(scenario_warehouse.engine, rules, scenario_warehouse.dimensions, windows)
+    out = backtest(
+        scenario_warehouse.engine, rules, scenario_warehouse.dimensions, windows,
+        window=scenario_warehouse.window,
+    )  # fmt: skip
     return {r.rule.name: r for r in out}
 
 

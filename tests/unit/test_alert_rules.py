@@ -5,7 +5,7 @@ first line after the opening quotes.
 """
 
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -389,3 +389,42 @@ def test_missing_path(tmp_path):
     with pytest.raises(RuleError) as info:
         load_rules([tmp_path / "nope.yaml"])
     assert str(info.value) == f"{tmp_path / 'nope.yaml'}: no such file or directory"
+
+
+# --- horizons ------------------------------------------------------------------------------
+
+
+def test_horizons_are_read_as_sorted_distinct_durations(tmp_path):
+    text = with_line(8, "    severity: sev2\n    horizons: [1 hour, 5 minutes, 60 minutes]")
+    (rule,) = load_rules([write(tmp_path, "safety.yaml", text)])
+    assert rule.horizons == (timedelta(minutes=5), timedelta(hours=1))
+    (plain,) = load_rules([write(tmp_path, "plain.yaml", BASE)])
+    assert plain.horizons == ()
+
+
+@pytest.mark.parametrize(
+    ("horizons", "reason"),
+    [
+        ("1 hour", "must be a list of durations, e.g. [5 minutes, 1 hour]"),
+        ("[]", "must be a list of durations"),
+        ("[an hour]", "'an hour' is not a duration such as '1 hour'"),
+        ("[0 minutes]", "'0 minutes' is not a positive duration"),
+    ],
+)
+def test_horizon_mistakes_name_the_line(tmp_path, horizons, reason):
+    err = error_of(tmp_path, with_line(8, f"    severity: sev2\n    horizons: {horizons}"))
+    assert (err.line, err.field) == (9, "horizons")
+    assert reason in err.reason
+
+
+def test_horizons_need_a_threshold_only_condition(tmp_path):
+    text = with_line(7, "        above: 0.001\n      change: {max_q: 0.01}")
+    text = text.replace("    severity: sev2\n", "    severity: sev2\n    horizons: [1 hour]\n")
+    err = error_of(tmp_path, text)
+    assert err.field == "horizons" and "threshold-only condition" in err.reason
+    with pytest.raises(ValueError, match="threshold-only"):
+        Rule(
+            name="R", metric="violation_rate", by=("locale",), severity="sev2", owner="o",
+            runbook="r", summary="s", change=Change(max_q=0.01, direction="up"),
+            horizons=(timedelta(hours=1),),
+        )  # fmt: skip
