@@ -423,19 +423,20 @@ class AlertEngine:
         states = self.load_states(conn)
         before = {name: dict(s) for name, s in states.items()}
         transitions: list[Transition] = []
+        known = {r.name: {i.segment: i for i in rule_inputs(r, before_data)} for r in rules}
         for w, data in windows_read(conn, self.tables, opened, self.dimensions, rules=[]):
             for rule in rules:
-                known = {i.segment: i for i in rule_inputs(rule, before_data)}
+                previous_of = known[rule.name]
                 inputs = [
                     OpenWindow(
                         segment=i.segment,
                         numerator=i.numerator,
                         denominator=i.denominator,
-                        baseline_rate=known[i.segment].baseline_rate
-                        if i.segment in known
+                        baseline_rate=previous_of[i.segment].baseline_rate
+                        if i.segment in previous_of
                         else None,
-                        typical_denominator=known[i.segment].denominator
-                        if i.segment in known
+                        typical_denominator=previous_of[i.segment].denominator
+                        if i.segment in previous_of
                         else None,
                     )
                     for i in rule_inputs(rule, data)
