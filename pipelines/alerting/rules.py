@@ -81,6 +81,9 @@ EARLY_BY_SEVERITY: Mapping[Severity, bool] = MappingProxyType(
 # segments sit well below the reference (limits are set at incident-sized levels), where
 # the chance is far smaller than the bound, but only a small alpha keeps the sum small.
 EARLY_ALPHA = 0.001
+# The longest `horizons` a rule may have: each closing window re-reads that many stored
+# windows (288 five-minute windows a day).
+MAX_HORIZON = timedelta(days=1)
 
 # Fields every template may use, besides the names of the rule's `by` dimensions.
 TEMPLATE_FIELDS = (
@@ -622,6 +625,13 @@ class _Reader:
                 ) from None
             if duration <= timedelta(0):
                 raise self.error(item, "horizons", f"{text!r} is not a positive duration")
+            if duration > MAX_HORIZON:
+                raise self.error(
+                    item,
+                    "horizons",
+                    f"{text!r} is longer than {MAX_HORIZON.days} day: every window closing "
+                    "re-reads the stored windows of the longest horizon",
+                )
             out.append(duration)
         return tuple(sorted(set(out)))
 

@@ -409,6 +409,7 @@ def test_horizons_are_read_as_sorted_distinct_durations(tmp_path):
         ("[]", "must be a list of durations"),
         ("[an hour]", "'an hour' is not a duration such as '1 hour'"),
         ("[0 minutes]", "'0 minutes' is not a positive duration"),
+        ("[1 hour, 2 days]", "'2 days' is longer than 1 day"),
     ],
 )
 def test_horizon_mistakes_name_the_line(tmp_path, horizons, reason):
