@@ -5,7 +5,6 @@ counts page once, marked early; closed windows still decide and never page twice
 from __future__ import annotations
 
 import json
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -14,17 +13,13 @@ from sqlalchemy import select, text
 from pipelines.alerting.engine import AlertEngine, parse_segment
 from pipelines.alerting.rules import EARLY_ALPHA, parse_rules
 from pipelines.alerting.sequential import rate_exceeds
-from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS
-from pipelines.warehouse.engine import make_engine
-from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
+from tests.integration.alert_windows import DIMS, commit_windows, warehouse_engine
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
-DIMS = ("product_surface", "locale")
 # (window, locale) -> (events, violations, redaction failures). Window 3 is still open when
 # the rules look at it: de-DE's running counts are a spike, fr-FR holds one leak.
 DATA = {
@@ -72,41 +67,14 @@ NOW = T0 + timedelta(hours=1)
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/w.db"
-    else:
-        url = request.getfixturevalue("postgres").create_database(f"early_{uuid.uuid4().hex[:12]}")
-    engine = make_engine(url)
-    migrate(engine)
+    engine = warehouse_engine(request, tmp_path, "early")
     sink = WarehouseSink(engine)
-    for w in range(4):
-        start = T0 + w * WINDOW
-        aggs = []
-        for (wi, locale), (events, violations, leaks) in DATA.items():
-            if wi != w:
-                continue
-            row = {
-                "window_start": start,
-                "window_end": start + WINDOW,
-                "dimension_set": ",".join(DIMS),
-                **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
-                **dict.fromkeys(counter_ids(), 0),
-                "product_surface": "chat",
-                "locale": locale,
-                "users_sketch": None,
-            }
-            row.update(
-                events=events, violations=violations, events_seen=events,
-                redaction_failures=leaks,
-            )  # fmt: skip
-            aggs.append(row)
-        sink.commit(
-            BatchResult(
-                query_id="q", batch_id=w, topic="t", started_at=start, input_rows=1,
-                late_rows=0, aggregated_rows=1, watermark_before=None, watermark_after=None,
-                offsets=[OffsetRange("t", 0, w, w, 1)], aggregates=aggs,
-            )
-        )  # fmt: skip
+    windows: dict[int, dict[str, dict[str, int]]] = {}
+    for (w, locale), (events, violations, leaks) in DATA.items():
+        windows.setdefault(w, {})[locale] = {
+            "events": events, "violations": violations, "redaction_failures": leaks,
+        }  # fmt: skip
+    commit_windows(sink, T0, WINDOW, windows)
     alerts = AlertEngine(
         parse_rules(RULES, "early.yaml"), sink.tables, DIMS, channels=("alertmanager",),
         window=WINDOW,

@@ -8,7 +8,6 @@ by the engine's code.
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -18,17 +17,13 @@ from pipelines.alerting.backtest import backtest
 from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.rules import parse_rules
 from pipelines.errors import ConfigError
-from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS
-from pipelines.warehouse.engine import make_engine
-from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
+from tests.integration.alert_windows import DIMS, commit_windows, warehouse_engine
 
 pytestmark = pytest.mark.integration
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)
-DIMS = ("product_surface", "locale")
 WINDOWS = 16
 LIMIT = 0.05
 MIN_EVENTS = 100
@@ -88,39 +83,18 @@ def expected_firing(locale: str, w: int) -> bool:
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def warehouse(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path}/w.db"
-    else:
-        url = request.getfixturevalue("postgres").create_database(f"hz_{uuid.uuid4().hex[:12]}")
-    engine = make_engine(url)
-    migrate(engine)
+    engine = warehouse_engine(request, tmp_path, "hz")
     sink = WarehouseSink(engine)
-    for w in range(WINDOWS):
-        start = T0 + w * WINDOW
-        aggs = []
-        for locale in LOCALES:
-            events, violations = counts(locale, w)
-            if not events:
-                continue
-            row = {
-                "window_start": start,
-                "window_end": start + WINDOW,
-                "dimension_set": ",".join(DIMS),
-                **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
-                **dict.fromkeys(counter_ids(), 0),
-                "product_surface": "chat",
-                "locale": locale,
-                "users_sketch": None,
-            }
-            row.update(events=events, violations=violations, events_seen=events)
-            aggs.append(row)
-        sink.commit(
-            BatchResult(
-                query_id="q", batch_id=w, topic="t", started_at=start, input_rows=1,
-                late_rows=0, aggregated_rows=1, watermark_before=None, watermark_after=None,
-                offsets=[OffsetRange("t", 0, w, w, 1)], aggregates=aggs,
-            )
-        )  # fmt: skip
+    windows = {
+        w: {
+            locale: {"events": events, "violations": violations}
+            for locale in LOCALES
+            for events, violations in [counts(locale, w)]
+            if events
+        }
+        for w in range(WINDOWS)
+    }
+    commit_windows(sink, T0, WINDOW, windows)
     yield engine, sink
     engine.dispose()
 
