@@ -249,6 +249,15 @@ def telemetry_counter_ids() -> tuple[str, ...]:
     return tuple(c.id for c in TELEMETRY_COUNTERS)
 
 
+def bucket_counter_ids() -> tuple[str, ...]:
+    """The event counters kept per user bucket (pipelines.metrics.buckets), in
+    EVENT_COUNTERS order: every numerator or denominator of a rate over aggregated events.
+    The telemetry rates (over every record seen, valid or not) are not split by user.
+    """
+    used = {c for r in RATES for c in (r.numerator, r.denominator)}
+    return tuple(c.id for c in EVENT_COUNTERS if c.id in used)
+
+
 def rate(rate_id: str) -> Rate:
     """The rate with this id; KeyError naming the known ids otherwise."""
     for r in RATES:

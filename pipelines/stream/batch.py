@@ -49,7 +49,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
 from pipelines.contract.records import LATE, Limits
-from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
+from pipelines.drift.compute import BaselineCache
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.kafka.dlq import rejected_events as rejected_events_of
@@ -82,6 +82,7 @@ from pipelines.stream.counting import (
     ValueLimits,
 )
 from pipelines.stream.dedup import DedupState, repeated
+from pipelines.stream.derive import DerivedWindows, derive_windows
 from pipelines.stream.durations import parse_duration
 from pipelines.stream.heap import paused, settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
@@ -487,40 +488,23 @@ class BatchProcessor:
             with stages("quality"):
                 outcome = self._validate(*sample)
         started = time.perf_counter()
-        windows: list[datetime] = []
-        transitions: list[Any] = []
+        found = DerivedWindows()
 
         def derive(conn: Any) -> None:
-            dims = self.settings.stream.dimensions
-            if after is None:
-                return
-            if before is None or after > before:
-                windows.extend(
-                    closed_windows(conn, self.sink.tables, ",".join(dims), before, after)
-                )
-            if self.settings.drift.enabled and windows:
-                with stages("drift"):
-                    compute_drift(
-                        conn,
-                        self.sink.tables,
-                        windows,
-                        dimensions=dims,
-                        settings=self.settings.drift,
-                        now=self.clock(),
-                        cache=self._baseline,
-                    )
-            if self.alerts is not None:
-                with stages("alerts"):
-                    transitions.extend(
-                        self.alerts.evaluate(
-                            conn, windows, now=self.clock(), query_id=query_id, batch_id=batch_id
-                        )
-                    )
-                    transitions.extend(
-                        self.alerts.evaluate_open(
-                            conn, after, now=self.clock(), query_id=query_id, batch_id=batch_id
-                        )
-                    )
+            derive_windows(
+                conn,
+                self.sink.tables,
+                self.settings,
+                before=before,
+                after=after,
+                alerts=self.alerts,
+                now=self.clock,
+                query_id=query_id,
+                batch_id=batch_id,
+                baseline=self._baseline,
+                stage=stages,
+                out=found,
+            )
 
         if derives:
             quality = None if outcome is None else (outcome.success, _quality_rows(outcome))
@@ -543,13 +527,13 @@ class BatchProcessor:
         derived = Derived(
             batch_id=batch_id,
             watermark=after,
-            drift_windows=len(windows) if self.settings.drift.enabled else 0,
-            alert_transitions=len(transitions),
+            drift_windows=len(found.windows) if self.settings.drift.enabled else 0,
+            alert_transitions=len(found.transitions),
             quality_success=None if outcome is None else outcome.success,
             seconds=time.perf_counter() - started,
             stages=stages.seconds,
         )
-        if self.overlap and (windows or transitions or outcome is not None):
+        if self.overlap and (found.windows or found.transitions or outcome is not None):
             self.log(derived.describe())
         if self.on_derived is not None:
             self.on_derived(derived)
