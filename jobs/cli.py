@@ -347,17 +347,18 @@ def print_kpis(engine: Any, rows: list[dict[str, Any]], dims: Sequence[str]) -> 
 
 
 def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float = 0.05) -> None:
-    """The most significant rate changes against the baseline (BH q-values)."""
+    """The most significant rate changes against the baseline, BH across every rate test."""
     from pipelines.report.text import format_table, rate_text
     from pipelines.warehouse.queries import significant_changes
 
     changes = significant_changes(engine, dimension_set=",".join(dims), max_q=max_q, limit=limit)
-    if not changes:
-        print(f"\nNo rate differs from its baseline at q <= {max_q} in the windows with drift.")
+    fdr = f"false discovery rate <= {max_q * 100:g} % across all {changes.tests:,} rate tests"
+    if not changes.rows:
+        print(f"\nNo rate differs from its baseline at a {fdr} in the windows with drift.")
         return
-    print(f"\nSignificant changes against the baseline (q <= {max_q}), most significant first:\n")
+    print(f"\nSignificant changes against the baseline ({fdr}), most significant first:\n")
     table = []
-    for c in changes:
+    for c in changes.rows:
         table.append(
             [
                 f"{c['window_start']:%H:%M}",
@@ -367,12 +368,12 @@ def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float 
                 f"of {c['current_denominator']}",
                 f"{rate_text(c['baseline_numerator'], c['baseline_denominator'])} "
                 f"of {c['baseline_denominator']}",
-                f"{c['q_value']:.1e}",
+                f"{c['listing_q']:.1e}",
             ]
         )
     print(
         format_table(
-            ["window", *dims, "rate", "in the window [95% CI]", "baseline [95% CI]", "q-value"],
+            ["window", *dims, "rate", "in the window [95% CI]", "baseline [95% CI]", "q"],
             table,
         )
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import numpy as np
 from sqlalchemy import Engine, func, select
 
+from pipelines.drift.stats import benjamini_hochberg
 from pipelines.warehouse.tables import Tables, as_utc
 
 
@@ -81,22 +84,74 @@ def histogram_totals(
     return out
 
 
+@dataclass(frozen=True)
+class SignificantChanges:
+    """The listed rate tests and the number of tests their q-values were corrected over."""
+
+    rows: list[dict[str, Any]]
+    tests: int
+
+
 def significant_changes(
     engine: Engine, *, dimension_set: str, max_q: float, limit: int
-) -> list[dict[str, Any]]:
-    """Rate tests with q-value <= max_q, most significant first (then latest window)."""
+) -> SignificantChanges:
+    """Rate tests of the dimension set with a listing-wide q-value <= max_q.
+
+    The stored `q_value` is Benjamini-Hochberg across the segments of one window and one rate
+    (what alert rules use); a listing that spans every window and rate needs the correction
+    over all of them. So `benjamini_hochberg` is applied to the p-values of every rate test
+    of the dimension set (all windows, rates and segments; a NULL p-value is not a test), and
+    each row returned gains that `listing_q`, with its stored columns unchanged. Rows are
+    ordered by `listing_q`, then latest window first (then p-value and key), at most `limit`.
+    `tests` is the number of p-values the correction covered.
+
+    Only the p-values are read for the correction; BH q-values are monotone in the p-value,
+    so the listed rows are those under a p-value bound and at most `limit` full rows are read.
+    """
     t = Tables(engine).rate_tests
-    stmt = (
-        select(t)
-        .where(t.c.dimension_set == dimension_set, t.c.q_value <= max_q)
-        .order_by(t.c.q_value, t.c.window_start.desc())
-        .limit(limit)
-    )
+    in_set = (t.c.dimension_set == dimension_set, t.c.p_value.is_not(None))
     with engine.connect() as conn:
-        rows = [dict(r) for r in conn.execute(stmt).mappings()]
+        p_values = [float(p) for p in conn.scalars(select(t.c.p_value).where(*in_set))]
+        tests = len(p_values)
+        ps = np.asarray(p_values, dtype=np.float64)
+        qs = np.asarray(benjamini_hochberg(p_values), dtype=np.float64)
+        del p_values
+        listed = np.sort(qs[qs <= max_q])
+        if listed.size == 0 or limit <= 0:
+            return SignificantChanges([], tests)
+        # The q-value of the last row listed; rows with a smaller one are all listed, and
+        # those with this one (p-values in [p_low, p_high]) by latest window, up to `limit`.
+        q_cut = float(listed[min(limit, listed.size) - 1])
+        below = qs < q_cut
+        tied = qs == q_cut
+        p_low, p_high = float(ps[tied].min()), float(ps[tied].max())
+        q_of = {float(p): float(q) for p, q in zip(ps[below], qs[below], strict=True)}
+        keys = [c for c in t.primary_key.columns if c.name not in ("window_start", "dimension_set")]
+        order = (t.c.window_start.desc(), t.c.p_value, *keys)
+        rows = [
+            dict(r) for r in conn.execute(select(t).where(*in_set, t.c.p_value < p_low)).mappings()
+        ]
+        rows += [
+            dict(r)
+            for r in conn.execute(
+                select(t)
+                .where(*in_set, t.c.p_value >= p_low, t.c.p_value <= p_high)
+                .order_by(*order)
+                .limit(max(limit - len(rows), 0))
+            ).mappings()
+        ]
     for r in rows:
         r["window_start"] = as_utc(r["window_start"])
-    return rows
+        r["listing_q"] = q_of.get(r["p_value"], q_cut)
+    rows.sort(
+        key=lambda r: (
+            r["listing_q"],
+            -r["window_start"].timestamp(),
+            r["p_value"],
+            *(r[c.name] for c in keys),
+        )
+    )
+    return SignificantChanges(rows[:limit], tests)
 
 
 def drift_windows(engine: Engine, *, dimension_set: str) -> list[datetime]:
