@@ -40,6 +40,7 @@ from pipelines.alerting.evaluate import (
 )
 from pipelines.alerting.rules import STORED, Rule
 from pipelines.errors import ConfigError
+from pipelines.metrics.buckets import BucketSums, decode_counter_buckets, rate_buckets
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.sink import upsert_for
@@ -70,19 +71,55 @@ def parse_segment(key: str) -> Segment:
     return tuple((str(d), str(v)) for d, v in json.loads(key))
 
 
+_DECODED = "_bucket_sums"  # a row's decoded bucket_sums, kept in the row once decoded
+
+
+def row_buckets(row: Mapping[str, Any], numerator: str, denominator: str) -> BucketSums | None:
+    """One aggregate row's per-bucket sums of a rate; None when the row has none (counted
+    before they were kept). Decodes the row's blob once and keeps it in a dict row.
+    """
+    if _DECODED in row:
+        decoded = row[_DECODED]
+    else:
+        blob = row.get("bucket_sums")
+        decoded = None if blob is None else decode_counter_buckets(blob)
+        if isinstance(row, dict):
+            row[_DECODED] = decoded
+    return None if decoded is None else rate_buckets(decoded, numerator, denominator)
+
+
+def add_buckets(a: BucketSums | None, b: BucketSums | None, b_events: int) -> BucketSums | None:
+    """Sum of two bucket sums, where None is unknown unless it stands for no events."""
+    if b is None:
+        return None if b_events else a
+    if a is None:
+        return None
+    return a + b
+
+
 def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
-    """The rule's per-segment inputs in one window (pure): the rate's counters summed over
-    the dimensions the rule does not group by; the rate test and the drift statistic of the
-    segment when the rule groups by exactly the stored dimensions.
+    """The rule's per-segment inputs in one window (pure): the rate's counters and their
+    per-user-bucket sums summed over the dimensions the rule does not group by; the rate
+    test and the drift statistic of the segment when the rule groups by exactly the stored
+    dimensions.
     """
     r = rate(rule.metric)
     sums: dict[Segment, list[int]] = {}
+    buckets: dict[Segment, BucketSums | None] = {}
     full: dict[Segment, tuple[str, ...]] = {}
     for row in data.rows:
         seg = tuple((d, str(row[d])) for d in rule.by)
         acc = sums.setdefault(seg, [0, 0])
-        acc[0] += int(row[r.numerator])
-        acc[1] += int(row[r.denominator])
+        num_row, den_row = int(row[r.numerator]), int(row[r.denominator])
+        acc[0] += num_row
+        acc[1] += den_row
+        found = row_buckets(row, r.numerator, r.denominator)
+        if seg not in buckets:
+            buckets[seg] = found if found is not None or den_row == 0 else None
+            if found is None and den_row == 0:
+                buckets[seg] = BucketSums.empty()
+        else:
+            buckets[seg] = add_buckets(buckets[seg], found, den_row)
         full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
     out = []
     for seg, (num, den) in sorted(sums.items()):
@@ -102,6 +139,7 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
                 drift_value=None
                 if drift is None or rule.drift is None
                 else drift[rule.drift.statistic],
+                buckets=buckets[seg],
             )
         )
     return out
@@ -141,13 +179,18 @@ class RecentWindows:
             self._inputs[key] = {i.segment: i for i in found}
         return self._inputs[key]
 
-    def _sums(self, rule: Rule, w: datetime, horizon: timedelta) -> dict[Segment, list[int]]:
-        sums: dict[Segment, list[int]] = {}
+    def _sums(self, rule: Rule, w: datetime, horizon: timedelta) -> dict[Segment, list[Any]]:
+        """Per segment: numerator, denominator and bucket sums over the horizon."""
+        sums: dict[Segment, list[Any]] = {}
         for i in range(_windows_in(horizon, self.window)):
             for seg, one in self._of(rule, w - i * self.window).items():
-                acc = sums.setdefault(seg, [0, 0])
+                acc = sums.get(seg)
+                if acc is None:
+                    sums[seg] = [one.numerator, one.denominator, one.buckets]
+                    continue
                 acc[0] += one.numerator
                 acc[1] += one.denominator
+                acc[2] = add_buckets(acc[2], one.buckets, one.denominator)
         return sums
 
     def inputs(self, rule: Rule, w: datetime) -> list[SegmentWindow]:
@@ -156,14 +199,20 @@ class RecentWindows:
         assert rule.threshold is not None  # Rule checks: horizons need a threshold only
         longest = self._sums(rule, w, rule.horizons[-1])
         shorter = [self._sums(rule, w, h) for h in rule.horizons[:-1]]
+        threshold = rule.threshold
+
+        def passed(found: list[Any] | None) -> bool:
+            return found is not None and threshold.passed(found[0], found[1])
+
         return [
             SegmentWindow(
                 segment=seg,
                 numerator=num,
                 denominator=den,
-                confirmed=all(rule.threshold.passed(*s.get(seg, (0, 0))) for s in shorter),
+                confirmed=all(passed(s.get(seg)) for s in shorter),
+                buckets=buckets,
             )
-            for seg, (num, den) in sorted(longest.items())
+            for seg, (num, den, buckets) in sorted(longest.items())
         ]
 
 
@@ -438,6 +487,9 @@ class AlertEngine:
                         typical_denominator=previous_of[i.segment].denominator
                         if i.segment in previous_of
                         else None,
+                        buckets=None
+                        if i.buckets is None
+                        else (i.buckets.numerators, i.buckets.denominators),
                     )
                     for i in rule_inputs(rule, data)
                 ]

@@ -45,6 +45,7 @@ from typing import Literal, TypeVar
 
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
 from pipelines.alerting.sequential import rate_exceeds
+from pipelines.metrics.buckets import BucketSums, robust_interval
 from pipelines.metrics.stats import wilson_interval
 
 Segment = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in the rule's `by` order
@@ -73,6 +74,10 @@ class SegmentWindow:
     # A rule with `horizons`: the counters are its longest horizon's, and `confirmed` says
     # whether every shorter horizon's rate is past the threshold too (still burning).
     confirmed: bool = True
+    # The rate's numerator and denominator per user bucket (adding up to the counters);
+    # None when some of the rows were counted before buckets were kept: events are then
+    # taken as independent.
+    buckets: BucketSums | None = None
 
 
 @dataclass(frozen=True)
@@ -165,9 +170,51 @@ class Measured:
     condition: bool
 
 
+# A numerator is "concentrated" (one actor, not a regression) when at least this many of its
+# events...
+CONCENTRATION_MIN = 10
+# ...and at least this share of them sit in one user bucket...
+CONCENTRATION_SHARE = 0.5
+# ...which holds at most this share of the denominator's events: the traffic is spread over
+# many users and the numerator is not.
+CONCENTRATION_TRAFFIC = 0.2
+
+
+def concentrated(buckets: BucketSums | None) -> bool:
+    """Whether one user bucket holds the bulk of the numerator but not of the traffic:
+    at least CONCENTRATION_MIN numerator events, CONCENTRATION_SHARE of them in the top
+    bucket, which holds at most CONCENTRATION_TRAFFIC of the denominator. False when the
+    buckets are unknown or the segment's traffic itself comes from a few users (nothing
+    then tells one actor from the rest).
+    """
+    if buckets is None or buckets.numerator < CONCENTRATION_MIN:
+        return False
+    top = max(range(buckets.buckets), key=lambda b: buckets.numerators[b])
+    share = buckets.numerators[top] / buckets.numerator
+    traffic = buckets.denominators[top] / buckets.denominator
+    return share >= CONCENTRATION_SHARE and traffic <= CONCENTRATION_TRAFFIC
+
+
+def interval(window: SegmentWindow | OpenWindow) -> tuple[float, float]:
+    """The rate's 95 % interval: cluster-robust over user buckets when they are known
+    (pipelines.metrics.buckets.robust_interval, never narrower than Wilson), else Wilson.
+    """
+    b = window.buckets
+    if isinstance(b, BucketSums) and b.denominator == window.denominator:
+        return robust_interval(b.numerators, b.denominators)
+    return wilson_interval(window.numerator, window.denominator)
+
+
 def measure(rule: Rule, window: SegmentWindow) -> Measured:
-    """The rate's point estimate and Wilson 95 % interval, and whether the condition holds."""
-    lower, upper = wilson_interval(window.numerator, window.denominator)
+    """The rate's point estimate and 95 % interval (`interval`; Wilson's for a rule with
+    `concentrated: true`), and whether the condition holds.
+    """
+    # A rule about one actor (`concentrated: true`) asks whether these events happened, not
+    # what the rate of the user population is: its evidence is the events, Wilson's interval.
+    if rule.concentrated:
+        lower, upper = wilson_interval(window.numerator, window.denominator)
+    else:
+        lower, upper = interval(window)
     value = window.numerator / window.denominator if window.denominator else None
     results = []
     if rule.threshold is not None:
@@ -177,6 +224,8 @@ def measure(rule: Rule, window: SegmentWindow) -> Measured:
     if rule.drift is not None:
         results.append(rule.drift.holds(window.drift_value))
     combined = all(results) if rule.match == "all" else any(results)
+    if rule.concentrated is not None:
+        combined = combined and concentrated(window.buckets) == rule.concentrated
     condition = window.denominator >= rule.min_events and combined and window.confirmed
     return Measured(value, lower, upper, condition)
 
@@ -433,6 +482,10 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
     """
     if window.denominator < rule.min_events:
         return None
+    if rule.concentrated is not None:
+        sums = None if window.buckets is None else BucketSums(*map(tuple, window.buckets))
+        if concentrated(sums) != rule.concentrated:
+            return None
     p0 = early_reference(rule, window.baseline_rate)
     if p0 is None or p0 >= 1.0:
         return None

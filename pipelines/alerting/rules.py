@@ -215,6 +215,10 @@ class Rule:
     line: int = field(default=0, compare=False)
     early: bool | None = None
     horizons: tuple[timedelta, ...] = ()
+    # True: the condition also needs the numerator concentrated in one user bucket (a
+    # single actor, pipelines.alerting.evaluate.concentrated); False: it needs it not to
+    # be; None: concentration plays no part.
+    concentrated: bool | None = None
 
     def __post_init__(self) -> None:
         if self.threshold is None and self.change is None and self.drift is None:
@@ -343,6 +347,7 @@ _RULE_KEYS = (
     "keep_firing_for",
     "early",
     "horizons",
+    "concentrated",
     "severity",
     "owner",
     "runbook",
@@ -568,6 +573,9 @@ class _Reader:
         severity = self.choice(m["severity"], "severity", SEVERITIES)
         early = self.boolean(m["early"], "early") if "early" in m else None
         horizons = self.horizons(m["horizons"]) if "horizons" in m else ()
+        concentrated = None
+        if "concentrated" in m:
+            concentrated = self.boolean(m["concentrated"], "concentrated")
         if horizons and (threshold is None or change is not None or drift is not None):
             raise self.error(
                 m["horizons"][0],
@@ -604,6 +612,7 @@ class _Reader:
             line=m["name"][0].start_mark.line + 1,
             early=early,
             horizons=horizons,
+            concentrated=concentrated,
         )
 
     def horizons(self, entry: Entry) -> tuple[timedelta, ...]:

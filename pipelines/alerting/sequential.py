@@ -166,6 +166,16 @@ class _Buckets:
         deviations = self.xs - p0 * self.ns
         return float(deviations @ deviations)
 
+    def spread(self) -> float:
+        """B / (B - 1) * sum_b (x_b - R n_b)^2 with R = x / n: the variance of x - p0 n
+        centred on the window's own rate, so a rise above p0 does not inflate it.
+        """
+        buckets = len(self.xs)
+        if self.n == 0 or buckets < 2:
+            return 0.0
+        deviations = self.xs - (self.x / self.n) * self.ns
+        return float(buckets / (buckets - 1) * (deviations @ deviations))
+
 
 def bucket_variance(x_b: npt.ArrayLike, n_b: npt.ArrayLike, p0: float) -> float:
     """Cluster-robust variance of ``x - p0 n`` from per-bucket sums: ``sum_b (x_b - p0 n_b)^2``.
@@ -326,7 +336,11 @@ def rate_exceeds(
     expected at the window's typical size (see ``mixture_tau``), fixed before the window.
 
     The normal e-value uses ``S = x - p0 n`` and the larger of ``n p0 (1 - p0)`` and the
-    bucket variance; the exact e-value uses ``x`` and ``n`` with ``beta_prior(p0, tau)``.
+    bucket spread ``B / (B - 1) sum_b (x_b - R n_b)^2`` with ``R = x / n``: centred on the
+    window's own rate, so a rise above ``p0`` spread over the users does not inflate it
+    (centred on ``p0`` it would grow with the square of the rise and cap the evidence);
+    at ``R = p0`` the two agree. The exact e-value uses ``x`` and ``n`` with
+    ``beta_prior(p0, tau)``.
     The evidence is the smaller of the two, and fires when it reaches ``1 / alpha``.
     ``n == 0`` gives an e-value of 1, not fired.
 
@@ -350,7 +364,7 @@ def rate_exceeds(
         if split.x != x or split.n != n:
             msg = f"bucket sums ({split.x:g}, {split.n:g}) do not match x and n ({x:g}, {n:g})"
             raise ValueError(msg)
-        v_buckets = split.variance(p0)
+        v_buckets = split.spread()
     s = x - p0 * n
     v_independent = n * p0 * (1.0 - p0)
     variance = v_independent if v_buckets is None else max(v_independent, v_buckets)

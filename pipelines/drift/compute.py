@@ -15,6 +15,11 @@ of the same segment, or of the segment with the `reference_segment` values in pl
 own (e.g. the previous model version). Benjamini-Hochberg q-values are computed per rate
 across the segments tested in the window.
 
+The rate tests are cluster-robust on the window's side: its variance is widened by the
+rate's design effect from the window's per-user-bucket sums (pipelines.metrics.buckets), so
+a rise one prolific user makes is not "significant". The baseline, thousands of windows of
+many users, is taken as binomial (its sums move with the cache, which keeps no buckets).
+
 What a closed window costs depends on its segments, not on the backlog or the lookback:
 windows are read a dozen at a time (two queries), a trailing baseline moves by the windows
 that enter and leave it (`BaselineCache`) and those are read with the windows evaluated,
@@ -32,6 +37,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
@@ -56,7 +62,8 @@ from pipelines.drift.store import (
     read_windows,
     replace_rows,
 )
-from pipelines.metrics.catalog import RATES
+from pipelines.metrics.buckets import design_effects
+from pipelines.metrics.catalog import RATES, bucket_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
 from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
 from pipelines.stream.durations import parse_duration
@@ -64,6 +71,12 @@ from pipelines.warehouse.tables import Tables, as_utc
 
 _NUMERATORS = [RATE_COUNTERS.index(r.numerator) for r in RATES]
 _DENOMINATORS = [RATE_COUNTERS.index(r.denominator) for r in RATES]
+# The rates whose counters are kept per user bucket: their tests are cluster-robust.
+_BUCKETED_RATES = [
+    j
+    for j, r in enumerate(RATES)
+    if r.numerator in bucket_counter_ids() and r.denominator in bucket_counter_ids()
+]
 _POINTS = {d.id: d.points() for d in DISTRIBUTIONS if d.ordered}
 # Windows read (and their rows written) together: bounds memory when a backfill recomputes
 # days of windows; a streaming batch closes fewer.
@@ -166,6 +179,7 @@ def evaluate_window(
     *,
     min_events: int,
     psi_epsilon: float,
+    current_buckets: Sequence[Counts | None] | None = None,
 ) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Drift rows and rate-test rows for every segment of a window (pure).
 
@@ -201,6 +215,9 @@ def evaluate_window(
         baseline_counts[:, _NUMERATORS].T.ravel(),
         baseline_counts[:, _DENOMINATORS].T.ravel(),
         min_trials=min_events,
+        current_design_effects=None
+        if current_buckets is None
+        else _design_effects(current_buckets).T.ravel(),
     )
     test_rows: list[tuple[Any, ...]] = []
     for i, rate in enumerate(RATES):
@@ -348,6 +365,7 @@ def compute_drift(
                 _stack(base.counts, refs, len(RATE_COUNTERS)),
                 min_events=settings.min_events,
                 psi_epsilon=settings.psi_epsilon,
+                current_buckets=[sums.buckets.get(s) for s in segs],
             )
             key = (w, dimension_set, described)
             drift_records += [(*key, *row, now) for row in drift_rows]
@@ -435,6 +453,24 @@ def _read_chunk(
     cache.recent = current.since(last)
     dropped = read_span(conn, tables, dimensions, drops_from, baseline.period(last)[0])
     return current.windows, _Reader(conn, tables, dimensions, [current, dropped])
+
+
+def _design_effects(buckets: Sequence[Counts | None]) -> npt.NDArray[np.float64]:
+    """(segments, rates): each rate's design effect in the window from its per-user-bucket
+    sums (pipelines.metrics.buckets.design_effects); 1 for a segment without bucket sums and
+    for rates whose counters are not kept per bucket (the telemetry rates).
+    """
+    out = np.ones((len(buckets), len(RATES)))
+    present = [(i, b) for i, b in enumerate(buckets) if b is not None]
+    if not present:
+        return out
+    known = [i for i, _ in present]
+    stacked = np.stack([b for _, b in present])  # (known, RATE_COUNTERS, B)
+    for j in _BUCKETED_RATES:
+        out[known, j] = design_effects(
+            stacked[:, _NUMERATORS[j], :], stacked[:, _DENOMINATORS[j], :]
+        )
+    return out
 
 
 def _stack(sums: Mapping[Segment, Counts], segments: Sequence[Segment], width: int) -> Counts:

@@ -404,6 +404,7 @@ def two_proportion_tests(
     baseline_trials: npt.ArrayLike,
     *,
     min_trials: int = 1,
+    current_design_effects: npt.ArrayLike | None = None,
 ) -> list[ProportionTest]:
     """``two_proportion_test`` on each position of four equal-length integer sequences.
 
@@ -412,6 +413,13 @@ def two_proportion_tests(
     positions at once. ``TypeError`` for non-integer counts; ``ValueError`` for sequences
     that are not 1-D or differ in length, and for any position with negative counts or
     successes > trials.
+
+    `current_design_effects` (one per position, each >= 1, may be inf; None: all 1) widens
+    the current side's variance for events that cluster by user
+    (pipelines.metrics.buckets.design_effects): the pooled variance becomes
+    ``p (1 - p) (deff / n1 + 1 / n2)``, so a rise that one prolific user makes is no longer
+    "significant". With every design effect 1 the test is the plain pooled z test; an
+    infinite one gives z = 0, p = 1 (nothing is known about the users).
     """
     x1 = _integer_counts(current_successes, "current_successes")
     n1 = _integer_counts(current_trials, "current_trials")
@@ -426,16 +434,25 @@ def two_proportion_tests(
             i = int(np.argmax(bad))
             msg = f"{name}: need 0 <= successes <= trials, got {successes[i]}/{trials[i]}"
             raise ValueError(msg)
+    if current_design_effects is None:
+        deff = np.ones(x1.size)
+    else:
+        deff = np.asarray(current_design_effects, dtype=np.float64).reshape(-1)
+        if deff.size != x1.size or np.isnan(deff).any() or (deff < 1.0).any():
+            msg = "need one design effect >= 1 per test"
+            raise ValueError(msg)
     sufficient = np.minimum(n1, n2) >= max(min_trials, 1)
     s1, t1, s2, t2 = x1[sufficient], n1[sufficient], x2[sufficient], n2[sufficient]
+    d1 = deff[sufficient]
     difference = s1 / t1 - s2 / t2
     z = np.zeros(difference.size)
     p_value = np.ones(difference.size)
-    # A pooled proportion of 0 or 1 has no variance: z = 0 and p = 1 (no evidence).
-    varies = (s1 + s2 > 0) & (s1 + s2 < t1 + t2)
+    # A pooled proportion of 0 or 1 has no variance: z = 0 and p = 1 (no evidence); so has
+    # a current side whose users are unknown (infinite design effect).
+    varies = (s1 + s2 > 0) & (s1 + s2 < t1 + t2) & np.isfinite(d1)
     pooled = (s1 + s2)[varies] / (t1 + t2)[varies]
     z[varies] = difference[varies] / np.sqrt(
-        pooled * (1.0 - pooled) * (1.0 / t1[varies] + 1.0 / t2[varies])
+        pooled * (1.0 - pooled) * (d1[varies] / t1[varies] + 1.0 / t2[varies])
     )
     # 2 * sf(|z|) rather than 2 * (1 - cdf): keeps relative precision for tiny p-values.
     p_value[varies] = np.minimum(1.0, 2.0 * stats.norm.sf(np.abs(z[varies])))

@@ -36,6 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
+from pipelines.metrics.buckets import BUCKETS, decode_counter_buckets
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.segments import ALL_DIMENSIONS_VALUE
@@ -64,16 +65,26 @@ _BINS_AT = _bins_at()
 
 
 class WindowSums:
-    """Histogram and counter vectors per segment, of one window or summed over several."""
+    """Histogram and counter vectors per segment, of one window or summed over several.
 
-    __slots__ = ("counts", "hist")
+    The sums of one window read from the warehouse also hold, per segment, its
+    `RATE_COUNTERS` per user bucket (`buckets`, a (len(RATE_COUNTERS), BUCKETS) matrix:
+    zeros for counters not kept per bucket) or None when some of its rows were counted
+    before bucket sums were kept. `add` does not carry them: a baseline is taken as
+    binomial (pipelines.drift.compute).
+    """
+
+    __slots__ = ("buckets", "counts", "hist")
 
     def __init__(self) -> None:
         self.hist: dict[Segment, Counts] = {}
         self.counts: dict[Segment, Counts] = {}
+        self.buckets: dict[Segment, Counts | None] = {}
 
     def add(self, other: WindowSums, sign: int = 1) -> None:
-        """Add (sign 1) or subtract (sign -1) `other`, segment by segment."""
+        """Add (sign 1) or subtract (sign -1) `other`'s histograms and counters, segment by
+        segment.
+        """
         for mine, theirs in ((self.hist, other.hist), (self.counts, other.counts)):
             for seg, values in theirs.items():
                 held = mine.get(seg)
@@ -197,7 +208,10 @@ def _read_windows(
     ).all()
     count_rows = conn.execute(
         select(
-            a.c.window_start, *[a.c[d] for d in dimensions], *[a.c[c] for c in RATE_COUNTERS]
+            a.c.window_start,
+            *[a.c[d] for d in dimensions],
+            *[a.c[c] for c in RATE_COUNTERS],
+            a.c.bucket_sums,
         ).where(where(a))
     ).all()
     n = 1 + len(dimensions)
@@ -209,9 +223,30 @@ def _read_windows(
         sums = out.setdefault(_utc(row[0]), WindowSums())
         seg = _segment(dimensions, row[1:n])
         held = sums.counts.get(seg)
-        values = _counters(row[n:])
+        values = _counters(row[n:-1])
         sums.counts[seg] = values if held is None else held + values
+        buckets = _buckets(row[-1])
+        if held is None:
+            sums.buckets[seg] = buckets
+        else:
+            before = sums.buckets.get(seg)
+            sums.buckets[seg] = None if before is None or buckets is None else before + buckets
     return out
+
+
+def _buckets(blob: bytes | None) -> Counts | None:
+    """A row's stored bucket sums as a (len(RATE_COUNTERS), BUCKETS) matrix; None if none."""
+    if blob is None:
+        return None
+    out = np.zeros((len(RATE_COUNTERS), BUCKETS), dtype=np.int64)
+    for counter, values in decode_counter_buckets(blob).items():
+        i = _RATE_COUNTER_INDEX.get(counter)
+        if i is not None and len(values) == BUCKETS:
+            out[i] = values
+    return out
+
+
+_RATE_COUNTER_INDEX = {c: i for i, c in enumerate(RATE_COUNTERS)}
 
 
 def _utc(w: datetime) -> datetime:

@@ -53,6 +53,7 @@ from pipelines.drift.compute import BaselineCache
 from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.kafka.dlq import rejected_events as rejected_events_of
+from pipelines.metrics.buckets import add_counter_buckets
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, screen_pattern
@@ -717,7 +718,10 @@ class BatchProcessor:
                 allowed,
                 SEGMENT_KEY,
                 add=counter_ids(),
-                merge={"users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0]},
+                merge={
+                    "users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0],
+                    "bucket_sums": lambda sums: add_counter_buckets(*sums),
+                },
             )
             hist_rows = fold(
                 hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"]

@@ -42,7 +42,8 @@ from pipelines.contract.records import (
     UNKNOWN_SCHEMA_VERSION,
     output_schema,
 )
-from pipelines.metrics.catalog import EVENT_COUNTERS, telemetry_counter_ids
+from pipelines.metrics.buckets import BUCKETS, user_bucket
+from pipelines.metrics.catalog import EVENT_COUNTERS, bucket_counter_ids, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, detector_names
@@ -69,6 +70,11 @@ _NO_TIME = -(2**62)  # the latest event time of records that have none
 _ATTRIBUTABLE = pa.array([AGGREGATED, SCHEMA_VIOLATION])
 _OFFSETS = np.asarray(HISTOGRAM_OFFSETS)
 _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
+# The counters kept per user bucket (pipelines.metrics.buckets), as positions among
+# EVENT_COUNTERS: a window's bucket sums are a (len(BUCKET_COUNTERS), BUCKETS) matrix.
+BUCKET_COUNTERS = bucket_counter_ids()
+_BUCKET_ROW = {c: i for i, c in enumerate(BUCKET_COUNTERS)}
+_BUCKET_CELLS = len(BUCKET_COUNTERS) * BUCKETS
 
 PARTIAL_SCHEMA = pa.schema(
     [
@@ -80,6 +86,10 @@ PARTIAL_SCHEMA = pa.schema(
         ("counters", pa.list_(pa.int64())),  # COUNTERS, in order
         ("histogram", pa.list_(pa.int64())),  # dense, HISTOGRAM_OFFSETS
         ("users_sketch", pa.binary()),
+        # The non-zero cells of the window's bucket sums (BUCKET_COUNTERS x BUCKETS, row
+        # major): flat positions and values.
+        ("bucket_cells", pa.list_(pa.int32())),
+        ("bucket_values", pa.list_(pa.int64())),
         ("topic", pa.string()),
         ("partition", pa.int32()),
         ("status", pa.string()),
@@ -369,6 +379,7 @@ def sample_hash(partitions: np.ndarray, offsets: np.ndarray, seed: int) -> np.nd
 class _Window:
     counters: np.ndarray
     histogram: np.ndarray
+    buckets: np.ndarray  # BUCKET_COUNTERS x BUCKETS
     sketch: Any = None
 
 
@@ -386,13 +397,34 @@ class _Partial:
     new_values: dict[tuple[str, str], int] = field(default_factory=dict)
     kept: dict[str, set[str]] = field(default_factory=dict)
     folded: set[tuple[str, str]] = field(default_factory=set)
+    user_buckets: dict[str, int] = field(default_factory=dict)  # user key -> its bucket
 
     def window(self, key: tuple[Any, ...]) -> _Window:
         found = self.windows.get(key)
         if found is None:
-            found = _Window(np.zeros(len(COUNTERS), np.int64), np.zeros(HISTOGRAM_BINS, np.int64))
+            found = _Window(
+                np.zeros(len(COUNTERS), np.int64),
+                np.zeros(HISTOGRAM_BINS, np.int64),
+                np.zeros((len(BUCKET_COUNTERS), BUCKETS), np.int64),
+            )
             self.windows[key] = found
         return found
+
+    def buckets_of(self, users: list[str | None], event_ids: pa.Array) -> np.ndarray:
+        """The user bucket of each event: its user's, or (no user id) its own event id's,
+        each event then being its own cluster.
+        """
+        cache = self.user_buckets
+        out = np.empty(len(users), np.int64)
+        for i, user in enumerate(users):
+            if user is None:
+                out[i] = user_bucket(event_ids[i].as_py() or "")
+                continue
+            found = cache.get(user)
+            if found is None:
+                found = cache[user] = user_bucket(user)
+            out[i] = found
+        return out
 
 
 _PREDICATES: dict[str, SqlPredicate] = {}
@@ -553,13 +585,26 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     sums[:, base + 2] = np.bincount(group, weights=pii.astype(float), minlength=n_groups)
 
     histograms = np.zeros((n_groups, HISTOGRAM_BINS), np.int64)
+    bucket_sums = np.zeros((n_groups, len(BUCKET_COUNTERS), BUCKETS), np.int64)
     counted = rows[aggregated]
+    users: list[str | None] = []
     if len(counted):
-        columns = Columns(events.take(pa.array(counted, pa.int64())))
+        taken = events.take(pa.array(counted, pa.int64()))
+        columns = Columns(taken)
         counted_group = group[aggregated]
+        users = pc.struct_field(taken, "user_id").to_pylist()
+        cells = counted_group * BUCKETS + partial.buckets_of(
+            users, pc.struct_field(taken, "event_id")
+        )
         for j, counter in enumerate(EVENT_COUNTERS):
             mask = _predicate(counter.predicate or "false")(columns)
-            sums[:, j] = np.bincount(counted_group, weights=mask.astype(float), minlength=n_groups)
+            weights = mask.astype(float)
+            sums[:, j] = np.bincount(counted_group, weights=weights, minlength=n_groups)
+            b = _BUCKET_ROW.get(counter.id)
+            if b is not None:
+                bucket_sums[:, b, :] = np.bincount(
+                    cells, weights=weights, minlength=n_groups * BUCKETS
+                ).reshape(n_groups, BUCKETS)
         entry_rows, bins = histogram_entries(columns)
         flat_bins = np.bincount(
             counted_group[entry_rows] * HISTOGRAM_BINS + bins,
@@ -578,9 +623,9 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     for g, w in enumerate(windows):
         w.counters += sums[g]
         w.histogram += histograms[g]
+        w.buckets += bucket_sums[g]
     if len(counted):
-        users = pc.struct_field(events, "user_id").take(pa.array(counted, pa.int64()))
-        for g, user in zip(group[aggregated].tolist(), users.to_pylist(), strict=True):
+        for g, user in zip(group[aggregated].tolist(), users, strict=True):
             if user is None:
                 continue
             w = windows[g]
@@ -705,10 +750,13 @@ def partial_counts(
     rows: list[dict[str, Any]] = []
     for (window_start, *segment), w in partial.windows.items():
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
+        flat = w.buckets.reshape(-1)
+        cells = np.flatnonzero(flat)
         rows.append({
             "kind": "window", "window_start_s": window_start, "segment": segment,
             "counters": w.counters.tolist(), "histogram": w.histogram.tolist(),
             "users_sketch": bytes(sketch) if sketch is not None else None,
+            "bucket_cells": cells.tolist(), "bucket_values": flat[cells].tolist(),
         })  # fmt: skip
     for (dimension, value), n in partial.new_values.items():
         rows.append({
@@ -793,15 +841,20 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
         counters = np.asarray(p["counters"], np.int64)
         histogram = np.asarray(p["histogram"], np.int64)
         if entry is None:
-            windows[key] = [counters, histogram, [p["users_sketch"]]]
+            entry = windows[key] = [counters, histogram, [p["users_sketch"]],
+                                    np.zeros(_BUCKET_CELLS, np.int64)]  # fmt: skip
         else:
             entry[0] = entry[0] + counters
             entry[1] = entry[1] + histogram
             entry[2].append(p["users_sketch"])
+        cells = p.get("bucket_cells")
+        if cells:
+            np.add.at(entry[3], np.asarray(cells, np.int64),
+                      np.asarray(p["bucket_values"], np.int64))  # fmt: skip
     dimension_set = ",".join(counting.dimensions)
     aggregates: list[dict[str, Any]] = []
     histograms: list[dict[str, Any]] = []
-    for (window_start, *segment), (counters, histogram, sketches) in sorted(windows.items()):
+    for (window_start, *segment), (counters, histogram, sketches, cells) in sorted(windows.items()):
         start = datetime.fromtimestamp(window_start, UTC)
         where = {"window_start": start, "dimension_set": dimension_set,
                  **dict(zip(SEGMENT_DIMENSIONS, segment, strict=True))}  # fmt: skip
@@ -813,6 +866,11 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             **where, "window_end": datetime.fromtimestamp(window_start + counting.window_s, UTC),
             **dict(zip(COUNTERS, (int(v) for v in counters), strict=True)),
             "users_sketch": sketch,
+            "bucket_sums": {
+                c: row.tolist()
+                for c, row in zip(BUCKET_COUNTERS, cells.reshape(-1, BUCKETS), strict=True)
+                if row.any()
+            },
         })  # fmt: skip
         positions = np.flatnonzero(histogram)
         owners = np.searchsorted(_OFFSETS, positions, side="right") - 1

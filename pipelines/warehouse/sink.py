@@ -30,6 +30,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
+from pipelines.metrics.buckets import (
+    add_counter_buckets,
+    decode_counter_buckets,
+    encode_counter_buckets,
+)
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
@@ -72,7 +77,9 @@ class BatchResult:
     watermark_after: datetime | None
     offsets: Sequence[OffsetRange]
     # Each aggregate: window_start, window_end, dimension_set, all SEGMENT_DIMENSIONS, every
-    # counter of COUNTED_COLUMNS and users_sketch (serialized HLL sketch bytes or None).
+    # counter of COUNTED_COLUMNS and users_sketch (serialized HLL sketch bytes or None);
+    # optionally bucket_sums (pipelines.metrics.buckets.CounterBuckets: counter id -> sums
+    # per user bucket), added to the stored sums.
     aggregates: Sequence[dict[str, Any]] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_rows: int = 0
@@ -412,18 +419,19 @@ class WarehouseSink:
 
     def _existing_sketches(
         self, conn: Connection, aggregates: Sequence[dict[str, Any]], key: list[str]
-    ) -> dict[tuple[Any, ...], bytes | None]:
+    ) -> dict[tuple[Any, ...], tuple[bytes | None, bytes | None]]:
+        """The stored users_sketch and bucket_sums of the rows the batch adds to."""
         t = self.tables.agg
         windows = sorted({row["window_start"] for row in aggregates})
         sets = sorted({row["dimension_set"] for row in aggregates})
-        found: dict[tuple[Any, ...], bytes | None] = {}
+        found: dict[tuple[Any, ...], tuple[bytes | None, bytes | None]] = {}
         for i in range(0, len(windows), _CHUNK):
-            stmt = select(*[t.c[k] for k in key], t.c.users_sketch).where(
+            stmt = select(*[t.c[k] for k in key], t.c.users_sketch, t.c.bucket_sums).where(
                 and_(t.c.window_start.in_(windows[i : i + _CHUNK]), t.c.dimension_set.in_(sets))
             )
             for r in conn.execute(stmt).mappings():
                 values = tuple(as_utc(r[k]) if k == "window_start" else r[k] for k in key)
-                found[values] = r["users_sketch"]
+                found[values] = (r["users_sketch"], r["bucket_sums"])
         return found
 
     def recent_batches(self, query_id: str, not_before: datetime | None) -> list[int]:
@@ -487,12 +495,25 @@ class WarehouseSink:
         for row in result.aggregates:
             # Distinct counts do not add up: merge the batch's sketch with the stored one
             # (one writer per warehouse table, inside this transaction).
-            stored = existing.get(tuple(row[k] for k in key))
-            sketch, distinct = merge_sketches([stored, row.get("users_sketch")], self.users_lg_k)
+            stored_sketch, stored_buckets = existing.get(tuple(row[k] for k in key), (None, None))
+            sketch, distinct = merge_sketches(
+                [stored_sketch, row.get("users_sketch")], self.users_lg_k
+            )
+            # Per-bucket sums add up like the counters; a row stored or added without them
+            # (counted before migration 10) keeps none (NULL), as its sums are unknown.
+            added = row.get("bucket_sums")
+            stored_row = tuple(row[k] for k in key) in existing
+            if added is None or (stored_row and stored_buckets is None):
+                buckets = None
+            else:
+                buckets = encode_counter_buckets(
+                    add_counter_buckets(decode_counter_buckets(stored_buckets), added)
+                )
             rows.append(
                 {
                     **{k: row[k] for k in ("window_start", "window_end", *key[1:], *counters)},
                     "users_sketch": sketch,
+                    "bucket_sums": buckets,
                     "distinct_users": distinct,
                     "first_batch_id": result.batch_id,
                     "last_batch_id": result.batch_id,
@@ -506,6 +527,7 @@ class WarehouseSink:
             set_={
                 **{c: t.c[c] + stmt.excluded[c] for c in counters},
                 "users_sketch": stmt.excluded.users_sketch,
+                "bucket_sums": stmt.excluded.bucket_sums,
                 "distinct_users": stmt.excluded.distinct_users,
                 "last_batch_id": stmt.excluded.last_batch_id,
                 "updated_at": stmt.excluded.updated_at,

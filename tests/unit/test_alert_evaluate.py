@@ -435,3 +435,84 @@ def test_state_machine_matches_a_reference_loop(conditions, for_windows, keep_fi
             assert i - for_windows < 0 or conditions[i - for_windows] is not True
         assert resolved <= fired
         assert all(isinstance(t, Transition) and t.window_start == window(i) for t in transitions)
+
+
+# --- concentration (one actor) and the cluster-robust interval ---------------------------
+
+
+def _sums(violations: dict[int, int], events: dict[int, int]):
+    from pipelines.metrics.buckets import BucketSums
+
+    return BucketSums(
+        tuple(violations.get(b, 0) for b in range(32)), tuple(events.get(b, 0) for b in range(32))
+    )
+
+
+SPREAD_EVENTS = dict.fromkeys(range(32), 30)  # 960 events, 30 per bucket
+
+
+@pytest.mark.parametrize(
+    ("violations", "events", "expected"),
+    [
+        # 12 of 15 violations in bucket 3, which holds 30 / 960 = 3 % of the traffic.
+        ({3: 12, 4: 1, 5: 1, 6: 1}, SPREAD_EVENTS, True),
+        # Spread over 15 buckets.
+        ({b: 1 for b in range(15)}, SPREAD_EVENTS, False),
+        # Concentrated, but 9 violations are below CONCENTRATION_MIN (10).
+        ({3: 9}, SPREAD_EVENTS, False),
+        # Half of the violations in one bucket, but that bucket is most of the traffic.
+        ({3: 12, 4: 3}, {**SPREAD_EVENTS, 3: 2000}, False),
+        # Exactly half the violations in a bucket with exactly 20 % of the traffic: both
+        # limits are inclusive.
+        ({0: 10, 1: 10}, {0: 200, 1: 800}, True),
+    ],
+)
+def test_concentrated_is_one_bucket_holding_the_numerator_but_not_the_traffic(
+    violations, events, expected
+) -> None:
+    from pipelines.alerting.evaluate import concentrated
+
+    assert concentrated(_sums(violations, events)) is expected
+
+
+def test_concentrated_rules_split_one_actor_from_a_regression() -> None:
+    from pipelines.alerting.evaluate import measure
+
+    abuse = rule(name="ConcentratedAbuse", concentrated=True, threshold=Threshold(above=0.005))
+    regression = rule(concentrated=False, threshold=Threshold(above=0.005))
+    plain = rule(threshold=Threshold(above=0.005))
+    one_actor = _sums({3: 40, 4: 1, 5: 1}, SPREAD_EVENTS)
+    many = _sums({b: 2 for b in range(21)}, SPREAD_EVENTS)
+    for sums, fires_abuse in ((one_actor, True), (many, False)):
+        window = sw(DE, (sums.numerator, sums.denominator), buckets=sums)
+        assert measure(abuse, window).condition is fires_abuse
+        assert measure(regression, window).condition is not fires_abuse
+    # Unknown buckets: never "one actor"; a rule that ignores concentration is unaffected.
+    unknown = sw(DE, (42, 960))
+    assert measure(abuse, unknown).condition is False
+    assert measure(regression, unknown).condition is True
+    assert measure(plain, unknown).condition is True
+
+
+def test_interval_widens_for_clustered_events_and_is_wilson_otherwise() -> None:
+    import numpy as np
+
+    from pipelines.alerting.evaluate import interval
+
+    lo, hi = (binomtest(42, 960).proportion_ci(0.95, method="wilson")[i] for i in (0, 1))
+    independent = sw(DE, (42, 960))
+    assert interval(independent) == pytest.approx((lo, hi), abs=1e-12)
+    clustered = _sums({3: 40, 4: 1, 5: 1}, SPREAD_EVENTS)
+    low, high = interval(sw(DE, (42, 960), buckets=clustered))
+    # Wilson's interval on the effective sample size, the design effect from the delta method
+    # with the 32 buckets as clusters, computed here directly.
+    num = np.asarray(clustered.numerators, float)
+    den = np.asarray(clustered.denominators, float)
+    r = num.sum() / den.sum()
+    se2 = 32 / 31 * np.sum((num - r * den) ** 2) / den.sum() ** 2
+    n = den.sum() * (r * (1 - r) / den.sum()) / se2
+    z = 1.959963984540054
+    centre = (r + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(r * (1 - r) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    assert (low, high) == pytest.approx((centre - half, centre + half), rel=1e-9)
+    assert high - low > 2 * (hi - lo)

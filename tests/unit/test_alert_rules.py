@@ -429,3 +429,20 @@ def test_horizons_need_a_threshold_only_condition(tmp_path):
             runbook="r", summary="s", change=Change(max_q=0.01, direction="up"),
             horizons=(timedelta(hours=1),),
         )  # fmt: skip
+
+
+# --- concentrated ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
+def test_concentrated_is_read_as_a_boolean(tmp_path, value, expected):
+    text = with_line(8, f"    severity: sev2\n    concentrated: {value}")
+    (rule,) = load_rules([write(tmp_path, "safety.yaml", text)])
+    assert rule.concentrated is expected
+    (plain,) = load_rules([write(tmp_path, "plain.yaml", BASE)])
+    assert plain.concentrated is None
+
+
+def test_concentrated_mistake_names_the_line(tmp_path):
+    err = error_of(tmp_path, with_line(8, "    severity: sev2\n    concentrated: sometimes"))
+    assert (err.line, err.field) == (9, "concentrated")

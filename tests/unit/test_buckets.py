@@ -184,7 +184,11 @@ def test_one_prolific_user_dominates():
     se = ratio_standard_error(num, den)
     assert deff == pytest.approx(se**2 / (rate * (1 - rate) / 550), rel=1e-12)
     lo, hi = robust_interval(num, den)
-    assert (lo, hi) == pytest.approx((max(0.0, rate - Z * se), rate + Z * se), rel=1e-12)
+    # Wilson's interval on the effective sample size 550 / deff, written out.
+    n = 550 / deff
+    centre = (rate + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(rate * (1 - rate) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    assert (lo, hi) == pytest.approx((centre - half, centre + half), rel=1e-12)
     w_lo, w_hi = wilson_interval(50, 550)
     assert hi - lo > 2.5 * (w_hi - w_lo)
     assert top_bucket_share(num) == pytest.approx(41 / 50)  # bucket 5 also holds one flag
@@ -203,8 +207,12 @@ def test_robust_interval_is_never_narrower_than_wilson(seed):
     assert hi >= w_hi
     rate = num.sum() / den.sum()
     se = ratio_standard_error(num, den)
-    assert lo == pytest.approx(min(w_lo, max(0.0, rate - Z * se)), rel=1e-12)
-    assert hi == pytest.approx(max(w_hi, min(1.0, rate + Z * se)), rel=1e-12)
+    # Wilson's interval on the effective sample size n = D / max(1, deff), written out.
+    n = min(den.sum(), rate * (1 - rate) / se**2)
+    centre = (rate + Z * Z / (2 * n)) / (1 + Z * Z / n)
+    half = Z * math.sqrt(rate * (1 - rate) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    assert lo == pytest.approx(min(w_lo, centre - half), rel=1e-12)
+    assert hi == pytest.approx(max(w_hi, centre + half), rel=1e-12)
 
 
 def test_robust_interval_falls_back_to_wilson_when_buckets_agree():
@@ -426,3 +434,44 @@ def test_user_buckets_accepts_lists_numpy_and_arrow():
     assert user_buckets(pa.chunked_array([keys[:20], keys[20:]]), 64).tolist() == expected
     assert user_buckets([], 64).tolist() == []
     assert user_buckets([], 64).dtype == np.int64
+
+
+# --- the stored form (segment_window_agg.bucket_sums) ------------------------------------
+
+
+def test_stored_sums_round_trip_and_add_like_counters() -> None:
+    from pipelines.metrics.buckets import (
+        add_counter_buckets,
+        decode_counter_buckets,
+        encode_counter_buckets,
+        rate_buckets,
+    )
+
+    rng = np.random.default_rng(5)
+    a = {"events": rng.integers(0, 50, 32).tolist(), "violations": [0] * 32}
+    b = {"events": rng.integers(0, 50, 32).tolist(), "refusals": rng.integers(0, 3, 32).tolist()}
+    stored = decode_counter_buckets(encode_counter_buckets(a))
+    # All-zero counters are left out; what is left comes back exactly.
+    assert set(stored) == {"events"}
+    assert stored["events"].tolist() == a["events"]
+    merged = add_counter_buckets(stored, None, b)
+    summed = [x + y for x, y in zip(a["events"], b["events"], strict=True)]
+    assert merged["events"].tolist() == summed
+    assert merged["refusals"].tolist() == b["refusals"]
+    sums = rate_buckets(merged, "violations", "events")
+    assert sums.numerators == (0,) * 32
+    assert list(sums.denominators) == merged["events"].tolist()
+    # An empty blob is "no events", not unknown.
+    assert decode_counter_buckets(encode_counter_buckets({})) == {}
+    assert decode_counter_buckets(None) == {}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [{"events": [1, 2], "violations": [1, 2, 3]}, {"events": [-1] * 32}, {"events": [0.5] * 32}],
+)
+def test_stored_sums_refuse_ragged_negative_or_fractional_counts(bad) -> None:
+    from pipelines.metrics.buckets import encode_counter_buckets
+
+    with pytest.raises(ValueError):
+        encode_counter_buckets(bad)

@@ -175,12 +175,18 @@ def test_variance_is_the_larger_of_independent_and_buckets():
     even = rate_exceeds(4, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([1, 1, 1, 1], [10] * 4))
     assert even.variance_buckets == 0.0
     assert even.variance == even.variance_independent == pytest.approx(40 * 0.1 * 0.9)
-    # All violations in one bucket (one heavy user): the bucket variance is larger and used.
+    # All violations in one bucket (one heavy user): the bucket variance, centred on the
+    # window's rate 4 / 40 with the B / (B - 1) factor, is larger and used.
     heavy = rate_exceeds(4, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([4, 0, 0, 0], [10] * 4))
-    direct = (4 - 1) ** 2 + 3 * 1.0**2
+    direct = 4 / 3 * ((4 - 1) ** 2 + 3 * 1.0**2)
     assert heavy.variance_buckets == pytest.approx(direct)
     assert heavy.variance == pytest.approx(direct)
     assert heavy.log_e_normal < even.log_e_normal
+    # A rise spread evenly over the buckets (3 in 10 in each, p0 = 0.1) does not inflate it:
+    # centred on p0, the same sums would give 4 * (3 - 1)^2 = 16 and cost the alert power.
+    spread = rate_exceeds(12, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([3] * 4, [10] * 4))
+    assert spread.variance_buckets == 0.0
+    assert spread.variance == pytest.approx(40 * 0.1 * 0.9)
 
 
 # The combined evidence.
