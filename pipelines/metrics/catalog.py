@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from pipelines.metrics.buckets import CounterBuckets, rate_buckets, robust_interval
 from pipelines.metrics.stats import wilson_interval
 
 POLICY_CATEGORIES = (
@@ -267,9 +268,18 @@ def rate(rate_id: str) -> Rate:
     raise KeyError(msg)
 
 
-def rate_value(rate_id: str, totals: Mapping[str, int]) -> RateValue:
-    """The rate over `totals` (counter id -> count, e.g. a row or a roll-up), with its interval."""
+def rate_value(
+    rate_id: str, totals: Mapping[str, int], buckets: CounterBuckets | None = None
+) -> RateValue:
+    """The rate over `totals` (counter id -> count, e.g. a row or a roll-up), with its 95 %
+    interval: cluster-robust when `buckets` (the same rows' per-user-bucket sums,
+    pipelines.metrics.buckets) hold the rate's counters, Wilson's otherwise.
+    """
     r = rate(rate_id)
     num, den = int(totals[r.numerator]), int(totals[r.denominator])
     lo, hi = wilson_interval(num, den)
+    if buckets and r.denominator in buckets:
+        sums = rate_buckets(buckets, r.numerator, r.denominator)
+        if (sums.numerator, sums.denominator) == (num, den):
+            lo, hi = robust_interval(sums.numerators, sums.denominators)
     return RateValue(r.id, num, den, num / den if den else None, lo, hi)

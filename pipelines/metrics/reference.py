@@ -17,7 +17,11 @@ def metrics_reference() -> str:
         "Every metric is kept per event-time window x segment in the warehouse. Counters are "
         "columns of `segment_window_agg`; a rate is the ratio of two of them, so any roll-up "
         "(day, week, a union of segments) is the ratio of the summed counters, and every rate "
-        "is shown with its Wilson 95 % interval. Distributions are rows of "
+        "is shown with its Wilson 95 % interval (in the alert rules and the weekly report, "
+        "its cluster-robust version: every event counter is also kept per user bucket, "
+        "`segment_window_agg.bucket_sums`, see "
+        "[alert-rules.md](alert-rules.md#when-events-come-in-clumps-users-and-the-bucket-variance)"
+        "). Distributions are rows of "
         "`segment_window_hist` (bins in `distribution_bins`), summed the same way; quantiles "
         "and drift statistics are computed from those sums.",
         "",

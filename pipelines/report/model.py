@@ -18,6 +18,7 @@ from urllib.parse import quote
 from pipelines.alerting.engine import parse_segment
 from pipelines.alerting.evaluate import segment_label
 from pipelines.drift.stats import OK, two_proportion_test
+from pipelines.metrics.buckets import CounterBuckets
 from pipelines.metrics.catalog import (
     RATES,
     RateValue,
@@ -426,8 +427,14 @@ def build_kpi(
     current: Mapping[str, int],
     previous: Mapping[str, int],
     target: float | None,
+    current_buckets: CounterBuckets | None = None,
+    previous_buckets: CounterBuckets | None = None,
 ) -> Kpi:
-    cur, prev = rate_value(rate_id, current), rate_value(rate_id, previous)
+    """A KPI of the week: its rate with a 95 % interval (cluster-robust when the weeks'
+    per-user-bucket sums are given), the previous week's, and its target status.
+    """
+    cur = rate_value(rate_id, current, current_buckets)
+    prev = rate_value(rate_id, previous, previous_buckets)
     worse = rate(rate_id).higher_is_worse
     return Kpi(
         rate_id=rate_id,

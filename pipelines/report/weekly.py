@@ -37,6 +37,7 @@ from sqlalchemy.exc import InvalidRequestError
 from pipelines.alerting.engine import parse_segment
 from pipelines.drift.stats import OK, benjamini_hochberg, two_proportion_test
 from pipelines.errors import SafewatchError
+from pipelines.metrics.buckets import add_counter_buckets, decode_counter_buckets
 from pipelines.metrics.catalog import (
     POLICY_CATEGORIES,
     counter_ids,
@@ -84,6 +85,9 @@ class _Segment:
     values: tuple[str, ...]
     totals: dict[str, int]
     max_users: int  # the largest window's distinct users: a lower bound of the week's
+    # The week's counters per user bucket (cluster-robust intervals); None when some of its
+    # windows were counted before they were kept.
+    buckets: dict[str, Any] | None = None
 
 
 def latest_week(engine: Engine) -> IsoWeek | None:
@@ -114,7 +118,9 @@ def collect_weekly(
         reader = _Reader(conn, tables, dims, dimension_set, lg_k)
         segments = reader.segments(week)
         totals = _sum_totals(s.totals for s in segments)
+        buckets = _sum_buckets(s.buckets for s in segments)
         previous = reader.totals(prev)
+        previous_buckets = _sum_buckets(reader.bucket_sums(prev).values())
         users = reader.users_of_small_segments(week, segments, k)
         visible = {s.values for s in segments if max(s.max_users, users.get(s.values, 0)) >= k}
         hidden = {s.values for s in segments} - visible
@@ -128,10 +134,11 @@ def collect_weekly(
         # and KPIs count all traffic (their difference is never one small group).
         shown_segments = [s for s in segments if s.values in shown]
         kpis = tuple(
-            build_kpi(r, totals, previous, report.targets.get(r)) for r in kpi_ids(report.targets)
+            build_kpi(r, totals, previous, report.targets.get(r), buckets, previous_buckets)
+            for r in kpi_ids(report.targets)
         )
         categories = tuple(
-            build_kpi(r, totals, previous, report.targets.get(r))
+            build_kpi(r, totals, previous, report.targets.get(r), buckets, previous_buckets)
             for r in (f"violation_rate_{c}" for c in POLICY_CATEGORIES)
         )
         window_sums, window_users = reader.window_sums(week)
@@ -215,6 +222,16 @@ def _sum_totals(rows: Iterable[Mapping[str, int]]) -> dict[str, int]:
     return totals
 
 
+def _sum_buckets(parts: Iterable[Mapping[str, Any] | None]) -> dict[str, Any] | None:
+    """The per-user-bucket sums of several rows or segments; None if any is unknown."""
+    out: dict[str, Any] = {}
+    for part in parts:
+        if part is None:
+            return None
+        out = add_counter_buckets(out, part)
+    return out
+
+
 class _Reader:
     """The report's queries over one connection (SQLAlchemy Core, portable SQL)."""
 
@@ -254,11 +271,34 @@ class _Reader:
             .group_by(*[agg.c[d] for d in self.dims])
         )
         n = len(self.dims)
+        buckets = self.bucket_sums(week)
         out = []
         for row in self.conn.execute(stmt):
+            values = tuple(str(v) for v in row[:n])
             totals = {c: int(row[n + i] or 0) for i, c in enumerate(counters)}
-            out.append(_Segment(tuple(str(v) for v in row[:n]), totals, int(row[-1] or 0)))
+            out.append(_Segment(values, totals, int(row[-1] or 0), buckets.get(values)))
         out.sort(key=lambda s: s.values)
+        return out
+
+    def bucket_sums(self, week: IsoWeek) -> dict[tuple[str, ...], dict[str, Any] | None]:
+        """Per segment: its week's counters per user bucket, summed over its windows (None
+        when a window has none: counted before they were kept).
+        """
+        agg = self.t.agg
+        stmt = select(*[agg.c[d] for d in self.dims], agg.c.bucket_sums).where(
+            self._in_week(agg, week)
+        )
+        n = len(self.dims)
+        out: dict[tuple[str, ...], dict[str, Any] | None] = {}
+        for row in self.conn.execute(stmt):
+            key = tuple(str(v) for v in row[:n])
+            held = out.get(key, {})
+            blob = row[n]
+            out[key] = (
+                None
+                if held is None or blob is None
+                else add_counter_buckets(held, decode_counter_buckets(blob))
+            )
         return out
 
     def totals(self, week: IsoWeek) -> dict[str, int]:
@@ -541,7 +581,7 @@ def _risk_segments(
         for s in segments
         if s.values in visible and s.values != extra and s.totals["events"] >= report.min_events
     ]
-    scored = [(rate_value("violation_rate", s.totals), s) for s in eligible]
+    scored = [(rate_value("violation_rate", s.totals, s.buckets), s) for s in eligible]
     scored.sort(key=lambda p: (-p[0].lower, -p[1].totals["events"], p[1].values))
     top = scored[: report.top_segments]
     users: dict[tuple[str, ...], int] = {}
@@ -555,7 +595,7 @@ def _risk_segments(
             events=s.totals["events"],
             distinct_users=users.get(s.values, s.max_users),
             violation=v,
-            refusal=rate_value(PAIRED_RATE, s.totals),
+            refusal=rate_value(PAIRED_RATE, s.totals, s.buckets),
             above_target=target is not None and v.lower > target,
         )
         for v, s in top
@@ -626,11 +666,13 @@ def _changes(
             )
             new_totals = _sum_totals(s.totals for s in new_rows)
             prev_totals = _sum_totals(s.totals for s in prev_rows)
+            new_buckets = _sum_buckets(s.buckets for s in new_rows)
+            prev_buckets = _sum_buckets(s.buckets for s in prev_rows)
             tests = []
             if previous_values and not suppressed:
                 for rate_id in CHANGE_RATES:
-                    a = rate_value(rate_id, new_totals)
-                    b = rate_value(rate_id, prev_totals)
+                    a = rate_value(rate_id, new_totals, new_buckets)
+                    b = rate_value(rate_id, prev_totals, prev_buckets)
                     test = two_proportion_test(
                         a.numerator, a.denominator, b.numerator, b.denominator,
                         min_trials=min_trials,

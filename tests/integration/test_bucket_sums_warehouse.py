@@ -215,3 +215,27 @@ def test_rule_interval_is_robust_where_buckets_are_known_and_wilson_where_not(en
     # The clustered segment's interval is strictly wider than Wilson's.
     widest = max(inputs, key=lambda i: i.numerator)
     assert interval(widest)[0] < wilson_interval(widest.numerator, widest.denominator)[0]
+
+
+def test_weekly_report_intervals_are_robust_from_the_stored_sums(engine) -> None:
+    from pipelines.metrics.buckets import robust_interval
+    from pipelines.report.model import IsoWeek
+    from pipelines.report.weekly import collect_weekly
+    from pipelines.settings import Settings
+
+    events = _clustered_events()
+    sink = WarehouseSink(engine)
+    _commit(sink, events, 0, 0)
+    settings = Settings.load(environ={"SAFEWATCH_STREAM__DIMENSIONS": ",".join(DIMS)})
+    report = collect_weekly(engine, settings, IsoWeek.containing(START), now=START)
+    # The reference: violations and events per user bucket over the whole week, from the
+    # events alone, and the robust interval of those sums.
+    num, den = np.zeros(B), np.zeros(B)
+    for e in events:
+        num[_bucket(e["user_id"])] += len(e["moderation"]["flagged_categories"]) > 0
+        den[_bucket(e["user_id"])] += 1
+    (kpi,) = (k for k in report.kpis if k.rate_id == "violation_rate")
+    assert (kpi.current.numerator, kpi.current.denominator) == (int(num.sum()), int(den.sum()))
+    assert (kpi.current.lower, kpi.current.upper) == pytest.approx(robust_interval(num, den))
+    wilson = wilson_interval(int(num.sum()), int(den.sum()))
+    assert kpi.current.upper - kpi.current.lower > 1.5 * (wilson[1] - wilson[0])
