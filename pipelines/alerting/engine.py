@@ -21,8 +21,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
@@ -40,7 +41,7 @@ from pipelines.alerting.evaluate import (
 )
 from pipelines.alerting.rules import STORED, Rule
 from pipelines.errors import ConfigError
-from pipelines.metrics.buckets import BucketSums, decode_counter_buckets, rate_buckets
+from pipelines.metrics.buckets import BUCKETS, BucketSums, decode_counter_buckets, rate_buckets
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.sink import upsert_for
@@ -74,17 +75,24 @@ def parse_segment(key: str) -> Segment:
 _DECODED = "_bucket_sums"  # a row's decoded bucket_sums, kept in the row once decoded
 
 
-def row_buckets(row: Mapping[str, Any], numerator: str, denominator: str) -> BucketSums | None:
-    """One aggregate row's per-bucket sums of a rate; None when the row has none (counted
-    before they were kept). Decodes the row's blob once and keeps it in a dict row.
+def _decoded(row: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A row's decoded bucket_sums (None: counted before they were kept), decoded once and
+    kept in a dict row: every rule reads the same rows.
     """
     if _DECODED in row:
-        decoded = row[_DECODED]
-    else:
-        blob = row.get("bucket_sums")
-        decoded = None if blob is None else decode_counter_buckets(blob)
-        if isinstance(row, dict):
-            row[_DECODED] = decoded
+        return cast(dict[str, Any] | None, row[_DECODED])
+    blob = row.get("bucket_sums")
+    decoded = None if blob is None else decode_counter_buckets(blob)
+    if isinstance(row, dict):
+        row[_DECODED] = decoded
+    return decoded
+
+
+def row_buckets(row: Mapping[str, Any], numerator: str, denominator: str) -> BucketSums | None:
+    """One aggregate row's per-bucket sums of a rate; None when the row has none (counted
+    before they were kept).
+    """
+    decoded = _decoded(row)
     return None if decoded is None else rate_buckets(decoded, numerator, denominator)
 
 
@@ -97,6 +105,31 @@ def add_buckets(a: BucketSums | None, b: BucketSums | None, b_events: int) -> Bu
     return a + b
 
 
+class _BucketTotal:
+    """Running per-bucket sums of one rate over rows: numpy, turned into BucketSums once."""
+
+    __slots__ = ("den", "known", "num")
+
+    def __init__(self) -> None:
+        self.num = np.zeros(BUCKETS, dtype=np.int64)
+        self.den = np.zeros(BUCKETS, dtype=np.int64)
+        self.known = True
+
+    def add(self, row: Mapping[str, Any], numerator: str, denominator: str, events: int) -> None:
+        decoded = _decoded(row)
+        if decoded is None:
+            # Unknown, unless the row has no events of this rate.
+            self.known = self.known and events == 0
+            return
+        for target, counter in ((self.num, numerator), (self.den, denominator)):
+            found = decoded.get(counter)
+            if found is not None:
+                target += found
+
+    def sums(self) -> BucketSums | None:
+        return BucketSums.of_arrays(self.num, self.den) if self.known else None
+
+
 def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
     """The rule's per-segment inputs in one window (pure): the rate's counters and their
     per-user-bucket sums summed over the dimensions the rule does not group by; the rate
@@ -105,21 +138,18 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
     """
     r = rate(rule.metric)
     sums: dict[Segment, list[int]] = {}
-    buckets: dict[Segment, BucketSums | None] = {}
+    buckets: dict[Segment, _BucketTotal] = {}
     full: dict[Segment, tuple[str, ...]] = {}
     for row in data.rows:
         seg = tuple((d, str(row[d])) for d in rule.by)
         acc = sums.setdefault(seg, [0, 0])
-        num_row, den_row = int(row[r.numerator]), int(row[r.denominator])
-        acc[0] += num_row
+        den_row = int(row[r.denominator])
+        acc[0] += int(row[r.numerator])
         acc[1] += den_row
-        found = row_buckets(row, r.numerator, r.denominator)
-        if seg not in buckets:
-            buckets[seg] = found if found is not None or den_row == 0 else None
-            if found is None and den_row == 0:
-                buckets[seg] = BucketSums.empty()
-        else:
-            buckets[seg] = add_buckets(buckets[seg], found, den_row)
+        total = buckets.get(seg)
+        if total is None:
+            total = buckets[seg] = _BucketTotal()
+        total.add(row, r.numerator, r.denominator, den_row)
         full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
     out = []
     for seg, (num, den) in sorted(sums.items()):
@@ -139,7 +169,7 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
                 drift_value=None
                 if drift is None or rule.drift is None
                 else drift[rule.drift.statistic],
-                buckets=buckets[seg],
+                buckets=buckets[seg].sums(),
             )
         )
     return out

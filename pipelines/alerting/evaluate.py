@@ -205,16 +205,28 @@ def interval(window: SegmentWindow | OpenWindow) -> tuple[float, float]:
     return wilson_interval(window.numerator, window.denominator)
 
 
-def measure(rule: Rule, window: SegmentWindow) -> Measured:
+def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measured:
     """The rate's point estimate and 95 % interval (`interval`; Wilson's for a rule with
     `concentrated: true`), and whether the condition holds.
+
+    With `exact` False the condition is the same but the interval may be Wilson's where
+    the robust one was not needed to decide it: the robust interval contains Wilson's, so
+    a threshold that Wilson's bound does not cross is not crossed by the robust bound
+    either (most segments, most windows: the robust interval costs far more). Callers that
+    show the interval (a transition) measure exactly.
     """
+    lower, upper = wilson_interval(window.numerator, window.denominator)
     # A rule about one actor (`concentrated: true`) asks whether these events happened, not
     # what the rate of the user population is: its evidence is the events, Wilson's interval.
-    if rule.concentrated:
-        lower, upper = wilson_interval(window.numerator, window.denominator)
-    else:
-        lower, upper = interval(window)
+    if not rule.concentrated and window.buckets is not None:
+        decided = (
+            not exact
+            and rule.threshold is not None
+            and rule.match == "all"
+            and not rule.threshold.holds(lower, upper)
+        )
+        if not decided:
+            lower, upper = interval(window)
     value = window.numerator / window.denominator if window.denominator else None
     results = []
     if rule.threshold is not None:
@@ -260,7 +272,7 @@ def evaluate(
         ):
             new_states[seg] = before
             continue
-        measured = None if window is None else measure(rule, window)
+        measured = None if window is None else measure(rule, window, exact=False)
         condition = measured is not None and measured.condition
         if not condition and _fired_later(before, window_start):
             # Fired early on a later window while this one was still open: its own
@@ -270,6 +282,7 @@ def evaluate(
         after, to_status = _step(rule, before, window_start, condition)
         new_states[seg] = after
         if to_status is not None:
+            measured = None if window is None else measure(rule, window)
             transitions.append(
                 _transition(rule, seg, window_start, before, after, to_status, window, measured)
             )

@@ -57,6 +57,7 @@ from pipelines.drift.store import (
     Segment,
     Span,
     WindowSums,
+    bucket_matrix,
     read_span,
     read_total,
     read_windows,
@@ -365,7 +366,7 @@ def compute_drift(
                 _stack(base.counts, refs, len(RATE_COUNTERS)),
                 min_events=settings.min_events,
                 psi_epsilon=settings.psi_epsilon,
-                current_buckets=[sums.buckets.get(s) for s in segs],
+                current_buckets=[bucket_matrix(sums.buckets.get(s)) for s in segs],
             )
             key = (w, dimension_set, described)
             drift_records += [(*key, *row, now) for row in drift_rows]

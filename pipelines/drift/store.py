@@ -67,11 +67,11 @@ _BINS_AT = _bins_at()
 class WindowSums:
     """Histogram and counter vectors per segment, of one window or summed over several.
 
-    The sums of one window read from the warehouse also hold, per segment, its
-    `RATE_COUNTERS` per user bucket (`buckets`, a (len(RATE_COUNTERS), BUCKETS) matrix:
-    zeros for counters not kept per bucket) or None when some of its rows were counted
-    before bucket sums were kept. `add` does not carry them: a baseline is taken as
-    binomial (pipelines.drift.compute).
+    The sums of one window read from the warehouse also hold, per segment, the stored
+    bucket sums of its rows (`buckets`: their blobs, decoded only for the windows tested,
+    by `bucket_matrix`), or None when some of its rows were counted before bucket sums
+    were kept. `add` does not carry them: a baseline is taken as binomial
+    (pipelines.drift.compute).
     """
 
     __slots__ = ("buckets", "counts", "hist")
@@ -79,7 +79,7 @@ class WindowSums:
     def __init__(self) -> None:
         self.hist: dict[Segment, Counts] = {}
         self.counts: dict[Segment, Counts] = {}
-        self.buckets: dict[Segment, Counts | None] = {}
+        self.buckets: dict[Segment, list[bytes] | None] = {}
 
     def add(self, other: WindowSums, sign: int = 1) -> None:
         """Add (sign 1) or subtract (sign -1) `other`'s histograms and counters, segment by
@@ -225,24 +225,24 @@ def _read_windows(
         held = sums.counts.get(seg)
         values = _counters(row[n:-1])
         sums.counts[seg] = values if held is None else held + values
-        buckets = _buckets(row[-1])
-        if held is None:
-            sums.buckets[seg] = buckets
-        else:
-            before = sums.buckets.get(seg)
-            sums.buckets[seg] = None if before is None or buckets is None else before + buckets
+        blob = row[-1]
+        before = sums.buckets.get(seg, []) if held is not None else []
+        sums.buckets[seg] = None if before is None or blob is None else [*before, blob]
     return out
 
 
-def _buckets(blob: bytes | None) -> Counts | None:
-    """A row's stored bucket sums as a (len(RATE_COUNTERS), BUCKETS) matrix; None if none."""
-    if blob is None:
+def bucket_matrix(blobs: Sequence[bytes] | None) -> Counts | None:
+    """The summed bucket sums of a segment's rows as a (len(RATE_COUNTERS), BUCKETS)
+    matrix (zeros for counters not kept per bucket); None when unknown.
+    """
+    if blobs is None:
         return None
     out = np.zeros((len(RATE_COUNTERS), BUCKETS), dtype=np.int64)
-    for counter, values in decode_counter_buckets(blob).items():
-        i = _RATE_COUNTER_INDEX.get(counter)
-        if i is not None and len(values) == BUCKETS:
-            out[i] = values
+    for blob in blobs:
+        for counter, values in decode_counter_buckets(blob).items():
+            i = _RATE_COUNTER_INDEX.get(counter)
+            if i is not None and len(values) == BUCKETS:
+                out[i] += values
     return out
 
 

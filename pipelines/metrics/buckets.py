@@ -149,6 +149,33 @@ class BucketSums:
         object.__setattr__(self, "denominators", dens)
 
     @classmethod
+    def of_arrays(cls, numerators: npt.ArrayLike, denominators: npt.ArrayLike) -> BucketSums:
+        """From two integer arrays, checked with numpy (far cheaper than element by element
+        for the many segments of a window): same length, non-negative, numerator total at
+        most the denominator's.
+        """
+        num = np.asarray(numerators)
+        den = np.asarray(denominators)
+        if (
+            num.ndim != 1
+            or num.shape != den.shape
+            or num.dtype.kind not in "iu"
+            or den.dtype.kind not in "iu"
+        ):
+            return cls(tuple(np.asarray(num).tolist()), tuple(np.asarray(den).tolist()))
+        _check_buckets(len(num))
+        if (num < 0).any() or (den < 0).any():
+            msg = "numerators and denominators must be non-negative"
+            raise ValueError(msg)
+        if int(num.sum()) > int(den.sum()):
+            msg = f"the numerator total exceeds the denominator total: {num.sum()} > {den.sum()}"
+            raise ValueError(msg)
+        out = object.__new__(cls)
+        object.__setattr__(out, "numerators", tuple(num.tolist()))
+        object.__setattr__(out, "denominators", tuple(den.tolist()))
+        return out
+
+    @classmethod
     def empty(cls, buckets: int = BUCKETS) -> BucketSums:
         _check_buckets(buckets)
         return cls((0,) * buckets, (0,) * buckets)
