@@ -1,0 +1,243 @@
+"""Scoring of pages against known incidents (pipelines.alerting.quality), on small cases
+computed by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from pipelines.alerting.quality import (
+    Incident,
+    Page,
+    Targets,
+    check_targets,
+    contains,
+    default_grace,
+    matches,
+    per_week_per_50,
+    quantile,
+    score,
+)
+
+T0 = datetime(2026, 11, 2, tzinfo=UTC)
+GRACE = timedelta(minutes=15)
+FULL = (("product_surface", "chat"), ("model_version", "m1"), ("locale", "de-DE"))
+OTHER = (("product_surface", "chat"), ("model_version", "m1"), ("locale", "fr-FR"))
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def seg(surface: str, version: str, locale: str) -> tuple[tuple[str, str], ...]:
+    return (("product_surface", surface), ("model_version", version), ("locale", locale))
+
+
+def test_a_roll_up_page_contains_the_incident_segment() -> None:
+    assert contains(FULL, FULL)
+    assert contains(seg("chat", "*", "*"), FULL)
+    assert contains((("product_surface", "chat"),), FULL)  # a rule by fewer dimensions
+    assert contains((), FULL)  # all traffic
+    assert not contains(OTHER, FULL)
+    assert not contains(seg("api", "*", "*"), FULL)
+    assert not contains((("region", "eu-west"),), FULL)  # a dimension the incident lacks
+
+
+def test_a_page_matches_in_the_incident_or_its_grace_and_only_for_a_covered_kind() -> None:
+    incident = Incident("i", "harmful_rate", FULL, at(10), at(20))
+    covers = {"A": {"harmful_rate"}, "B": {"refusal_spike"}}
+
+    def page(rule: str, minutes: float, segment: tuple[tuple[str, str], ...] = FULL) -> Page:
+        return Page(rule, segment, at(minutes))
+
+    assert matches(page("A", 10), incident, covers, GRACE)  # at the start
+    assert matches(page("A", 35), incident, covers, GRACE)  # end + grace, inclusive
+    assert not matches(page("A", 9.99), incident, covers, GRACE)  # before it started
+    assert not matches(page("A", 35.01), incident, covers, GRACE)  # after the grace
+    assert not matches(page("B", 15), incident, covers, GRACE)  # kind not covered
+    assert not matches(page("C", 15), incident, covers, GRACE)  # rule unknown
+    assert not matches(page("A", 15, OTHER), incident, covers, GRACE)
+    assert matches(page("A", 15, seg("chat", "*", "*")), incident, covers, GRACE)
+
+
+def test_default_grace_is_window_watermark_and_trigger() -> None:
+    grace = default_grace(timedelta(minutes=5), timedelta(minutes=10), timedelta(seconds=30))
+    assert grace == timedelta(minutes=15, seconds=30)
+
+
+def test_quantile_interpolates_linearly_like_numpy() -> None:
+    assert quantile([4.0, 1.0, 3.0, 2.0], 0.5) == 2.5
+    assert quantile([0.0, 10.0], 0.9) == 9.0
+    assert quantile([float(x) for x in range(1, 11)], 0.9) == pytest.approx(9.1)
+    assert quantile([7.0], 0.9) == 7.0
+    assert quantile([], 0.5) is None
+    with pytest.raises(ValueError, match="q must be"):
+        quantile([1.0], 1.5)
+
+
+def test_false_pages_are_scaled_to_a_week_and_50_segments() -> None:
+    assert per_week_per_50(1, timedelta(days=7), 50) == 1.0
+    assert per_week_per_50(1, timedelta(days=1), 25) == 14.0
+    assert per_week_per_50(3, timedelta(days=14), 100) == 0.75
+    with pytest.raises(ValueError, match="positive"):
+        per_week_per_50(1, timedelta(0), 50)
+
+
+def test_an_incident_cannot_end_before_it_starts() -> None:
+    with pytest.raises(ValueError, match="ends before"):
+        Incident("bad", "harmful_rate", FULL, at(10), at(5))
+
+
+# A small case, every figure computed by hand:
+#   incidents  h1 harmful_rate  chat/m1/de-DE  [0, 30]  x5
+#              h2 harmful_rate  chat/m1/fr-FR  [100, 110]  x2   (never paged)
+#              r1 refusal_spike chat/m1/de-DE  [200, 260]  x4
+#              e1 redaction     api/m2/en-US   [300, 300]  inf, event level
+#   pages      A on de-DE at 12  -> h1 (first page of h1 by A: 12 min after its start)
+#              A on de-DE at 20  -> h1 again (true, not a new incident)
+#              A on de-DE at 50  -> after 30 + 15: false
+#              B on chat/*/* at 5 -> h1 through the roll-up (B covers harmful_rate)
+#              B on de-DE at 230 -> r1 (30 min)
+#              C on en-US at 300.5 -> e1 (30 s)
+#              C on fr-FR at 105 -> C does not cover harmful_rate: false
+COVERS = {"A": {"harmful_rate"}, "B": {"harmful_rate", "refusal_spike"}, "C": {"redaction"}}
+PRIMARY = {"A": {"harmful_rate"}, "B": {"refusal_spike"}, "C": {"redaction"}}
+INCIDENTS = [
+    Incident("h1", "harmful_rate", FULL, at(0), at(30), 5.0),
+    Incident("h2", "harmful_rate", OTHER, at(100), at(110), 2.0),
+    Incident("r1", "refusal_spike", FULL, at(200), at(260), 4.0),
+    Incident("e1", "redaction", seg("api", "m2", "en-US"), at(300), at(300), math.inf, True),
+]
+PAGES = [
+    Page("A", FULL, at(12)),
+    Page("A", FULL, at(20)),
+    Page("A", FULL, at(50)),
+    Page("B", seg("chat", "*", "*"), at(5)),
+    Page("B", FULL, at(230)),
+    Page("C", seg("api", "m2", "en-US"), at(300.5), early=True),
+    Page("C", OTHER, at(105)),
+]
+
+
+def test_per_rule_figures() -> None:
+    rep = score(
+        PAGES, INCIDENTS, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    a, b, c = rep.rules
+    assert (a.name, a.pages, a.true_pages, a.false_pages) == ("A", 3, 2, 1)
+    assert a.precision == pytest.approx(2 / 3)
+    # A is meant for harmful_rate: h1 paged, h2 not; both >= 3x? h1 (x5) yes, h2 (x2) no.
+    assert (a.incidents, a.paged, a.incidents_big, a.paged_big) == (2, 1, 1, 1)
+    assert a.recall == 0.5 and a.recall_big == 1.0
+    assert a.time_to_page.median == 12 * 60 and a.time_to_page.count == 1
+    assert a.false_per_week_per_50 == 14.0  # 1 false page in a day over 25 segments
+    # B's pages are both true (h1 via the roll-up, r1); its recall is over refusal_spike.
+    assert (b.pages, b.true_pages, b.incidents, b.paged) == (2, 2, 1, 1)
+    assert b.precision == 1.0 and b.recall == 1.0
+    assert b.time_to_page.median == 30 * 60
+    assert b.false_per_week_per_50 == 0.0
+    # C: one true page (e1, 30 s), one false (fr-FR, a kind it does not cover).
+    assert (c.pages, c.true_pages, c.incidents, c.paged) == (2, 1, 1, 1)
+    assert c.time_to_page.median == 30
+
+
+def test_overall_figures_and_time_to_page_split() -> None:
+    rep = score(
+        PAGES, INCIDENTS, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    o = rep.overall
+    assert (o.pages, o.true_pages, o.false_pages) == (7, 5, 2)
+    assert o.precision == pytest.approx(5 / 7)
+    # Paged: h1, r1, e1 of 4; >= 3x: h1, r1, e1 (h2 is x2), all paged.
+    assert (o.incidents, o.paged, o.incidents_big, o.paged_big) == (4, 3, 3, 3)
+    assert o.false_per_week_per_50 == 28.0
+    # h1's first page is B's at minute 5 (before A's at 12).
+    assert rep.first_page["h1"] == PAGES[3]
+    assert rep.first_page["h2"] is None
+    # Rate incidents: h1 5 min, r1 30 min -> median 17.5 min, p90 5 + 0.9 * 25 = 27.5 min.
+    assert rep.time_to_page_rate.count == 2
+    assert rep.time_to_page_rate.median == 17.5 * 60
+    assert rep.time_to_page_rate.p90 == pytest.approx(27.5 * 60)
+    assert rep.time_to_page_event.median == 30 and rep.time_to_page_event.count == 1
+    assert [i.id for i in rep.missed] == ["h2"]
+    assert [p.at for p in rep.false_pages] == [at(50), at(105)]
+    assert rep.matched[0] == ("h1",) and 2 not in rep.matched
+
+
+def test_per_kind_figures() -> None:
+    rep = score(
+        PAGES, INCIDENTS, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    kinds = {k.name: k for k in rep.kinds}
+    assert set(kinds) == {"harmful_rate", "refusal_spike", "redaction"}
+    h = kinds["harmful_rate"]
+    assert (h.incidents, h.paged, h.incidents_big, h.paged_big) == (2, 1, 1, 1)
+    assert h.pages == 3  # the pages matching a harmful_rate incident: A 12, A 20, B 5
+    assert h.time_to_page.median == 5 * 60
+
+
+def test_a_page_matching_two_incidents_counts_once_and_pages_both() -> None:
+    wide = seg("chat", "*", "*")
+    incidents = [
+        Incident("x", "harmful_rate", FULL, at(0), at(10), 4.0),
+        Incident("y", "harmful_rate", OTHER, at(2), at(10), 4.0),
+    ]
+    pages = [Page("A", wide, at(3))]
+    rep = score(
+        pages, incidents, covers={"A": {"harmful_rate"}}, period=timedelta(days=7),
+        segments=50, grace=GRACE,
+    )  # fmt: skip
+    assert (rep.overall.pages, rep.overall.true_pages, rep.overall.paged) == (1, 1, 2)
+    assert rep.matched[0] == ("x", "y")
+    assert rep.time_to_page_rate.median == (180 + 60) / 2
+
+
+def test_rules_that_never_paged_are_reported_and_unknown_rules_are_false() -> None:
+    pages = [Page("Z", FULL, at(1))]
+    rep = score(
+        pages, INCIDENTS[:1], covers={"A": {"harmful_rate"}}, period=timedelta(days=7),
+        segments=50, grace=GRACE,
+    )  # fmt: skip
+    assert [q.name for q in rep.rules] == ["A", "Z"]
+    a, z = rep.rules
+    assert a.pages == 0 and a.precision is None and a.recall == 0.0
+    assert z.pages == 1 and z.true_pages == 0 and z.incidents == 0 and z.recall is None
+    assert rep.overall.false_per_week_per_50 == 1.0
+
+
+def test_targets_are_checked_against_the_measured_figures() -> None:
+    rep = score(
+        PAGES, INCIDENTS, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    precision, recall, false, rate, event = check_targets(rep, Targets())
+    assert precision.name == "precision" and not precision.met  # 71 % < 90 %
+    assert precision.value == pytest.approx(5 / 7)
+    assert recall.met and recall.value == 1.0  # 3/3 incidents >= 3x
+    assert not false.met and false.value == 28.0  # > 1
+    assert "rate incidents" in rate.name and not rate.met  # 17.5 min > 2 min
+    assert "Sev-1" in event.name and event.met and event.value == 30  # 30 s <= 60 s
+    lenient = Targets(precision=0.7, false_per_week_per_50=30, median_rate_s=1800)
+    assert all(t.met for t in check_targets(rep, lenient))
+
+
+def test_unmeasured_figures_miss_their_targets() -> None:
+    rep = score([], INCIDENTS, covers=COVERS, period=timedelta(days=7), segments=50, grace=GRACE)
+    met = {t.name: t.met for t in check_targets(rep)}
+    assert not met["precision"]  # no page at all: precision is undefined
+    assert met["false pages per week per 50 segments"]
+    assert not any(v for k, v in met.items() if "time to page" in k)
+
+
+def test_incident_ids_must_be_unique() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        score(
+            [], [INCIDENTS[0], INCIDENTS[0]], covers=COVERS, period=timedelta(days=7),
+            segments=50, grace=GRACE,
+        )  # fmt: skip

@@ -1,0 +1,247 @@
+"""The synthetic week of the alert-quality benchmark (pipelines.synth.week): its ground
+truth is consistent, its counts add up to the events it drew, and it is deterministic.
+
+A 12-hour period (the shortest) is generated once for the module: a few seconds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import defaultdict
+from datetime import timedelta
+
+import pytest
+
+from pipelines.metrics.buckets import BUCKETS
+from pipelines.metrics.catalog import POLICY_CATEGORIES, bucket_counter_ids, counter_ids
+from pipelines.synth.week import (
+    ACCEPTANCE_SEEDS,
+    DIMENSIONS,
+    EVENT_KINDS,
+    KINDS,
+    SAME_SEGMENT_GAP,
+    TAIL,
+    TUNING_SEEDS,
+    WARMUP,
+    Slice,
+    WeekPlan,
+    WeekTotals,
+    describe_plan,
+    iter_slices,
+    plan_week,
+)
+
+SEED = 4242  # neither a tuning nor an acceptance seed
+
+
+@pytest.fixture(scope="module")
+def week() -> tuple[WeekPlan, list[Slice], WeekTotals]:
+    plan = plan_week(SEED, days=0.5)
+    totals = WeekTotals()
+    slices = list(iter_slices(plan, totals))
+    return plan, slices, totals
+
+
+def test_tuning_and_acceptance_seeds_are_apart() -> None:
+    assert not set(TUNING_SEEDS) & set(ACCEPTANCE_SEEDS)
+    assert SEED not in TUNING_SEEDS + ACCEPTANCE_SEEDS
+
+
+def test_segments_span_volumes_and_roles(week: tuple[WeekPlan, list[Slice], WeekTotals]) -> None:
+    plan, _, _ = week
+    assert len(plan.segments) >= 30
+    assert len({s.values for s in plan.segments}) == len(plan.segments)
+    volumes = [s.volume for s in plan.segments]
+    assert min(volumes) < 1.0  # too small for any one window
+    assert max(volumes) > 300
+    roles = {s.role for s in plan.segments}
+    assert roles == {"regular", "rollout", "new", "tiny"}
+    for s in plan.segments:
+        if s.role == "rollout":
+            assert s.parent is not None and plan.segments[s.parent].values[2] == s.values[2]
+    assert "rollout" in describe_plan(plan)
+
+
+def test_every_kind_has_its_incidents_inside_the_period(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    plan, _, _ = week
+    by_kind = defaultdict(list)
+    for inc in plan.incidents:
+        by_kind[inc.kind].append(inc)
+    assert set(by_kind) == set(KINDS)
+    assert all(len(v) >= 3 for v in by_kind.values())  # 24 a week, scaled to 12 h
+    for inc in plan.incidents:
+        assert plan.start <= inc.start <= inc.end <= plan.end - TAIL
+        if not inc.from_first_window:
+            assert inc.start >= plan.start + WARMUP
+        assert inc.segment == plan.segments[inc.segment_index].values
+        if inc.kind in EVENT_KINDS:
+            # Start and end are the first and last injected event.
+            assert inc.events == len(inc.event_times) >= 1
+            assert inc.start == plan.start + timedelta(seconds=inc.event_times[0])
+            assert inc.end == plan.start + timedelta(seconds=inc.event_times[-1])
+            assert inc.multiplier > 1.0
+        else:
+            assert inc.multiplier >= 1.0 and inc.end > inc.start
+    # The segments harmful from their first window start with their segment.
+    new = [i for i in plan.incidents if i.from_first_window]
+    assert len(new) == 2 and {i.kind for i in new} == {"harmful_rate"}
+    for inc in new:
+        seg = plan.segments[inc.segment_index]
+        assert inc.start == plan.start + timedelta(seconds=seg.starts)
+
+
+def test_incidents_of_a_segment_never_overlap(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    plan, _, _ = week
+    by_segment = defaultdict(list)
+    for inc in plan.incidents:
+        by_segment[inc.segment].append(inc)
+    for incidents in by_segment.values():
+        incidents.sort(key=lambda i: i.start)
+        for a, b in itertools.pairwise(incidents):
+            assert b.start - a.end >= SAME_SEGMENT_GAP
+
+
+def test_the_counts_add_up_to_the_events_drawn(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    plan, slices, totals = week
+    assert totals.drawn == totals.aggregated + totals.incomplete + totals.late + totals.unarrived
+    assert totals.late > 0 and totals.duplicates > 0 and totals.incomplete > 0
+    sums = dict.fromkeys(counter_ids(), 0)
+    for sl in slices:
+        assert sl.arrived == sl.aggregated + sl.incomplete + sl.late
+        assert sum(r["events"] for r in sl.aggregates) == sl.aggregated
+        assert sum(r["events_seen"] for r in sl.aggregates) == sl.aggregated + sl.incomplete
+        for r in sl.aggregates:
+            for c in counter_ids():
+                sums[c] += r[c]
+    assert sums == totals.counters
+    assert sums["events"] == totals.aggregated
+    assert sum(sl.arrived for sl in slices) == totals.drawn - totals.unarrived
+    assert sum(sl.duplicates for sl in slices) == totals.duplicates
+
+
+def test_each_row_is_consistent(week: tuple[WeekPlan, list[Slice], WeekTotals]) -> None:
+    plan, slices, _ = week
+    names = {s.values for s in plan.segments}
+    for sl in slices[::7]:
+        for r in sl.aggregates:
+            assert tuple(r[d] for d in DIMENSIONS) in names
+            assert r["dimension_set"] == ",".join(DIMENSIONS)
+            assert r["feature"] == "*" and r["users_sketch"] is None
+            assert r["window_end"] - r["window_start"] == plan.window
+            # A row may hold only schema violations: events 0, events_seen > 0.
+            assert 0 <= r["events"] == r["telemetry_complete"] <= r["events_seen"]
+            assert r["events_seen"] > 0
+            assert r["violations"] + r["unflagged_events"] == r["events"]
+            assert max(r[f"violations_{c}"] for c in POLICY_CATEGORIES) <= r["violations"]
+            assert r["violations"] <= sum(r[f"violations_{c}"] for c in POLICY_CATEGORIES)
+            assert r["over_refusals"] <= r["refusals"] <= r["events"]
+            assert r["injection_successes"] <= r["injection_attempts"]
+            assert r["jailbreak_successes"] <= r["jailbreak_attempts"]
+            assert r["unauthorized_tool_call_events"] <= r["tool_call_events"]
+            assert r["blocks"] + r["refusals"] == r["blocked_or_refused"]
+            assert r["appeal_overturns"] <= r["blocked_or_refused"]
+            assert r["redaction_failures"] <= r["events"]
+
+
+def test_per_bucket_sums_add_up_to_the_counters(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    _, slices, _ = week
+    kept = set(bucket_counter_ids())
+    rows = 0
+    for sl in slices:
+        for r in sl.aggregates:
+            sums = r["bucket_sums"]
+            assert set(sums) <= kept
+            for c in kept:
+                values = sums.get(c, [0] * BUCKETS)
+                assert len(values) == BUCKETS and min(values) >= 0
+                assert sum(values) == r[c], (c, r)
+            assert all(any(v) for v in sums.values())  # all-zero counters are left out
+            rows += 1
+    assert rows > 10_000
+
+
+def test_histograms_count_every_aggregated_event_once(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    _, slices, _ = week
+    for sl in slices[::5]:
+        events: dict[tuple[object, ...], int] = defaultdict(int)
+        for h in sl.histograms:
+            assert h["distribution"] == "outcome" and 0 <= h["bin"] < 5 and h["count"] > 0
+            events[(h["window_start"], *(h[d] for d in DIMENSIONS))] += h["count"]
+        rows = {
+            (r["window_start"], *(r[d] for d in DIMENSIONS)): r["events"]
+            for r in sl.aggregates
+            if r["events"]
+        }
+        assert events == rows
+
+
+def test_no_event_is_counted_in_a_window_the_watermark_closed(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    plan, slices, _ = week
+    assert [sl.index for sl in slices] == list(range(plan.slices))
+    assert slices[0].start == plan.start and slices[-1].end == plan.end
+    watermark = None
+    for sl in slices:
+        assert sl.end - sl.start == plan.trigger
+        if watermark is not None:
+            assert all(r["window_end"] > watermark for r in sl.aggregates)
+        if sl.max_event_time is not None:
+            assert sl.max_event_time < sl.end
+            candidate = sl.max_event_time - plan.watermark
+            watermark = candidate if watermark is None else max(watermark, candidate)
+
+
+def test_incidents_show_in_the_counts(week: tuple[WeekPlan, list[Slice], WeekTotals]) -> None:
+    plan, slices, totals = week
+    injected = sum(i.events for i in plan.incidents if i.kind == "redaction_failure")
+    assert 0 < totals.counters["redaction_failures"] <= injected  # none outside incidents
+    # A segment harmful from its first window: 6-9 % of its outputs flagged.
+    new = next(i for i in plan.incidents if i.from_first_window and i.volume > 50)
+    seg = dict(zip(DIMENSIONS, new.segment, strict=True))
+    flagged = events = 0
+    for sl in slices:
+        for r in sl.aggregates:
+            if all(r[d] == v for d, v in seg.items()) and new.start <= r["window_start"] < new.end:
+                flagged += r["violations"]
+                events += r["events"]
+    assert events > 500 and 0.04 < flagged / events < 0.12
+    # Outside incidents harmful output stays near the base rates (0.2 %).
+    assert totals.counters["violations"] / totals.counters["events"] < 0.01
+
+
+def test_a_seed_gives_the_same_week_and_another_seed_another() -> None:
+    a, b = plan_week(7, days=0.5), plan_week(7, days=0.5)
+    assert a.incidents == b.incidents and a.segments == b.segments
+    first = list(itertools.islice(iter_slices(a), 130))
+    again = list(itertools.islice(iter_slices(b), 130))
+    assert first == again
+    other = plan_week(8, days=0.5)
+    assert [i.start for i in other.incidents] != [i.start for i in a.incidents]
+
+
+def test_invalid_periods_and_sizes_are_refused() -> None:
+    with pytest.raises(ValueError, match="12 hours"):
+        plan_week(1, days=0.25)
+    with pytest.raises(ValueError, match="30 segments"):
+        plan_week(1, days=0.5, segments=20)
+    with pytest.raises(ValueError, match="trigger"):
+        plan_week(1, days=0.5, trigger=timedelta(seconds=7))
+
+
+def test_more_segments_come_from_further_locales() -> None:
+    plan = plan_week(1, days=0.5, segments=60, incidents_per_kind=3)
+    assert len(plan.segments) == 60
+    assert len({s.values for s in plan.segments}) == 60
+    assert not math.isnan(sum(s.volume for s in plan.segments))
