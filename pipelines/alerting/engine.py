@@ -41,7 +41,7 @@ from pipelines.alerting.evaluate import (
 )
 from pipelines.alerting.rules import STORED, Rule
 from pipelines.errors import ConfigError
-from pipelines.metrics.buckets import BUCKETS, BucketSums, decode_counter_buckets, rate_buckets
+from pipelines.metrics.buckets import BUCKETS, BucketSums, rate_buckets, read_counter_buckets
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.sink import upsert_for
@@ -82,7 +82,7 @@ def _decoded(row: Mapping[str, Any]) -> dict[str, Any] | None:
     if _DECODED in row:
         return cast(dict[str, Any] | None, row[_DECODED])
     blob = row.get("bucket_sums")
-    decoded = None if blob is None else decode_counter_buckets(blob)
+    decoded = read_counter_buckets(blob)
     if isinstance(row, dict):
         row[_DECODED] = decoded
     return decoded

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
-from pipelines.metrics.buckets import BUCKETS, decode_counter_buckets
+from pipelines.metrics.buckets import BUCKETS, read_counter_buckets
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.segments import ALL_DIMENSIONS_VALUE
@@ -239,7 +239,10 @@ def bucket_matrix(blobs: Sequence[bytes] | None) -> Counts | None:
         return None
     out = np.zeros((len(RATE_COUNTERS), BUCKETS), dtype=np.int64)
     for blob in blobs:
-        for counter, values in decode_counter_buckets(blob).items():
+        decoded = read_counter_buckets(blob)
+        if decoded is None:
+            return None
+        for counter, values in decoded.items():
             i = _RATE_COUNTER_INDEX.get(counter)
             if i is not None and len(values) == BUCKETS:
                 out[i] += values

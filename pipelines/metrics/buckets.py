@@ -286,6 +286,22 @@ def decode_counter_buckets(blob: bytes | None) -> dict[str, IntArray]:
     return out
 
 
+def read_counter_buckets(blob: bytes | None) -> dict[str, IntArray] | None:
+    """`decode_counter_buckets` for the readers of the warehouse: None (unknown, so the
+    rate falls back to Wilson's interval) for a NULL or for a blob that is not a valid
+    stored form, which must not stop the alert rules or the report.
+    """
+    if blob is None:
+        return None
+    try:
+        found = decode_counter_buckets(blob)
+    except (ValueError, TypeError, KeyError, AttributeError, zlib.error):
+        return None
+    if any(v.ndim != 1 or (v < 0).any() for v in found.values()):
+        return None
+    return found
+
+
 def add_counter_buckets(*parts: CounterBuckets | None) -> dict[str, IntArray]:
     """Element-wise sum of per-bucket counter sums (None and missing counters count as 0)."""
     out: dict[str, IntArray] = {}

@@ -37,7 +37,7 @@ from sqlalchemy.exc import InvalidRequestError
 from pipelines.alerting.engine import parse_segment
 from pipelines.drift.stats import OK, benjamini_hochberg, two_proportion_test
 from pipelines.errors import SafewatchError
-from pipelines.metrics.buckets import add_counter_buckets, decode_counter_buckets
+from pipelines.metrics.buckets import add_counter_buckets, read_counter_buckets
 from pipelines.metrics.catalog import (
     POLICY_CATEGORIES,
     counter_ids,
@@ -293,11 +293,9 @@ class _Reader:
         for row in self.conn.execute(stmt):
             key = tuple(str(v) for v in row[:n])
             held = out.get(key, {})
-            blob = row[n]
+            decoded = read_counter_buckets(row[n])
             out[key] = (
-                None
-                if held is None or blob is None
-                else add_counter_buckets(held, decode_counter_buckets(blob))
+                None if held is None or decoded is None else add_counter_buckets(held, decoded)
             )
         return out
 

@@ -32,8 +32,8 @@ from sqlalchemy.engine import Connection
 from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import (
     add_counter_buckets,
-    decode_counter_buckets,
     encode_counter_buckets,
+    read_counter_buckets,
 )
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
@@ -503,12 +503,11 @@ class WarehouseSink:
             # (counted before migration 10) keeps none (NULL), as its sums are unknown.
             added = row.get("bucket_sums")
             stored_row = tuple(row[k] for k in key) in existing
-            if added is None or (stored_row and stored_buckets is None):
-                buckets = None
+            stored_sums = read_counter_buckets(stored_buckets)
+            if added is None or (stored_row and stored_sums is None):
+                buckets = None  # unknown (NULL or unreadable): stays unknown
             else:
-                buckets = encode_counter_buckets(
-                    add_counter_buckets(decode_counter_buckets(stored_buckets), added)
-                )
+                buckets = encode_counter_buckets(add_counter_buckets(stored_sums, added))
             rows.append(
                 {
                     **{k: row[k] for k in ("window_start", "window_end", *key[1:], *counters)},

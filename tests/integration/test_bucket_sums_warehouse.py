@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pyarrow as pa
 import pytest
+from sqlalchemy import select
 
 from pipelines.alerting.engine import rule_inputs, windows_read
 from pipelines.alerting.evaluate import interval
@@ -239,3 +240,35 @@ def test_weekly_report_intervals_are_robust_from_the_stored_sums(engine) -> None
     assert (kpi.current.lower, kpi.current.upper) == pytest.approx(robust_interval(num, den))
     wilson = wilson_interval(int(num.sum()), int(den.sum()))
     assert kpi.current.upper - kpi.current.lower > 1.5 * (wilson[1] - wilson[0])
+
+
+def test_an_unreadable_stored_blob_is_unknown_not_a_crash(engine) -> None:
+    from sqlalchemy import update
+
+    events = _clustered_events()
+    sink = WarehouseSink(engine)
+    half = len(events) // 2
+    _commit(sink, events[:half], 0, 0)
+    agg = sink.tables.agg
+    key = [agg.c.window_start, *[agg.c[d] for d in DIMS]]
+    with engine.begin() as conn:
+        conn.execute(update(agg).values(bucket_sums=b"\x00\xffnot a stored form"))
+        corrupted = {tuple(r) for r in conn.execute(select(*key))}
+    windows = sorted({_window_of(e) for e in events})
+    # The rules fall back to Wilson's interval.
+    with engine.connect() as conn:
+        found = [i for _, d in windows_read(conn, sink.tables, windows, DIMS)
+                 for i in rule_inputs(RULE, d)]  # fmt: skip
+    assert found and all(i.buckets is None for i in found)
+    for i in found:
+        assert interval(i) == wilson_interval(i.numerator, i.denominator)
+    # A later batch adding to those rows leaves them unknown (NULL) rather than trusting
+    # half of the sums; rows it creates get their sums.
+    _commit(sink, events[half:], 1, half)
+    with engine.connect() as conn:
+        after = {tuple(r[:-1]): r[-1] for r in conn.execute(select(*key, agg.c.bucket_sums))}
+    garbage = b"\x00\xffnot a stored form"
+    touched = [k for k in corrupted if after[k] is None]
+    assert touched, "the second batch adds to some of the first batch's rows"
+    assert all(after[k] is None or bytes(after[k]) == garbage for k in corrupted)
+    assert all(v is not None for k, v in after.items() if k not in corrupted)
