@@ -153,11 +153,12 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
         full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
     out = []
     for seg, (num, den) in sorted(sums.items()):
-        test = data.tests.get((r.id, full[seg])) if rule.change else None
+        test = data.tests.get((r.id, full[seg])) if rule.change or rule.rise else None
         drift = data.drift.get((rule.drift.distribution, full[seg])) if rule.drift else None
-        baseline = None
+        baseline = counts = None
         if test is not None and test["baseline_denominator"]:
-            baseline = test["baseline_numerator"] / test["baseline_denominator"]
+            counts = (int(test["baseline_numerator"]), int(test["baseline_denominator"]))
+            baseline = counts[0] / counts[1]
         out.append(
             SegmentWindow(
                 segment=seg,
@@ -166,6 +167,7 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
                 q_value=None if test is None else test["q_value"],
                 difference=None if test is None else test["difference"],
                 baseline_rate=baseline,
+                baseline_counts=counts,
                 drift_value=None
                 if drift is None or rule.drift is None
                 else drift[rule.drift.statistic],
@@ -226,24 +228,40 @@ class RecentWindows:
     def inputs(self, rule: Rule, w: datetime) -> list[SegmentWindow]:
         if not rule.horizons:
             return list(self._of(rule, w).values())
-        assert rule.threshold is not None  # Rule checks: horizons need a threshold only
         longest = self._sums(rule, w, rule.horizons[-1])
         shorter = [self._sums(rule, w, h) for h in rule.horizons[:-1]]
-        threshold = rule.threshold
+        # The baseline of a sum of windows is the latest window's (a trailing baseline
+        # before it; the horizon's older windows are in it too, which only makes the test
+        # more cautious).
+        latest = self._of(rule, w)
 
-        def passed(found: list[Any] | None) -> bool:
-            return found is not None and threshold.passed(found[0], found[1])
+        def passed(seg: Segment, found: list[Any] | None) -> bool:
+            if found is None:
+                return False
+            num, den = found[0], found[1]
+            if rule.threshold is not None and not rule.threshold.passed(num, den):
+                return False
+            if rule.rise is not None:
+                base = latest[seg].baseline_counts if seg in latest else None
+                if base is None or not den or num * base[1] <= rule.rise.factor * base[0] * den:
+                    return False
+            return True
 
-        return [
-            SegmentWindow(
-                segment=seg,
-                numerator=num,
-                denominator=den,
-                confirmed=all(passed(s.get(seg)) for s in shorter),
-                buckets=buckets,
+        out = []
+        for seg, (num, den, buckets) in sorted(longest.items()):
+            now = latest.get(seg)
+            out.append(
+                SegmentWindow(
+                    segment=seg,
+                    numerator=num,
+                    denominator=den,
+                    confirmed=all(passed(seg, s.get(seg)) for s in shorter),
+                    buckets=buckets,
+                    baseline_rate=None if now is None else now.baseline_rate,
+                    baseline_counts=None if now is None else now.baseline_counts,
+                )
             )
-            for seg, (num, den, buckets) in sorted(longest.items())
-        ]
+        return out
 
 
 def _windows_in(horizon: timedelta, window: timedelta) -> int:
@@ -279,7 +297,7 @@ def windows_read(
     dimension_set = ",".join(dimensions)
     rates = distributions = None
     if rules is not None:
-        rates = sorted({rate(r.metric).id for r in rules if r.change})
+        rates = sorted({rate(r.metric).id for r in rules if r.change or r.rise})
         distributions = sorted({r.drift.distribution for r in rules if r.drift})
     segment_of = itemgetter(*SEGMENT_DIMENSIONS)
 
@@ -323,8 +341,8 @@ def bind_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> list[Rule]:
     """The rules for aggregates grouped by `dimensions`: `by: stored` becomes `dimensions`.
 
     Raises ConfigError unless every rule can then be evaluated: its `by` is a subset of
-    `dimensions`, and with a change or drift condition (which exist per stored segment
-    only) it is all of them.
+    `dimensions`, and with a change, drift or rise condition (which need the rate tests and
+    drift rows that exist per stored segment only) it is all of them.
     """
     bound = [replace(r, by=tuple(dimensions)) if r.by == STORED else r for r in rules]
     for rule in bound:
@@ -336,9 +354,9 @@ def bind_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> list[Rule]:
                 f"by (stream.dimensions = {list(dimensions)})"
             )
             raise ConfigError(msg)
-        if (rule.change or rule.drift) and set(rule.by) != set(dimensions):
+        if (rule.change or rule.drift or rule.rise) and set(rule.by) != set(dimensions):
             msg = (
-                f"{where}: change and drift conditions exist per stored segment only: "
+                f"{where}: change, drift and rise conditions exist per stored segment only: "
                 f"set by to 'stored' (stream.dimensions {list(dimensions)})"
             )
             raise ConfigError(msg)
@@ -512,6 +530,9 @@ class AlertEngine:
                         numerator=i.numerator,
                         denominator=i.denominator,
                         baseline_rate=previous_of[i.segment].baseline_rate
+                        if i.segment in previous_of
+                        else None,
+                        baseline_counts=previous_of[i.segment].baseline_counts
                         if i.segment in previous_of
                         else None,
                         typical_denominator=previous_of[i.segment].denominator

@@ -45,7 +45,7 @@ from typing import Literal, TypeVar
 
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
 from pipelines.alerting.sequential import rate_exceeds
-from pipelines.metrics.buckets import BucketSums, robust_interval
+from pipelines.metrics.buckets import BucketSums, design_effects, robust_interval
 from pipelines.metrics.stats import wilson_interval
 
 Segment = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in the rule's `by` order
@@ -78,6 +78,8 @@ class SegmentWindow:
     # None when some of the rows were counted before buckets were kept: events are then
     # taken as independent.
     buckets: BucketSums | None = None
+    # The baseline's numerator and denominator (the rate test's), for `rise`; None: none.
+    baseline_counts: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,8 @@ class OpenWindow:
     unknown); it sets where the test is sharpest and must not come from this window.
     `buckets` is ``(numerators, denominators)`` split by user bucket, adding up to the
     counters (None: unavailable, events are then taken as independent).
+    `baseline_counts` are the numerator and denominator behind `baseline_rate` (for a
+    `rise` condition; None: unknown, and it cannot be evaluated early).
     """
 
     segment: Segment
@@ -99,6 +103,7 @@ class OpenWindow:
     baseline_rate: float | None = None
     typical_denominator: int | None = None
     buckets: tuple[Sequence[int], Sequence[int]] | None = None
+    baseline_counts: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -205,6 +210,16 @@ def interval(window: SegmentWindow | OpenWindow) -> tuple[float, float]:
     return wilson_interval(window.numerator, window.denominator)
 
 
+def design_effect(window: SegmentWindow) -> float:
+    """How many of the window's events count as one independent event (>= 1; inf when they
+    may all be one actor's): from its user buckets, 1 when they are unknown.
+    """
+    b = window.buckets
+    if b is None or b.denominator != window.denominator or not b.numerator:
+        return 1.0
+    return float(design_effects([b.numerators], [b.denominators])[0])
+
+
 def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measured:
     """The rate's point estimate and 95 % interval (`interval`; Wilson's for a rule with
     `concentrated: true`), and whether the condition holds.
@@ -235,6 +250,14 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
         results.append(rule.change.holds(window.q_value, window.difference))
     if rule.drift is not None:
         results.append(rule.drift.holds(window.drift_value))
+    if rule.rise is not None:
+        x, n, base = window.numerator, window.denominator, window.baseline_counts
+        # Clustering only weakens the test: it needs the design effect only when it
+        # holds with independent events (and a `concentrated: true` rule counts events).
+        holds = rule.rise.holds(x, n, base)
+        if holds and not rule.concentrated:
+            holds = rule.rise.holds(x, n, base, design_effect(window))
+        results.append(holds)
     combined = all(results) if rule.match == "all" else any(results)
     if rule.concentrated is not None:
         combined = combined and concentrated(window.buckets) == rule.concentrated
@@ -433,13 +456,16 @@ def still_firing(
 # --- early evaluation of open windows --------------------------------------------------
 
 
-def early_reference(rule: Rule, baseline_rate: float | None) -> float | None:
+def early_reference(
+    rule: Rule, baseline_rate: float | None, baseline_counts: tuple[int, int] | None = None
+) -> float | None:
     """The rate ``p0`` that an open window must be shown to exceed for `rule` to fire early.
 
     None when the rule's conditions cannot be evaluated early (whatever `rule.early` says).
     A condition's reference: `threshold: {above: L}` gives ``L``; `change` with direction
     `up` gives ``baseline_rate + min_difference`` (not evaluable without a baseline); a
-    `below` threshold, a `change` down or any, and `drift` are not evaluable. With
+    `below` threshold, a `change` down or any, and `drift` are not evaluable; `rise` gives
+    `Rise.reference` of `baseline_counts` (not evaluable without them). With
     `match: all` every condition must be evaluable and the reference is the largest (a rate
     above it is above each one); with `match: any` the evaluable ones count and the
     reference is the smallest (None if none is evaluable).
@@ -454,6 +480,8 @@ def early_reference(rule: Rule, baseline_rate: float | None) -> float | None:
             references.append(None)
     if rule.drift is not None:
         references.append(None)
+    if rule.rise is not None:
+        references.append(rule.rise.reference(baseline_counts))
     known = [r for r in references if r is not None]
     if rule.match == "all":
         return max(known) if known and len(known) == len(references) else None
@@ -465,7 +493,7 @@ def can_fire_early(rule: Rule) -> bool:
     be evaluated early given some baseline. A caller can skip open windows for other rules.
     """
     # A rule with horizons sums closed windows: it is evaluated when a window closes.
-    return bool(rule.early) and not rule.horizons and early_reference(rule, 0.0) is not None
+    return bool(rule.early) and not rule.horizons and early_reference(rule, 0.0, (0, 1)) is not None
 
 
 def _check_open(rule: Rule, window: OpenWindow) -> None:
@@ -499,7 +527,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
         sums = None if window.buckets is None else BucketSums(*map(tuple, window.buckets))
         if concentrated(sums) != rule.concentrated:
             return None
-    p0 = early_reference(rule, window.baseline_rate)
+    p0 = early_reference(rule, window.baseline_rate, window.baseline_counts)
     if p0 is None or p0 >= 1.0:
         return None
     if p0 <= 0.0:
@@ -571,7 +599,13 @@ def evaluate_early(
             new_states[seg] = after
             lower, upper = wilson_interval(w.numerator, w.denominator)
             measured = Measured(w.numerator / w.denominator, lower, upper, True)
-            window = SegmentWindow(seg, w.numerator, w.denominator, baseline_rate=w.baseline_rate)
+            window = SegmentWindow(
+                seg,
+                w.numerator,
+                w.denominator,
+                baseline_rate=w.baseline_rate,
+                baseline_counts=w.baseline_counts,
+            )
             transitions.append(
                 _transition(
                     rule,

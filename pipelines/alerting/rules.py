@@ -31,6 +31,7 @@ from yaml.constructor import SafeConstructor
 from pipelines.alerting.errors import RuleError
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
+from pipelines.metrics.stats import rate_ratio_p_value, wilson_interval
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.stream.durations import parse_duration
 
@@ -161,6 +162,77 @@ class Change:
 
 
 @dataclass(frozen=True)
+class Rise:
+    """Fires when the rate is shown to be more than `factor` times the segment's baseline.
+
+    The p-value of "rate <= factor x baseline" (pipelines.metrics.stats.rate_ratio_p_value:
+    the exact conditional test for a ratio of Poisson rates, on the window's counts divided
+    by their design effect, against the baseline's counts from the rate test) is at most
+    `alpha`. Unlike `change`, which asks whether the rate moved at all, it asks whether it
+    moved by an incident-sized factor: a benign shift (a release that refuses 20 % more)
+    never fires however much traffic shows it, and a few events in a small segment can
+    fire when its baseline says they almost never happen. No baseline: false.
+    """
+
+    factor: float
+    alpha: float
+
+    def __post_init__(self) -> None:
+        if not (self.factor >= 1.0 and math.isfinite(self.factor)):
+            msg = f"a rise factor must be a number >= 1, got {self.factor}"
+            raise ValueError(msg)
+        if not 0.0 < self.alpha <= 0.5:
+            msg = f"a rise alpha must be between 0 and 0.5, got {self.alpha}"
+            raise ValueError(msg)
+
+    def p_value(
+        self,
+        numerator: int,
+        denominator: int,
+        baseline: tuple[int, int] | None,
+        design_effect: float = 1.0,
+    ) -> float | None:
+        """The test's p-value (None without a baseline). `design_effect` >= 1 (inf: the
+        events cannot be told apart from one actor's) shrinks the window's counts to their
+        effective number.
+        """
+        if baseline is None or baseline[1] <= 0:
+            return None
+        if not design_effect >= 1.0:
+            msg = f"design_effect must be >= 1, got {design_effect}"
+            raise ValueError(msg)
+        if math.isinf(design_effect):
+            return 1.0
+        return rate_ratio_p_value(
+            numerator / design_effect,
+            denominator / design_effect,
+            baseline[0],
+            baseline[1],
+            self.factor,
+        )
+
+    def holds(
+        self,
+        numerator: int,
+        denominator: int,
+        baseline: tuple[int, int] | None,
+        design_effect: float = 1.0,
+    ) -> bool:
+        p = self.p_value(numerator, denominator, baseline, design_effect)
+        return p is not None and p <= self.alpha
+
+    def reference(self, baseline: tuple[int, int] | None) -> float | None:
+        """The rate an open window must be shown to exceed to fire early: `factor` x the
+        Wilson 95 % upper bound of the baseline rate (the bound, not the estimate, so that
+        a short or empty baseline does not make a single event conclusive). None without a
+        baseline.
+        """
+        if baseline is None or baseline[1] <= 0:
+            return None
+        return min(1.0, self.factor * wilson_interval(baseline[0], baseline[1])[1])
+
+
+@dataclass(frozen=True)
 class Drift:
     """Fires when a drift statistic of a distribution is > `above` (or a p-value < `below`)."""
 
@@ -219,10 +291,17 @@ class Rule:
     # single actor, pipelines.alerting.evaluate.concentrated); False: it needs it not to
     # be; None: concentration plays no part.
     concentrated: bool | None = None
+    # `condition.rise`: the rate shown to be more than `factor` x the segment's baseline.
+    rise: Rise | None = None
 
     def __post_init__(self) -> None:
-        if self.threshold is None and self.change is None and self.drift is None:
-            msg = f"rule {self.name} needs at least one of threshold, change and drift"
+        if (
+            self.threshold is None
+            and self.change is None
+            and self.drift is None
+            and self.rise is None
+        ):
+            msg = f"rule {self.name} needs at least one of threshold, change, drift and rise"
             raise ValueError(msg)
         if self.min_events < 1 or self.for_windows < 1 or self.keep_firing_for < 0:
             msg = f"rule {self.name}: need min_events >= 1, for >= 1, keep_firing_for >= 0"
@@ -232,10 +311,14 @@ class Rule:
             if horizons[0] <= timedelta(0):
                 msg = f"rule {self.name}: horizons must be positive durations"
                 raise ValueError(msg)
-            if self.threshold is None or self.change is not None or self.drift is not None:
+            if (
+                (self.threshold is None and self.rise is None)
+                or self.change is not None
+                or self.drift is not None
+            ):
                 msg = (
-                    f"rule {self.name}: horizons need a threshold-only condition (rate tests "
-                    "and drift statistics are per window)"
+                    f"rule {self.name}: horizons need a threshold or rise condition, without "
+                    "change or drift (rate tests and drift statistics are per window)"
                 )
                 raise ValueError(msg)
             object.__setattr__(self, "horizons", horizons)
@@ -561,7 +644,7 @@ class _Reader:
             hint = _suggest(metric, _RATE_IDS) or f"; known: {', '.join(_RATE_IDS)}"
             raise self.error(m["metric"][0], "metric", f"unknown rate {metric!r}{hint}")
         by = self.dimensions(m["by"])
-        threshold, change, drift = self.condition(m["condition"], metric)
+        threshold, change, drift, rise = self.condition(m["condition"], metric)
         match = self.choice(m["match"], "match", MATCHES) if "match" in m else "all"
         min_events = DEFAULT_MIN_EVENTS
         if "min_events" in m:
@@ -576,12 +659,15 @@ class _Reader:
         concentrated = None
         if "concentrated" in m:
             concentrated = self.boolean(m["concentrated"], "concentrated")
-        if horizons and (threshold is None or change is not None or drift is not None):
+        if horizons and (
+            (threshold is None and rise is None) or change is not None or drift is not None
+        ):
             raise self.error(
                 m["horizons"][0],
                 "horizons",
-                "needs a threshold-only condition: rate tests and drift statistics are "
-                "computed per window, a threshold can be checked on any sum of windows",
+                "needs a threshold or rise condition without change or drift: rate tests "
+                "and drift statistics are computed per window, a threshold or a rise can be "
+                "checked on any sum of windows",
             )
         owner = self.string(m["owner"], "owner")
         runbook = self.string(m["runbook"], "runbook")
@@ -613,6 +699,7 @@ class _Reader:
             early=early,
             horizons=horizons,
             concentrated=concentrated,
+            rise=rise,
         )
 
     def horizons(self, entry: Entry) -> tuple[timedelta, ...]:
@@ -673,12 +760,14 @@ class _Reader:
 
     def condition(
         self, entry: Entry, metric: str
-    ) -> tuple[Threshold | None, Change | None, Drift | None]:
+    ) -> tuple[Threshold | None, Change | None, Drift | None, Rise | None]:
         key, node = entry
-        m = self.mapping(node, "condition", ("threshold", "change", "drift"), key_node=key)
+        m = self.mapping(node, "condition", ("threshold", "change", "drift", "rise"), key_node=key)
         if not m:
-            raise self.error(key, "condition", "needs at least one of threshold, change, drift")
-        threshold = change = drift = None
+            raise self.error(
+                key, "condition", "needs at least one of threshold, change, drift, rise"
+            )
+        threshold = change = drift = rise = None
         if "threshold" in m:
             k, v = m["threshold"]
             t = self.mapping(v, "condition.threshold", ("above", "below"), key_node=k)
@@ -704,7 +793,22 @@ class _Reader:
             )
         if "drift" in m:
             drift = self.drift(m["drift"])
-        return threshold, change, drift
+        if "rise" in m:
+            k, v = m["rise"]
+            rise_keys = ("factor", "alpha")
+            r = self.mapping(v, "condition.rise", rise_keys, rise_keys, key_node=k)
+            if not _RATES[metric].higher_is_worse:
+                raise self.error(
+                    k,
+                    "condition.rise",
+                    f"{metric} gets worse as it falls: a rise of it is good news "
+                    "(use threshold: {below: ...})",
+                )
+            rise = Rise(
+                factor=self.number(r["factor"], "condition.rise.factor", 1.0, math.inf),
+                alpha=self.number(r["alpha"], "condition.rise.alpha", 0.0, 0.5, low_open=True),
+            )
+        return threshold, change, drift, rise
 
     def one_bound(self, m: dict[str, Entry], key: yaml.Node, where: str) -> str:
         if "above" in m and "below" in m:

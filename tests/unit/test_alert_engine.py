@@ -248,7 +248,7 @@ def test_backtest_refuses_the_rules_the_job_refuses_and_replays_only_closed_wind
     rules = parse_rules(
         RULES.replace("threshold: {above: 0.05}", "change: {max_q: 0.01}"), "safety.yaml"
     )
-    with pytest.raises(ConfigError, match="change and drift conditions"):
+    with pytest.raises(ConfigError, match="change, drift and rise conditions"):
         backtest(engine, rules, DIMS, [T0], window=WINDOW)
     # The fixture's ledger has no watermark: no window is closed, none is replayed.
     assert stored_windows(engine, ",".join(DIMS), None, None) == []

@@ -418,12 +418,12 @@ def test_horizon_mistakes_name_the_line(tmp_path, horizons, reason):
     assert reason in err.reason
 
 
-def test_horizons_need_a_threshold_only_condition(tmp_path):
+def test_horizons_need_a_threshold_or_rise_condition_without_tests(tmp_path):
     text = with_line(7, "        above: 0.001\n      change: {max_q: 0.01}")
     text = text.replace("    severity: sev2\n", "    severity: sev2\n    horizons: [1 hour]\n")
     err = error_of(tmp_path, text)
-    assert err.field == "horizons" and "threshold-only condition" in err.reason
-    with pytest.raises(ValueError, match="threshold-only"):
+    assert err.field == "horizons" and "threshold or rise condition" in err.reason
+    with pytest.raises(ValueError, match="threshold or rise condition"):
         Rule(
             name="R", metric="violation_rate", by=("locale",), severity="sev2", owner="o",
             runbook="r", summary="s", change=Change(max_q=0.01, direction="up"),
