@@ -33,6 +33,36 @@ Definitions
   statistics, as numpy's default), split into rate incidents and event-level (Sev-1)
   incidents.
 - false pages per week per 50 segments = false pages x (7 days / period) x (50 / segments).
+
+Detectable incidents (`oracle_power`)
+Some incidents are too small to be seen at all at the false-page budget: two harmful
+outputs in a few minutes where 0.2 are expected are noise to any rule that does not page
+hundreds of times a week. So, independently of any rule, each incident gets an
+*oracle detection probability*: the chance that the best possible test detects it, a test
+that knows the incident's segment, its exact start and end and the exact expected count
+without it. That test counts the events of the affected quantity (harmful outputs,
+refusals, ...) in the segment over [start, end] and pages when the count reaches a
+critical count c:
+- the expected count without the incident is `baseline_count`, with it `incident_count`
+  (the count is Poisson; the injected events of an event kind are certain, `injected`);
+- its false-page budget is the target's (1 false page per week per 50 segments, i.e.
+  segments / 50 a week), shared by the incident kinds and spread over every look the test
+  could take: one per incident-length stretch of the period and segment. Its level is
+  alpha = budget over the period x duration / (period x segments x kinds);
+- c is the smallest count with P(Poisson(baseline_count) >= c) <= alpha (1 when
+  baseline_count is 0: one event is conclusive);
+- the oracle power is P(count >= c) with the incident: P(Poisson(incident_count) >= c),
+  or, with `injected` certain events, P(Poisson(incident_count - injected) >= c - injected).
+It is an upper bound on what a rule counting the affected quantity can do, and an
+optimistic one: a rule does not know when an incident starts and ends (it must look at
+every window and every length, which costs more of the budget) nor the exact baseline (it
+estimates it). A rule that uses other information than the count (which users the events
+come from, a distribution's shape) may do better on some incidents (an abusive user, an
+attack from a few users). An incident is *detectable* when it is at least
+`min_multiplier` times its baseline and its oracle power is at least `min_power` (50 %);
+`score` gives recall over the detectable incidents next to the other recall figures.
+Incidents whose oracle power is unknown (`None`) are never detectable and are counted
+apart (`incidents_big_unknown`): the detectable recall is then unknown too.
 """
 
 from __future__ import annotations
@@ -41,6 +71,8 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+
+from scipy import stats
 
 from pipelines.segments import ALL_DIMENSIONS_VALUE
 
@@ -53,7 +85,8 @@ PER_SEGMENTS = 50
 class Incident:
     """A known incident: its kind, segment, [start, end] and size against its baseline
     (`multiplier`; inf when the baseline is 0). `event_level`: a few single events (a Sev-1
-    kind such as a redaction failure), not a rate that moved.
+    kind such as a redaction failure), not a rate that moved. `oracle_power`: its oracle
+    detection probability (`oracle_power`; None when unknown).
     """
 
     id: str
@@ -63,6 +96,7 @@ class Incident:
     end: datetime
     multiplier: float = math.inf
     event_level: bool = False
+    oracle_power: float | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -107,6 +141,11 @@ class Quality:
     paged_big: int
     time_to_page: Spread
     false_per_week_per_50: float
+    # Incidents >= min_multiplier with oracle power >= min_power, and those paged; incidents
+    # >= min_multiplier whose oracle power is unknown.
+    incidents_detectable: int = 0
+    paged_detectable: int = 0
+    incidents_big_unknown: int = 0
 
     @property
     def precision(self) -> float | None:
@@ -119,6 +158,15 @@ class Quality:
     @property
     def recall_big(self) -> float | None:
         return self.paged_big / self.incidents_big if self.incidents_big else None
+
+    @property
+    def recall_detectable(self) -> float | None:
+        """Recall over the detectable incidents; None when there is none or when the oracle
+        power of an incident >= min_multiplier is unknown.
+        """
+        if self.incidents_big_unknown or not self.incidents_detectable:
+            return None
+        return self.paged_detectable / self.incidents_detectable
 
 
 @dataclass(frozen=True)
@@ -135,6 +183,7 @@ class QualityReport:
     period: timedelta
     segments: int
     min_multiplier: float
+    min_power: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -143,6 +192,7 @@ class Targets:
 
     precision: float = 0.90
     recall_big: float = 0.95
+    recall_detectable: float = 0.95  # the same target, over the detectable incidents
     false_per_week_per_50: float = 1.0
     median_rate_s: float = 120.0
     median_event_s: float = 60.0
@@ -232,11 +282,13 @@ def score(
     primary: Mapping[str, Iterable[str]] | None = None,
     rules: Sequence[str] | None = None,
     min_multiplier: float = 3.0,
+    min_power: float = 0.5,
 ) -> QualityReport:
     """Match `pages` to `incidents` and compute every figure (see the module docstring).
 
     `rules` lists the rules to report (default: those in `covers`, then any other that
-    paged); `period` and `segments` scale the false pages to a week and 50 segments.
+    paged); `period` and `segments` scale the false pages to a week and 50 segments; an
+    incident >= `min_multiplier` with an oracle power >= `min_power` is detectable.
     """
     cover = {rule: frozenset(kinds) for rule, kinds in covers.items()}
     meant = {rule: frozenset(kinds) for rule, kinds in (primary or covers).items()}
@@ -279,6 +331,7 @@ def score(
     def quality(name: str, acc: _Acc, subjects: Sequence[Incident]) -> Quality:
         paged = [i for i in subjects if i.id in acc.first]
         big = [i for i in subjects if i.multiplier >= min_multiplier]
+        detectable = [i for i in big if _detectable(i, min_power)]
         delays = [(acc.first[i.id] - i.start).total_seconds() for i in paged]
         false = acc.pages - acc.true_pages
         return Quality(
@@ -292,6 +345,9 @@ def score(
             paged_big=sum(1 for i in big if i.id in acc.first),
             time_to_page=spread(delays),
             false_per_week_per_50=per_week_per_50(false, period, segments),
+            incidents_detectable=len(detectable),
+            paged_detectable=sum(1 for i in detectable if i.id in acc.first),
+            incidents_big_unknown=sum(1 for i in big if i.oracle_power is None),
         )
 
     rule_figures = tuple(
@@ -326,7 +382,12 @@ def score(
         period=period,
         segments=segments,
         min_multiplier=min_multiplier,
+        min_power=min_power,
     )
+
+
+def _detectable(incident: Incident, min_power: float) -> bool:
+    return incident.oracle_power is not None and incident.oracle_power >= min_power
 
 
 def _first(found: dict[str, datetime], incident_id: str, at: datetime) -> None:
@@ -364,6 +425,115 @@ def check_targets(report: QualityReport, targets: Targets = Targets()) -> list[T
     ]  # fmt: skip
 
 
+def detectable_target(report: QualityReport, targets: Targets = Targets()) -> TargetResult:
+    """The recall target over the detectable incidents (oracle power >= min_power), to be
+    shown beside the recall target over every incident >= min_multiplier (`check_targets`),
+    never instead of it. Unknown (not met) when an incident's oracle power is unknown.
+    """
+    o = report.overall
+    value = o.recall_detectable
+    return TargetResult(
+        f"recall of detectable incidents >= {report.min_multiplier:g}x baseline "
+        f"(oracle power >= {report.min_power * 100:g} %)",
+        value,
+        f">= {targets.recall_detectable:.0%}",
+        value is not None and value >= targets.recall_detectable,
+    )
+
+
+# -- the oracle detection probability (see the module docstring) ----------------------------
+
+
+def oracle_alpha(
+    duration: timedelta,
+    *,
+    period: timedelta,
+    segments: int,
+    kinds: int,
+    budget_per_week: float | None = None,
+) -> float:
+    """The oracle test's level for an incident lasting `duration`: the false pages allowed
+    over `period` (`budget_per_week`, by default the target's 1 per week per 50 segments,
+    i.e. segments / 50), shared by `kinds` incident kinds and spread over the
+    period / duration x segments disjoint incident-length looks of the period:
+    budget over the period x duration / (period x segments x kinds).
+    """
+    if period <= timedelta(0) or segments <= 0 or kinds <= 0:
+        msg = "period, segments and kinds must be positive"
+        raise ValueError(msg)
+    if duration < timedelta(0):
+        msg = "the duration must not be negative"
+        raise ValueError(msg)
+    if budget_per_week is None:
+        budget_per_week = Targets().false_per_week_per_50 * segments / PER_SEGMENTS
+    budget = budget_per_week * (period / WEEK)
+    return budget * (duration / period) / (segments * kinds)
+
+
+def critical_count(mean: float, alpha: float) -> int | None:
+    """The smallest count c with P(Poisson(mean) >= c) <= alpha: 1 when `mean` is 0 (one
+    event is conclusive), 0 when alpha >= 1; None when no count is (alpha 0, mean > 0).
+    """
+    if mean < 0 or alpha < 0 or math.isnan(mean) or math.isnan(alpha):
+        msg = f"the mean and alpha must not be negative, got {mean}, {alpha}"
+        raise ValueError(msg)
+    if alpha >= 1.0:
+        return 0
+    if mean == 0.0:
+        return 1
+    if alpha == 0.0:
+        return None
+
+    def tail(c: int) -> float:  # P(Poisson(mean) >= c)
+        return float(stats.poisson.sf(c - 1, mean))
+
+    # tail() decreases in c; tail(0) = 1 > alpha. Bracket, then bisect.
+    lo, hi = 0, max(1, math.ceil(mean))
+    while tail(hi) > alpha:
+        lo, hi = hi, 2 * hi
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if tail(mid) <= alpha:
+            hi = mid
+        else:
+            lo = mid
+    return hi
+
+
+def oracle_power(
+    baseline_count: float,
+    incident_count: float,
+    duration: timedelta,
+    *,
+    period: timedelta,
+    segments: int,
+    kinds: int,
+    budget_per_week: float | None = None,
+    injected: int = 0,
+) -> float:
+    """An incident's oracle detection probability (see the module docstring): the power of
+    the one-sided Poisson count test over [start, end] with null mean `baseline_count` at
+    level `oracle_alpha`, against `incident_count`. `injected`: events of the incident that
+    are certain (an event kind's injected events, part of `incident_count`), not Poisson.
+    """
+    if incident_count < 0 or injected < 0:
+        msg = "counts must not be negative"
+        raise ValueError(msg)
+    alpha = oracle_alpha(
+        duration, period=period, segments=segments, kinds=kinds, budget_per_week=budget_per_week
+    )
+    c = critical_count(baseline_count, alpha)
+    if c is None:
+        return 0.0
+    need = c - injected
+    if need <= 0:
+        return 1.0
+    mean = max(0.0, incident_count - injected)
+    if mean == 0.0:
+        return 0.0
+    return float(stats.poisson.sf(need - 1, mean))
+
+
 __all__ = [
     "Incident",
     "Page",
@@ -374,8 +544,12 @@ __all__ = [
     "Targets",
     "check_targets",
     "contains",
+    "critical_count",
     "default_grace",
+    "detectable_target",
     "matches",
+    "oracle_alpha",
+    "oracle_power",
     "per_week_per_50",
     "quantile",
     "score",

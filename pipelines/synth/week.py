@@ -52,7 +52,10 @@ The world (`plan_week`)
   (injection campaigns and jailbreak waves come from 3-30 attacking users); an abusive user
   sends 1-10 requests a minute for 5 minutes to 2 hours, 30-90 % of them flagged; event
   kinds inject 1-12 single events over 1-60 minutes, the incident spanning its first to
-  its last event (see `KINDS`).
+  its last event (see `KINDS`). Each incident carries the expected count of the quantity
+  it moves (`AFFECTED`) in its segment over [start, end], without it and with it
+  (`baseline_count`, `incident_count`), computed from the plan as the events are drawn: the
+  ground truth of what is detectable at all (pipelines.alerting.quality.oracle_power).
 
 The output (`iter_slices`): per trigger interval of ARRIVAL time, a `Slice` with the rows
 the job would add to segment_window_agg (window of the EVENT time, segment, every counter
@@ -68,7 +71,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -113,6 +116,22 @@ EVENT_KINDS = (
     "pii_output",  # 2-12 outputs with personal data
 )
 KINDS = RATE_KINDS + ACTOR_KINDS + EVENT_KINDS
+# The quantity an incident of each kind moves (`Incident.baseline_count`, `incident_count`):
+# a counter of segment_window_agg, or what else counts it.
+AFFECTED = {
+    "harmful_rate": "violations",
+    "violence_spike": "violations_violence",
+    "self_harm_spike": "violations_self_harm",
+    "injection_campaign": "injection_attempts",
+    "jailbreak_success": "jailbreak_successes",
+    "refusal_spike": "refusals",
+    "telemetry_incomplete": "events_seen - telemetry_complete",  # schema violations
+    "outcome_shift": "outcome bins other than answered",  # refused, blocked, safe, error
+    "abusive_user": "violations",
+    "redaction_failure": "redaction_failures",
+    "injection_success": "injection_successes",
+    "pii_output": "pii_outputs",
+}
 
 WARMUP = timedelta(hours=6)  # no incident starts before: the baselines fill
 TAIL = timedelta(minutes=20)  # no incident ends after period end - TAIL
@@ -254,6 +273,16 @@ class Incident:
     injected events (event kinds), `attempt_factor` how much more a jailbreak wave attempts.
     An event kind's start and end are its first and last injected event; an abusive user's
     multiplier is the segment's harmful output rate with the abuser over the rate without.
+
+    `baseline_count` and `incident_count`: the expected number of events of the affected
+    quantity (`AFFECTED`: harmful outputs, refusals, injection attempts, ...) in the segment
+    over [start, end] without the incident and with it, as the generator draws them (its
+    traffic, its users' propensities, the records it counts: schema violations count
+    nothing), given the plan. Given the plan, the count is Poisson with mean
+    `incident_count`, except for an event kind's injected events, which are certain
+    (`incident_count` = `baseline_count` + `events`). A segment harmful from its first
+    window has no baseline of its own: its `baseline_count` is at the reference harmful
+    rate, as its multiplier is. See `_counts` for each kind.
     """
 
     id: str
@@ -270,6 +299,8 @@ class Incident:
     from_first_window: bool = False
     requests_per_minute: float = 0.0  # abusive_user: the abuser's requests
     violating_share: float = 0.0  # abusive_user: share of them flagged
+    baseline_count: float = 0.0  # expected events of the affected quantity, without it
+    incident_count: float = 0.0  # ... and with it
     event_times: tuple[float, ...] = field(default=(), repr=False)  # event kinds, seconds
 
     @property
@@ -544,7 +575,8 @@ def plan_week(
     per_kind = incidents_per_kind
     if per_kind is None:
         per_kind = max(3, int(round(24 * seconds / (7 * 86400))))
-    incidents = _draw_incidents(rng, specs, seconds, per_kind, start, drops, release_at)
+    mixes = [_Mix.of(users, s.index) for s in specs]
+    incidents = _draw_incidents(rng, specs, seconds, per_kind, start, drops, release_at, mixes)
     attackers: dict[str, IntArray] = {}
     extra_segment: list[int] = []
     extra_keys: list[str] = []
@@ -709,7 +741,17 @@ def _draw_incidents(
     start: datetime,
     drops: Sequence[tuple[float, float, float, tuple[int, ...]]],
     release_at: float,
+    mixes: Sequence[_Mix],
 ) -> list[Incident]:
+    """The incidents of every kind (see the module docstring), each with its expected counts
+    (`_counts`); `mixes` holds each segment's users as its events pick them.
+    """
+
+    def counted(inc: Incident) -> Incident:
+        spec = specs[inc.segment_index]
+        base, with_it = _counts(inc, spec, specs, mixes[spec.index], drops, start, release_at)
+        return replace(inc, baseline_count=base, incident_count=with_it)
+
     busy: dict[int, list[tuple[float, float]]] = {s.index: [] for s in specs}
     incidents: list[Incident] = []
     gap = SAME_SEGMENT_GAP.total_seconds()
@@ -722,17 +764,19 @@ def _draw_incidents(
         lo, hi = s.starts, min(float(seconds) - TAIL.total_seconds(), s.starts + hours * 3600)
         busy[s.index].append((lo - gap, hi + gap))
         incidents.append(
-            Incident(
-                id=f"new-{s.index}",
-                kind="harmful_rate",
-                segment=s.values,
-                segment_index=s.index,
-                start=start + timedelta(seconds=lo),
-                end=start + timedelta(seconds=hi),
-                multiplier=rate / _RATES.harmful_output,
-                baseline=_RATES.harmful_output,
-                volume=_expected_events(s, specs, lo, hi, drops, start) / (hi - lo) * 300.0,
-                from_first_window=True,
+            counted(
+                Incident(
+                    id=f"new-{s.index}",
+                    kind="harmful_rate",
+                    segment=s.values,
+                    segment_index=s.index,
+                    start=start + timedelta(seconds=lo),
+                    end=start + timedelta(seconds=hi),
+                    multiplier=rate / _RATES.harmful_output,
+                    baseline=_RATES.harmful_output,
+                    volume=_expected_events(s, specs, lo, hi, drops, start) / (hi - lo) * 300.0,
+                    from_first_window=True,
+                )
             )
         )
     weights = np.sqrt(np.array([s.volume for s in specs]))
@@ -790,21 +834,23 @@ def _draw_incidents(
                 )
                 multiplier = min(multiplier, 0.9 / (spec.rates["refusal"] * factor))
             incidents.append(
-                Incident(
-                    id=f"{kind}-{k}",
-                    kind=kind,
-                    segment=spec.values,
-                    segment_index=g,
-                    start=start + timedelta(seconds=t0),
-                    end=start + timedelta(seconds=t1),
-                    multiplier=multiplier,
-                    baseline=base,
-                    volume=per_window,
-                    events=events,
-                    attempt_factor=attempt_factor,
-                    requests_per_minute=per_minute,
-                    violating_share=share,
-                    event_times=times,
+                counted(
+                    Incident(
+                        id=f"{kind}-{k}",
+                        kind=kind,
+                        segment=spec.values,
+                        segment_index=g,
+                        start=start + timedelta(seconds=t0),
+                        end=start + timedelta(seconds=t1),
+                        multiplier=multiplier,
+                        baseline=base,
+                        volume=per_window,
+                        events=events,
+                        attempt_factor=attempt_factor,
+                        requests_per_minute=per_minute,
+                        violating_share=share,
+                        event_times=times,
+                    )
                 )
             )
     return sorted(incidents, key=lambda i: (i.start, i.id))
@@ -826,6 +872,240 @@ def _expected_events(
     times = np.linspace(t0, t1, 13)
     lam = _intensity(spec, specs, times, drops, start)
     return float(lam.mean() * (t1 - t0))
+
+
+# -- expected counts of the affected quantity (Incident.baseline_count, incident_count) --
+
+Drops = Sequence[tuple[float, float, float, tuple[int, ...]]]
+_NORMALISED_WEIGHTS = _CATEGORY_WEIGHTS / _CATEGORY_WEIGHTS.sum()
+
+
+def _flagged_in(col: int) -> float:
+    """P(an output is flagged in category `col` | it is flagged): its first category, or
+    its second one (drawn in `_outcomes` with probability `second_category`).
+    """
+    w = float(_NORMALISED_WEIGHTS[col])
+    return w + (1.0 - w) * w * _RATES.second_category
+
+
+# A flagged output flagged for privacy alone is not blocked (`_outcomes`).
+_PRIVACY_ONLY = float(_NORMALISED_WEIGHTS[_PRIVACY]) * (
+    1.0 - _RATES.second_category + _RATES.second_category * float(_NORMALISED_WEIGHTS[_PRIVACY])
+)
+
+
+@dataclass(frozen=True)
+class _Mix:
+    """A segment's users as its (non-forced) events pick them: the share of its events each
+    user makes (activity; sums to 1) and their propensity factors (harm, refusal, injection,
+    jailbreak), as `_pick_users` and `_outcomes` use them.
+    """
+
+    weight: FloatArray
+    factors: FloatArray
+
+    @classmethod
+    def of(
+        cls,
+        users: tuple[IntArray, IntArray, FloatArray, tuple[FloatArray, ...], IntArray],
+        g: int,
+    ) -> _Mix:
+        """Segment `g`'s mix, from `_draw_users`' output."""
+        cum = users[3][g]
+        first = int(users[4][g])
+        weight = np.diff(cum, prepend=0.0) / cum[-1]
+        return cls(weight, users[2][first : first + len(cum)])
+
+    def mean(self, per_user: FloatArray) -> float:
+        """The expectation of a per-user probability over the segment's events."""
+        # einsum, not a BLAS dot: no thread start-up for one dot product.
+        return float(np.einsum("i,i->", self.weight, per_user))
+
+
+def _per_event(
+    quantity: str,
+    spec: SegmentSpec,
+    mix: _Mix,
+    *,
+    refusal_factor: float,
+    harmful: float | None = None,
+    harm_m: float = 1.0,
+    spike_m: float = 1.0,
+    refusal_m: float = 1.0,
+    incomplete_m: float = 1.0,
+    shift_m: float = 1.0,
+) -> FloatArray:
+    """Per user of the segment: the probability that a (non-forced) event of theirs counts
+    in `quantity` (an `AFFECTED` quantity, or jailbreak_attempts), as `_outcomes` draws it.
+
+    `harmful` replaces the segment's harmful rate (a segment harmful from its first window);
+    the `_m` factors are an incident's: on the harmful rate, a category spike's extra flags
+    (violence or self-harm, by `quantity`), the refusal rate, the schema violation rate and
+    the share not answered. `refusal_factor` is the segment's (rollout, prompt release).
+    Counters count complete records only: every quantity but incomplete is times the share
+    of complete records.
+    """
+    r = spec.rates
+    f = mix.factors
+    p_incomplete = min(1.0, r["incomplete"] * incomplete_m)
+    if quantity == "incomplete":
+        return np.full(len(f), p_incomplete)
+    ok = 1.0 - p_incomplete
+    if quantity == "pii_outputs":
+        return np.full(len(f), ok * min(1.0, r["pii"]))
+    if quantity == "redaction_failures":
+        return np.zeros(len(f))
+    if quantity in ("injection_attempts", "injection_successes"):
+        inj = np.minimum(1.0, r["injection"] * f[:, 2])
+        success = min(1.0, r["injection_success"]) if quantity == "injection_successes" else 1.0
+        return ok * inj * success
+    p_jb = np.minimum(1.0, r["jailbreak"] * f[:, 3])
+    if quantity == "jailbreak_attempts":
+        return ok * p_jb
+    # Jailbreak states (none, failed, succeeded): their weight, P(flagged), P(refused | not).
+    p_jbs = min(0.95, r["jailbreak_success"])
+    p_harm = np.minimum(1.0, (r["harmful"] if harmful is None else harmful) * f[:, 0] * harm_m)
+    p_ref = np.minimum(0.95, r["refusal"] * refusal_factor * f[:, 1] * refusal_m)
+    states = (
+        (1.0 - p_jb, p_harm, p_ref),
+        (p_jb * (1.0 - p_jbs), p_harm, np.full(len(f), min(0.95, _RATES.refusal_given_jailbreak))),
+        (p_jb * p_jbs, np.full(len(f), _RATES.violation_given_jailbreak), p_ref),
+    )
+    flagged = sum(w * v for w, v, _ in states)
+    if quantity == "violations":
+        return np.asarray(ok * flagged, np.float64)
+    if quantity in ("violations_violence", "violations_self_harm"):
+        col = _VIOLENCE if quantity == "violations_violence" else _SELF_HARM
+        extra = min(1.0, max(0.0, r["harmful"] * _CATEGORY_WEIGHTS[col] * (spike_m - 1.0)))
+        return np.asarray(ok * (1.0 - (1.0 - flagged * _flagged_in(col)) * (1.0 - extra)))
+    refused = sum(w * (1.0 - v) * p for w, v, p in states)
+    if quantity == "refusals":
+        return np.asarray(ok * refused, np.float64)
+    if quantity != "not_answered":
+        msg = f"unknown quantity {quantity!r}"
+        raise ValueError(msg)
+    plain = sum(w * (1.0 - v) * (1.0 - p) for w, v, p in states)
+    blocked = flagged * (1.0 - _PRIVACY_ONLY) * _RATES.block_given_violation
+    error = plain * min(1.0, r["error"])
+    # The outcome shift turns answered, unflagged requests into errors or safe completions.
+    base = _not_answered(spec)
+    shift = min(1.0, max(0.0, base * (shift_m - 1.0) / max(1e-9, 1.0 - base)))
+    return np.asarray(ok * (blocked + refused + error + (plain - error) * shift), np.float64)
+
+
+def _normal_events(
+    spec: SegmentSpec,
+    specs: Sequence[SegmentSpec],
+    t0: float,
+    t1: float,
+    drops: Drops,
+    start: datetime,
+) -> float:
+    """Expected non-forced events of the segment with event time in [t0, t1], as
+    `_draw_chunk` draws them: Poisson per minute at the intensity of its middle, uniform in
+    the minute.
+    """
+    if t1 <= t0:
+        return 0.0
+    edges = np.arange(math.floor(t0 / 60.0), math.ceil(t1 / 60.0) + 1, dtype=np.float64) * 60.0
+    overlap = np.minimum(edges[1:], t1) - np.maximum(edges[:-1], t0)
+    lam = _intensity(spec, specs, edges[:-1] + 30.0, drops, start)
+    return float(lam @ np.clip(overlap, 0.0, None))
+
+
+def _attack_events(
+    spec: SegmentSpec,
+    specs: Sequence[SegmentSpec],
+    t0: float,
+    t1: float,
+    drops: Drops,
+    start: datetime,
+) -> float:
+    """The segment's expected events in [t0, t1] as `_draw_chunk` samples an injection
+    campaign's or a jailbreak wave's attack events (to be times their rate): per hour, a
+    10-second grid from the incident's first second in it, at the middle of each step.
+    """
+    total = 0.0
+    for lo in range(int(t0 // _CHUNK_S) * _CHUNK_S, int(t1) + 1, _CHUNK_S):
+        a, b = max(t0, lo), min(t1, lo + _CHUNK_S)
+        if b <= a:
+            continue
+        grid = np.arange(a, b, 10.0)
+        lam = _intensity(spec, specs, grid + 5.0, drops, start)
+        total += float(lam @ np.minimum(10.0, b - grid))
+    return total
+
+
+def _counts(
+    inc: Incident,
+    spec: SegmentSpec,
+    specs: Sequence[SegmentSpec],
+    mix: _Mix,
+    drops: Drops,
+    start: datetime,
+    release_at: float,
+) -> tuple[float, float]:
+    """(baseline_count, incident_count) of `inc`: the expected events of its `AFFECTED`
+    quantity in its segment over [start, end] without it and with it (see `Incident`).
+
+    - Rate kinds: the segment's events times the probability that one counts, the rate
+      times `multiplier` (harmful_rate, refusal_spike, telemetry_incomplete, outcome_shift;
+      a category spike's extra flags; a segment harmful from its first window at the
+      reference rate times `multiplier`, its baseline at the reference rate).
+    - injection_campaign: the attackers' extra attempts (rate x (multiplier - 1)) added.
+    - jailbreak_success: (attempts, with the attackers' (attempt_factor - 1) x the attempt
+      rate added) x the success rate, times `multiplier` (at most 95 %).
+    - abusive_user: the abuser's requests x `violating_share` added to harmful outputs.
+    - Event kinds: baseline + the injected `events`.
+    """
+    t0 = (inc.start - start).total_seconds()
+    t1 = (inc.end - start).total_seconds()
+    # The prompt release raises an api segment's refusals from `release_at` on.
+    cut = min(max(release_at, t0), t1) if spec.values[0] == "api" else t1
+    factor = spec.rates["refusal_factor"]
+    phases = [
+        (_normal_events(spec, specs, t0, cut, drops, start), factor),
+        (_normal_events(spec, specs, cut, t1, drops, start), factor * 1.25),
+    ]
+
+    def normal(quantity: str, **m: Any) -> float:
+        return sum(
+            n * mix.mean(_per_event(quantity, spec, mix, refusal_factor=rf, **m))
+            for n, rf in phases
+            if n > 0
+        )
+
+    kind, m = inc.kind, inc.multiplier
+    r = spec.rates
+    if kind == "harmful_rate":
+        ref = _RATES.harmful_output if inc.from_first_window else None
+        return normal("violations", harmful=ref), normal("violations", harmful=ref, harm_m=m)
+    if kind in ("violence_spike", "self_harm_spike"):
+        quantity = AFFECTED[kind]
+        return normal(quantity), normal(quantity, spike_m=m)
+    if kind == "refusal_spike":
+        return normal("refusals"), normal("refusals", refusal_m=m)
+    if kind == "telemetry_incomplete":
+        return normal("incomplete"), normal("incomplete", incomplete_m=m)
+    if kind == "outcome_shift":
+        return normal("not_answered"), normal("not_answered", shift_m=m)
+    if kind == "abusive_user":
+        base = normal("violations")
+        return base, base + inc.requests_per_minute * (t1 - t0) / 60.0 * inc.violating_share
+    if kind == "injection_campaign":
+        base = normal("injection_attempts")
+        attacks = _attack_events(spec, specs, t0, t1, drops, start) * r["injection"] * (m - 1.0)
+        return base, base + attacks
+    if kind == "jailbreak_success":
+        attempts = normal("jailbreak_attempts")
+        waves = _attack_events(spec, specs, t0, t1, drops, start) * r["jailbreak"]
+        extra = waves * (inc.attempt_factor - 1.0)
+        return (
+            attempts * min(0.95, r["jailbreak_success"]),
+            (attempts + extra) * min(0.95, r["jailbreak_success"] * m),
+        )
+    base = normal(AFFECTED[kind])  # event kinds
+    return base, base + inc.events
 
 
 # -- traffic ----------------------------------------------------------------------------

@@ -5,9 +5,12 @@ computed by hand.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
+from scipy.stats import poisson
 
 from pipelines.alerting.quality import (
     Incident,
@@ -15,8 +18,12 @@ from pipelines.alerting.quality import (
     Targets,
     check_targets,
     contains,
+    critical_count,
     default_grace,
+    detectable_target,
     matches,
+    oracle_alpha,
+    oracle_power,
     per_week_per_50,
     quantile,
     score,
@@ -241,3 +248,179 @@ def test_incident_ids_must_be_unique() -> None:
             [], [INCIDENTS[0], INCIDENTS[0]], covers=COVERS, period=timedelta(days=7),
             segments=50, grace=GRACE,
         )  # fmt: skip
+
+
+# -- the oracle detection probability ---------------------------------------------------------
+
+WEEK = timedelta(days=7)
+
+
+def direct_power(baseline: float, incident: float, alpha: float, injected: int = 0) -> float:
+    """The oracle power computed directly: the critical count by scanning every count."""
+    counts = np.arange(0, int(baseline + 50 * math.sqrt(baseline + 1) + 50))
+    c = int(counts[np.argmax(poisson.sf(counts - 1, baseline) <= alpha)])
+    assert poisson.sf(c - 1, baseline) <= alpha < (poisson.sf(c - 2, baseline) if c else 2)
+    return 1.0 if c <= injected else float(poisson.sf(c - injected - 1, incident - injected))
+
+
+def test_the_level_shares_the_false_page_budget_over_kinds_and_looks() -> None:
+    # 1 false page a week per 50 segments: 46 segments may page 0.92 times a week; over
+    # 12 kinds and 46 x (week / 198 s) looks, alpha = 198 s / (week x 50 x 12).
+    alpha = oracle_alpha(timedelta(seconds=198), period=WEEK, segments=46, kinds=12)
+    assert alpha == pytest.approx(198 / (WEEK.total_seconds() * 50 * 12))
+    # Doubling the period doubles the budget and the looks: the same level.
+    assert oracle_alpha(
+        timedelta(seconds=198), period=2 * WEEK, segments=46, kinds=12
+    ) == pytest.approx(alpha)
+    assert oracle_alpha(WEEK, period=WEEK, segments=1, kinds=1, budget_per_week=0.05) == 0.05
+    with pytest.raises(ValueError, match="positive"):
+        oracle_alpha(WEEK, period=WEEK, segments=46, kinds=0)
+
+
+def test_the_critical_count_is_the_smallest_conclusive_count() -> None:
+    # P(Poisson(4) >= 8) = 5.1 % > 5 %, P(Poisson(4) >= 9) = 2.1 %.
+    assert critical_count(4.0, 0.05) == 9
+    assert critical_count(0.0, 1e-9) == 1  # no event expected: one is conclusive
+    assert critical_count(0.0, 0.0) == 1
+    assert critical_count(3.0, 0.0) is None  # no count is conclusive at level 0
+    assert critical_count(3.0, 1.0) == 0
+    for mean, alpha in ((0.196, 5.46e-7), (2.5, 1e-12), (1e4, 5e-7), (0.01, 0.3)):
+        c = critical_count(mean, alpha)
+        assert c is not None and c >= 1
+        assert poisson.sf(c - 1, mean) <= alpha < poisson.sf(c - 2, mean)
+
+
+@pytest.mark.parametrize(
+    ("baseline", "incident", "duration", "injected"),
+    [
+        (4.0, 10.0, WEEK, 0),  # alpha 5 %: c = 9
+        (0.0, 2.0, timedelta(minutes=10), 0),  # c = 1: P(Poisson(2) >= 1)
+        (0.0, 1.0, timedelta(0), 1),  # one certain event, nothing expected: conclusive
+        (0.196, 1.94, timedelta(seconds=198), 0),  # the harmful example: hopeless
+        (0.6, 3.6, timedelta(minutes=30), 3),  # 3 certain events on 0.6 expected
+        (10_000.0, 10_500.0, timedelta(hours=2), 0),
+        (50.0, 500.0, timedelta(hours=1), 0),
+    ],
+)
+def test_oracle_power_is_the_poisson_test_power(
+    baseline: float, incident: float, duration: timedelta, injected: int
+) -> None:
+    budget = 0.05 if duration == WEEK else None
+    segments = 1 if duration == WEEK else 46
+    kinds = 1 if duration == WEEK else 12
+    alpha = oracle_alpha(
+        duration, period=WEEK, segments=segments, kinds=kinds, budget_per_week=budget
+    )
+    power = oracle_power(
+        baseline, incident, duration, period=WEEK, segments=segments, kinds=kinds,
+        budget_per_week=budget, injected=injected,
+    )  # fmt: skip
+    assert power == pytest.approx(direct_power(baseline, incident, alpha, injected), rel=1e-9)
+    assert 0.0 <= power <= 1.0
+
+
+def test_oracle_power_of_hand_picked_cases() -> None:
+    def power(baseline: float, incident: float, duration: timedelta, injected: int = 0) -> float:
+        return oracle_power(
+            baseline, incident, duration, period=WEEK, segments=46, kinds=12, injected=injected
+        )
+
+    assert power(0.0, 2.0, timedelta(minutes=10)) == pytest.approx(1 - math.exp(-2.0))
+    assert power(0.0, 1.0, timedelta(0), injected=1) == 1.0
+    assert power(0.0, 0.0, timedelta(minutes=10)) == 0.0
+    # 2 harmful outputs where 0.2 are expected, over 3.3 minutes: c = 6, power ~1.6 %.
+    assert power(0.196, 1.94, timedelta(seconds=198)) < 0.05
+    # A big, long incident is detectable; a small shift of a large count is not.
+    assert power(50.0, 500.0, timedelta(hours=1)) > 0.999
+    assert power(10_000.0, 10_100.0, timedelta(hours=2)) < 0.5
+
+
+def test_oracle_test_keeps_its_level_and_has_its_power_by_monte_carlo() -> None:
+    rng = np.random.default_rng(20261102)
+    draws = 20_000
+    # alpha 5 % over a week, 1 segment, 1 kind; baseline 4, incident 10: c = 9.
+    alpha = oracle_alpha(WEEK, period=WEEK, segments=1, kinds=1, budget_per_week=0.05)
+    c = critical_count(4.0, alpha)
+    assert c == 9
+    null = rng.poisson(4.0, draws)
+    assert np.mean(null >= c) <= alpha
+    power = oracle_power(4.0, 10.0, WEEK, period=WEEK, segments=1, kinds=1, budget_per_week=0.05)
+    alternative = rng.poisson(10.0, draws)
+    sd = math.sqrt(power * (1 - power) / draws)
+    assert abs(np.mean(alternative >= c) - power) < 4 * sd
+    # An event kind: 2 certain events on a Poisson(1.5) background.
+    c = critical_count(1.5, alpha)
+    assert c is not None
+    power = oracle_power(
+        1.5, 3.5, WEEK, period=WEEK, segments=1, kinds=1, budget_per_week=0.05, injected=2
+    )
+    realised = 2 + rng.poisson(1.5, draws)
+    sd = math.sqrt(power * (1 - power) / draws)
+    assert abs(np.mean(realised >= c) - power) < 4 * sd
+    assert np.mean(rng.poisson(1.5, draws) >= c) <= alpha
+
+
+# The small case above with oracle powers: h1 (x5, 0.9, paged), h2 (x2, 0.99: not >= 3x),
+# r1 (x4, 0.3: not detectable, paged), e1 (inf, 1.0, paged), h3 (x6, 0.7, never paged).
+POWERED = [
+    replace(INCIDENTS[0], oracle_power=0.9),
+    replace(INCIDENTS[1], oracle_power=0.99),
+    replace(INCIDENTS[2], oracle_power=0.3),
+    replace(INCIDENTS[3], oracle_power=1.0),
+    Incident("h3", "harmful_rate", FULL, at(500), at(520), 6.0, oracle_power=0.7),
+]
+
+
+def test_score_counts_recall_over_the_detectable_incidents() -> None:
+    rep = score(
+        PAGES, POWERED, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    o = rep.overall
+    # The existing figures keep their meaning: h3 is one more incident >= 3x, missed.
+    assert (o.incidents, o.paged, o.incidents_big, o.paged_big) == (5, 3, 4, 3)
+    # Detectable: h1, e1, h3 (r1's power is 30 %, h2 is x2); paged: h1, e1.
+    assert (o.incidents_detectable, o.paged_detectable, o.incidents_big_unknown) == (3, 2, 0)
+    assert o.recall_detectable == pytest.approx(2 / 3)
+    kinds = {k.name: k for k in rep.kinds}
+    h = kinds["harmful_rate"]
+    assert (h.incidents_detectable, h.paged_detectable, h.recall_detectable) == (2, 1, 0.5)
+    assert kinds["refusal_spike"].incidents_detectable == 0
+    assert kinds["refusal_spike"].recall_detectable is None
+    assert kinds["redaction"].recall_detectable == 1.0
+    a, b, _ = rep.rules  # A is meant for harmful_rate: h1 paged by A, h3 not
+    assert (a.incidents_detectable, a.paged_detectable) == (2, 1)
+    assert (b.incidents_detectable, b.paged_detectable) == (0, 0)
+    target = detectable_target(rep)
+    assert target.name == ("recall of detectable incidents >= 3x baseline (oracle power >= 50 %)")
+    assert target.value == pytest.approx(2 / 3) and not target.met
+    # A stricter power: h1 (0.9) and e1 (1.0) only, both paged.
+    strict = score(
+        PAGES, POWERED, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE, min_power=0.8,
+    )  # fmt: skip
+    assert (strict.overall.incidents_detectable, strict.overall.paged_detectable) == (2, 2)
+    assert detectable_target(strict).met
+    # check_targets is unchanged: the detectable target is given beside it.
+    assert [t.name for t in check_targets(rep)] == [t.name for t in check_targets(strict)]
+    assert len(check_targets(rep)) == 5
+
+
+def test_unknown_oracle_power_makes_the_detectable_recall_unknown() -> None:
+    incidents = [*POWERED[:4], replace(POWERED[4], oracle_power=None)]
+    rep = score(
+        PAGES, incidents, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    o = rep.overall
+    assert (o.incidents_detectable, o.paged_detectable, o.incidents_big_unknown) == (2, 2, 1)
+    assert o.recall_detectable is None
+    target = detectable_target(rep)
+    assert target.value is None and not target.met
+    # Without any oracle power (seeds scored before it existed), the old figures stand.
+    old = score(
+        PAGES, INCIDENTS, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    assert old.overall.incidents_big_unknown == 3 and old.overall.recall_detectable is None
+    assert old.overall.recall_big == 1.0

@@ -9,14 +9,20 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from pipelines.metrics.buckets import BUCKETS
 from pipelines.metrics.catalog import POLICY_CATEGORIES, bucket_counter_ids, counter_ids
 from pipelines.synth.week import (
+    _CHUNK_S,
     ACCEPTANCE_SEEDS,
+    AFFECTED,
     DIMENSIONS,
     EVENT_KINDS,
     KINDS,
@@ -27,10 +33,13 @@ from pipelines.synth.week import (
     Slice,
     WeekPlan,
     WeekTotals,
+    _draw_chunk,
+    _outcomes,
     describe_plan,
     iter_slices,
     plan_week,
 )
+from pipelines.synth.week import Incident as WeekIncident
 
 SEED = 4242  # neither a tuning nor an acceptance seed
 
@@ -245,3 +254,88 @@ def test_more_segments_come_from_further_locales() -> None:
     assert len(plan.segments) == 60
     assert len({s.values for s in plan.segments}) == 60
     assert not math.isnan(sum(s.volume for s in plan.segments))
+
+
+def _affected(
+    kind: str,
+    counts: npt.NDArray[np.int16],
+    outcome: npt.NDArray[np.int64],
+    incomplete: npt.NDArray[np.bool_],
+) -> npt.NDArray[np.bool_]:
+    """Per drawn record: whether it counts in the quantity an incident of `kind` moves."""
+    if kind == "telemetry_incomplete":
+        return incomplete  # schema violations: events_seen only
+    if kind == "outcome_shift":
+        return (outcome >= 0) & (outcome != 0)  # complete records not answered
+    return counts[:, counter_ids().index(AFFECTED[kind])].astype(bool)
+
+
+def _realised(plan: WeekPlan, incidents: Sequence[WeekIncident]) -> dict[str, int]:
+    """Per incident: the drawn records of its affected quantity in its segment over [start,
+    end] (every record drawn, before lateness drops any), from `plan`'s events.
+    """
+    span = {
+        i.id: ((i.start - plan.start).total_seconds(), (i.end - plan.start).total_seconds())
+        for i in incidents
+    }
+    chunks = sorted(
+        {c for a, b in span.values() for c in range(int(a // _CHUNK_S), int(b // _CHUNK_S) + 1)}
+    )
+    found: dict[str, int] = defaultdict(int)
+    for chunk in chunks:
+        ev = _draw_chunk(plan, chunk)
+        counts, outcome, incomplete = _outcomes(plan, chunk, ev)
+        for i in incidents:
+            a, b = span[i.id]
+            inside = (ev.seg == i.segment_index) & (ev.t >= a - 1e-3) & (ev.t <= b + 1e-3)
+            found[i.id] += int(_affected(i.kind, counts, outcome, incomplete)[inside].sum())
+    return found
+
+
+def test_expected_counts_match_the_drawn_events(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    """baseline_count and incident_count against the records drawn with the incidents and
+    with none (the same events: an incident's draws come after the segment's own), summed
+    per kind, within a few Poisson standard deviations.
+    """
+    plan, _, _ = week
+    with_it = _realised(plan, plan.incidents)
+    without = _realised(replace(plan, incidents=()), plan.incidents)
+    assert set(AFFECTED) == set(KINDS)
+    for kind in KINDS:
+        incidents = [i for i in plan.incidents if i.kind == kind]
+        for i in incidents:
+            assert 0.0 <= i.baseline_count <= i.incident_count, i
+            if kind in EVENT_KINDS:
+                assert i.incident_count == pytest.approx(i.baseline_count + i.events)
+        base = sum(i.baseline_count for i in incidents)
+        expected = sum(i.incident_count for i in incidents)
+        certain = sum(i.events for i in incidents)  # an event kind's injected events
+        seen = sum(with_it[i.id] for i in incidents)
+        seen_without = sum(without[i.id] for i in incidents)
+        assert abs(seen - expected) <= 4 * math.sqrt(max(1.0, expected - certain)) + 1, (
+            kind, seen, expected,
+        )  # fmt: skip
+        assert abs(seen_without - base) <= 4 * math.sqrt(max(1.0, base)) + 1, (
+            kind, seen_without, base,
+        )  # fmt: skip
+        if kind == "redaction_failure":  # none outside incidents: exactly the injected
+            assert base == 0.0 and seen == certain
+    # The incidents move their quantity well beyond its baseline, together.
+    assert sum(i.incident_count for i in plan.incidents) > 2 * sum(
+        i.baseline_count for i in plan.incidents
+    )
+
+
+def test_a_segment_harmful_from_its_first_window_has_the_reference_baseline(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    plan, _, _ = week
+    for inc in (i for i in plan.incidents if i.from_first_window):
+        # Its multiplier is over the reference harmful rate; so is its baseline count. The
+        # ratio is lower only by what the incident does not multiply: harmful outputs of
+        # successful jailbreaks, and users whose propensity times it would exceed 100 %.
+        assert 0.5 * inc.multiplier < inc.incident_count / inc.baseline_count <= inc.multiplier
+        per_event = inc.baseline_count / (inc.volume / 300.0 * inc.duration.total_seconds())
+        assert 0.3 * inc.baseline < per_event < 3 * inc.baseline  # the reference rate
