@@ -245,7 +245,9 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
     value = window.numerator / window.denominator if window.denominator else None
     results = []
     if rule.threshold is not None:
-        results.append(rule.threshold.holds(lower, upper))
+        results.append(
+            window.denominator >= rule.threshold.min_events and rule.threshold.holds(lower, upper)
+        )
     if rule.change is not None:
         results.append(rule.change.holds(window.q_value, window.difference))
     if rule.drift is not None:
@@ -457,7 +459,10 @@ def still_firing(
 
 
 def early_reference(
-    rule: Rule, baseline_rate: float | None, baseline_counts: tuple[int, int] | None = None
+    rule: Rule,
+    baseline_rate: float | None,
+    baseline_counts: tuple[int, int] | None = None,
+    denominator: int | None = None,
 ) -> float | None:
     """The rate ``p0`` that an open window must be shown to exceed for `rule` to fire early.
 
@@ -465,14 +470,17 @@ def early_reference(
     A condition's reference: `threshold: {above: L}` gives ``L``; `change` with direction
     `up` gives ``baseline_rate + min_difference`` (not evaluable without a baseline); a
     `below` threshold, a `change` down or any, and `drift` are not evaluable; `rise` gives
-    `Rise.reference` of `baseline_counts` (not evaluable without them). With
+    `Rise.reference` of `baseline_counts` (not evaluable without them). A threshold with
+    its own `min_events` is not evaluable while `denominator` (the open window's, when
+    given) is below it. With
     `match: all` every condition must be evaluable and the reference is the largest (a rate
     above it is above each one); with `match: any` the evaluable ones count and the
     reference is the smallest (None if none is evaluable).
     """
     references: list[float | None] = []
     if rule.threshold is not None:
-        references.append(rule.threshold.above)  # None for `below`
+        short = denominator is not None and denominator < rule.threshold.min_events
+        references.append(None if short else rule.threshold.above)  # None for `below`
     if rule.change is not None:
         if rule.change.direction == "up" and baseline_rate is not None:
             references.append(baseline_rate + rule.change.min_difference)
@@ -527,7 +535,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
         sums = None if window.buckets is None else BucketSums(*map(tuple, window.buckets))
         if concentrated(sums) != rule.concentrated:
             return None
-    p0 = early_reference(rule, window.baseline_rate, window.baseline_counts)
+    p0 = early_reference(rule, window.baseline_rate, window.baseline_counts, window.denominator)
     if p0 is None or p0 >= 1.0:
         return None
     if p0 <= 0.0:

@@ -109,11 +109,14 @@ class Threshold:
     """Fires when the rate's Wilson 95 % lower bound is > `above`, or its upper bound < `below`.
 
     Exactly one of the two is set. Testing the bound rather than the point estimate means a
-    few events with a high rate do not fire: the interval is still wide.
+    few events with a high rate do not fire: the interval is still wide. `min_events`: the
+    threshold also needs at least this many events in the rate's denominator (a volume
+    guard of its own, for a rule whose other condition, a `rise`, needs none).
     """
 
     above: float | None = None
     below: float | None = None
+    min_events: int = 0
 
     def __post_init__(self) -> None:
         if (self.above is None) == (self.below is None):
@@ -770,10 +773,13 @@ class _Reader:
         threshold = change = drift = rise = None
         if "threshold" in m:
             k, v = m["threshold"]
-            t = self.mapping(v, "condition.threshold", ("above", "below"), key_node=k)
+            t = self.mapping(v, "condition.threshold", ("above", "below", "min_events"), key_node=k)
             bound = self.one_bound(t, k, "condition.threshold")
             limit = self.number(t[bound], f"condition.threshold.{bound}", 0.0, 1.0)
-            threshold = Threshold(**{bound: limit})
+            guard = 0
+            if "min_events" in t:
+                guard = self.integer(t["min_events"], "condition.threshold.min_events", 1)
+            threshold = Threshold(**{bound: limit}, min_events=guard)
         if "change" in m:
             k, v = m["change"]
             fields = ("max_q", "direction", "min_difference")

@@ -263,3 +263,39 @@ def test_a_rise_over_an_hour_sums_the_windows_against_the_latest_baseline():
         assert verdicts[-1] == (p <= 1e-6 and got.confirmed), i
     # It fires once the hour holds enough evidence, and stops with the clean last window.
     assert verdicts[0] is False and True in verdicts and verdicts[-1] is False
+
+
+# --- a threshold with its own volume guard, beside a rise ------------------------------------
+
+
+def test_a_threshold_min_events_guards_the_threshold_only():
+    """`match: any` of a rise (no guard) and a policy limit that needs 100 events."""
+    r = rule(match="any", threshold=Threshold(above=0.05, min_events=100))
+    no_history = None
+    # 20 % of 60 events: the limit's Wilson bound clears 5 %, but 60 < 100 events...
+    small = SegmentWindow(SEG, 12, 60, baseline_counts=no_history)
+    assert wilson_interval(12, 60)[0] > 0.05
+    assert not measure(r, small).condition
+    # ...and at 120 events it fires without any baseline.
+    assert measure(r, SegmentWindow(SEG, 24, 120)).condition
+    # The rise fires on 60 events when the history says it is far above normal.
+    assert measure(r, SegmentWindow(SEG, 12, 60, baseline_counts=(40, 100_000))).condition
+    # Early: the limit is no reference until the open window holds 100 events.
+    assert early_reference(r, None, None, 60) is None
+    assert early_reference(r, None, None, 100) == 0.05
+    assert early_reference(r, 0.0004, (40, 100_000), 60) == pytest.approx(
+        3.0 * wilson_interval(40, 100_000)[1]
+    )
+
+
+def test_threshold_min_events_is_read_from_the_yaml(tmp_path: Path):
+    text = YAML.replace(
+        "      rise: {rise}\n", "      threshold: {{above: 0.05, min_events: 100}}\n"
+    )
+    (r,) = parse_rules(text.format(metric="violation_rate", rise=""))
+    assert r.threshold == Threshold(above=0.05, min_events=100)
+    path = tmp_path / "r.yaml"
+    path.write_text(text.replace("100", "0").format(metric="violation_rate", rise=""))
+    with pytest.raises(RuleError) as info:
+        load_rules([path])
+    assert info.value.field == "condition.threshold.min_events"
