@@ -236,16 +236,23 @@ class RecentWindows:
         latest = self._of(rule, w)
 
         def passed(seg: Segment, found: list[Any] | None) -> bool:
+            """The shorter horizon's point estimate past the rule's conditions (combined
+            as the rule's `match` combines them).
+            """
             if found is None:
                 return False
             num, den = found[0], found[1]
-            if rule.threshold is not None and not rule.threshold.passed(num, den):
-                return False
+            verdicts = []
+            if rule.threshold is not None:
+                verdicts.append(rule.threshold.passed(num, den))
             if rule.rise is not None:
                 base = latest[seg].baseline_counts if seg in latest else None
-                if base is None or not den or num * base[1] <= rule.rise.factor * base[0] * den:
-                    return False
-            return True
+                verdicts.append(
+                    base is not None
+                    and den > 0
+                    and num * base[1] > rule.rise.factor * base[0] * den
+                )
+            return all(verdicts) if rule.match == "all" else any(verdicts)
 
         out = []
         for seg, (num, den, buckets) in sorted(longest.items()):

@@ -46,6 +46,7 @@ from typing import Literal, TypeVar
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
 from pipelines.alerting.sequential import rate_exceeds
 from pipelines.metrics.buckets import BucketSums, design_effects, robust_interval
+from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
 
 Segment = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in the rule's `by` order
@@ -210,6 +211,13 @@ def interval(window: SegmentWindow | OpenWindow) -> tuple[float, float]:
     return wilson_interval(window.numerator, window.denominator)
 
 
+def counts_events(rule: Rule) -> bool:
+    """Whether every event of `rule` is evidence on its own (`evidence: events`, or a rule
+    about one actor, `concentrated: true`): Wilson's interval, no design effect.
+    """
+    return bool(rule.concentrated) or rule.evidence == "events"
+
+
 def design_effect(window: SegmentWindow) -> float:
     """How many of the window's events count as one independent event (>= 1; inf when they
     may all be one actor's): from its user buckets, 1 when they are unknown.
@@ -231,9 +239,10 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
     show the interval (a transition) measure exactly.
     """
     lower, upper = wilson_interval(window.numerator, window.denominator)
-    # A rule about one actor (`concentrated: true`) asks whether these events happened, not
-    # what the rate of the user population is: its evidence is the events, Wilson's interval.
-    if not rule.concentrated and window.buckets is not None:
+    # A rule about one actor (`concentrated: true`) or with `evidence: events` asks whether
+    # these events happened, not what the rate of the user population is: its evidence is
+    # the events, Wilson's interval.
+    if not counts_events(rule) and window.buckets is not None:
         decided = (
             not exact
             and rule.threshold is not None
@@ -254,10 +263,14 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
         results.append(rule.drift.holds(window.drift_value))
     if rule.rise is not None:
         x, n, base = window.numerator, window.denominator, window.baseline_counts
+        if not rate(rule.metric).higher_is_worse:
+            # A rate that gets worse as it falls (completeness): its shortfall rises.
+            x = n - x
+            base = None if base is None else (base[1] - base[0], base[1])
         # Clustering only weakens the test: it needs the design effect only when it
-        # holds with independent events (and a `concentrated: true` rule counts events).
+        # holds with independent events.
         holds = rule.rise.holds(x, n, base)
-        if holds and not rule.concentrated:
+        if holds and not counts_events(rule):
             holds = rule.rise.holds(x, n, base, design_effect(window))
         results.append(holds)
     combined = all(results) if rule.match == "all" else any(results)
@@ -489,7 +502,9 @@ def early_reference(
     if rule.drift is not None:
         references.append(None)
     if rule.rise is not None:
-        references.append(rule.rise.reference(baseline_counts))
+        # The shortfall of a rate that gets worse as it falls is not tested early.
+        shortfall = not rate(rule.metric).higher_is_worse
+        references.append(None if shortfall else rule.rise.reference(baseline_counts))
     known = [r for r in references if r is not None]
     if rule.match == "all":
         return max(known) if known and len(known) == len(references) else None
@@ -547,7 +562,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
         p0,
         alpha=EARLY_ALPHA,
         v_opt=typical * p0 * (1.0 - p0),
-        buckets=window.buckets,
+        buckets=None if counts_events(rule) else window.buckets,
     )
     return evidence.e_value if evidence.fired else None
 

@@ -38,10 +38,12 @@ from pipelines.stream.durations import parse_duration
 Match = Literal["any", "all"]
 Direction = Literal["up", "down", "any"]
 Severity = Literal["sev1", "sev2", "sev3", "sev4"]
+Evidence = Literal["users", "events"]
 
 MATCHES: tuple[Match, ...] = ("all", "any")
 DIRECTIONS: tuple[Direction, ...] = ("up", "down", "any")
 SEVERITIES: tuple[Severity, ...] = ("sev1", "sev2", "sev3", "sev4")
+EVIDENCE: tuple[Evidence, ...] = ("users", "events")
 
 # Columns of segment_window_drift (fields of pipelines.drift.stats.DistributionDrift).
 # Distances and test statistics grow with drift, so a rule fires when one is `above` a
@@ -296,6 +298,10 @@ class Rule:
     concentrated: bool | None = None
     # `condition.rise`: the rate shown to be more than `factor` x the segment's baseline.
     rise: Rise | None = None
+    # "users": events of the same users count less (the rate of a user population: the
+    # cluster-robust interval, the design effect); "events": every event is evidence on its
+    # own (an attack, a leak: who sent them does not make them less real).
+    evidence: Evidence = "users"
 
     def __post_init__(self) -> None:
         if (
@@ -434,6 +440,7 @@ _RULE_KEYS = (
     "early",
     "horizons",
     "concentrated",
+    "evidence",
     "severity",
     "owner",
     "runbook",
@@ -662,6 +669,7 @@ class _Reader:
         concentrated = None
         if "concentrated" in m:
             concentrated = self.boolean(m["concentrated"], "concentrated")
+        evidence = self.choice(m["evidence"], "evidence", EVIDENCE) if "evidence" in m else "users"
         if horizons and (
             (threshold is None and rise is None) or change is not None or drift is not None
         ):
@@ -703,6 +711,7 @@ class _Reader:
             horizons=horizons,
             concentrated=concentrated,
             rise=rise,
+            evidence=cast(Evidence, evidence),
         )
 
     def horizons(self, entry: Entry) -> tuple[timedelta, ...]:
@@ -803,13 +812,6 @@ class _Reader:
             k, v = m["rise"]
             rise_keys = ("factor", "alpha")
             r = self.mapping(v, "condition.rise", rise_keys, rise_keys, key_node=k)
-            if not _RATES[metric].higher_is_worse:
-                raise self.error(
-                    k,
-                    "condition.rise",
-                    f"{metric} gets worse as it falls: a rise of it is good news "
-                    "(use threshold: {below: ...})",
-                )
             rise = Rise(
                 factor=self.number(r["factor"], "condition.rise.factor", 1.0, math.inf),
                 alpha=self.number(r["alpha"], "condition.rise.alpha", 0.0, 0.5, low_open=True),

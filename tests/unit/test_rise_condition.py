@@ -193,7 +193,6 @@ def test_rise_is_read_with_its_factor_and_alpha_and_allows_horizons():
         ("violation_rate", "{factor: 3, alpha: 0}", "greater than 0"),
         ("violation_rate", "{factor: 3}", "missing"),
         ("violation_rate", "{factor: 3, alpha: 0.01, q: 1}", "unknown key"),
-        ("telemetry_completeness", "{factor: 3, alpha: 0.01}", "gets worse as it falls"),
     ],
 )
 def test_rise_mistakes_are_named(tmp_path: Path, metric, rise, reason):
@@ -299,3 +298,32 @@ def test_threshold_min_events_is_read_from_the_yaml(tmp_path: Path):
     with pytest.raises(RuleError) as info:
         load_rules([path])
     assert info.value.field == "condition.threshold.min_events"
+
+
+def test_a_rate_that_gets_worse_as_it_falls_rises_in_its_shortfall():
+    """telemetry_completeness: the incomplete records (denominator - numerator) are tested."""
+    r = rule(metric="telemetry_completeness", rise=Rise(factor=3.0, alpha=1e-6))
+    base = (99_700, 100_000)  # 0.3 % incomplete
+    for incomplete in (3, 10, 20):
+        window = SegmentWindow(SEG, 1000 - incomplete, 1000, baseline_counts=base)
+        p0 = 3.0 * 1000 / (3.0 * 1000 + 100_000)
+        p = binomtest(incomplete, incomplete + 300, p0, alternative="greater").pvalue
+        assert measure(r, window).condition == (p <= 1e-6), incomplete
+    assert measure(r, SegmentWindow(SEG, 960, 1000, baseline_counts=base)).condition
+    assert early_reference(r, 0.997, base) is None  # not tested early
+
+
+def test_evidence_events_counts_every_event_whoever_sent_it():
+    one = BucketSums(tuple([10] + [0] * 31), tuple([31] * 24 + [32] * 8))
+    base = (50, 100_000)
+    window = SegmentWindow(SEG, 10, 1000, buckets=one, baseline_counts=base)
+    assert not measure(rule(), window).condition  # users: one actor's ten events are one
+    assert measure(rule(evidence="events"), window).condition  # events: ten events
+    # The interval is Wilson's too.
+    assert (measure(rule(evidence="events"), window).lower,) == (wilson_interval(10, 1000)[0],)
+    (r,) = parse_rules(
+        YAML.format(metric="violation_rate", rise="{factor: 3, alpha: 1e-6}").replace(
+            "    severity: sev2\n", "    severity: sev2\n    evidence: events\n"
+        )
+    )
+    assert r.evidence == "events"
