@@ -555,6 +555,11 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
         return None
     if p0 <= 0.0:
         return math.inf if window.numerator >= 1 else None
+    if window.numerator <= p0 * window.denominator:
+        # At or below the reference every likelihood ratio of a rate above it is <= 1, and
+        # so is the exact e-value (the smaller of the two the test takes): no evidence.
+        # Most segments, most batches: skip the test's cost.
+        return None
     typical = window.typical_denominator or max(rule.min_events, 1)
     evidence = rate_exceeds(
         window.numerator,

@@ -327,3 +327,15 @@ def test_evidence_events_counts_every_event_whoever_sent_it():
         )
     )
     assert r.evidence == "events"
+
+
+def test_an_open_window_at_or_below_its_reference_never_fires_and_the_shortcut_agrees():
+    """The shortcut in early_evidence (no test at or below p0) against the test itself."""
+    from pipelines.alerting.sequential import rate_exceeds
+
+    r = rule(threshold=Threshold(above=0.05), rise=None)
+    for x, n in [(5, 100), (0, 10), (50, 1000), (2, 40)]:
+        assert x <= 0.05 * n
+        assert early_evidence(r, OpenWindow(SEG, x, n, typical_denominator=100)) is None
+        full = rate_exceeds(x, n, 0.05, alpha=0.001, v_opt=100 * 0.05 * 0.95)
+        assert not full.fired and full.log_e <= 1e-12
