@@ -244,7 +244,10 @@ class RecentWindows:
             num, den = found[0], found[1]
             verdicts = []
             if rule.threshold is not None:
-                verdicts.append(rule.threshold.passed(num, den))
+                base = latest[seg].baseline_counts if seg in latest else None
+                verdicts.append(
+                    rule.threshold.applies(den, base) and rule.threshold.passed(num, den)
+                )
             if rule.rise is not None:
                 base = latest[seg].baseline_counts if seg in latest else None
                 verdicts.append(

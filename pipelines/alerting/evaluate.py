@@ -255,7 +255,8 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
     results = []
     if rule.threshold is not None:
         results.append(
-            window.denominator >= rule.threshold.min_events and rule.threshold.holds(lower, upper)
+            rule.threshold.applies(window.denominator, window.baseline_counts)
+            and rule.threshold.holds(lower, upper)
         )
     if rule.change is not None:
         results.append(rule.change.holds(window.q_value, window.difference))
@@ -485,15 +486,15 @@ def early_reference(
     `below` threshold, a `change` down or any, and `drift` are not evaluable; `rise` gives
     `Rise.reference` of `baseline_counts` (not evaluable without them). A threshold with
     its own `min_events` is not evaluable while `denominator` (the open window's, when
-    given) is below it. With
+    given) is below it, nor one with `until_baseline` once `baseline_counts` reach it. With
     `match: all` every condition must be evaluable and the reference is the largest (a rate
     above it is above each one); with `match: any` the evaluable ones count and the
     reference is the smallest (None if none is evaluable).
     """
     references: list[float | None] = []
     if rule.threshold is not None:
-        short = denominator is not None and denominator < rule.threshold.min_events
-        references.append(None if short else rule.threshold.above)  # None for `below`
+        out = denominator is not None and not rule.threshold.applies(denominator, baseline_counts)
+        references.append(None if out else rule.threshold.above)  # None for `below`
     if rule.change is not None:
         if rule.change.direction == "up" and baseline_rate is not None:
             references.append(baseline_rate + rule.change.min_difference)

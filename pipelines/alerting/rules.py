@@ -114,11 +114,26 @@ class Threshold:
     few events with a high rate do not fire: the interval is still wide. `min_events`: the
     threshold also needs at least this many events in the rate's denominator (a volume
     guard of its own, for a rule whose other condition, a `rise`, needs none).
+    `until_baseline`: the threshold counts only while the segment's baseline holds fewer
+    than this many events (None: always): a limit for new segments, where a `rise` has
+    nothing to compare with, that gives way to the rise once the segment has a history
+    (a limit near the normal level of some segments would page on their noise).
     """
 
     above: float | None = None
     below: float | None = None
     min_events: int = 0
+    until_baseline: int | None = None
+
+    def applies(self, denominator: int, baseline: tuple[int, int] | None) -> bool:
+        """Whether the threshold takes part: enough events, and no history yet when
+        `until_baseline` is set.
+        """
+        if denominator < self.min_events:
+            return False
+        if self.until_baseline is None:
+            return True
+        return baseline is None or baseline[1] < self.until_baseline
 
     def __post_init__(self) -> None:
         if (self.above is None) == (self.below is None):
@@ -782,13 +797,17 @@ class _Reader:
         threshold = change = drift = rise = None
         if "threshold" in m:
             k, v = m["threshold"]
-            t = self.mapping(v, "condition.threshold", ("above", "below", "min_events"), key_node=k)
+            keys = ("above", "below", "min_events", "until_baseline")
+            t = self.mapping(v, "condition.threshold", keys, key_node=k)
             bound = self.one_bound(t, k, "condition.threshold")
             limit = self.number(t[bound], f"condition.threshold.{bound}", 0.0, 1.0)
             guard = 0
             if "min_events" in t:
                 guard = self.integer(t["min_events"], "condition.threshold.min_events", 1)
-            threshold = Threshold(**{bound: limit}, min_events=guard)
+            until = None
+            if "until_baseline" in t:
+                until = self.integer(t["until_baseline"], "condition.threshold.until_baseline", 1)
+            threshold = Threshold(**{bound: limit}, min_events=guard, until_baseline=until)
         if "change" in m:
             k, v = m["change"]
             fields = ("max_q", "direction", "min_difference")

@@ -339,3 +339,28 @@ def test_an_open_window_at_or_below_its_reference_never_fires_and_the_shortcut_a
         assert early_evidence(r, OpenWindow(SEG, x, n, typical_denominator=100)) is None
         full = rate_exceeds(x, n, 0.05, alpha=0.001, v_opt=100 * 0.05 * 0.95)
         assert not full.fired and full.log_e <= 1e-12
+
+
+def test_a_limit_until_the_baseline_gives_way_to_the_rise_once_there_is_history():
+    """RefusalSpike-like: 8 % limit for new segments; with history only a doubling fires."""
+    r = rule(
+        metric="refusal_rate",
+        match="any",
+        threshold=Threshold(above=0.08, min_events=100, until_baseline=2000),
+        rise=Rise(factor=2.0, alpha=1e-6),
+    )
+    noisy = (20, 150)  # 13.3 %: lower bound above 8 %
+    assert wilson_interval(*noisy)[0] > 0.08
+    # A new segment (no baseline, or a short one): the limit decides.
+    assert measure(r, SegmentWindow(SEG, *noisy)).condition
+    assert measure(r, SegmentWindow(SEG, *noisy, baseline_counts=(150, 1500))).condition
+    # A segment whose normal is ~10 % over a long history: not a doubling, no page...
+    history = (2000, 20_000)
+    assert not measure(r, SegmentWindow(SEG, *noisy, baseline_counts=history)).condition
+    # ...while a doubling of it is.
+    assert measure(r, SegmentWindow(SEG, 75, 150, baseline_counts=history)).condition
+    # Early, the limit is no reference once the history is long enough.
+    assert early_reference(r, 0.1, history, 150) == pytest.approx(
+        2.0 * wilson_interval(*history)[1]
+    )
+    assert early_reference(r, 0.1, (150, 1500), 150) == 0.08
