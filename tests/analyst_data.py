@@ -30,6 +30,9 @@ SEGMENTS = {  # (product_surface, locale) -> distinct users per window
 K = 20
 EVERY = timedelta(hours=7)  # windows 5 min long, one every 7 h: crosses days and weeks
 WINDOWS = 36
+# Numerators of rates over events that fill() draws on their own: violations, and injection
+# successes (successful_injection_rate) as a subset of the injection attempts.
+_SET_BELOW = ("violations", "injection_successes")
 
 
 @dataclass
@@ -85,7 +88,7 @@ def fill(sink: WarehouseSink, seed: int = 5, *, drift: bool = True) -> Truth:
             )
             row.update(product_surface=surface, locale=locale, events=events)
             for rate in RATES:  # numerators are subsets of denominators
-                if rate.denominator == "events" and rate.numerator != "violations":
+                if rate.denominator == "events" and rate.numerator not in _SET_BELOW:
                     row[rate.numerator] = rng.randint(0, events // 10)
             row["violations"] = rng.randint(0, events // 8)
             row["unflagged_events"] = events - row["violations"]

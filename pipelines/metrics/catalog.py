@@ -194,6 +194,13 @@ RATES: tuple[Rate, ...] = (
         "injection_attempts",
         "Share of injection attempts that succeeded.",
     ),
+    Rate(
+        "successful_injection_rate",
+        "injection_successes",
+        "events",
+        "Successful prompt injections per event: counted against all traffic, so that a few "
+        "successes stand out where the attempts are few (the Sev-1 signal).",
+    ),
     Rate("jailbreak_attempt_rate", "jailbreak_attempts", "events", "Jailbreak attempts per event."),
     Rate(
         "jailbreak_success_rate",

@@ -83,6 +83,7 @@ _NAMES = {
     "user_report_rate": "User report rate",
     "appeal_overturn_rate": "Appeals overturned",
     "injection_attempt_rate": "Prompt-injection attempts",
+    "successful_injection_rate": "Successful prompt injections per event",
     "jailbreak_attempt_rate": "Jailbreak attempts",
 }
 _EXPLANATIONS = {

@@ -37,6 +37,11 @@ from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DIMS = ("product_surface", "model_version", "locale")
+# Numerators of rates over events only: one also counted over a narrower counter
+# (injection_successes, over injection_attempts) stays 0, so it never exceeds that one.
+_DRAWN_OVER_EVENTS = {r.numerator for r in RATES if r.denominator == "events"} - {
+    r.numerator for r in RATES if r.denominator != "events"
+}
 
 
 def _fill(sink: WarehouseSink, segments: int, windows: int, events: int, seed: int) -> None:
@@ -57,7 +62,7 @@ def _fill(sink: WarehouseSink, segments: int, windows: int, events: int, seed: i
             counters = dict.fromkeys(counter_ids(), 0)
             counters["events"] = counters["events_seen"] = counters["unflagged_events"] = events
             for r in RATES:
-                if r.denominator == "events":
+                if r.numerator in _DRAWN_OVER_EVENTS:
                     counters[r.numerator] = int(rng.binomial(events, 0.01))
             aggs.append(
                 {

@@ -16,8 +16,14 @@ from pipelines.warehouse.migrate import analyst_roles, grant_analyst, migrate
 from pipelines.warehouse.query import QueryError, run_query
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import ANALYST_OBJECTS
+from schemas.warehouse.migrations import m0005_analyst_views, m0011_successful_injection_rate
 from tests.analyst_data import Truth, fill
-from tests.unit.test_analyst_views import assert_rollup_equals, view_rows
+from tests.unit.test_analyst_views import (
+    assert_rollup_equals,
+    assert_successful_injection_rates,
+    insert_injection_rows,
+    view_rows,
+)
 
 PLAN = RolePlan(writer="sw_writer", analyst="sw_analyst")
 
@@ -113,6 +119,43 @@ def test_views_added_by_a_later_migration_are_granted_to_the_analyst(roles):
         grant_analyst(conn, analyst_roles(conn))
     with analyst.connect() as conn:
         conn.execute(text("SELECT 1 FROM v_segment_weekly")).all()
+
+
+def test_migration_11_gives_the_analyst_successful_injection_rate(roles, truth):
+    """The roll-ups as migration 10 left them (migration 5's rates, security barriers, read by
+    the analyst) get the new rate from migration 11: successes / events per day x segment,
+    read by the analyst, the views still barriers with the same figures as before.
+    """
+    _, writer, analyst = roles
+    insert_injection_rows(writer)  # a dimension set of their own: `truth` is unchanged
+    with writer.begin() as conn:  # back to a warehouse at migration 10
+        for view, (grain, period) in m0011_successful_injection_rate.ROLLUP_VIEWS.items():
+            conn.execute(text(f"DROP VIEW {view}"))
+            body = m0005_analyst_views._rollup("postgresql", grain, period)
+            conn.execute(text(f"CREATE VIEW {view} WITH (security_barrier) AS {body}"))
+        grant_analyst(conn, analyst_roles(conn))
+        conn.execute(text("DELETE FROM schema_migrations WHERE version = 11"))
+    with analyst.connect() as conn:
+        columns = conn.execute(text("SELECT * FROM v_segment_daily LIMIT 0")).keys()
+    assert "successful_injection_rate" not in columns
+
+    assert migrate(writer) == [11]
+    assert_successful_injection_rates(analyst)
+    for view, period, grain in (
+        ("v_segment_daily", "day", "day"),
+        ("v_segment_weekly", "week_start", "week"),
+    ):
+        assert_rollup_equals(view_rows(analyst, view, period), truth.rollup(grain))
+    with writer.connect() as conn:
+        options = dict(
+            conn.execute(
+                text("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:v)"),
+                {"v": list(m0011_successful_injection_rate.ROLLUP_VIEWS)},
+            ).all()
+        )
+    assert {v: "security_barrier=true" in (o or []) for v, o in options.items()} == dict.fromkeys(
+        m0011_successful_injection_rate.ROLLUP_VIEWS, True
+    )
 
 
 WRITER_PW = "Wr1ter-pw'xé-93"  # a quote and a non-ASCII letter (SASLprep applies)

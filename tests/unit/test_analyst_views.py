@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -11,11 +11,21 @@ from sqlalchemy import Engine, text
 
 from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import RATES
+from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
-from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.migrate import (
+    applied_versions,
+    available_migrations,
+    migrate,
+    schema_migrations,
+)
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import ANALYST_OBJECTS, Tables, as_utc
-from schemas.warehouse.migrations import m0005_analyst_views, m0007_analyst_barriers
+from schemas.warehouse.migrations import (
+    m0005_analyst_views,
+    m0007_analyst_barriers,
+    m0011_successful_injection_rate,
+)
 from tests.analyst_data import DIMENSION_SET, EVERY, SEGMENTS, T0, WINDOWS, K, Truth, fill
 
 
@@ -100,7 +110,169 @@ def test_every_analyst_object_exists_and_the_frozen_rate_list_is_the_catalog(fil
     with engine.connect() as conn:
         for name in ANALYST_OBJECTS:
             conn.execute(text(f"SELECT * FROM {name} LIMIT 1")).all()
-    assert m0005_analyst_views.RATES == tuple((r.id, r.numerator, r.denominator) for r in RATES)
+    # The views hold the rates of the latest migration that lists them: a catalog change
+    # needs a new migration (its frozen list), never an edit of an old one.
+    latest = [m for m in available_migrations() if hasattr(m.module, "RATES")][-1]
+    assert latest.module.RATES == tuple((r.id, r.numerator, r.denominator) for r in RATES)
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+@pytest.mark.parametrize(("grain", "period"), [("day", "day"), ("week", "week_start")])
+def test_migration_11_builds_the_rollups_as_migration_5_with_its_rates(dialect, grain, period):
+    """m0011 adds a rate, nothing else: with m0005's rates it builds m0005's very query."""
+    rollup = m0011_successful_injection_rate.rollup
+    assert rollup(dialect, grain, period, m0005_analyst_views.RATES) == (
+        m0005_analyst_views._rollup(dialect, grain, period)
+    )
+    added = set(m0011_successful_injection_rate.RATES) - set(m0005_analyst_views.RATES)
+    assert added == {("successful_injection_rate", "injection_successes", "events")}
+
+
+# ---------------------------------------------------------------- successful_injection_rate
+# Rows of their own dimension set, so they add no row to the roll-ups the tests above compare
+# (PostgreSQL: tests/integration/test_warehouse_roles.py writes them into that warehouse).
+INJECTION_SET = "product_surface,model_id,locale"
+INJECTION_MODEL = "atlas-l-2026.10.2"
+_D1 = datetime(2026, 12, 1, tzinfo=UTC)
+INJECTION_ROWS = (  # (window_start, product_surface, locale, events, attempts, successes, users)
+    # 4 successes in 50 requests on one UTC day (the last window starts at 23:55): 0.08
+    # per event, while per attempt (4 of 5) it says little.
+    (_D1 + timedelta(hours=9), "search", "ja-JP", 30, 3, 3, 25),
+    (_D1 + timedelta(hours=23, minutes=55), "search", "ja-JP", 20, 2, 1, 22),
+    (_D1 + timedelta(days=1), "search", "ja-JP", 40, 0, 0, 30),  # the next day: 0
+    (_D1 + timedelta(days=2), "search", "ja-JP", 60, 9, 2, 10),  # below k: shown with
+    (_D1 + timedelta(days=2, hours=5), "search", "ja-JP", 35, 4, 1, 21),  # this one
+    (_D1 + timedelta(hours=10), "search", "ko-KR", 0, 0, 0, 21),  # no events: NULL
+    (_D1 + timedelta(hours=11), "assistant", "it-IT", 10, 3, 2, 5),  # below k: hidden
+)
+
+
+def insert_injection_rows(engine: Engine) -> None:
+    agg = Tables(engine).agg
+    now = T0 + timedelta(days=30)
+    rows = [
+        {
+            "window_start": start,
+            "window_end": start + timedelta(minutes=5),
+            "dimension_set": INJECTION_SET,
+            **dict.fromkeys(SEGMENT_DIMENSIONS, "*"),
+            "product_surface": surface,
+            "model_id": INJECTION_MODEL,
+            "locale": locale,
+            "events": events,
+            "unflagged_events": events,
+            "events_seen": events + 5,
+            "telemetry_complete": events + 5,
+            "injection_attempts": attempts,
+            "injection_successes": successes,
+            "distinct_users": users,
+            "first_batch_id": 0,
+            "last_batch_id": 0,
+            "updated_at": now,
+        }
+        for start, surface, locale, events, attempts, successes, users in INJECTION_ROWS
+    ]
+    with engine.begin() as conn:
+        conn.execute(agg.insert(), rows)
+
+
+def expected_successful_injection_rates() -> dict[tuple[date, str, str], float | None]:
+    """Per UTC day x segment shown (some window with >= K users): successes / events."""
+    groups: dict[tuple[date, str, str], list[tuple[int, int, int]]] = {}
+    for start, surface, locale, events, _, successes, users in INJECTION_ROWS:
+        groups.setdefault((start.date(), surface, locale), []).append((events, successes, users))
+    out = {}
+    for key, rows in groups.items():
+        if max(users for *_, users in rows) < K:
+            continue
+        events = sum(e for e, _, _ in rows)
+        out[key] = sum(s for _, s, _ in rows) / events if events else None
+    return out
+
+
+def successful_injection_rates(engine: Engine) -> dict[tuple[date, str, str], float | None]:
+    """v_segment_daily's successful_injection_rate per day x segment of INJECTION_SET."""
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT day, product_surface, locale, model_id, successful_injection_rate "
+                "FROM v_segment_daily WHERE dimension_set = :d"
+            ),
+            {"d": INJECTION_SET},
+        ).all()
+    out = {}
+    for day, surface, locale, model, value in rows:
+        assert model == INJECTION_MODEL
+        key = (date.fromisoformat(day) if isinstance(day, str) else day, surface, locale)
+        out[key] = None if value is None else float(value)
+    return out
+
+
+def assert_successful_injection_rates(engine: Engine) -> None:
+    actual, expected = successful_injection_rates(engine), expected_successful_injection_rates()
+    assert set(actual) == set(expected)
+    for key, want in expected.items():
+        if want is None:
+            assert actual[key] is None, key
+        else:
+            assert actual[key] is not None and math.isclose(actual[key], want, rel_tol=1e-12), key
+    # The rows above cover the cases: 4 / 50 on a day, 0, NULL, a day shown by one window.
+    assert expected[(_D1.date(), "search", "ja-JP")] == 4 / 50
+    assert expected[(_D1.date() + timedelta(days=1), "search", "ja-JP")] == 0
+    assert expected[(_D1.date(), "search", "ko-KR")] is None
+    assert expected[(_D1.date() + timedelta(days=2), "search", "ja-JP")] == 3 / 95
+    assert not any(k[1] == "assistant" for k in actual)
+
+
+def _migrate_to(engine: Engine, version: int) -> None:
+    """Apply the migrations up to `version` and record them, as that release left the file."""
+    applied_versions(engine)  # creates schema_migrations
+    with engine.begin() as conn:
+        for m in available_migrations():
+            if m.version <= version:
+                m.module.upgrade(conn)
+                conn.execute(
+                    schema_migrations.insert().values(
+                        version=m.version, description=m.description, applied_at=T0
+                    )
+                )
+
+
+@pytest.mark.parametrize("before", [None, 10])
+def test_successful_injection_rate_is_successes_over_events_per_day_and_segment(tmp_path, before):
+    """A new warehouse, and one migrated to 10 with its rows written before migration 11."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    if before is None:
+        migrate(engine)
+    else:
+        _migrate_to(engine, before)
+    insert_injection_rows(engine)
+    if before is not None:
+        with engine.connect() as conn:
+            columns = conn.execute(text("SELECT * FROM v_segment_daily LIMIT 0")).keys()
+        assert "successful_injection_rate" not in columns
+        assert migrate(engine) == [11]
+    assert_successful_injection_rates(engine)
+    with engine.connect() as conn:
+        day = conn.execute(
+            text(
+                "SELECT injection_success_rate, successful_injection_rate FROM v_segment_daily "
+                "WHERE dimension_set = :d AND day = :day AND locale = 'ja-JP'"
+            ),
+            {"d": INJECTION_SET, "day": _D1.date().isoformat()},
+        ).one()
+        assert (day[0], day[1]) == (4 / 5, 4 / 50)
+        week = conn.execute(
+            text(
+                "SELECT events, injection_successes, successful_injection_rate "
+                "FROM v_segment_weekly WHERE dimension_set = :d AND locale = 'ja-JP'"
+            ),
+            {"d": INJECTION_SET},
+        ).one()
+        assert tuple(week) == (185, 7, 7 / 185)  # one ISO week, every window of the segment
+        # Migration 11 changed the column list only: the catalog's rates, in its order.
+        columns = list(conn.execute(text("SELECT * FROM v_segment_weekly LIMIT 0")).keys())
+    assert columns[-len(RATES) :] == [r.id for r in RATES]
 
 
 def test_every_table_and_view_is_documented(filled):

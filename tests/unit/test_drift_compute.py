@@ -29,6 +29,13 @@ DIMS = ("locale", "model_version")
 LOCALES = ("de-DE", "en-US", "fr-FR")
 MODELS = ("m-1", "m-2")
 WINDOWS = 6
+# The numerators drawn as binomials of the events: those of rates over events only. One that
+# is also the numerator of a rate over a narrower counter (injection_successes, of
+# successful_injection_rate and injection_success_rate) stays 0, so it never exceeds that one.
+_OVER_EVENTS = ("events", "events_seen")
+_DRAWN_OVER_EVENTS = {r.numerator for r in RATES if r.denominator in _OVER_EVENTS} - {
+    r.numerator for r in RATES if r.denominator not in _OVER_EVENTS
+}
 
 
 def _segment(locale: str, model: str) -> dict[str, str]:
@@ -50,7 +57,7 @@ def _random_data(seed: int):
                 counters = dict.fromkeys(counter_ids(), 0)
                 counters["events"] = counters["events_seen"] = events
                 for r in RATES:
-                    if r.denominator in ("events", "events_seen"):
+                    if r.numerator in _DRAWN_OVER_EVENTS:
                         counters[r.numerator] = int(rng.binomial(events, 0.03 + 0.05 * (w == 5)))
                 counters["unflagged_events"] = events - counters["violations"]
                 counters["over_refusals"] = int(rng.binomial(counters["unflagged_events"], 0.1))
