@@ -229,8 +229,8 @@ def design_effect(window: SegmentWindow) -> float:
 
 
 def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measured:
-    """The rate's point estimate and 95 % interval (`interval`; Wilson's for a rule with
-    `concentrated: true`), and whether the condition holds.
+    """The rate's point estimate and 95 % interval (`interval`; Wilson's for a rule that
+    counts events, `counts_events`), and whether the condition holds.
 
     With `exact` False the condition is the same but the interval may be Wilson's where
     the robust one was not needed to decide it: the robust interval contains Wilson's, so
