@@ -250,6 +250,9 @@ class RecentWindows:
                 )
             if rule.rise is not None:
                 base = latest[seg].baseline_counts if seg in latest else None
+                if base is not None and not rate(rule.metric).higher_is_worse:
+                    # A rate that gets worse as it falls: its shortfall rises.
+                    num, base = den - num, (base[1] - base[0], base[1])
                 verdicts.append(
                     base is not None
                     and den > 0

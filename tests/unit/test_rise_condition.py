@@ -364,3 +364,32 @@ def test_a_limit_until_the_baseline_gives_way_to_the_rise_once_there_is_history(
         2.0 * wilson_interval(*history)[1]
     )
     assert early_reference(r, 0.1, (150, 1500), 150) == 0.08
+
+
+def test_a_shorter_horizon_of_a_falling_rate_is_confirmed_by_its_shortfall():
+    from pipelines.alerting.engine import RecentWindows, WindowData
+    from pipelines.settings import SEGMENT_DIMENSIONS
+
+    step = timedelta(minutes=5)
+    values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
+    full = tuple(values[d] for d in SEGMENT_DIMENSIONS)
+    r = rule(
+        metric="telemetry_completeness",
+        rise=Rise(factor=3.0, alpha=1e-6),
+        horizons=(step, timedelta(minutes=15)),
+    )
+    base = (99_700, 100_000)  # 0.3 % incomplete
+    recent = RecentWindows([r], step)
+    for i, complete in enumerate((985, 985, 999)):  # 1.5 %, 1.5 %, then 0.1 % incomplete
+        w = T0 + i * step
+        row = values | {"events_seen": 1000, "telemetry_complete": complete, "bucket_sums": None}
+        test = {
+            "baseline_numerator": base[0],
+            "baseline_denominator": base[1],
+            "q_value": None,
+            "difference": None,
+        }
+        recent.add(w, WindowData(w, [row], {("telemetry_completeness", full): test}, {}))
+        (got,) = recent.inputs(r, w)
+        # Confirmed while the latest window's shortfall is above 3 x 0.3 %.
+        assert got.confirmed == ((1000 - complete) / 1000 > 3 * 0.003), i
