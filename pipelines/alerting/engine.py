@@ -130,6 +130,14 @@ class _BucketTotal:
         return BucketSums.of_arrays(self.num, self.den) if self.known else None
 
 
+def reads_rate_tests(rule: Rule) -> bool:
+    """Whether `rule` reads its rate's test rows: a `change`, a `rise`, or a threshold with
+    `until_baseline` (the baseline's size).
+    """
+    until = rule.threshold is not None and rule.threshold.until_baseline is not None
+    return bool(rule.change or rule.rise or until)
+
+
 def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
     """The rule's per-segment inputs in one window (pure): the rate's counters and their
     per-user-bucket sums summed over the dimensions the rule does not group by; the rate
@@ -153,7 +161,7 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
         full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
     out = []
     for seg, (num, den) in sorted(sums.items()):
-        test = data.tests.get((r.id, full[seg])) if rule.change or rule.rise else None
+        test = data.tests.get((r.id, full[seg])) if reads_rate_tests(rule) else None
         drift = data.drift.get((rule.drift.distribution, full[seg])) if rule.drift else None
         baseline = counts = None
         if test is not None and test["baseline_denominator"]:
@@ -310,7 +318,7 @@ def windows_read(
     dimension_set = ",".join(dimensions)
     rates = distributions = None
     if rules is not None:
-        rates = sorted({rate(r.metric).id for r in rules if r.change or r.rise})
+        rates = sorted({rate(r.metric).id for r in rules if reads_rate_tests(r)})
         distributions = sorted({r.drift.distribution for r in rules if r.drift})
     segment_of = itemgetter(*SEGMENT_DIMENSIONS)
 
@@ -367,9 +375,10 @@ def bind_rules(rules: Sequence[Rule], dimensions: Sequence[str]) -> list[Rule]:
                 f"by (stream.dimensions = {list(dimensions)})"
             )
             raise ConfigError(msg)
-        if (rule.change or rule.drift or rule.rise) and set(rule.by) != set(dimensions):
+        if (rule.drift or reads_rate_tests(rule)) and set(rule.by) != set(dimensions):
             msg = (
-                f"{where}: change, drift and rise conditions exist per stored segment only: "
+                f"{where}: change, drift and rise conditions and until_baseline exist per "
+                "stored segment only: "
                 f"set by to 'stored' (stream.dimensions {list(dimensions)})"
             )
             raise ConfigError(msg)

@@ -393,3 +393,35 @@ def test_a_shorter_horizon_of_a_falling_rate_is_confirmed_by_its_shortfall():
         (got,) = recent.inputs(r, w)
         # Confirmed while the latest window's shortfall is above 3 x 0.3 %.
         assert got.confirmed == ((1000 - complete) / 1000 > 3 * 0.003), i
+
+
+def test_a_threshold_only_rule_with_until_baseline_reads_the_baseline():
+    """No rise, no change: the rate test is still read, or the limit would never give way."""
+    from pipelines.alerting.engine import WindowData, bind_rules, rule_inputs
+    from pipelines.errors import ConfigError
+    from pipelines.settings import SEGMENT_DIMENSIONS
+
+    values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
+    full = tuple(values[d] for d in SEGMENT_DIMENSIONS)
+    r = rule(
+        metric="refusal_rate",
+        rise=None,
+        threshold=Threshold(above=0.08, min_events=100, until_baseline=2000),
+    )
+    row = values | {"events": 150, "refusals": 20, "bucket_sums": None}
+
+    def verdict(baseline_events: int) -> bool:
+        test = {
+            "baseline_numerator": baseline_events // 10,
+            "baseline_denominator": baseline_events,
+            "q_value": None,
+            "difference": None,
+        }
+        (got,) = rule_inputs(r, WindowData(T0, [row], {("refusal_rate", full): test}, {}))
+        assert got.baseline_counts == (baseline_events // 10, baseline_events)
+        return measure(r, got).condition
+
+    assert verdict(500) and not verdict(5000)
+    # It needs the stored segments, as a rise does.
+    with pytest.raises(ConfigError, match="until_baseline"):
+        bind_rules([r], ["locale", "product_surface"])
