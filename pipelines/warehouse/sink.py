@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from typing import Any
 
@@ -122,6 +122,18 @@ class ReplacedWindows:
     run_id: int
     rows_deleted: int
     rows_written: int
+
+
+# batch_ledger.duration_ms is an INTEGER (PostgreSQL: 32 bits, ~24.8 days of milliseconds).
+_MAX_DURATION_MS = 2**31 - 1
+
+
+def ledger_duration_ms(elapsed: timedelta) -> int:
+    """A batch's duration for batch_ledger.duration_ms, within the column's range: a batch
+    whose start time is weeks old (a result built from a replay, a wrong clock) or in the
+    future is recorded at the bound, not a failed commit.
+    """
+    return max(0, min(_MAX_DURATION_MS, int(elapsed.total_seconds() * 1000)))
 
 
 class WarehouseSink:
@@ -229,7 +241,7 @@ class WarehouseSink:
                     topic=result.topic,
                     started_at=result.started_at,
                     committed_at=committed_at,
-                    duration_ms=int((committed_at - result.started_at).total_seconds() * 1000),
+                    duration_ms=ledger_duration_ms(committed_at - result.started_at),
                     input_rows=result.input_rows,
                     parse_errors=result.parse_errors,
                     late_rows=result.late_rows,

@@ -211,3 +211,13 @@ def test_batches_committed_before_migration_8_count_as_derived(tmp_path):
     assert WarehouseSink(engine).underived("q1") == []
     (row,) = ledger_rows(engine)
     assert row["derived_at"] == row["committed_at"]
+
+
+def test_ledger_duration_stays_within_the_integer_column():
+    from datetime import timedelta
+
+    from pipelines.warehouse.sink import ledger_duration_ms
+
+    assert ledger_duration_ms(timedelta(seconds=1.5)) == 1500
+    assert ledger_duration_ms(timedelta(days=25)) == 2**31 - 1  # 2,160,000,000 ms otherwise
+    assert ledger_duration_ms(timedelta(seconds=-3)) == 0
