@@ -162,6 +162,9 @@ class BrokerSettings(_Section):
         return self
 
 
+# At most this many slices per window (stream.early_slice): each is tested at a share of the
+# early error level, so more slices make every test slower to fire.
+MAX_SLICES = 12
 _JVM_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgGtT]?$")
 _PORT_LISTS = (
     "kafka_ports",
@@ -363,6 +366,13 @@ class StreamSettings(_Section):
         "earliest", description="Where a new checkpoint starts reading the topic."
     )
     window: str = Field("5 minutes", description="Event-time tumbling window length.")
+    early_slice: str = Field(
+        "1 minute",
+        description="Early alerting keeps each window's alerting counters per slice of this "
+        "length too, and tests the window's latest slices as well as the whole window, so an "
+        "incident that starts mid-window is not diluted by the minutes before it. Must divide "
+        "the window into at most 12 slices; the window's own length turns slices off.",
+    )
     watermark: str = Field(
         "10 minutes",
         description="How late an event may arrive; older events are counted as late, "
@@ -402,6 +412,26 @@ class StreamSettings(_Section):
             msg = "max_values must be at least 1"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="after")
+    def _slices(self) -> StreamSettings:
+        from pipelines.stream.durations import parse_duration
+
+        window = parse_duration(self.window).total_seconds()
+        piece = parse_duration(self.early_slice).total_seconds()
+        if window <= 0 or piece <= 0 or window % piece or piece != int(piece):
+            msg = (
+                f"early_slice ({self.early_slice!r}) must be a whole number of seconds that "
+                f"divides window ({self.window!r}), e.g. '1 minute' for a 5-minute window"
+            )
+            raise ValueError(msg)
+        if window / piece > MAX_SLICES:
+            msg = (
+                f"early_slice ({self.early_slice!r}) cuts window ({self.window!r}) into "
+                f"{window / piece:g} slices; at most {MAX_SLICES}: use a longer early_slice"
+            )
+            raise ValueError(msg)
+        return self
 
     @field_validator("dimensions", mode="before")
     @classmethod

@@ -24,6 +24,7 @@ from operator import itemgetter
 from typing import Any, cast
 
 import numpy as np
+import numpy.typing as npt
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
@@ -72,19 +73,16 @@ def parse_segment(key: str) -> Segment:
     return tuple((str(d), str(v)) for d, v in json.loads(key))
 
 
-_DECODED = "_bucket_sums"  # a row's decoded bucket_sums, kept in the row once decoded
-
-
-def _decoded(row: Mapping[str, Any]) -> dict[str, Any] | None:
-    """A row's decoded bucket_sums (None: counted before they were kept), decoded once and
-    kept in a dict row: every rule reads the same rows.
+def _decoded(row: Mapping[str, Any], column: str = "bucket_sums") -> dict[str, Any] | None:
+    """A row's decoded bucket_sums or slice_sums (None: counted before they were kept),
+    decoded once and kept in a dict row: every rule reads the same rows.
     """
-    if _DECODED in row:
-        return cast(dict[str, Any] | None, row[_DECODED])
-    blob = row.get("bucket_sums")
-    decoded = read_counter_buckets(blob)
+    cached = f"_{column}"
+    if cached in row:
+        return cast(dict[str, Any] | None, row[cached])
+    decoded = read_counter_buckets(row.get(column))
     if isinstance(row, dict):
-        row[_DECODED] = decoded
+        row[cached] = decoded
     return decoded
 
 
@@ -130,6 +128,44 @@ class _BucketTotal:
         return BucketSums.of_arrays(self.num, self.den) if self.known else None
 
 
+class _SliceTotal:
+    """Running per-slice sums of one rate over rows; unknown when a row with events of the
+    rate has none, or rows disagree on the number of slices.
+    """
+
+    __slots__ = ("den", "known", "num")
+
+    def __init__(self) -> None:
+        self.num: npt.NDArray[np.int64] | None = None
+        self.den: npt.NDArray[np.int64] | None = None
+        self.known = True
+
+    def add(self, row: Mapping[str, Any], numerator: str, denominator: str, events: int) -> None:
+        if not self.known or not events:
+            return
+        decoded = _decoded(row, "slice_sums")
+        den = None if decoded is None else decoded.get(denominator)
+        if den is None:
+            self.known = False
+            return
+        num = decoded.get(numerator) if decoded is not None else None
+        if self.den is None:
+            self.num = np.zeros(len(den), dtype=np.int64)
+            self.den = np.zeros(len(den), dtype=np.int64)
+        if len(den) != len(self.den) or (num is not None and len(num) != len(self.den)):
+            self.known = False
+            return
+        self.den += den
+        if num is not None:
+            assert self.num is not None
+            self.num += num
+
+    def sums(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+        if not self.known or self.num is None or self.den is None:
+            return None
+        return tuple(self.num.tolist()), tuple(self.den.tolist())
+
+
 def reads_rate_tests(rule: Rule) -> bool:
     """Whether `rule` reads its rate's test rows: a `change`, a `rise`, or a threshold with
     `until_baseline` (the baseline's size).
@@ -138,15 +174,16 @@ def reads_rate_tests(rule: Rule) -> bool:
     return bool(rule.change or rule.rise or until)
 
 
-def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
+def rule_inputs(rule: Rule, data: WindowData, *, with_slices: bool = False) -> list[SegmentWindow]:
     """The rule's per-segment inputs in one window (pure): the rate's counters and their
     per-user-bucket sums summed over the dimensions the rule does not group by; the rate
     test and the drift statistic of the segment when the rule groups by exactly the stored
-    dimensions.
+    dimensions; with `with_slices` (an open window), the per-slice sums too.
     """
     r = rate(rule.metric)
     sums: dict[Segment, list[int]] = {}
     buckets: dict[Segment, _BucketTotal] = {}
+    slices: dict[Segment, _SliceTotal] | None = {} if with_slices else None
     full: dict[Segment, tuple[str, ...]] = {}
     for row in data.rows:
         seg = tuple((d, str(row[d])) for d in rule.by)
@@ -158,6 +195,11 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
         if total is None:
             total = buckets[seg] = _BucketTotal()
         total.add(row, r.numerator, r.denominator, den_row)
+        if slices is not None:
+            sliced = slices.get(seg)
+            if sliced is None:
+                sliced = slices[seg] = _SliceTotal()
+            sliced.add(row, r.numerator, r.denominator, den_row)
         full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
     out = []
     for seg, (num, den) in sorted(sums.items()):
@@ -180,6 +222,7 @@ def rule_inputs(rule: Rule, data: WindowData) -> list[SegmentWindow]:
                 if drift is None or rule.drift is None
                 else drift[rule.drift.statistic],
                 buckets=buckets[seg].sums(),
+                slices=None if slices is None else slices[seg].sums(),
             )
         )
     return out
@@ -563,8 +606,9 @@ class AlertEngine:
                         buckets=None
                         if i.buckets is None
                         else (i.buckets.numerators, i.buckets.denominators),
+                        slices=i.slices,
                     )
-                    for i in rule_inputs(rule, data)
+                    for i in rule_inputs(rule, data, with_slices=True)
                 ]
                 states[rule.name], fired = evaluate_early(rule, w, inputs, states[rule.name])
                 transitions.extend(fired)

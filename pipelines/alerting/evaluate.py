@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Literal, TypeVar
 
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
-from pipelines.alerting.sequential import rate_exceeds
+from pipelines.alerting.sequential import bucket_spread, rate_exceeds
 from pipelines.metrics.buckets import BucketSums, design_effects, robust_interval
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
@@ -81,6 +81,10 @@ class SegmentWindow:
     buckets: BucketSums | None = None
     # The baseline's numerator and denominator (the rate test's), for `rise`; None: none.
     baseline_counts: tuple[int, int] | None = None
+    # The rate's numerator and denominator per slice of the window (stream.early_slice), in
+    # time order, adding up to the counters; None when unknown (counted before they were
+    # kept). Read by early evaluation only.
+    slices: tuple[Sequence[int], Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,9 @@ class OpenWindow:
     counters (None: unavailable, events are then taken as independent).
     `baseline_counts` are the numerator and denominator behind `baseline_rate` (for a
     `rise` condition; None: unknown, and it cannot be evaluated early).
+    `slices` is ``(numerators, denominators)`` per slice of the window, in time order,
+    adding up to the counters (None: unknown; the window is then tested whole, see
+    `spans`).
     """
 
     segment: Segment
@@ -105,6 +112,19 @@ class OpenWindow:
     typical_denominator: int | None = None
     buckets: tuple[Sequence[int], Sequence[int]] | None = None
     baseline_counts: tuple[int, int] | None = None
+    slices: tuple[Sequence[int], Sequence[int]] | None = None
+
+
+@dataclass(frozen=True)
+class Span:
+    """What early evaluation tests of an open window: its latest slices from `first` on
+    (0: the whole window so far), their counts, and their share of the window's length.
+    """
+
+    first: int
+    numerator: int
+    denominator: int
+    share: float
 
 
 @dataclass(frozen=True)
@@ -533,17 +553,55 @@ def _check_open(rule: Rule, window: OpenWindow) -> None:
         raise ValueError(msg)
 
 
-def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
-    """The e-value with which `window` fires `rule` early, or None if it does not fire.
+# The share of EARLY_ALPHA spent on the whole window when it has slices; the rest is shared
+# equally by its shorter spans. Half: an incident that fills the window (it started before
+# it) keeps most of its speed, one that starts mid-window gains the spans.
+WHOLE_WINDOW_SHARE = 0.5
 
-    It fires when the denominator is at least `min_events` and, with ``p0`` the rule's
-    `early_reference` (None or ``p0 >= 1``: never), either ``p0 == 0`` and one event has
-    been seen (returns ``math.inf``: at rate 0 no event can occur), or `rate_exceeds` at
-    ``alpha = EARLY_ALPHA`` fires; then its e-value is returned. Its ``v_opt`` is
-    ``typical * p0 * (1 - p0)``, `typical` being the window's `typical_denominator` (the last
-    closed window's), or ``max(min_events, 1)`` when unknown: never the open window's own
-    counts, because the test's guarantee needs ``v_opt`` fixed before the window's data are
-    seen. Ignores `rule.early` and the segment's state (see `evaluate_early`).
+
+def spans(window: OpenWindow) -> list[Span]:
+    """The samples early evaluation tests in `window`: the whole window so far, then, with
+    `slices` (S of them, adding up to the counters), the latest ``S - j`` slices for
+    ``j = 1 .. S - 1``. Without slices, or with slices that do not add up, the whole
+    window only. Their number depends on the window's slicing, never on its data.
+    """
+    whole = Span(0, window.numerator, window.denominator, 1.0)
+    if window.slices is None:
+        return [whole]
+    nums, dens = (list(map(int, v)) for v in window.slices)
+    count = len(nums)
+    if (
+        count < 2
+        or len(dens) != count
+        or sum(nums) != window.numerator
+        or sum(dens) != window.denominator
+        or any(not 0 <= x <= n for x, n in zip(nums, dens, strict=True))
+    ):
+        return [whole]
+    return [whole] + [
+        Span(j, sum(nums[j:]), sum(dens[j:]), (count - j) / count) for j in range(1, count)
+    ]
+
+
+def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
+    """The e-value with which `window` fires `rule` early and the span that fired it, or
+    None if it does not fire.
+
+    Each of the window's `spans` (the whole window, and its latest slices) is a sample that
+    only grows as batches arrive, tested on its own: the whole window at
+    ``EARLY_ALPHA * WHOLE_WINDOW_SHARE`` (all of ``EARLY_ALPHA`` without slices), each
+    shorter span at an equal share of the rest. The chance that any of them ever fires in
+    a window whose rate is at most the reference is at most ``EARLY_ALPHA`` (a union bound). A span fires when its denominator is at least
+    `min_events` and, with ``p0`` the rule's `early_reference` at that denominator (None
+    or ``p0 >= 1``: never), either ``p0 == 0`` and one event has been seen (e-value
+    ``math.inf``: at rate 0 no event can occur), or `rate_exceeds` fires. Its ``v_opt`` is
+    ``typical * share * p0 * (1 - p0)``, `typical` being the window's `typical_denominator`
+    (the last closed window's), or ``max(min_events, 1)`` when unknown: never the open
+    window's own counts, because the test's guarantee needs ``v_opt`` fixed before the
+    window's data are seen. The whole window uses its user buckets; a shorter span, whose
+    own buckets are not kept, the spread of the whole window's (its events and more). The
+    first span that fires, in `spans` order, is returned. Ignores `rule.early` and the
+    segment's state (see `evaluate_early`).
     """
     if window.denominator < rule.min_events:
         return None
@@ -551,26 +609,41 @@ def early_evidence(rule: Rule, window: OpenWindow) -> float | None:
         sums = None if window.buckets is None else BucketSums(*map(tuple, window.buckets))
         if concentrated(sums) != rule.concentrated:
             return None
-    p0 = early_reference(rule, window.baseline_rate, window.baseline_counts, window.denominator)
-    if p0 is None or p0 >= 1.0:
-        return None
-    if p0 <= 0.0:
-        return math.inf if window.numerator >= 1 else None
-    if window.numerator <= p0 * window.denominator:
-        # At or below the reference every likelihood ratio of a rate above it is <= 1, and
-        # so is the exact e-value (the smaller of the two the test takes): no evidence.
-        # Most segments, most batches: skip the test's cost.
-        return None
+    tested = spans(window)
+    shorter = len(tested) - 1
+    whole_alpha = EARLY_ALPHA * (WHOLE_WINDOW_SHARE if shorter else 1.0)
     typical = window.typical_denominator or max(rule.min_events, 1)
-    evidence = rate_exceeds(
-        window.numerator,
-        window.denominator,
-        p0,
-        alpha=EARLY_ALPHA,
-        v_opt=typical * p0 * (1.0 - p0),
-        buckets=None if counts_events(rule) else window.buckets,
-    )
-    return evidence.e_value if evidence.fired else None
+    buckets = None if counts_events(rule) else window.buckets
+    spread: float | None = None
+    for span in tested:
+        if span.denominator < rule.min_events or span.denominator == 0:
+            continue
+        p0 = early_reference(rule, window.baseline_rate, window.baseline_counts, span.denominator)
+        if p0 is None or p0 >= 1.0:
+            continue
+        if p0 <= 0.0:
+            if span.numerator >= 1:
+                return math.inf, span
+            continue
+        if span.numerator <= p0 * span.denominator:
+            # At or below the reference every likelihood ratio of a rate above it is <= 1,
+            # and so is the exact e-value (the smaller of the two the test takes): no
+            # evidence. Most segments, most batches: skip the test's cost.
+            continue
+        if span.first and buckets is not None and spread is None:
+            spread = bucket_spread(*buckets)
+        evidence = rate_exceeds(
+            span.numerator,
+            span.denominator,
+            p0,
+            alpha=whole_alpha if span.first == 0 else (EARLY_ALPHA - whole_alpha) / shorter,
+            v_opt=max(typical * span.share, 1.0) * p0 * (1.0 - p0),
+            buckets=buckets if span.first == 0 else None,
+            cluster_variance=spread if span.first else None,
+        )
+        if evidence.fired:
+            return evidence.e_value, span
+    return None
 
 
 def evaluate_early(
@@ -616,9 +689,10 @@ def evaluate_early(
             ):
                 continue
             w = by_segment[seg]
-            evidence = early_evidence(rule, w)
-            if evidence is None:
+            found = early_evidence(rule, w)
+            if found is None:
                 continue
+            evidence, span = found
             after = replace(
                 before,
                 status="firing",
@@ -626,12 +700,12 @@ def evaluate_early(
                 firing_since=window_start,
             )
             new_states[seg] = after
-            lower, upper = wilson_interval(w.numerator, w.denominator)
-            measured = Measured(w.numerator / w.denominator, lower, upper, True)
+            lower, upper = wilson_interval(span.numerator, span.denominator)
+            measured = Measured(span.numerator / span.denominator, lower, upper, True)
             window = SegmentWindow(
                 seg,
-                w.numerator,
-                w.denominator,
+                span.numerator,
+                span.denominator,
                 baseline_rate=w.baseline_rate,
                 baseline_counts=w.baseline_counts,
             )

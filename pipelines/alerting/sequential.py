@@ -77,6 +77,7 @@ from scipy import special
 
 __all__ = [
     "Evidence",
+    "bucket_spread",
     "beta_mixture_log_e",
     "beta_prior",
     "bucket_variance",
@@ -192,6 +193,14 @@ def bucket_variance(x_b: npt.ArrayLike, n_b: npt.ArrayLike, p0: float) -> float:
     """
     p0 = _check_probability(p0, "p0")
     return _Buckets(x_b, n_b).variance(p0)
+
+
+def bucket_spread(x_b: npt.ArrayLike, n_b: npt.ArrayLike) -> float:
+    """The variance `rate_exceeds` takes from bucket sums: ``B / (B - 1) sum_b (x_b - R n_b)^2``
+    with ``R = x / n`` (0 with no events or a single bucket). Raises ``ValueError`` for
+    invalid counts or differing lengths.
+    """
+    return _Buckets(x_b, n_b).spread()
 
 
 def _optimal_ratio(alpha: float) -> float:
@@ -325,6 +334,7 @@ def rate_exceeds(
     alpha: float,
     v_opt: float,
     buckets: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
+    cluster_variance: float | None = None,
 ) -> Evidence:
     """One look at an open window: is its rate ``x / n`` above ``p0``, anytime-valid?
 
@@ -344,6 +354,11 @@ def rate_exceeds(
     The evidence is the smaller of the two, and fires when it reaches ``1 / alpha``.
     ``n == 0`` gives an e-value of 1, not fired.
 
+    ``cluster_variance`` replaces the bucket spread when the events tested are part of a
+    larger sample whose buckets are known but theirs are not (the latest slices of a
+    window, tested with the spread of the whole window so far: ``_Buckets.spread`` of the
+    window's bucket sums, which hold these events' swings and more). Not with ``buckets``.
+
     Raises ``ValueError`` for counts that are negative or not integers, ``x > n``, ``p0``
     outside (0, 1), ``alpha`` outside (0, 0.5), ``v_opt`` not positive, or bucket sums of
     the wrong shape or not adding up to ``x`` and ``n``.
@@ -356,6 +371,14 @@ def rate_exceeds(
     p0 = _check_probability(p0, "p0")
     tau = mixture_tau(v_opt, alpha)
     v_buckets: float | None = None
+    if cluster_variance is not None:
+        if buckets is not None:
+            msg = "pass buckets or cluster_variance, not both"
+            raise ValueError(msg)
+        if not math.isfinite(cluster_variance) or cluster_variance < 0:
+            msg = f"cluster_variance must be finite and >= 0, got {cluster_variance!r}"
+            raise ValueError(msg)
+        v_buckets = float(cluster_variance)
     if buckets is not None:
         if len(buckets) != 2:
             msg = "buckets must be a pair (x_b, n_b)"

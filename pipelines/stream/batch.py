@@ -266,6 +266,7 @@ class BatchProcessor:
         stream, contract, privacy = settings.stream, settings.contract, settings.privacy
         self.counting = Counting(
             window_s=int(parse_duration(stream.window).total_seconds()),
+            slice_s=int(parse_duration(stream.early_slice).total_seconds()),
             dimensions=tuple(stream.dimensions),
             users_lg_k=privacy.users_sketch_lg_k,
             screen=screen_pattern(),

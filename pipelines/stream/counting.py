@@ -74,7 +74,8 @@ _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
 # EVENT_COUNTERS: a window's bucket sums are a (len(BUCKET_COUNTERS), BUCKETS) matrix.
 BUCKET_COUNTERS = bucket_counter_ids()
 _BUCKET_ROW = {c: i for i, c in enumerate(BUCKET_COUNTERS)}
-_BUCKET_CELLS = len(BUCKET_COUNTERS) * BUCKETS
+_BUCKET_ROWS = len(BUCKET_COUNTERS)
+_BUCKET_CELLS = _BUCKET_ROWS * BUCKETS
 
 PARTIAL_SCHEMA = pa.schema(
     [
@@ -90,6 +91,10 @@ PARTIAL_SCHEMA = pa.schema(
         # major): flat positions and values.
         ("bucket_cells", pa.list_(pa.int32())),
         ("bucket_values", pa.list_(pa.int64())),
+        # The non-zero cells of the window's slice sums (BUCKET_COUNTERS x slices, row
+        # major): flat positions and values.
+        ("slice_cells", pa.list_(pa.int32())),
+        ("slice_values", pa.list_(pa.int64())),
         ("topic", pa.string()),
         ("partition", pa.int32()),
         ("status", pa.string()),
@@ -331,6 +336,22 @@ class Counting:
     screen: str
     allow: AllowList | None = None
     values: ValueLimits | None = None  # cardinality control on the executors
+    # Length of the slices of a window whose sums of BUCKET_COUNTERS are kept too (for early
+    # alerting on the window's latest minutes); None: one slice, the window itself.
+    slice_s: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.window_s < 1:
+            msg = f"window_s must be positive, got {self.window_s}"
+            raise ValueError(msg)
+        if self.slice_s is not None and (self.slice_s < 1 or self.window_s % self.slice_s):
+            msg = f"slice_s ({self.slice_s}) must divide window_s ({self.window_s})"
+            raise ValueError(msg)
+
+    @property
+    def slices(self) -> int:
+        """The number of slices of a window."""
+        return 1 if self.slice_s is None else self.window_s // self.slice_s
 
 
 @dataclass(frozen=True)
@@ -380,6 +401,7 @@ class _Window:
     counters: np.ndarray
     histogram: np.ndarray
     buckets: np.ndarray  # BUCKET_COUNTERS x BUCKETS
+    slices: np.ndarray  # BUCKET_COUNTERS x Counting.slices
     sketch: Any = None
 
 
@@ -406,6 +428,7 @@ class _Partial:
                 np.zeros(len(COUNTERS), np.int64),
                 np.zeros(HISTOGRAM_BINS, np.int64),
                 np.zeros((len(BUCKET_COUNTERS), BUCKETS), np.int64),
+                np.zeros((len(BUCKET_COUNTERS), self.counting.slices), np.int64),
             )
             self.windows[key] = found
         return found
@@ -586,6 +609,8 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
 
     histograms = np.zeros((n_groups, HISTOGRAM_BINS), np.int64)
     bucket_sums = np.zeros((n_groups, len(BUCKET_COUNTERS), BUCKETS), np.int64)
+    n_slices = counting.slices
+    slice_sums = np.zeros((n_groups, len(BUCKET_COUNTERS), n_slices), np.int64)
     counted = rows[aggregated]
     users: list[str | None] = []
     if len(counted):
@@ -596,6 +621,8 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
         cells = counted_group * BUCKETS + partial.buckets_of(
             users, pc.struct_field(taken, "event_id")
         )
+        offset_s = seconds[counted] - window_starts[aggregated]
+        slice_cells = counted_group * n_slices + offset_s * n_slices // counting.window_s
         for j, counter in enumerate(EVENT_COUNTERS):
             mask = _predicate(counter.predicate or "false")(columns)
             weights = mask.astype(float)
@@ -605,6 +632,9 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
                 bucket_sums[:, b, :] = np.bincount(
                     cells, weights=weights, minlength=n_groups * BUCKETS
                 ).reshape(n_groups, BUCKETS)
+                slice_sums[:, b, :] = np.bincount(
+                    slice_cells, weights=weights, minlength=n_groups * n_slices
+                ).reshape(n_groups, n_slices)
         entry_rows, bins = histogram_entries(columns)
         flat_bins = np.bincount(
             counted_group[entry_rows] * HISTOGRAM_BINS + bins,
@@ -624,6 +654,7 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
         w.counters += sums[g]
         w.histogram += histograms[g]
         w.buckets += bucket_sums[g]
+        w.slices += slice_sums[g]
     if len(counted):
         for g, user in zip(group[aggregated].tolist(), users, strict=True):
             if user is None:
@@ -752,11 +783,14 @@ def partial_counts(
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
         flat = w.buckets.reshape(-1)
         cells = np.flatnonzero(flat)
+        flat_slices = w.slices.reshape(-1)
+        slice_cells = np.flatnonzero(flat_slices)
         rows.append({
             "kind": "window", "window_start_s": window_start, "segment": segment,
             "counters": w.counters.tolist(), "histogram": w.histogram.tolist(),
             "users_sketch": bytes(sketch) if sketch is not None else None,
             "bucket_cells": cells.tolist(), "bucket_values": flat[cells].tolist(),
+            "slice_cells": slice_cells.tolist(), "slice_values": flat_slices[slice_cells].tolist(),
         })  # fmt: skip
     for (dimension, value), n in partial.new_values.items():
         rows.append({
@@ -842,7 +876,8 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
         histogram = np.asarray(p["histogram"], np.int64)
         if entry is None:
             entry = windows[key] = [counters, histogram, [p["users_sketch"]],
-                                    np.zeros(_BUCKET_CELLS, np.int64)]  # fmt: skip
+                                    np.zeros(_BUCKET_CELLS, np.int64),
+                                    np.zeros(_BUCKET_ROWS * counting.slices, np.int64)]  # fmt: skip
         else:
             entry[0] = entry[0] + counters
             entry[1] = entry[1] + histogram
@@ -851,10 +886,16 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
         if cells:
             np.add.at(entry[3], np.asarray(cells, np.int64),
                       np.asarray(p["bucket_values"], np.int64))  # fmt: skip
+        cells = p.get("slice_cells")
+        if cells:
+            np.add.at(entry[4], np.asarray(cells, np.int64),
+                      np.asarray(p["slice_values"], np.int64))  # fmt: skip
     dimension_set = ",".join(counting.dimensions)
     aggregates: list[dict[str, Any]] = []
     histograms: list[dict[str, Any]] = []
-    for (window_start, *segment), (counters, histogram, sketches, cells) in sorted(windows.items()):
+    for (window_start, *segment), (counters, histogram, sketches, cells, slice_cells) in sorted(
+        windows.items()
+    ):
         start = datetime.fromtimestamp(window_start, UTC)
         where = {"window_start": start, "dimension_set": dimension_set,
                  **dict(zip(SEGMENT_DIMENSIONS, segment, strict=True))}  # fmt: skip
@@ -869,6 +910,13 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             "bucket_sums": {
                 c: row.tolist()
                 for c, row in zip(BUCKET_COUNTERS, cells.reshape(-1, BUCKETS), strict=True)
+                if row.any()
+            },
+            "slice_sums": {
+                c: row.tolist()
+                for c, row in zip(
+                    BUCKET_COUNTERS, slice_cells.reshape(-1, counting.slices), strict=True
+                )
                 if row.any()
             },
         })  # fmt: skip

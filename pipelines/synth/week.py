@@ -1491,13 +1491,20 @@ class _Pending:
         )
 
 
-def iter_slices(plan: WeekPlan, totals: WeekTotals | None = None) -> Iterator[Slice]:
+def iter_slices(
+    plan: WeekPlan, totals: WeekTotals | None = None, *, parts: int = 1
+) -> Iterator[Slice]:
     """The week's micro-batches in order (see the module docstring); `totals`, when given,
-    is updated as slices are produced.
+    is updated as slices are produced. Each aggregate row also holds `slice_sums`, the
+    `bucket_sums` counters per `parts` equal parts of its window (stream.early_slice), as
+    the job keeps them.
     """
     totals = totals if totals is not None else WeekTotals()
     trig = plan.trigger.total_seconds()
     w_s = plan.window.total_seconds()
+    if parts < 1 or w_s % parts:
+        msg = f"parts ({parts}) must divide the window's {w_s:g} seconds"
+        raise ValueError(msg)
     wm_s = plan.watermark.total_seconds()
     dimension_set = ",".join(DIMENSIONS)
     template: dict[str, Any] = {
@@ -1575,6 +1582,16 @@ def iter_slices(plan: WeekPlan, totals: WeekTotals | None = None) -> Iterator[Sl
                 now.counts[b_rows][:, _BUCKET_COLS].astype(np.int64), b_starts, axis=0
             )
             bucket[b_uniq // BUCKETS, :, b_uniq % BUCKETS] = b_sums
+        # Per-part sums of the aggregated records (the window's slices).
+        a_rows = k_idx[a_sel]
+        part_of = ((now.ev.t[a_rows] - win[a_rows] * w_s) * parts // w_s).astype(np.int64)
+        flat = np.zeros((len(uniq) * parts, len(BUCKET_COUNTERS)), dtype=np.int64)
+        np.add.at(
+            flat,
+            group[a_sel] * parts + part_of,
+            now.counts[a_rows][:, _BUCKET_COLS].astype(np.int64),
+        )
+        sliced = flat.reshape(len(uniq), parts, len(BUCKET_COUNTERS))
         o_sel = now.outcome[k_idx] >= 0
         hist = np.bincount(
             group[o_sel] * len(_OUTCOMES) + now.outcome[k_idx][o_sel],
@@ -1613,6 +1630,7 @@ def iter_slices(plan: WeekPlan, totals: WeekTotals | None = None) -> Iterator[Sl
                 b = bucket[gi]
                 nz = np.flatnonzero(b.any(axis=1))
                 row["bucket_sums"] = {BUCKET_COUNTERS[c]: b[c].tolist() for c in nz}
+                row["slice_sums"] = {BUCKET_COUNTERS[c]: sliced[gi, :, c].tolist() for c in nz}
                 rows.append(row)
                 for o in np.flatnonzero(hist[gi]):
                     hrow = dict(hist_template[s])

@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import (
+    CounterBuckets,
     add_counter_buckets,
     encode_counter_buckets,
     read_counter_buckets,
@@ -79,7 +80,8 @@ class BatchResult:
     # Each aggregate: window_start, window_end, dimension_set, all SEGMENT_DIMENSIONS, every
     # counter of COUNTED_COLUMNS and users_sketch (serialized HLL sketch bytes or None);
     # optionally bucket_sums (pipelines.metrics.buckets.CounterBuckets: counter id -> sums
-    # per user bucket), added to the stored sums.
+    # per user bucket) and slice_sums (the same, per slice of the window), added to the
+    # stored sums.
     aggregates: Sequence[dict[str, Any]] = field(default_factory=list)
     rejected_by_reason: dict[str, int] = field(default_factory=dict)
     duplicate_rows: int = 0
@@ -134,6 +136,24 @@ def ledger_duration_ms(elapsed: timedelta) -> int:
     future is recorded at the bound, not a failed commit.
     """
     return max(0, min(_MAX_DURATION_MS, int(elapsed.total_seconds() * 1000)))
+
+
+def added_sums(
+    stored_row: bool, stored: bytes | None, added: CounterBuckets | None
+) -> bytes | None:
+    """The stored form of per-part counter sums (bucket_sums, slice_sums) after a batch
+    adds `added` to a row (`stored_row`: the row exists, holding `stored`). Sums add up
+    like the counters; a row stored or added without them (counted before they were kept),
+    or whose sums do not have the same parts (a changed setting), keeps none (NULL): its
+    sums are unknown, and its readers fall back (docs/warehouse.md).
+    """
+    stored_sums = read_counter_buckets(stored)
+    if added is None or (stored_row and stored_sums is None):
+        return None
+    try:
+        return encode_counter_buckets(add_counter_buckets(stored_sums, added))
+    except ValueError:
+        return None
 
 
 class WarehouseSink:
@@ -431,19 +451,21 @@ class WarehouseSink:
 
     def _existing_sketches(
         self, conn: Connection, aggregates: Sequence[dict[str, Any]], key: list[str]
-    ) -> dict[tuple[Any, ...], tuple[bytes | None, bytes | None]]:
-        """The stored users_sketch and bucket_sums of the rows the batch adds to."""
+    ) -> dict[tuple[Any, ...], tuple[bytes | None, bytes | None, bytes | None]]:
+        """The stored users_sketch, bucket_sums and slice_sums of the rows the batch adds to."""
         t = self.tables.agg
         windows = sorted({row["window_start"] for row in aggregates})
         sets = sorted({row["dimension_set"] for row in aggregates})
-        found: dict[tuple[Any, ...], tuple[bytes | None, bytes | None]] = {}
+        found: dict[tuple[Any, ...], tuple[bytes | None, bytes | None, bytes | None]] = {}
         for i in range(0, len(windows), _CHUNK):
-            stmt = select(*[t.c[k] for k in key], t.c.users_sketch, t.c.bucket_sums).where(
+            stmt = select(
+                *[t.c[k] for k in key], t.c.users_sketch, t.c.bucket_sums, t.c.slice_sums
+            ).where(
                 and_(t.c.window_start.in_(windows[i : i + _CHUNK]), t.c.dimension_set.in_(sets))
             )
             for r in conn.execute(stmt).mappings():
                 values = tuple(as_utc(r[k]) if k == "window_start" else r[k] for k in key)
-                found[values] = (r["users_sketch"], r["bucket_sums"])
+                found[values] = (r["users_sketch"], r["bucket_sums"], r["slice_sums"])
         return found
 
     def recent_batches(self, query_id: str, not_before: datetime | None) -> list[int]:
@@ -507,24 +529,19 @@ class WarehouseSink:
         for row in result.aggregates:
             # Distinct counts do not add up: merge the batch's sketch with the stored one
             # (one writer per warehouse table, inside this transaction).
-            stored_sketch, stored_buckets = existing.get(tuple(row[k] for k in key), (None, None))
+            stored_sketch, stored_buckets, stored_slices = existing.get(
+                tuple(row[k] for k in key), (None, None, None)
+            )
             sketch, distinct = merge_sketches(
                 [stored_sketch, row.get("users_sketch")], self.users_lg_k
             )
-            # Per-bucket sums add up like the counters; a row stored or added without them
-            # (counted before migration 10) keeps none (NULL), as its sums are unknown.
-            added = row.get("bucket_sums")
             stored_row = tuple(row[k] for k in key) in existing
-            stored_sums = read_counter_buckets(stored_buckets)
-            if added is None or (stored_row and stored_sums is None):
-                buckets = None  # unknown (NULL or unreadable): stays unknown
-            else:
-                buckets = encode_counter_buckets(add_counter_buckets(stored_sums, added))
             rows.append(
                 {
                     **{k: row[k] for k in ("window_start", "window_end", *key[1:], *counters)},
                     "users_sketch": sketch,
-                    "bucket_sums": buckets,
+                    "bucket_sums": added_sums(stored_row, stored_buckets, row.get("bucket_sums")),
+                    "slice_sums": added_sums(stored_row, stored_slices, row.get("slice_sums")),
                     "distinct_users": distinct,
                     "first_batch_id": result.batch_id,
                     "last_batch_id": result.batch_id,
@@ -539,6 +556,7 @@ class WarehouseSink:
                 **{c: t.c[c] + stmt.excluded[c] for c in counters},
                 "users_sketch": stmt.excluded.users_sketch,
                 "bucket_sums": stmt.excluded.bucket_sums,
+                "slice_sums": stmt.excluded.slice_sums,
                 "distinct_users": stmt.excluded.distinct_users,
                 "last_batch_id": stmt.excluded.last_batch_id,
                 "updated_at": stmt.excluded.updated_at,

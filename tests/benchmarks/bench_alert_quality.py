@@ -261,7 +261,7 @@ def run_seed(
     pages_so_far = 0
     next_report = plan.start + timedelta(hours=progress_hours)
     settle()
-    slices = iter_slices(plan, totals)
+    slices = iter_slices(plan, totals, parts=window // parse_duration(settings.stream.early_slice))
     while True:
         t = time.perf_counter()
         with paused():

@@ -15,6 +15,7 @@ versions a rule does not group by.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import random
@@ -98,10 +99,16 @@ def _batch(events: list[dict], first_offset: int) -> pa.RecordBatch:
     return CHECKER.check_batch(raw, watermark=None)
 
 
-def _commit(sink: WarehouseSink, events: list[dict], batch_id: int, first_offset: int) -> int:
+def _commit(
+    sink: WarehouseSink,
+    events: list[dict],
+    batch_id: int,
+    first_offset: int,
+    counting: Counting = COUNTING,
+) -> int:
     checked = _batch(events, first_offset)
-    partials = [row for p in partial_counts([checked], COUNTING) for row in p.to_pylist()]
-    counts = merge_partials(partials, COUNTING)
+    partials = [row for p in partial_counts([checked], counting) for row in p.to_pylist()]
+    counts = merge_partials(partials, counting)
     aggregated = sum(r["events"] for r in counts.aggregates)
     sink.commit(
         BatchResult(
@@ -272,3 +279,32 @@ def test_an_unreadable_stored_blob_is_unknown_not_a_crash(engine) -> None:
     assert touched, "the second batch adds to some of the first batch's rows"
     assert all(after[k] is None or bytes(after[k]) == garbage for k in corrupted)
     assert all(v is not None for k, v in after.items() if k not in corrupted)
+
+
+def test_slice_sums_are_merged_and_read_per_minute_of_the_window(engine) -> None:
+    # 1-minute slices: two batches that interleave in time add to the same windows; the
+    # rules' reader sums the stored slices over the model versions and must find each
+    # minute's events and violations of each surface, counted here from the events.
+    counting = dataclasses.replace(COUNTING, slice_s=60)
+    events = _clustered_events()
+    sink = WarehouseSink(engine)
+    _commit(sink, events[0::2], 0, 0, counting)
+    _commit(sink, events[1::2], 1, len(events), counting)
+    expected: dict[tuple[datetime, str], np.ndarray] = defaultdict(lambda: np.zeros((2, 5)))
+    for e in events:
+        key = (_window_of(e), e["segment"]["product_surface"])
+        minute = int((_time_of(e) - key[0]).total_seconds()) // 60
+        expected[key][:, minute] += (int(len(e["moderation"]["flagged_categories"]) > 0), 1)
+    seen = 0
+    with engine.connect() as conn:
+        windows = sorted({w for w, _ in expected})
+        for w, data in windows_read(conn, sink.tables, windows, DIMS):
+            for found in rule_inputs(RULE, data, with_slices=True):
+                want = expected[(w, dict(found.segment)["product_surface"])]
+                assert found.slices is not None
+                assert list(found.slices[0]) == want[0].astype(int).tolist()
+                assert list(found.slices[1]) == want[1].astype(int).tolist()
+                seen += 1
+            # Closed windows are read without them.
+            assert all(i.slices is None for i in rule_inputs(RULE, data))
+    assert seen == len(expected)

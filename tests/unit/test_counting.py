@@ -252,6 +252,46 @@ def test_duplicates_are_not_counted_and_splits_do_not_matter():
     assert sum(s["rows"] for s in split.stats if s["status"] == "duplicate") == 40
 
 
+def test_slice_sums_count_each_minute_of_the_window_as_plain_python_does():
+    # 1-minute slices of 5-minute windows: per window x segment, each bucket counter's sum
+    # in each minute, against a direct count by event time; split over two partitions.
+    events = _events(3000, seed=5)
+    sliced = dataclasses.replace(COUNTING, slice_s=60)
+    halves = [_checked(events[:1300], 0), _checked(events[1300:], 1, first_offset=50)]
+    partials = [row for b in halves for p in partial_counts([b], sliced)
+                for row in p.to_pylist()]  # fmt: skip
+    counts = merge_partials(partials, sliced)
+    predicates = {
+        "events": lambda e: True,
+        "violations": lambda e: len(e["moderation"]["flagged_categories"]) > 0,
+        "refusals": lambda e: e["refusal"]["refused"],
+        "injection_attempts": lambda e: e["injection"]["attempt_detected"],
+    }
+    for counter, predicate in predicates.items():
+        truth: Counter = Counter()
+        for e in events:
+            if predicate(e):
+                t = datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
+                minute = int(t.timestamp()) % WINDOW // 60
+                key = (_window(e), e["segment"]["product_surface"], e["segment"]["model_version"])
+                truth[(*key, minute)] += 1
+        got = Counter()
+        for a in counts.aggregates:
+            key = (a["window_start"], a["product_surface"], a["model_version"])
+            values = a["slice_sums"].get(counter, [0] * 5)
+            assert len(values) == 5 and sum(values) == a[counter]
+            got.update({(*key, m): v for m, v in enumerate(values) if v})
+        assert got == truth, counter
+        if counter == "events":
+            assert len({k[3] for k in truth}) == 5  # every minute of a window holds events
+    # Without slices each row holds one slice: its counters.
+    whole = _count(halves)
+    for a in whole.aggregates:
+        assert all(v == [a[c]] for c, v in a["slice_sums"].items())
+    with pytest.raises(ValueError, match="must divide"):
+        dataclasses.replace(COUNTING, slice_s=70)
+
+
 @pytest.mark.parametrize(
     "sql",
     ["size(moderation.flagged_categories) >", "nope(moderation.action)", "refusal.refused AND"],

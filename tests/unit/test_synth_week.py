@@ -42,13 +42,14 @@ from pipelines.synth.week import (
 from pipelines.synth.week import Incident as WeekIncident
 
 SEED = 4242  # neither a tuning nor an acceptance seed
+PARTS = 5  # slices of a window (stream.early_slice of 1 minute in 5-minute windows)
 
 
 @pytest.fixture(scope="module")
 def week() -> tuple[WeekPlan, list[Slice], WeekTotals]:
     plan = plan_week(SEED, days=0.5)
     totals = WeekTotals()
-    slices = list(iter_slices(plan, totals))
+    slices = list(iter_slices(plan, totals, parts=PARTS))
     return plan, slices, totals
 
 
@@ -176,6 +177,31 @@ def test_per_bucket_sums_add_up_to_the_counters(
             assert all(any(v) for v in sums.values())  # all-zero counters are left out
             rows += 1
     assert rows > 10_000
+
+
+def test_per_slice_sums_add_up_and_hold_no_event_from_the_future(
+    week: tuple[WeekPlan, list[Slice], WeekTotals],
+) -> None:
+    # A batch's events arrived by its end: in the window its end falls in, no part after
+    # the one holding that instant can have events; the parts add up to the counters.
+    plan, slices, _ = week
+    kept = set(bucket_counter_ids())
+    part_length = plan.window / PARTS
+    spread = 0
+    for sl in slices:
+        for r in sl.aggregates:
+            sums = r["slice_sums"]
+            assert set(sums) == set(r["bucket_sums"])
+            for c in kept:
+                values = sums.get(c, [0] * PARTS)
+                assert len(values) == PARTS and min(values) >= 0
+                assert sum(values) == r[c], (c, r)
+            if r["window_start"] <= sl.end < r["window_end"]:
+                now = int((sl.end - r["window_start"]) / part_length)
+                events = sums.get("events", [0] * PARTS)
+                assert not any(events[now + 1 :]), (sl.end, r)
+                spread += sum(1 for v in events if v) > 1
+    assert spread > 100  # batches that straddle a part boundary, or carry late events
 
 
 def test_histograms_count_every_aggregated_event_once(
