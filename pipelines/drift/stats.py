@@ -367,6 +367,8 @@ def two_proportion_test(
     baseline_trials: int,
     *,
     min_trials: int = 1,
+    current_design_effect: float = 1.0,
+    baseline_design_effect: float = 1.0,
 ) -> ProportionTest:
     """Two-sided pooled-variance z test of p_current = p_baseline.
 
@@ -376,13 +378,23 @@ def two_proportion_test(
     insufficient). When the pooled proportion is 0 or 1 there is no variance and no evidence:
     z = 0.0 and p = 1.0. Counts must be integers (``TypeError`` otherwise); raises
     ``ValueError`` for negative counts or successes > trials.
+
+    ``current_design_effect`` and ``baseline_design_effect`` (each >= 1, may be inf) widen
+    each side's variance for events that come in clumps from users, as in
+    ``two_proportion_tests``: the pooled variance becomes
+    ``p (1 - p) (d1 / n1 + d2 / n2)``. With both 1 this is the plain test.
     """
     # operator.index: accepts numpy integers, refuses 2.5 instead of silently truncating it.
     counts = [
         [operator.index(v)]
         for v in (current_successes, current_trials, baseline_successes, baseline_trials)
     ]
-    (result,) = two_proportion_tests(*counts, min_trials=min_trials)
+    (result,) = two_proportion_tests(
+        *counts,
+        min_trials=min_trials,
+        current_design_effects=[current_design_effect],
+        baseline_design_effects=[baseline_design_effect],
+    )
     return result
 
 
@@ -397,6 +409,17 @@ def _integer_counts(values: npt.ArrayLike, name: str) -> npt.NDArray[np.int64]:
     return arr.astype(np.int64)
 
 
+def _design_effects(values: npt.ArrayLike | None, size: int, side: str) -> _Counts:
+    """One design effect per test (all 1 for None); ValueError unless each is >= 1 or inf."""
+    if values is None:
+        return np.ones(size)
+    deff = np.asarray(values, dtype=np.float64).reshape(-1)
+    if deff.size != size or np.isnan(deff).any() or (deff < 1.0).any():
+        msg = f"need one {side} design effect >= 1 per test"
+        raise ValueError(msg)
+    return deff
+
+
 def two_proportion_tests(
     current_successes: npt.ArrayLike,
     current_trials: npt.ArrayLike,
@@ -405,6 +428,7 @@ def two_proportion_tests(
     *,
     min_trials: int = 1,
     current_design_effects: npt.ArrayLike | None = None,
+    baseline_design_effects: npt.ArrayLike | None = None,
 ) -> list[ProportionTest]:
     """``two_proportion_test`` on each position of four equal-length integer sequences.
 
@@ -414,12 +438,13 @@ def two_proportion_tests(
     that are not 1-D or differ in length, and for any position with negative counts or
     successes > trials.
 
-    `current_design_effects` (one per position, each >= 1, may be inf; None: all 1) widens
-    the current side's variance for events that cluster by user
-    (pipelines.metrics.buckets.design_effects): the pooled variance becomes
-    ``p (1 - p) (deff / n1 + 1 / n2)``, so a rise that one prolific user makes is no longer
-    "significant". With every design effect 1 the test is the plain pooled z test; an
-    infinite one gives z = 0, p = 1 (nothing is known about the users).
+    `current_design_effects` and `baseline_design_effects` (one per position, each >= 1,
+    may be inf; NaN is an error; None: all 1) widen each side's variance for events that
+    cluster by user (pipelines.metrics.buckets.design_effects): with d1 the current side's
+    and d2 the baseline's, the pooled variance becomes ``p (1 - p) (d1 / n1 + d2 / n2)``,
+    so a change that one prolific user makes, on either side, is no longer "significant".
+    With every design effect 1 the test is the plain pooled z test; an infinite one on
+    either side gives z = 0, p = 1 (nothing is known about that side's users).
     """
     x1 = _integer_counts(current_successes, "current_successes")
     n1 = _integer_counts(current_trials, "current_trials")
@@ -434,25 +459,20 @@ def two_proportion_tests(
             i = int(np.argmax(bad))
             msg = f"{name}: need 0 <= successes <= trials, got {successes[i]}/{trials[i]}"
             raise ValueError(msg)
-    if current_design_effects is None:
-        deff = np.ones(x1.size)
-    else:
-        deff = np.asarray(current_design_effects, dtype=np.float64).reshape(-1)
-        if deff.size != x1.size or np.isnan(deff).any() or (deff < 1.0).any():
-            msg = "need one design effect >= 1 per test"
-            raise ValueError(msg)
+    current_deff = _design_effects(current_design_effects, x1.size, "current")
+    baseline_deff = _design_effects(baseline_design_effects, x1.size, "baseline")
     sufficient = np.minimum(n1, n2) >= max(min_trials, 1)
     s1, t1, s2, t2 = x1[sufficient], n1[sufficient], x2[sufficient], n2[sufficient]
-    d1 = deff[sufficient]
+    d1, d2 = current_deff[sufficient], baseline_deff[sufficient]
     difference = s1 / t1 - s2 / t2
     z = np.zeros(difference.size)
     p_value = np.ones(difference.size)
     # A pooled proportion of 0 or 1 has no variance: z = 0 and p = 1 (no evidence); so has
-    # a current side whose users are unknown (infinite design effect).
-    varies = (s1 + s2 > 0) & (s1 + s2 < t1 + t2) & np.isfinite(d1)
+    # a side whose users are unknown (infinite design effect).
+    varies = (s1 + s2 > 0) & (s1 + s2 < t1 + t2) & np.isfinite(d1) & np.isfinite(d2)
     pooled = (s1 + s2)[varies] / (t1 + t2)[varies]
     z[varies] = difference[varies] / np.sqrt(
-        pooled * (1.0 - pooled) * (d1[varies] / t1[varies] + 1.0 / t2[varies])
+        pooled * (1.0 - pooled) * (d1[varies] / t1[varies] + d2[varies] / t2[varies])
     )
     # 2 * sf(|z|) rather than 2 * (1 - cdf): keeps relative precision for tiny p-values.
     p_value[varies] = np.minimum(1.0, 2.0 * stats.norm.sf(np.abs(z[varies])))

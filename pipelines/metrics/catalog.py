@@ -22,10 +22,16 @@ metrics by id, so an id never changes meaning.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from pipelines.metrics.buckets import CounterBuckets, rate_buckets, robust_interval
+from pipelines.metrics.buckets import (
+    CounterBuckets,
+    design_effect,
+    rate_buckets,
+    robust_interval,
+)
 from pipelines.metrics.stats import wilson_interval
 
 POLICY_CATEGORIES = (
@@ -69,7 +75,14 @@ class Quantile:
 
 @dataclass(frozen=True)
 class RateValue:
-    """A rate with its Wilson 95 % interval; `value` is None when the denominator is 0."""
+    """A rate with its 95 % interval; `value` is None when the denominator is 0.
+
+    `design_effect` (at least 1) is how many times the rate's variance exceeds the binomial
+    one because its events come in clumps from users (pipelines.metrics.buckets): 1.0 when
+    the per-user-bucket sums are unknown or do not match the counts, inf when all of the
+    events may be one user's (fewer than two buckets hold events). Tests that compare two
+    rates widen each side's variance by it.
+    """
 
     rate_id: str
     numerator: int
@@ -77,6 +90,12 @@ class RateValue:
     value: float | None
     lower: float
     upper: float
+    design_effect: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.design_effect >= 1.0:
+            msg = f"design_effect must be >= 1, got {self.design_effect}"
+            raise ValueError(msg)
 
 
 EVENT_COUNTERS: tuple[Counter, ...] = (
@@ -281,12 +300,20 @@ def rate_value(
     """The rate over `totals` (counter id -> count, e.g. a row or a roll-up), with its 95 %
     interval: cluster-robust when `buckets` (the same rows' per-user-bucket sums,
     pipelines.metrics.buckets) hold the rate's counters, Wilson's otherwise.
+
+    With the robust interval comes the rate's design effect (`design_effect` of the bucket
+    sums, at least 1; inf when fewer than two buckets hold events, the same case in which
+    the interval is [0, 1]). Without usable sums it is 1.0: the events count as independent.
     """
     r = rate(rate_id)
     num, den = int(totals[r.numerator]), int(totals[r.denominator])
     lo, hi = wilson_interval(num, den)
+    deff = 1.0
     if buckets and r.denominator in buckets:
         sums = rate_buckets(buckets, r.numerator, r.denominator)
         if (sums.numerator, sums.denominator) == (num, den):
             lo, hi = robust_interval(sums.numerators, sums.denominators)
-    return RateValue(r.id, num, den, num / den if den else None, lo, hi)
+            found = design_effect(sums.numerators, sums.denominators)
+            # nan (no events) says nothing about users; below 1 is no clumping at all.
+            deff = 1.0 if math.isnan(found) else max(1.0, found)
+    return RateValue(r.id, num, den, num / den if den else None, lo, hi, deff)

@@ -166,7 +166,7 @@ class Change:
     """The week against the previous one: difference of proportions and its p-value."""
 
     difference: float | None  # current - previous; None when either week has no data
-    p_value: float | None  # pooled two-proportion z test, two-sided
+    p_value: float | None  # pooled two-proportion z test, two-sided, cluster-robust
     significant: bool | None  # p < SIGNIFICANCE; None when not tested
 
 
@@ -284,7 +284,7 @@ class RateComparison:
     new: RateValue
     previous: RateValue
     higher_is_worse: bool
-    p_value: float | None
+    p_value: float | None  # the same test as `Change.p_value`: new against previous versions
     q_value: float | None  # Benjamini-Hochberg over every comparison of the section
 
 
@@ -415,8 +415,18 @@ def target_status(value: RateValue, target: float | None, *, higher_is_worse: bo
 
 
 def week_over_week(current: RateValue, previous: RateValue) -> Change:
+    """The week's rate against the previous week's: a pooled two-proportion z test whose
+    variance on each side is widened by that week's design effect (the rates'
+    `design_effect`, from the per-user-bucket sums), so that a change one prolific user
+    makes is not called significant. Weeks without bucket sums count as independent events.
+    """
     test = two_proportion_test(
-        current.numerator, current.denominator, previous.numerator, previous.denominator
+        current.numerator,
+        current.denominator,
+        previous.numerator,
+        previous.denominator,
+        current_design_effect=current.design_effect,
+        baseline_design_effect=previous.design_effect,
     )
     if test.status != OK or test.p_value is None:
         return Change(None, None, None)

@@ -5,9 +5,11 @@
 them: KPI status, week-over-week tests, trend buckets, incidents); the renderers in
 `pipelines.report.render` turn it into HTML or Markdown without touching the database, and
 `write_report` puts both files in place. Every figure is a ratio of summed counters of
-`segment_window_agg` for the configured dimension set (`stream.dimensions`), with its Wilson
-95 % interval; week-over-week changes use the pooled two-proportion test of
-`pipelines.drift.stats`. Times are event times (window starts) except where a figure is
+`segment_window_agg` for the configured dimension set (`stream.dimensions`), with its 95 %
+interval (cluster-robust where the per-user-bucket sums are kept, Wilson's otherwise);
+week-over-week changes and new versions against the versions they follow use the pooled
+two-proportion test of `pipelines.drift.stats`, each side's variance widened by its design
+effect from those sums. Times are event times (window starts) except where a figure is
 about the pipeline itself (batches: commit time; acknowledgements: recorded time).
 
 Privacy: a segment whose merged weekly distinct users (HyperLogLog union) are below
@@ -671,9 +673,13 @@ def _changes(
                 for rate_id in CHANGE_RATES:
                     a = rate_value(rate_id, new_totals, new_buckets)
                     b = rate_value(rate_id, prev_totals, prev_buckets)
+                    # Each side's variance is widened by its design effect: one prolific
+                    # user of either version does not make a difference significant.
                     test = two_proportion_test(
                         a.numerator, a.denominator, b.numerator, b.denominator,
                         min_trials=min_trials,
+                        current_design_effect=a.design_effect,
+                        baseline_design_effect=b.design_effect,
                     )  # fmt: skip
                     tests.append((rate_id, a, b, test.p_value))
             pending.append((version, surface, previous_values, suppressed, tests))

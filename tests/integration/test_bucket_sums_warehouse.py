@@ -245,6 +245,9 @@ def test_weekly_report_intervals_are_robust_from_the_stored_sums(engine) -> None
     (kpi,) = (k for k in report.kpis if k.rate_id == "violation_rate")
     assert (kpi.current.numerator, kpi.current.denominator) == (int(num.sum()), int(den.sum()))
     assert (kpi.current.lower, kpi.current.upper) == pytest.approx(robust_interval(num, den))
+    # The design effect that widens the week-over-week test comes from the same sums.
+    assert kpi.current.design_effect == pytest.approx(design_effect(num, den), rel=1e-9)
+    assert kpi.current.design_effect > 2.0
     wilson = wilson_interval(int(num.sum()), int(den.sum()))
     assert kpi.current.upper - kpi.current.lower > 1.5 * (wilson[1] - wilson[0])
 

@@ -13,6 +13,7 @@ from scipy.stats import (
     false_discovery_control,
     ks_2samp,
     kstwobign,
+    norm,
     wasserstein_distance,
 )
 
@@ -342,6 +343,71 @@ def test_two_proportion_insufficient_trials(n1, n2, min_trials):
 def test_two_proportion_rejects_impossible_counts(args):
     with pytest.raises(ValueError, match="successes <= trials"):
         two_proportion_test(*args)
+
+
+@pytest.mark.parametrize(
+    ("x1", "n1", "x2", "n2", "d1", "d2"),
+    [
+        (60, 1000, 40, 1000, 3.0, 2.0),
+        (60, 1000, 400, 10_000, 1.0, 5.5),
+        (3, 40, 90, 700, 12.0, 1.0),
+        (500, 2000, 300, 2000, 1.7, 40.0),
+    ],
+)
+def test_two_proportion_widens_the_variance_of_each_side_by_its_design_effect(
+    x1, n1, x2, n2, d1, d2
+):
+    res = two_proportion_test(x1, n1, x2, n2, current_design_effect=d1, baseline_design_effect=d2)
+    pooled = (x1 + x2) / (n1 + n2)
+    z = (x1 / n1 - x2 / n2) / math.sqrt(pooled * (1 - pooled) * (d1 / n1 + d2 / n2))
+    assert res.status == OK
+    assert res.z == pytest.approx(z, rel=1e-12)
+    assert res.p_value == pytest.approx(2 * norm.sf(abs(z)), rel=1e-9)
+    assert res.difference == pytest.approx(x1 / n1 - x2 / n2, rel=REL, abs=ABS)
+    # The same through the row-wise form, position by position.
+    (row,) = two_proportion_tests(
+        [x1], [n1], [x2], [n2], current_design_effects=[d1], baseline_design_effects=[d2]
+    )
+    assert row == res
+
+
+@settings(max_examples=100, deadline=None)
+@given(proportion_samples())
+def test_two_proportion_with_unit_design_effects_is_the_plain_test(sample):
+    x1, n1, x2, n2 = sample
+    plain = two_proportion_test(x1, n1, x2, n2)
+    assert (
+        two_proportion_test(x1, n1, x2, n2, current_design_effect=1.0, baseline_design_effect=1.0)
+        == plain
+    )
+    (row,) = two_proportion_tests(
+        [x1], [n1], [x2], [n2], current_design_effects=[1], baseline_design_effects=[1]
+    )
+    assert row == plain
+
+
+def test_two_proportion_with_an_infinite_design_effect_on_either_side_is_no_evidence():
+    assert two_proportion_test(300, 1000, 10, 1000).p_value < 1e-50
+    for kwargs in (
+        {"baseline_design_effect": math.inf},
+        {"current_design_effect": math.inf},
+        {"current_design_effect": 2.0, "baseline_design_effect": math.inf},
+    ):
+        res = two_proportion_test(300, 1000, 10, 1000, **kwargs)
+        assert (res.status, res.z, res.p_value) == (OK, 0.0, 1.0)
+        assert res.difference == pytest.approx(0.29)
+
+
+@pytest.mark.parametrize("bad", [math.nan, 0.5, 0.0, -1.0])
+@pytest.mark.parametrize("side", ["current_design_effect", "baseline_design_effect"])
+def test_two_proportion_rejects_a_design_effect_below_one_or_nan(side, bad):
+    with pytest.raises(ValueError, match="design effect >= 1"):
+        two_proportion_test(5, 50, 5, 50, **{side: bad})
+    rows = f"{side}s"
+    with pytest.raises(ValueError, match="design effect >= 1"):
+        two_proportion_tests([5, 5], [50, 50], [5, 5], [50, 50], **{rows: [1.0, bad]})
+    with pytest.raises(ValueError, match="design effect >= 1"):
+        two_proportion_tests([5, 5], [50, 50], [5, 5], [50, 50], **{rows: [1.0]})
 
 
 # --- Benjamini-Hochberg ------------------------------------------------------------------

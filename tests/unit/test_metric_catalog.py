@@ -1,13 +1,14 @@
 """The metric catalog is consistent with itself, the event contract and the warehouse schema."""
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from scipy.stats import binomtest
 
-from pipelines.metrics import catalog
+from pipelines.metrics import buckets, catalog
 from pipelines.metrics.catalog import EVENT_COUNTERS, QUANTILES, RATES, TELEMETRY_COUNTERS
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.warehouse.engine import make_engine
@@ -173,6 +174,95 @@ def test_rate_lookup_returns_the_rate_with_that_id():
 def test_missing_counter_in_totals_is_a_key_error():
     with pytest.raises(KeyError):
         catalog.rate_value("block_rate", {"blocks": 1})
+
+
+# --- rate_value's design effect ---------------------------------------------------------------
+
+B = 32
+
+
+def _clustered_sums() -> tuple[list[int], list[int]]:
+    """100 events per bucket; one bucket (a prolific user's) holds 80 of the 111 violations."""
+    events = [100] * B
+    violations = [1] * B
+    violations[5] = 80
+    return violations, events
+
+
+def _direct_design_effect(num: list[int], den: list[int]) -> float:
+    d = sum(den)
+    r = sum(num) / d
+    robust = B / (B - 1) * sum((n - r * e) ** 2 for n, e in zip(num, den, strict=True)) / d**2
+    return robust / (r * (1 - r) / d)
+
+
+def test_rate_value_carries_the_design_effect_of_its_bucket_sums():
+    num, den = _clustered_sums()
+    v = catalog.rate_value(
+        "violation_rate",
+        {"violations": sum(num), "events": sum(den)},
+        {"violations": num, "events": den},
+    )
+    assert v.design_effect == buckets.design_effect(num, den)
+    assert v.design_effect == pytest.approx(_direct_design_effect(num, den), rel=1e-12)
+    # One user's 79 extra violations: the variance is far above the binomial one.
+    assert v.design_effect > 10
+    assert (v.lower, v.upper) == buckets.robust_interval(num, den)
+
+
+def test_rate_value_design_effect_is_one_without_usable_bucket_sums():
+    num, den = _clustered_sums()
+    totals = {"violations": sum(num), "events": sum(den)}
+    wilson = binomtest(sum(num), sum(den)).proportion_ci(method="wilson")
+    for found in (
+        catalog.rate_value("violation_rate", totals),
+        catalog.rate_value("violation_rate", totals, None),
+        catalog.rate_value("violation_rate", totals, {}),
+        # Sums of other rows than the totals' are not used.
+        catalog.rate_value(
+            "violation_rate",
+            totals,
+            {"violations": [*num[:-1], num[-1] + 1], "events": [*den[:-1], den[-1] + 1]},
+        ),
+    ):
+        assert found.design_effect == 1.0
+        assert found.lower == pytest.approx(wilson.low, rel=1e-9)
+        assert found.upper == pytest.approx(wilson.high, rel=1e-9)
+    # The telemetry rates are not split by user.
+    seen = catalog.rate_value(
+        "telemetry_completeness",
+        {"telemetry_complete": 90, "events_seen": 100},
+        {"violations": num, "events": den},
+    )
+    assert seen.design_effect == 1.0
+
+
+def test_rate_value_design_effect_is_at_least_one_and_inf_for_a_single_bucket():
+    # Every bucket at exactly the same rate: the bucket variance is 0, below the binomial
+    # one; the design effect is floored at 1.
+    even_sums = {"violations": [2] * B, "events": [100] * B}
+    even = catalog.rate_value("violation_rate", {"violations": 64, "events": 3200}, even_sums)
+    assert buckets.design_effect([2] * B, [100] * B) < 1
+    assert even.design_effect == 1.0
+    # All events in one bucket: possibly one user, nothing known about the others.
+    one_num, one_den = [0] * B, [0] * B
+    one_num[3], one_den[3] = 7, 50
+    one_sums = {"violations": one_num, "events": one_den}
+    alone = catalog.rate_value("violation_rate", {"violations": 7, "events": 50}, one_sums)
+    assert alone.design_effect == math.inf
+    assert (alone.lower, alone.upper) == (0.0, 1.0)
+    # A rate of 0 spread over buckets varies nowhere: 1.
+    none = catalog.rate_value(
+        "violation_rate", {"violations": 0, "events": 3200}, {"events": [100] * B}
+    )
+    assert none.design_effect == 1.0
+
+
+@pytest.mark.parametrize("bad", [0.0, 0.99, math.nan, -math.inf])
+def test_rate_value_rejects_a_design_effect_below_one(bad):
+    with pytest.raises(ValueError, match="design_effect"):
+        catalog.RateValue("violation_rate", 1, 10, 0.1, 0.0, 1.0, bad)
+    assert catalog.RateValue("violation_rate", 1, 10, 0.1, 0.0, 1.0).design_effect == 1.0
 
 
 # --- numerator counts a subset of the denominator's records ----------------------------------

@@ -534,6 +534,123 @@ def test_week_over_week_p_values_equal_the_chi_square_test(world):
     assert report.kpi("violation_rate").change.significant is True
 
 
+# One prolific user against many: the week-over-week test with per-user-bucket sums.
+B = 32
+
+
+def _design_effect(num, den) -> float:
+    """The delta-method variance of sum(num) / sum(den) over the buckets, divided by the
+    binomial variance, at least 1: written out here, apart from pipelines.metrics.buckets.
+    """
+    num, den = np.asarray(num, dtype=float), np.asarray(den, dtype=float)
+    d = den.sum()
+    r = num.sum() / d
+    robust = B / (B - 1) * np.sum((num - r * den) ** 2) / d**2
+    return max(1.0, robust / (r * (1 - r) / d))
+
+
+def _robust_p(a: int, n1: int, d1: float, b: int, n2: int, d2: float) -> float:
+    pooled = (a + b) / (n1 + n2)
+    z = (a / n1 - b / n2) / np.sqrt(pooled * (1 - pooled) * (d1 / n1 + d2 / n2))
+    return float(2 * stats.norm.sf(abs(z)))
+
+
+def _week(num, den):
+    """violation_rate of a week from its violations and events per bucket."""
+    from pipelines.metrics.catalog import rate_value
+
+    num, den = np.asarray(num), np.asarray(den)
+    totals = {"violations": int(num.sum()), "events": int(den.sum())}
+    return rate_value("violation_rate", totals, {"violations": num, "events": den})
+
+
+# Violations and events per bucket. Two quiet weeks of many users: 300 events in each
+# bucket, each flagged with probability 1 %. This week a prolific user, all in bucket 5,
+# adds 200 events of which 60 are flagged; or the same 200 events and 60 violations are
+# spread over every bucket (many users: a real change). The seed is one where both quiet
+# weeks' design effects come out above 1, so that both sides of the test are widened.
+_RNG = np.random.default_rng(29)
+PREVIOUS_WEEK = (_RNG.binomial(300, 0.01, B), np.full(B, 300))
+_THIS_WEEK = (_RNG.binomial(300, 0.01, B), np.full(B, 300))
+PROLIFIC = (
+    _THIS_WEEK[0] + np.eye(B, dtype=int)[5] * 60,
+    _THIS_WEEK[1] + np.eye(B, dtype=int)[5] * 200,
+)
+SPREAD = (
+    _THIS_WEEK[0] + _RNG.multinomial(60, [1 / B] * B),
+    _THIS_WEEK[1] + _RNG.multinomial(200, [1 / B] * B),
+)
+
+
+def test_week_over_week_is_not_significant_when_one_prolific_user_makes_the_rise():
+    from pipelines.report.model import week_over_week
+
+    assert (PROLIFIC[0].sum(), PROLIFIC[1].sum()) == (SPREAD[0].sum(), SPREAD[1].sum())
+    a, n1 = int(PROLIFIC[0].sum()), int(PROLIFIC[1].sum())
+    b, n2 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
+    d1, d2 = _design_effect(*PROLIFIC), _design_effect(*PREVIOUS_WEEK)
+    assert d1 > 10 and 1.0 < d2 < 2.0
+    # The plain test (every event independent) calls the rise significant ...
+    assert _chi2_p(a, n1, b, n2) < 0.001
+    # ... the test widened by each week's design effect does not.
+    change = week_over_week(_week(*PROLIFIC), _week(*PREVIOUS_WEEK))
+    assert change.p_value == pytest.approx(_robust_p(a, n1, d1, b, n2, d2), rel=1e-9)
+    assert change.p_value > 0.05 and change.significant is False
+    assert change.difference == pytest.approx(a / n1 - b / n2, abs=1e-15)
+    # Against a previous week whose users are unknown (no bucket sums) only this week's
+    # variance is widened.
+    unknown = week_over_week(_week(*PROLIFIC), _week_without_buckets(*PREVIOUS_WEEK))
+    assert unknown.p_value == pytest.approx(_robust_p(a, n1, d1, b, n2, 1.0), rel=1e-9)
+
+
+def test_week_over_week_stays_significant_for_a_rise_spread_over_many_users():
+    from pipelines.report.model import week_over_week
+
+    a, n1 = int(SPREAD[0].sum()), int(SPREAD[1].sum())
+    b, n2 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
+    d1, d2 = _design_effect(*SPREAD), _design_effect(*PREVIOUS_WEEK)
+    assert 1.0 < d1 < 2.0
+    change = week_over_week(_week(*SPREAD), _week(*PREVIOUS_WEEK))
+    assert change.p_value == pytest.approx(_robust_p(a, n1, d1, b, n2, d2), rel=1e-9)
+    assert change.p_value > _chi2_p(a, n1, b, n2)  # widened, a little
+    assert change.p_value < 0.01 and change.significant is True
+
+
+def test_week_over_week_widens_the_previous_week_too():
+    from pipelines.report.model import week_over_week
+
+    # The prolific user was last week: this week's fall is one user leaving.
+    a, n1 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
+    b, n2 = int(PROLIFIC[0].sum()), int(PROLIFIC[1].sum())
+    assert _chi2_p(a, n1, b, n2) < 0.001
+    change = week_over_week(_week(*PREVIOUS_WEEK), _week(*PROLIFIC))
+    expected = _robust_p(a, n1, _design_effect(*PREVIOUS_WEEK), b, n2, _design_effect(*PROLIFIC))
+    assert change.p_value == pytest.approx(expected, rel=1e-9)
+    assert change.significant is False
+    # Without bucket sums on either side the test is the plain one.
+    plain = week_over_week(_week_without_buckets(*PREVIOUS_WEEK), _week_without_buckets(*PROLIFIC))
+    assert plain.p_value == pytest.approx(_chi2_p(a, n1, b, n2), rel=1e-6)
+    assert plain.significant is True
+
+
+def test_week_over_week_finds_nothing_when_a_week_may_be_one_user():
+    from pipelines.report.model import week_over_week
+
+    # Every event of this week in one bucket: possibly a single user.
+    alone = (np.eye(B, dtype=int)[9] * 160, np.eye(B, dtype=int)[9] * 9800)
+    b, n2 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
+    assert _chi2_p(160, 9800, b, n2) < 0.01
+    change = week_over_week(_week(*alone), _week(*PREVIOUS_WEEK))
+    assert (change.p_value, change.significant) == (1.0, False)
+
+
+def _week_without_buckets(num, den):
+    from pipelines.metrics.catalog import rate_value
+
+    totals = {"violations": int(np.sum(num)), "events": int(np.sum(den))}
+    return rate_value("violation_rate", totals)
+
+
 def test_kpi_rows_in_the_html_carry_the_warehouse_numbers(world):
     _, _, _, _, report, html, _ = world
     for k in report.kpis:
@@ -826,6 +943,141 @@ def test_new_model_versions_are_compared_with_the_previous_one_on_their_surface(
     assert versions["m-1"].is_new is False and versions["a-1"].is_new is False
     assert versions["m-1"].first_seen == PREVIOUS.start + timedelta(hours=10)
     assert 'data-version="model_version=m-2"' in html
+
+
+def _version_rows(rng, users: int, events: int, p: float, extra=None):
+    """One segment's users: (user ids, events per user, violations per user, bucket per
+    user), `events` each flagged with probability `p`; `extra` = (events, violations) of
+    one more, prolific user, in bucket 0.
+    """
+    ids = [f"u{i}" for i in range(users)]
+    per_user = np.full(users, events)
+    flagged = rng.binomial(per_user, p)
+    bucket = np.arange(users) % B
+    if extra is not None:
+        ids.append("prolific")
+        per_user = np.append(per_user, extra[0])
+        flagged = np.append(flagged, extra[1])
+        bucket = np.append(bucket, 0)
+    return ids, per_user, flagged, bucket
+
+
+def _version_aggregate(w: datetime, seg, rows) -> tuple[dict, np.ndarray]:
+    """The segment_window_agg row of one segment's users in window `w`, with their
+    violations and events per bucket (as the stream job stores them), and those sums."""
+    ids, per_user, flagged, bucket = rows
+    num, den = np.zeros(B, dtype=np.int64), np.zeros(B, dtype=np.int64)
+    np.add.at(num, bucket, flagged)
+    np.add.at(den, bucket, per_user)
+    c = dict.fromkeys(counter_ids(), 0)
+    c["events"] = c["events_seen"] = c["telemetry_complete"] = int(den.sum())
+    c["violations"] = int(num.sum())
+    c["unflagged_events"] = int(den.sum() - num.sum())
+    key = dict.fromkeys(SEGMENT_DIMENSIONS, "*")
+    key.update(zip(DIMS, seg, strict=True))
+    row = {
+        "window_start": w,
+        "window_end": w + timedelta(minutes=5),
+        "dimension_set": ",".join(DIMS),
+        **key,
+        **c,
+        "users_sketch": _sketch(f"{seg}/{u}" for u in ids),
+        "bucket_sums": {"events": den, "violations": num, "unflagged_events": den - num},
+    }
+    return row, np.stack([num, den])
+
+
+def test_new_versions_are_tested_with_each_sides_design_effect(tmp_path):
+    """chat: m-2 replaces m-1, and one prolific user of m-2 makes its violation rate rise;
+    search: s-2 replaces s-1, whose prolific user made the old rate high; api: a-2 replaces
+    a-1 with a rise of the same size spread over its users. The plain test calls all three
+    significant; the report's test, each side's variance widened by its design effect from
+    the bucket sums, only the last.
+    """
+    rng = np.random.default_rng(3)
+    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
+    migrate(engine)
+    before, during = PREVIOUS.start + timedelta(days=1, hours=10), WEEK.start + timedelta(hours=10)
+    segments = {
+        (before, ("chat", "m-1", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+        (before, ("api", "a-1", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+        (during, ("chat", "m-1", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+        (during, ("api", "a-1", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+        (during, ("chat", "m-2", "de-DE")): _version_rows(rng, 640, 10, 0.01, (400, 80)),
+        (during, ("api", "a-2", "de-DE")): _version_rows(rng, 680, 10, 0.021),
+        (before, ("search", "s-1", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+        (during, ("search", "s-1", "de-DE")): _version_rows(rng, 640, 10, 0.01, (400, 80)),
+        (during, ("search", "s-2", "de-DE")): _version_rows(rng, 640, 10, 0.01),
+    }
+    sums = {}
+    sink = WarehouseSink(engine)
+    for batch, w in enumerate((before, during)):
+        aggs = []
+        for (ws, seg), rows in segments.items():
+            if ws == w:
+                row, sums[seg, ws] = _version_aggregate(w, seg, rows)
+                aggs.append(row)
+        n = sum(a["events"] for a in aggs)
+        sink.commit(
+            BatchResult(
+                query_id="q", batch_id=batch, topic="t", started_at=w + timedelta(minutes=6),
+                input_rows=n, late_rows=0, aggregated_rows=n, watermark_before=None,
+                watermark_after=None, offsets=[OffsetRange("t", 0, batch, batch, 1)],
+                aggregates=aggs,
+            ),
+            now=w + timedelta(minutes=7),
+        )  # fmt: skip
+    report = collect_weekly(engine, Settings.load(environ={}), WEEK, now=NOW)
+
+    by_version = {(c.value, c.surface): c for c in report.changes.comparisons}
+    assert set(by_version) == {("m-2", "chat"), ("a-2", "api"), ("s-2", "search")}
+    verdicts = {}
+    for new, old, surface in (("m-2", "m-1", "chat"), ("a-2", "a-1", "api"),
+                              ("s-2", "s-1", "search")):  # fmt: skip
+        c = by_version[new, surface]
+        assert c.previous_values == (old,) and not c.suppressed
+        (r,) = (r for r in c.rates if r.rate_id == "violation_rate")
+        (a, b), (n1, n2) = zip(
+            sums[(surface, new, "de-DE"), during].sum(axis=1),
+            sums[(surface, old, "de-DE"), during].sum(axis=1),
+            strict=True,
+        )
+        assert (r.new.numerator, r.new.denominator) == (a, n1)
+        assert (r.previous.numerator, r.previous.denominator) == (b, n2)
+        d1 = _design_effect(*sums[(surface, new, "de-DE"), during])
+        d2 = _design_effect(*sums[(surface, old, "de-DE"), during])
+        assert (r.new.design_effect, r.previous.design_effect) == (
+            pytest.approx(d1, rel=1e-9),
+            pytest.approx(d2, rel=1e-9),
+        )
+        assert r.p_value == pytest.approx(_robust_p(a, n1, d1, b, n2, d2), rel=1e-9)
+        assert _chi2_p(a, n1, b, n2) < 0.001  # the plain test: significant either way
+        verdicts[new] = (d1, d2, r.p_value, r.q_value)
+    # One user, of the new version or of the old one: a large design effect on that side
+    # and no significant change, before or after the Benjamini-Hochberg correction; many
+    # users: significant after it too.
+    d1, d2, p, q = verdicts["m-2"]
+    assert d1 > 10 and d2 < 3 and p > 0.05 and q > 0.05
+    d1, d2, p, q = verdicts["s-2"]
+    assert d1 < 3 and d2 > 10 and p > 0.05 and q > 0.05
+    d1, d2, p, q = verdicts["a-2"]
+    assert d1 < 3 and d2 < 3 and p < 0.001 and q < 0.05
+    # The BH correction runs over the widened p-values of every comparison.
+    tested = [r for c in report.changes.comparisons for r in c.rates if r.p_value is not None]
+    expected = stats.false_discovery_control([r.p_value for r in tested], method="bh")
+    assert [r.q_value for r in tested] == pytest.approx(expected, rel=1e-9)
+
+    # The KPI's week-over-week change: both weeks widened by their own design effects.
+    this_week = sum(v for (_, ws), v in sums.items() if ws == during)
+    last_week = sum(v for (_, ws), v in sums.items() if ws == before)
+    kpi = report.kpi("violation_rate")
+    assert (kpi.current.numerator, kpi.current.denominator) == tuple(this_week.sum(axis=1))
+    assert (kpi.previous.numerator, kpi.previous.denominator) == tuple(last_week.sum(axis=1))
+    expected = _robust_p(
+        *this_week.sum(axis=1), _design_effect(*this_week),
+        *last_week.sum(axis=1), _design_effect(*last_week),
+    )  # fmt: skip
+    assert kpi.change.p_value == pytest.approx(expected, rel=1e-9)
 
 
 # ---------------------------------------------------------------- data quality
