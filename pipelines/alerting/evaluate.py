@@ -44,7 +44,7 @@ from datetime import datetime
 from typing import Literal, TypeVar
 
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, render_template
-from pipelines.alerting.sequential import bucket_spread, rate_exceeds
+from pipelines.alerting.sequential import bucket_excess, rate_exceeds
 from pipelines.metrics.buckets import BucketSums, design_effects, robust_interval
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
@@ -591,15 +591,16 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
     only grows as batches arrive, tested on its own: the whole window at
     ``EARLY_ALPHA * WHOLE_WINDOW_SHARE`` (all of ``EARLY_ALPHA`` without slices), each
     shorter span at an equal share of the rest. The chance that any of them ever fires in
-    a window whose rate is at most the reference is at most ``EARLY_ALPHA`` (a union bound). A span fires when its denominator is at least
-    `min_events` and, with ``p0`` the rule's `early_reference` at that denominator (None
-    or ``p0 >= 1``: never), either ``p0 == 0`` and one event has been seen (e-value
-    ``math.inf``: at rate 0 no event can occur), or `rate_exceeds` fires. Its ``v_opt`` is
+    a window whose rate is at most the reference is at most ``EARLY_ALPHA`` (a union
+    bound). A span fires when its denominator is at least `min_events` and, with ``p0``
+    the rule's `early_reference` at that denominator (None or ``p0 >= 1``: never), either
+    ``p0 == 0`` and one event has been seen (e-value ``math.inf``: at rate 0 no event can
+    occur), or `rate_exceeds` fires. Its ``v_opt`` is
     ``typical * share * p0 * (1 - p0)``, `typical` being the window's `typical_denominator`
     (the last closed window's), or ``max(min_events, 1)`` when unknown: never the open
     window's own counts, because the test's guarantee needs ``v_opt`` fixed before the
     window's data are seen. The whole window uses its user buckets; a shorter span, whose
-    own buckets are not kept, the spread of the whole window's (its events and more). The
+    own buckets are not kept, the excess of the whole window's (its events and more). The
     first span that fires, in `spans` order, is returned. Ignores `rule.early` and the
     segment's state (see `evaluate_early`).
     """
@@ -614,7 +615,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
     whole_alpha = EARLY_ALPHA * (WHOLE_WINDOW_SHARE if shorter else 1.0)
     typical = window.typical_denominator or max(rule.min_events, 1)
     buckets = None if counts_events(rule) else window.buckets
-    spread: float | None = None
+    excess: float | None = None
     for span in tested:
         if span.denominator < rule.min_events or span.denominator == 0:
             continue
@@ -630,8 +631,8 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
             # and so is the exact e-value (the smaller of the two the test takes): no
             # evidence. Most segments, most batches: skip the test's cost.
             continue
-        if span.first and buckets is not None and spread is None:
-            spread = bucket_spread(*buckets)
+        if span.first and buckets is not None and excess is None:
+            excess = bucket_excess(*buckets)
         evidence = rate_exceeds(
             span.numerator,
             span.denominator,
@@ -639,7 +640,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
             alpha=whole_alpha if span.first == 0 else (EARLY_ALPHA - whole_alpha) / shorter,
             v_opt=max(typical * span.share, 1.0) * p0 * (1.0 - p0),
             buckets=buckets if span.first == 0 else None,
-            cluster_variance=spread if span.first else None,
+            cluster_excess=excess if span.first else None,
         )
         if evidence.fired:
             return evidence.e_value, span

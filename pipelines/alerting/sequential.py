@@ -27,10 +27,12 @@ Prolific users (the variance choice)
     produce most of a segment's events, the window's rate moves with those few users' habits,
     far more than a count of independent events would suggest, and a test that assumes
     independence fires on healthy windows. Users are hashed into buckets (32 to 64), so that
-    all of a user's events land in one bucket; the spread of the buckets' counts around
-    ``p0`` gives a variance that includes this extra swing (a cluster-robust variance). The
-    test uses the larger of that and the independent-events variance ``n p0 (1 - p0)``, so
-    clustering can only make it more cautious, never quicker. A consequence by design: when
+    all of a user's events land in one bucket; the spread of the buckets' counts shows how
+    much more the window's count swings than independent events at the window's own rate
+    would (the *excess*, a cluster-robust variance less the binomial one). The test uses
+    the independent-events variance ``n p0 (1 - p0)`` plus that excess, so clustering can
+    only make it more cautious, never quicker, and traffic of many users (no excess) is
+    tested as independent events, at full speed. A consequence by design: when
     a segment's events come from a handful of users, the test may not fire at all (the
     evidence it can gather is limited to about half the number of non-empty buckets, in log
     units), because a few users cannot show that the segment's rate is high.
@@ -77,7 +79,7 @@ from scipy import special
 
 __all__ = [
     "Evidence",
-    "bucket_spread",
+    "bucket_excess",
     "beta_mixture_log_e",
     "beta_prior",
     "bucket_variance",
@@ -93,9 +95,11 @@ class Evidence:
 
     ``e_value`` is ``exp(log_e)`` (``inf`` if that overflows), and ``log_e`` is the smaller
     of ``log_e_normal`` and ``log_e_exact``; ``fired`` is ``e_value >= 1 / alpha``.
-    ``statistic`` is ``x - p0 * n``; ``variance`` (the one used) is the larger of
-    ``variance_independent`` (``n p0 (1 - p0)``) and ``variance_buckets`` (None when no
-    bucket sums were given). ``tau`` is the standard deviation of the mixing prior.
+    ``statistic`` is ``x - p0 * n``; ``variance`` (the one used) is
+    ``variance_independent`` (``n p0 (1 - p0)``) plus ``variance_excess``, the between-user
+    variance beyond independent events (`bucket_excess`; 0 without bucket sums).
+    ``variance_buckets`` is the bucket spread it came from (None when no bucket sums were
+    given). ``tau`` is the standard deviation of the mixing prior.
     """
 
     e_value: float
@@ -108,6 +112,7 @@ class Evidence:
     log_e_normal: float
     log_e_exact: float
     tau: float
+    variance_excess: float = 0.0
 
 
 def _exp(log_value: float) -> float:
@@ -177,6 +182,13 @@ class _Buckets:
         deviations = self.xs - (self.x / self.n) * self.ns
         return float(buckets / (buckets - 1) * (deviations @ deviations))
 
+    def excess(self) -> float:
+        """The spread beyond the binomial variance ``n R (1 - R)`` at the sample's rate."""
+        if self.n == 0:
+            return 0.0
+        rate = self.x / self.n
+        return max(0.0, self.spread() - self.n * rate * (1.0 - rate))
+
 
 def bucket_variance(x_b: npt.ArrayLike, n_b: npt.ArrayLike, p0: float) -> float:
     """Cluster-robust variance of ``x - p0 n`` from per-bucket sums: ``sum_b (x_b - p0 n_b)^2``.
@@ -195,12 +207,15 @@ def bucket_variance(x_b: npt.ArrayLike, n_b: npt.ArrayLike, p0: float) -> float:
     return _Buckets(x_b, n_b).variance(p0)
 
 
-def bucket_spread(x_b: npt.ArrayLike, n_b: npt.ArrayLike) -> float:
-    """The variance `rate_exceeds` takes from bucket sums: ``B / (B - 1) sum_b (x_b - R n_b)^2``
-    with ``R = x / n`` (0 with no events or a single bucket). Raises ``ValueError`` for
-    invalid counts or differing lengths.
+def bucket_excess(x_b: npt.ArrayLike, n_b: npt.ArrayLike) -> float:
+    """How much more a sample's count swings than independent events would, from its user
+    buckets: ``max(0, spread - n R (1 - R))`` with the spread ``B / (B - 1) sum_b (x_b -
+    R n_b)^2`` and ``R = x / n`` (0 with no events or a single bucket). With independent
+    events the spread is about ``n R (1 - R)`` and the excess about 0; a prolific user
+    whose rate differs from the rest's makes it large. Raises ``ValueError`` for invalid
+    counts or differing lengths.
     """
-    return _Buckets(x_b, n_b).spread()
+    return _Buckets(x_b, n_b).excess()
 
 
 def _optimal_ratio(alpha: float) -> float:
@@ -334,7 +349,7 @@ def rate_exceeds(
     alpha: float,
     v_opt: float,
     buckets: tuple[npt.ArrayLike, npt.ArrayLike] | None = None,
-    cluster_variance: float | None = None,
+    cluster_excess: float | None = None,
 ) -> Evidence:
     """One look at an open window: is its rate ``x / n`` above ``p0``, anytime-valid?
 
@@ -345,19 +360,22 @@ def rate_exceeds(
     fires while its rate is at most ``p0``; ``v_opt`` is the variance of ``x - p0 n``
     expected at the window's typical size (see ``mixture_tau``), fixed before the window.
 
-    The normal e-value uses ``S = x - p0 n`` and the larger of ``n p0 (1 - p0)`` and the
-    bucket spread ``B / (B - 1) sum_b (x_b - R n_b)^2`` with ``R = x / n``: centred on the
-    window's own rate, so a rise above ``p0`` spread over the users does not inflate it
-    (centred on ``p0`` it would grow with the square of the rise and cap the evidence);
-    at ``R = p0`` the two agree. The exact e-value uses ``x`` and ``n`` with
-    ``beta_prior(p0, tau)``.
+    The normal e-value uses ``S = x - p0 n`` and the variance ``n p0 (1 - p0)`` plus the
+    buckets' excess (`bucket_excess`: their spread around the window's own rate ``R``
+    beyond the binomial ``n R (1 - R)``). Taken around the window's rate and less the
+    binomial part, a rise above ``p0`` spread over many users does not inflate it (around
+    ``p0`` it would grow with the square of the rise, and the binomial part with the rate,
+    and cap the evidence); with clustered users at ``R = p0`` it is the cluster-robust
+    variance of ``x - p0 n``, and at ``R < p0`` it is larger than that. The exact e-value
+    uses ``x`` and ``n`` with ``beta_prior(p0, tau)``.
     The evidence is the smaller of the two, and fires when it reaches ``1 / alpha``.
     ``n == 0`` gives an e-value of 1, not fired.
 
-    ``cluster_variance`` replaces the bucket spread when the events tested are part of a
+    ``cluster_excess`` replaces the buckets' excess when the events tested are part of a
     larger sample whose buckets are known but theirs are not (the latest slices of a
-    window, tested with the spread of the whole window so far: ``_Buckets.spread`` of the
-    window's bucket sums, which hold these events' swings and more). Not with ``buckets``.
+    window, tested with the excess of the whole window so far, `bucket_excess` of its
+    bucket sums: all of it is taken as the span's, as a burst of one user inside the span
+    would make it). Not with ``buckets``.
 
     Raises ``ValueError`` for counts that are negative or not integers, ``x > n``, ``p0``
     outside (0, 1), ``alpha`` outside (0, 0.5), ``v_opt`` not positive, or bucket sums of
@@ -371,14 +389,15 @@ def rate_exceeds(
     p0 = _check_probability(p0, "p0")
     tau = mixture_tau(v_opt, alpha)
     v_buckets: float | None = None
-    if cluster_variance is not None:
+    excess = 0.0
+    if cluster_excess is not None:
         if buckets is not None:
-            msg = "pass buckets or cluster_variance, not both"
+            msg = "pass buckets or cluster_excess, not both"
             raise ValueError(msg)
-        if not math.isfinite(cluster_variance) or cluster_variance < 0:
-            msg = f"cluster_variance must be finite and >= 0, got {cluster_variance!r}"
+        if not math.isfinite(cluster_excess) or cluster_excess < 0:
+            msg = f"cluster_excess must be finite and >= 0, got {cluster_excess!r}"
             raise ValueError(msg)
-        v_buckets = float(cluster_variance)
+        excess = float(cluster_excess)
     if buckets is not None:
         if len(buckets) != 2:
             msg = "buckets must be a pair (x_b, n_b)"
@@ -388,11 +407,12 @@ def rate_exceeds(
             msg = f"bucket sums ({split.x:g}, {split.n:g}) do not match x and n ({x:g}, {n:g})"
             raise ValueError(msg)
         v_buckets = split.spread()
+        excess = split.excess()
     s = x - p0 * n
     v_independent = n * p0 * (1.0 - p0)
-    variance = v_independent if v_buckets is None else max(v_independent, v_buckets)
+    variance = v_independent + excess
     if n == 0:
-        return Evidence(1.0, 0.0, False, 0.0, 0.0, 0.0, v_buckets, 0.0, 0.0, tau)
+        return Evidence(1.0, 0.0, False, 0.0, 0.0, 0.0, v_buckets, 0.0, 0.0, tau, excess)
     log_normal = normal_mixture_log_e(s, variance, tau)
     a, b = beta_prior(p0, tau)
     log_exact = beta_mixture_log_e(x, n, p0, a, b)
@@ -408,4 +428,5 @@ def rate_exceeds(
         log_e_normal=log_normal,
         log_e_exact=log_exact,
         tau=tau,
+        variance_excess=excess,
     )

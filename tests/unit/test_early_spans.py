@@ -1,7 +1,7 @@
 """Early evaluation of an open window's latest slices (stream.early_slice): an incident that
 starts mid-window is tested without the healthy minutes before it, at a share of the error
 level per span (half for the whole window, the rest shared by the shorter spans), with the
-whole window's bucket spread as the spans' cluster variance.
+whole window's bucket excess as the spans' between-user variance.
 
 Expected decisions come from `rate_exceeds` called directly with the span's counts, the
 split level and the scaled `v_opt`; the error control is checked on simulated healthy
@@ -23,7 +23,7 @@ from pipelines.alerting.evaluate import (
     spans,
 )
 from pipelines.alerting.rules import EARLY_ALPHA, Rule, Threshold
-from pipelines.alerting.sequential import bucket_spread, rate_exceeds
+from pipelines.alerting.sequential import bucket_excess, rate_exceeds
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 # With 5 slices: the whole window at EARLY_ALPHA / 2, each of the 4 shorter spans at / 8.
@@ -139,28 +139,31 @@ def test_a_span_below_min_events_is_not_tested():
     assert early_evidence(rule(min_events=120), sliced(MID_NUMS, MID_DENS)) is not None
 
 
-def test_shorter_spans_use_the_whole_windows_bucket_spread():
-    # The window's events sit in few buckets (clustered): the latest slices are tested with
-    # the whole window's spread as their variance, and so need more evidence than alone.
+def test_shorter_spans_use_the_whole_windows_bucket_excess():
+    # The window's violations sit in one bucket (one prolific user): the latest slices are
+    # tested with all of the whole window's excess as theirs, and need more evidence.
     x_b = [0] * 32
     n_b = [0] * 32
     for b, (x, n) in enumerate([(1, 120), (1, 120), (1, 120), (15, 120)]):
         x_b[b * 8], n_b[b * 8] = x, n
-    spread = bucket_spread(x_b, n_b)
+    excess = bucket_excess(x_b, n_b)
+    rate = 18 / 480
+    assert excess == pytest.approx(
+        32 / 31 * sum((x - rate * n) ** 2 for x, n in zip(x_b, n_b, strict=True))
+        - 480 * rate * (1 - rate)
+    )
+    assert excess > 120 * P0 * (1 - P0)
     reference = rate_exceeds(
         15,
         120,
         P0,
         alpha=SPAN_ALPHA,
         v_opt=TYPICAL * 0.4 * P0 * (1 - P0),
-        cluster_variance=spread,
+        cluster_excess=excess,
     )
-    found = early_evidence(rule(), sliced(MID_NUMS, MID_DENS, buckets=(x_b, n_b)))
-    assert spread > 120 * P0 * (1 - P0)  # the spread is what the span is tested with
-    assert reference.variance == spread
-    assert (found is not None) == reference.fired
-    if found is not None:
-        assert found[0] == pytest.approx(reference.e_value, rel=1e-12)
+    assert reference.variance == pytest.approx(120 * P0 * (1 - P0) + excess)
+    assert not reference.fired
+    assert early_evidence(rule(), sliced(MID_NUMS, MID_DENS, buckets=(x_b, n_b))) is None
     # A rule that counts events (evidence: events) ignores the buckets.
     counted = early_evidence(
         rule(evidence="events"), sliced(MID_NUMS, MID_DENS, buckets=(x_b, n_b))
@@ -177,19 +180,21 @@ def test_the_transition_carries_the_span_that_fired():
     assert t.summary == "15/120 in de-DE"
 
 
-def test_cluster_variance_replaces_the_bucket_spread_exactly():
+def test_cluster_excess_replaces_the_buckets_excess_exactly():
     x_b, n_b = [3, 0, 9, 1], [50, 40, 60, 30]
     via_buckets = rate_exceeds(13, 180, P0, alpha=0.01, v_opt=50.0, buckets=(x_b, n_b))
-    via_variance = rate_exceeds(
-        13, 180, P0, alpha=0.01, v_opt=50.0, cluster_variance=bucket_spread(x_b, n_b)
+    via_excess = rate_exceeds(
+        13, 180, P0, alpha=0.01, v_opt=50.0, cluster_excess=bucket_excess(x_b, n_b)
     )
-    assert via_variance == via_buckets
+    assert via_excess.variance_excess > 0
+    assert via_excess.log_e == via_buckets.log_e
+    assert via_excess.variance == via_buckets.variance
     with pytest.raises(ValueError, match="not both"):
         rate_exceeds(13, 180, P0, alpha=0.01, v_opt=50.0, buckets=(x_b, n_b),
-                     cluster_variance=1.0)  # fmt: skip
+                     cluster_excess=1.0)  # fmt: skip
     for bad in (-1.0, math.inf, math.nan):
-        with pytest.raises(ValueError, match="cluster_variance"):
-            rate_exceeds(13, 180, P0, alpha=0.01, v_opt=50.0, cluster_variance=bad)
+        with pytest.raises(ValueError, match="cluster_excess"):
+            rate_exceeds(13, 180, P0, alpha=0.01, v_opt=50.0, cluster_excess=bad)
 
 
 # --- error control on simulated healthy windows ------------------------------------------
@@ -269,7 +274,7 @@ def test_healthy_windows_fire_at_most_at_the_error_level_with_spans(healthy, mon
     assert _fired_share(healthy) <= ALPHA + tolerance
 
 
-def test_spans_need_the_windows_bucket_spread(healthy, monkeypatch):
+def test_spans_need_the_windows_bucket_excess(healthy, monkeypatch):
     # Tested as independent events, the bursts of prolific users make the latest slices
     # look conclusive in far more healthy windows than the error level allows.
     monkeypatch.setattr(evaluate_module, "EARLY_ALPHA", ALPHA)

@@ -169,24 +169,50 @@ def test_bucket_variance_equals_a_direct_sum():
     )
 
 
-def test_variance_is_the_larger_of_independent_and_buckets():
+def test_variance_is_the_independent_one_plus_the_buckets_excess():
     p0 = 0.1
-    # Every bucket exactly at p0: the bucket variance is 0, the independent one is used.
+    # Every bucket exactly at p0: the bucket spread is 0, no excess, the independent one.
     even = rate_exceeds(4, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([1, 1, 1, 1], [10] * 4))
-    assert even.variance_buckets == 0.0
+    assert even.variance_buckets == 0.0 and even.variance_excess == 0.0
     assert even.variance == even.variance_independent == pytest.approx(40 * 0.1 * 0.9)
-    # All violations in one bucket (one heavy user): the bucket variance, centred on the
-    # window's rate 4 / 40 with the B / (B - 1) factor, is larger and used.
+    # All violations in one bucket (one heavy user): the spread, centred on the window's
+    # rate 4 / 40 with the B / (B - 1) factor, exceeds the binomial 40 * 0.1 * 0.9 = 3.6.
     heavy = rate_exceeds(4, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([4, 0, 0, 0], [10] * 4))
     direct = 4 / 3 * ((4 - 1) ** 2 + 3 * 1.0**2)
     assert heavy.variance_buckets == pytest.approx(direct)
-    assert heavy.variance == pytest.approx(direct)
+    assert heavy.variance_excess == pytest.approx(direct - 3.6)
+    assert heavy.variance == pytest.approx(3.6 + direct - 3.6)
     assert heavy.log_e_normal < even.log_e_normal
     # A rise spread evenly over the buckets (3 in 10 in each, p0 = 0.1) does not inflate it:
     # centred on p0, the same sums would give 4 * (3 - 1)^2 = 16 and cost the alert power.
     spread = rate_exceeds(12, 40, p0, alpha=ALPHA, v_opt=4.0, buckets=([3] * 4, [10] * 4))
     assert spread.variance_buckets == 0.0
     assert spread.variance == pytest.approx(40 * 0.1 * 0.9)
+
+
+def test_a_rise_over_many_independent_users_keeps_the_independent_variance():
+    # 400 events at 30 %, one user each, hashed into 32 buckets: the spread around the
+    # window's rate is about the binomial 400 * 0.3 * 0.7 = 84, far above the independent
+    # variance at p0 = 10 % (36). Only its excess over the binomial counts, so the test is
+    # as quick as for independent events, whatever the buckets' noise.
+    rng = np.random.default_rng(3)
+    excesses = []
+    for _ in range(200):
+        bucket = rng.integers(0, BUCKETS, 400)
+        hit = rng.random(400) < 0.3
+        x_b = np.bincount(bucket, weights=hit, minlength=BUCKETS).astype(int)
+        n_b = np.bincount(bucket, minlength=BUCKETS)
+        ev = rate_exceeds(int(x_b.sum()), 400, 0.1, alpha=ALPHA, v_opt=36.0, buckets=(x_b, n_b))
+        rate = x_b.sum() / 400
+        assert ev.variance_excess == pytest.approx(
+            max(0.0, ev.variance_buckets - 400 * rate * (1 - rate))
+        )
+        assert ev.variance == pytest.approx(400 * 0.1 * 0.9 + ev.variance_excess)
+        excesses.append(ev.variance_excess)
+    # The spread is an unbiased estimate of the binomial variance here: its excess is 0 in
+    # about half the windows and small on average.
+    assert 0.3 < np.mean(np.asarray(excesses) == 0.0) < 0.7
+    assert np.mean(excesses) < 0.25 * 84
 
 
 # The combined evidence.
