@@ -722,6 +722,7 @@ class BatchProcessor:
                 merge={
                     "users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0],
                     "bucket_sums": lambda sums: add_counter_buckets(*sums),
+                    "slice_sums": lambda sums: add_counter_buckets(*sums),
                 },
             )
             hist_rows = fold(

@@ -19,6 +19,7 @@ import pytest
 from scipy.stats import kstest
 
 from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker, record_checker
+from pipelines.metrics.buckets import add_counter_buckets
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import estimate
@@ -76,10 +77,10 @@ def _checked(events: list, partition: int = 0, first_offset: int = 0) -> pa.Reco
     return CHECKER.check_batch(batch, watermark=None)
 
 
-def _count(batches, duplicates=frozenset()):
-    partials = [row for b in batches for p in partial_counts([b], COUNTING, duplicates)
+def _count(batches, duplicates=frozenset(), counting=COUNTING):
+    partials = [row for b in batches for p in partial_counts([b], counting, duplicates)
                 for row in p.to_pylist()]  # fmt: skip
-    return merge_partials(partials, COUNTING)
+    return merge_partials(partials, counting)
 
 
 def _field(event: dict, path: str):
@@ -425,17 +426,20 @@ def test_values_beyond_the_limit_fold_on_the_executors_as_on_the_driver():
     admitted = {"product_surface": set(), "model_version": {"v07"}}  # from earlier batches
 
     # Reference: count everything, then admit and fold on the driver.
-    whole = _count(parts)
+    sliced = dataclasses.replace(COUNTING, slice_s=60)
+    whole = _count(parts, counting=sliced)
     truth_values = Counter()
     for a in whole.aggregates:
         truth_values[a["model_version"]] += a["events_seen"]
     allowed, admissions = admit(admitted, value_counts(whole.aggregates, DIMS, "events_seen"),
                                 limits)  # fmt: skip
     reference = fold(whole.aggregates, allowed, SEGMENT_KEY, add=counter_ids(),
-                     merge={"users_sketch": lambda s: None})  # fmt: skip
+                     merge={"users_sketch": lambda s: None,
+                            "bucket_sums": lambda s: add_counter_buckets(*s),
+                            "slice_sums": lambda s: add_counter_buckets(*s)})  # fmt: skip
 
     def counted(values):
-        by = dataclasses.replace(COUNTING, values=values)
+        by = dataclasses.replace(sliced, values=values)
         partials = [[r for p in partial_counts([b], by) for r in p.to_pylist()] for b in parts]
         return by, partials
 
@@ -464,4 +468,13 @@ def test_values_beyond_the_limit_fold_on_the_executors_as_on_the_driver():
         }  # fmt: skip
 
     assert by_key(final.aggregates) == by_key(reference)
+
+    def sums_of(rows, column):
+        return {
+            (r["window_start"], r["product_surface"], r["model_version"]):
+            {c: list(v) for c, v in r[column].items()} for r in rows
+        }  # fmt: skip
+
+    for column in ("bucket_sums", "slice_sums"):  # merged when rows fold, as the job does
+        assert sums_of(final.aggregates, column) == sums_of(reference, column), column
     assert {a["model_version"] for a in final.aggregates} == {*allowed["model_version"], "other"}
