@@ -166,6 +166,10 @@ class _SliceTotal:
         return tuple(self.num.tolist()), tuple(self.den.tolist())
 
 
+def _pair(buckets: BucketSums | None) -> tuple[Sequence[int], Sequence[int]] | None:
+    return None if buckets is None else (buckets.numerators, buckets.denominators)
+
+
 def reads_rate_tests(rule: Rule) -> bool:
     """Whether `rule` reads its rate's test rows: a `change`, a `rise`, or a threshold with
     `until_baseline` (the baseline's size).
@@ -586,9 +590,18 @@ class AlertEngine:
         before = {name: dict(s) for name, s in states.items()}
         transitions: list[Transition] = []
         known = {r.name: {i.segment: i for i in rule_inputs(r, before_data)} for r in rules}
-        for w, data in windows_read(conn, self.tables, opened, self.dimensions, rules=[]):
+        # Every open window's inputs first: a window's latest slices are tested together
+        # with the next window's first ones (evaluate.spans).
+        read = {
+            (rule.name, w): {i.segment: i for i in rule_inputs(rule, data, with_slices=True)}
+            for w, data in windows_read(conn, self.tables, opened, self.dimensions, rules=[])
+            for rule in rules
+        }
+        for w in opened:
+            following = w + self.window
             for rule in rules:
                 previous_of = known[rule.name]
+                after = read.get((rule.name, following), {})
                 inputs = [
                     OpenWindow(
                         segment=i.segment,
@@ -603,14 +616,18 @@ class AlertEngine:
                         typical_denominator=previous_of[i.segment].denominator
                         if i.segment in previous_of
                         else None,
-                        buckets=None
-                        if i.buckets is None
-                        else (i.buckets.numerators, i.buckets.denominators),
+                        buckets=_pair(i.buckets),
                         slices=i.slices,
+                        next_slices=after[i.segment].slices if i.segment in after else None,
+                        next_buckets=_pair(after[i.segment].buckets)
+                        if i.segment in after
+                        else None,
                     )
-                    for i in rule_inputs(rule, data, with_slices=True)
+                    for i in read[(rule.name, w)].values()
                 ]
-                states[rule.name], fired = evaluate_early(rule, w, inputs, states[rule.name])
+                states[rule.name], fired = evaluate_early(
+                    rule, w, inputs, states[rule.name], next_start=following
+                )
                 transitions.extend(fired)
         self._store_states(conn, states, before, now)
         self._store_history(conn, transitions, now, query_id, batch_id)

@@ -102,7 +102,11 @@ class OpenWindow:
     `rise` condition; None: unknown, and it cannot be evaluated early).
     `slices` is ``(numerators, denominators)`` per slice of the window, in time order,
     adding up to the counters (None: unknown; the window is then tested whole, see
-    `spans`).
+    `spans`). `next_slices` are the same of the window after this one when it is open too
+    (None: none yet, or unknown): the window's latest slices are tested together with the
+    next window's first ones, up to one window's length; `next_buckets` its per-user-bucket
+    sums (None: unknown, and then a span with the next window's events is not tested,
+    unless the rule counts events).
     """
 
     segment: Segment
@@ -113,18 +117,23 @@ class OpenWindow:
     buckets: tuple[Sequence[int], Sequence[int]] | None = None
     baseline_counts: tuple[int, int] | None = None
     slices: tuple[Sequence[int], Sequence[int]] | None = None
+    next_slices: tuple[Sequence[int], Sequence[int]] | None = None
+    next_buckets: tuple[Sequence[int], Sequence[int]] | None = None
 
 
 @dataclass(frozen=True)
 class Span:
-    """What early evaluation tests of an open window: its latest slices from `first` on
-    (0: the whole window so far), their counts, and their share of the window's length.
+    """What early evaluation tests of an open window: its slices from `first` on (0: the
+    whole window so far) and, for ``first >= 1``, the next window's first `first` slices;
+    their counts; the share of the window's length its own slices make (which sets the
+    test's tuning, fixed before the data); and whether it holds events of the next window.
     """
 
     first: int
     numerator: int
     denominator: int
     share: float
+    crosses: bool = False
 
 
 @dataclass(frozen=True)
@@ -559,28 +568,74 @@ def _check_open(rule: Rule, window: OpenWindow) -> None:
 WHOLE_WINDOW_SHARE = 0.5
 
 
-def spans(window: OpenWindow) -> list[Span]:
-    """The samples early evaluation tests in `window`: the whole window so far, then, with
-    `slices` (S of them, adding up to the counters), the latest ``S - j`` slices for
-    ``j = 1 .. S - 1``. Without slices, or with slices that do not add up, the whole
-    window only. Their number depends on the window's slicing, never on its data.
+def _slice_sums(
+    slices: tuple[Sequence[int], Sequence[int]] | None,
+) -> tuple[list[int], list[int]] | None:
+    """Per-slice sums as two lists of ints, or None unless they are usable: at least two
+    slices, as many numerators as denominators, each ``0 <= x <= n``.
     """
-    whole = Span(0, window.numerator, window.denominator, 1.0)
-    if window.slices is None:
-        return [whole]
-    nums, dens = (list(map(int, v)) for v in window.slices)
-    count = len(nums)
+    if slices is None:
+        return None
+    nums, dens = (list(map(int, v)) for v in slices)
     if (
-        count < 2
-        or len(dens) != count
-        or sum(nums) != window.numerator
-        or sum(dens) != window.denominator
+        len(nums) < 2
+        or len(dens) != len(nums)
         or any(not 0 <= x <= n for x, n in zip(nums, dens, strict=True))
     ):
+        return None
+    return nums, dens
+
+
+def spans(window: OpenWindow) -> list[Span]:
+    """The samples early evaluation tests in `window`: the whole window so far, then, with
+    `slices` (S of them, adding up to the counters), for ``j = 1 .. S - 1`` the window's
+    slices from ``j`` on followed by the first ``j`` slices of the next window (its
+    `next_slices`, when it has S usable ones): a span of one window's length that starts
+    at slice ``j``, tested as its events arrive whichever window they fall in. Without
+    slices, or with slices that do not add up, the whole window only. Their number
+    depends on the window's slicing, never on its data.
+    """
+    whole = Span(0, window.numerator, window.denominator, 1.0)
+    own = _slice_sums(window.slices)
+    if own is None or (sum(own[0]), sum(own[1])) != (window.numerator, window.denominator):
         return [whole]
-    return [whole] + [
-        Span(j, sum(nums[j:]), sum(dens[j:]), (count - j) / count) for j in range(1, count)
-    ]
+    nums, dens = own
+    count = len(nums)
+    after = _slice_sums(window.next_slices)
+    if after is None or len(after[0]) != count:
+        after = ([0] * count, [0] * count)
+    out = [whole]
+    for j in range(1, count):
+        extra = sum(after[1][:j])
+        out.append(
+            Span(
+                j,
+                sum(nums[j:]) + sum(after[0][:j]),
+                sum(dens[j:]) + extra,
+                (count - j) / count,
+                crosses=extra > 0,
+            )
+        )
+    return out
+
+
+def _excess(
+    buckets: tuple[Sequence[int], Sequence[int]],
+    next_buckets: tuple[Sequence[int], Sequence[int]] | None,
+    crosses: bool,
+) -> float | None:
+    """The between-user excess a span is tested with: the window's (`bucket_excess`), or,
+    for a span that reaches into the next window, that of both windows' buckets added up
+    (a user keeps their bucket across windows); None when the next window's are unknown.
+    """
+    if not crosses:
+        return bucket_excess(*buckets)
+    if next_buckets is None or len(next_buckets[0]) != len(buckets[0]):
+        return None
+    return bucket_excess(
+        [a + b for a, b in zip(buckets[0], next_buckets[0], strict=True)],
+        [a + b for a, b in zip(buckets[1], next_buckets[1], strict=True)],
+    )
 
 
 def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
@@ -600,7 +655,8 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
     (the last closed window's), or ``max(min_events, 1)`` when unknown: never the open
     window's own counts, because the test's guarantee needs ``v_opt`` fixed before the
     window's data are seen. The whole window uses its user buckets; a shorter span, whose
-    own buckets are not kept, the excess of the whole window's (its events and more). The
+    own buckets are not kept, the excess of the whole window's (its events and more), or
+    of both windows' when it reaches into the next one (`_excess`). The
     first span that fires, in `spans` order, is returned. Ignores `rule.early` and the
     segment's state (see `evaluate_early`).
     """
@@ -615,7 +671,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
     whole_alpha = EARLY_ALPHA * (WHOLE_WINDOW_SHARE if shorter else 1.0)
     typical = window.typical_denominator or max(rule.min_events, 1)
     buckets = None if counts_events(rule) else window.buckets
-    excess: float | None = None
+    excesses: dict[bool, float | None] = {}
     for span in tested:
         if span.denominator < rule.min_events or span.denominator == 0:
             continue
@@ -631,8 +687,13 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
             # and so is the exact e-value (the smaller of the two the test takes): no
             # evidence. Most segments, most batches: skip the test's cost.
             continue
-        if span.first and buckets is not None and excess is None:
-            excess = bucket_excess(*buckets)
+        excess = None
+        if span.first and buckets is not None:
+            if span.crosses not in excesses:
+                excesses[span.crosses] = _excess(buckets, window.next_buckets, span.crosses)
+            excess = excesses[span.crosses]
+            if excess is None:
+                continue  # the next window's users are unknown: not tested across
         evidence = rate_exceeds(
             span.numerator,
             span.denominator,
@@ -640,7 +701,7 @@ def early_evidence(rule: Rule, window: OpenWindow) -> tuple[float, Span] | None:
             alpha=whole_alpha if span.first == 0 else (EARLY_ALPHA - whole_alpha) / shorter,
             v_opt=max(typical * span.share, 1.0) * p0 * (1.0 - p0),
             buckets=buckets if span.first == 0 else None,
-            cluster_excess=excess if span.first else None,
+            cluster_excess=excess,
         )
         if evidence.fired:
             return evidence.e_value, span
@@ -652,6 +713,8 @@ def evaluate_early(
     window_start: datetime,
     inputs: Sequence[OpenWindow],
     states: Mapping[Segment, AlertState],
+    *,
+    next_start: datetime | None = None,
 ) -> tuple[dict[Segment, AlertState], list[Transition]]:
     """Fire, before the window starting at `window_start` closes, the segments whose running
     counts already show that `rule`'s rate is above its reference (`early_evidence`).
@@ -668,16 +731,27 @@ def evaluate_early(
     produces pending, inactive or resolved; a window may be evaluated early any number of
     times (a segment already firing is skipped).
 
+    A span that reaches into the next window (inputs with `next_slices`, see `spans`) fires
+    the segment in that window, starting at `next_start`: its page is about the window its
+    latest events are in, and the closing of this window, where the incident may hardly
+    show, then changes nothing but `last_window` (see `evaluate`).
+
     Returns every state of `states` (unchanged unless the segment fired) plus the new state
     of every segment that fired, as a dict in segment order; a segment of `inputs` that has
     no state and does not fire gets none. The transitions (to firing, `early` True, with
-    the open window's values and the `evidence`) are in segment order. Raises ValueError
-    as `evaluate` does, and for counts with ``numerator > denominator`` or negative, a
-    `baseline_rate` outside [0, 1] or a negative `typical_denominator`.
+    the values of the span that fired and the `evidence`) are in segment order. Raises
+    ValueError as `evaluate` does, and for counts with ``numerator > denominator`` or
+    negative, a `baseline_rate` outside [0, 1], a negative `typical_denominator`, or inputs
+    with `next_slices` without a `next_start` after `window_start`.
     """
     by_segment = _index(rule, window_start, inputs, states)
     for w in by_segment.values():
         _check_open(rule, w)
+    if any(w.next_slices is not None for w in by_segment.values()) and (
+        next_start is None or next_start <= window_start
+    ):
+        msg = f"rule {rule.name}: inputs with next_slices need a next_start after {window_start}"
+        raise ValueError(msg)
     new_states = dict(states)
     transitions: list[Transition] = []
     if rule.early:
@@ -694,11 +768,12 @@ def evaluate_early(
             if found is None:
                 continue
             evidence, span = found
+            at = next_start if span.crosses and next_start is not None else window_start
             after = replace(
                 before,
                 status="firing",
-                started_at=before.started_at or window_start,
-                firing_since=window_start,
+                started_at=before.started_at or at,
+                firing_since=at,
             )
             new_states[seg] = after
             lower, upper = wilson_interval(span.numerator, span.denominator)
@@ -714,7 +789,7 @@ def evaluate_early(
                 _transition(
                     rule,
                     seg,
-                    window_start,
+                    at,
                     before,
                     after,
                     "firing",
