@@ -165,6 +165,18 @@ class BrokerSettings(_Section):
 # At most this many slices per window (stream.early_slice): each is tested at a share of the
 # early error level, so more slices make every test slower to fire.
 MAX_SLICES = 12
+def _default_slice(window_s: float) -> str:
+    """The default `stream.early_slice` of a window: 1 minute when it fits, else the
+    shortest whole number of minutes that divides the window into at most MAX_SLICES, else
+    the window itself (no slices).
+    """
+    for minutes in range(1, int(window_s // 60) + 1):
+        piece = minutes * 60
+        if window_s % piece == 0 and window_s / piece <= MAX_SLICES:
+            return "1 minute" if minutes == 1 else f"{minutes} minutes"
+    return f"{window_s:g} seconds"
+
+
 _JVM_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgGtT]?$")
 _PORT_LISTS = (
     "kafka_ports",
@@ -369,9 +381,11 @@ class StreamSettings(_Section):
     early_slice: str = Field(
         "1 minute",
         description="Early alerting keeps each window's alerting counters per slice of this "
-        "length too, and tests the window's latest slices as well as the whole window, so an "
-        "incident that starts mid-window is not diluted by the minutes before it. Must divide "
-        "the window into at most 12 slices; the window's own length turns slices off.",
+        "length too, and tests spans starting at each slice as well as the whole window, so "
+        "an incident that starts mid-window is not diluted by the minutes before it. Must "
+        "divide the window into at most 12 slices; the window's own length turns slices off. "
+        "Left unset with a window that 1-minute slices do not fit, the shortest whole number "
+        "of minutes that does is used, else the window.",
     )
     watermark: str = Field(
         "10 minutes",
@@ -412,6 +426,20 @@ class StreamSettings(_Section):
             msg = "max_values must be at least 1"
             raise ValueError(msg)
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _slice_default(cls, data: Any) -> Any:
+        from pipelines.stream.durations import parse_duration
+
+        if isinstance(data, dict) and "early_slice" not in data:
+            try:
+                window = parse_duration(str(data.get("window", "5 minutes"))).total_seconds()
+            except ValueError:
+                return data  # reported by the check below
+            if window > 0:
+                data = {**data, "early_slice": _default_slice(window)}
+        return data
 
     @model_validator(mode="after")
     def _slices(self) -> StreamSettings:

@@ -103,7 +103,11 @@ def test_spike_reaches_alertmanager_labelled_and_resolves(
         update={
             "kafka": base.kafka.model_copy(update={"topic_alerts": alerts_topic}),
             "stream": base.stream.model_copy(
-                update={"window": f"{WINDOW_S} seconds", "trigger_interval": "2 seconds"}
+                update={
+                    "window": f"{WINDOW_S} seconds",
+                    "early_slice": f"{WINDOW_S} seconds",
+                    "trigger_interval": "2 seconds",
+                }
             ),
             "drift": DriftSettings(enabled=False),
             "alerting": AlertingSettings(

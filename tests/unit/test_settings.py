@@ -79,3 +79,33 @@ def test_cluster_ports_from_comma_separated_variables():
 def test_inconsistent_cluster_settings_are_config_errors(environ, message):
     with pytest.raises(ConfigError, match=message):
         Settings.load(environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("window", "expected"),
+    [
+        ("5 minutes", "1 minute"),
+        ("1 minute", "1 minute"),  # one slice: the window itself
+        ("90 seconds", "90 seconds"),  # no whole minute divides it: no slices
+        ("10 minutes", "1 minute"),
+        ("1 hour", "5 minutes"),  # 60 one-minute slices are too many
+        ("13 minutes", "13 minutes"),
+    ],
+)
+def test_early_slice_default_fits_the_window(window, expected):
+    settings = Settings.load(environ={"SAFEWATCH_STREAM__WINDOW": window})
+    assert settings.stream.early_slice == expected
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        ({"SAFEWATCH_STREAM__EARLY_SLICE": "70 seconds"}, "must be a whole number of seconds"),
+        ({"SAFEWATCH_STREAM__EARLY_SLICE": "10 seconds"}, "30 slices; at most 12"),
+        ({"SAFEWATCH_STREAM__EARLY_SLICE": "soon"}, "cannot read duration"),
+        ({"SAFEWATCH_STREAM__WINDOW": "abc"}, "cannot read duration"),
+    ],
+)
+def test_unusable_early_slice_is_a_config_error_saying_what_to_change(environ, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.load(environ=environ)
