@@ -300,8 +300,12 @@ class RecentWindows:
             verdicts = []
             if rule.threshold is not None:
                 base = latest[seg].baseline_counts if seg in latest else None
+                # The threshold's own `min_events` guards the longest horizon's decision;
+                # "still burning" is asked of however few events the shorter one holds
+                # (a low-volume segment never fills one window), `until_baseline` stays.
                 verdicts.append(
-                    rule.threshold.applies(den, base) and rule.threshold.passed(num, den)
+                    rule.threshold.applies(rule.threshold.min_events, base)
+                    and rule.threshold.passed(num, den)
                 )
             if rule.rise is not None:
                 base = latest[seg].baseline_counts if seg in latest else None

@@ -264,6 +264,41 @@ def test_a_rise_over_an_hour_sums_the_windows_against_the_latest_baseline():
     assert verdicts[0] is False and True in verdicts and verdicts[-1] is False
 
 
+def test_a_new_low_volume_segment_harmful_from_its_first_window_pages_within_the_hour():
+    """HarmfulOutputSustained's shape: threshold 2 % with its own min_events 100 or a rise,
+    over [5 minutes, 1 hour]. A new segment (no baseline) of 14 events a window, 9 %
+    harmful from its first window: no window reaches 100 events, but the hour does; the
+    shorter horizon confirms on its own few events (point estimate past the limit)."""
+    from pipelines.alerting.engine import RecentWindows, WindowData
+    from pipelines.settings import SEGMENT_DIMENSIONS
+
+    step = timedelta(minutes=5)
+    values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
+    r = rule(
+        match="any",
+        threshold=Threshold(above=0.02, min_events=100),
+        rise=Rise(factor=2.0, alpha=1e-6),
+        horizons=(step, timedelta(hours=1)),
+    )
+    harmful = [1, 2, 1, 1, 2, 0, 1, 2, 1, 1, 2, 1]  # of 14 events each (~9 %); none in 6
+    recent = RecentWindows([r], step)
+    fired_at = None
+    for i, k in enumerate(harmful):
+        w = T0 + i * step
+        row = values | {"events": 14, "violations": k, "bucket_sums": None}
+        recent.add(w, WindowData(w, [row], {}, {}))
+        (got,) = recent.inputs(r, w)
+        hour_k, hour_n = sum(harmful[: i + 1]), 14 * (i + 1)
+        assert (got.numerator, got.denominator) == (hour_k, hour_n)
+        assert got.confirmed == (k > 0)  # the latest window's own rate past 2 %
+        low = binomtest(hour_k, hour_n).proportion_ci(method="wilson").low
+        expected = hour_n >= 100 and low > 0.02 and k > 0
+        assert measure(r, got).condition == expected, i
+        if expected and fired_at is None:
+            fired_at = i
+    assert fired_at is not None and fired_at < 12  # within the hour
+
+
 # --- a threshold with its own volume guard, beside a rise ------------------------------------
 
 
