@@ -100,6 +100,7 @@ COVERS: dict[str, frozenset[str]] = {
     "PIILeakInOutput": frozenset({"pii_output"}),
     "RedactionFailures": frozenset({"redaction_failure"}),
     "InjectionCampaign": frozenset({"injection_campaign", "injection_success"}),
+    "InjectionCampaignSustained": frozenset({"injection_campaign", "injection_success"}),
     "InjectionSuccess": frozenset({"injection_success", "injection_campaign"}),
     "JailbreakSuccess": frozenset({"jailbreak_success"}),
     # A jailbreak wave is mostly failed attempts, which the model refuses.
@@ -116,6 +117,7 @@ PRIMARY: dict[str, frozenset[str]] = {
     "PIILeakInOutput": frozenset({"pii_output"}),
     "RedactionFailures": frozenset({"redaction_failure"}),
     "InjectionCampaign": frozenset({"injection_campaign"}),
+    "InjectionCampaignSustained": frozenset({"injection_campaign"}),
     "InjectionSuccess": frozenset({"injection_success"}),
     "JailbreakSuccess": frozenset({"jailbreak_success"}),
     "RefusalSpike": frozenset({"refusal_spike"}),
