@@ -165,6 +165,8 @@ class BrokerSettings(_Section):
 # At most this many slices per window (stream.early_slice): each is tested at a share of the
 # early error level, so more slices make every test slower to fire.
 MAX_SLICES = 12
+
+
 def _default_slice(window_s: float) -> str:
     """The default `stream.early_slice` of a window: 1 minute when it fits, else the
     shortest whole number of minutes that divides the window into at most MAX_SLICES, else
