@@ -427,8 +427,8 @@ class _Partial:
             found = _Window(
                 np.zeros(len(COUNTERS), np.int64),
                 np.zeros(HISTOGRAM_BINS, np.int64),
-                np.zeros((len(BUCKET_COUNTERS), BUCKETS), np.int64),
-                np.zeros((len(BUCKET_COUNTERS), self.counting.slices), np.int64),
+                np.zeros((_BUCKET_ROWS, BUCKETS), np.int64),
+                np.zeros((_BUCKET_ROWS, self.counting.slices), np.int64),
             )
             self.windows[key] = found
         return found
@@ -608,9 +608,9 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     sums[:, base + 2] = np.bincount(group, weights=pii.astype(float), minlength=n_groups)
 
     histograms = np.zeros((n_groups, HISTOGRAM_BINS), np.int64)
-    bucket_sums = np.zeros((n_groups, len(BUCKET_COUNTERS), BUCKETS), np.int64)
+    bucket_sums = np.zeros((n_groups, _BUCKET_ROWS, BUCKETS), np.int64)
     n_slices = counting.slices
-    slice_sums = np.zeros((n_groups, len(BUCKET_COUNTERS), n_slices), np.int64)
+    slice_sums = np.zeros((n_groups, _BUCKET_ROWS, n_slices), np.int64)
     counted = rows[aggregated]
     users: list[str | None] = []
     if len(counted):
@@ -757,6 +757,24 @@ def _partial_batch(given: dict[str, Any], n: int) -> pa.RecordBatch:
     )
 
 
+def _sparse(matrix: np.ndarray) -> tuple[list[int], list[int]]:
+    """The non-zero cells of a BUCKET_COUNTERS x parts matrix, row major: positions, values."""
+    flat = matrix.reshape(-1)
+    cells = np.flatnonzero(flat)
+    return cells.tolist(), flat[cells].tolist()
+
+
+def _per_counter(flat: np.ndarray, parts: int) -> dict[str, list[int]]:
+    """Flat BUCKET_COUNTERS x parts sums as the warehouse keeps them: counter id -> its
+    `parts` sums, all-zero counters left out.
+    """
+    return {
+        c: row.tolist()
+        for c, row in zip(BUCKET_COUNTERS, flat.reshape(-1, parts), strict=True)
+        if row.any()
+    }
+
+
 def partial_counts(
     batches: Iterable[pa.RecordBatch],
     counting: Counting,
@@ -781,16 +799,14 @@ def partial_counts(
     rows: list[dict[str, Any]] = []
     for (window_start, *segment), w in partial.windows.items():
         sketch = w.sketch.serialize_compact() if w.sketch is not None else None
-        flat = w.buckets.reshape(-1)
-        cells = np.flatnonzero(flat)
-        flat_slices = w.slices.reshape(-1)
-        slice_cells = np.flatnonzero(flat_slices)
+        bucket_cells, bucket_values = _sparse(w.buckets)
+        slice_cells, slice_values = _sparse(w.slices)
         rows.append({
             "kind": "window", "window_start_s": window_start, "segment": segment,
             "counters": w.counters.tolist(), "histogram": w.histogram.tolist(),
             "users_sketch": bytes(sketch) if sketch is not None else None,
-            "bucket_cells": cells.tolist(), "bucket_values": flat[cells].tolist(),
-            "slice_cells": slice_cells.tolist(), "slice_values": flat_slices[slice_cells].tolist(),
+            "bucket_cells": bucket_cells, "bucket_values": bucket_values,
+            "slice_cells": slice_cells, "slice_values": slice_values,
         })  # fmt: skip
     for (dimension, value), n in partial.new_values.items():
         rows.append({
@@ -882,14 +898,11 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             entry[0] = entry[0] + counters
             entry[1] = entry[1] + histogram
             entry[2].append(p["users_sketch"])
-        cells = p.get("bucket_cells")
-        if cells:
-            np.add.at(entry[3], np.asarray(cells, np.int64),
-                      np.asarray(p["bucket_values"], np.int64))  # fmt: skip
-        cells = p.get("slice_cells")
-        if cells:
-            np.add.at(entry[4], np.asarray(cells, np.int64),
-                      np.asarray(p["slice_values"], np.int64))  # fmt: skip
+        for at, kind in ((3, "bucket"), (4, "slice")):
+            cells = p.get(f"{kind}_cells")
+            if cells:
+                np.add.at(entry[at], np.asarray(cells, np.int64),
+                          np.asarray(p[f"{kind}_values"], np.int64))  # fmt: skip
     dimension_set = ",".join(counting.dimensions)
     aggregates: list[dict[str, Any]] = []
     histograms: list[dict[str, Any]] = []
@@ -907,18 +920,8 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             **where, "window_end": datetime.fromtimestamp(window_start + counting.window_s, UTC),
             **dict(zip(COUNTERS, (int(v) for v in counters), strict=True)),
             "users_sketch": sketch,
-            "bucket_sums": {
-                c: row.tolist()
-                for c, row in zip(BUCKET_COUNTERS, cells.reshape(-1, BUCKETS), strict=True)
-                if row.any()
-            },
-            "slice_sums": {
-                c: row.tolist()
-                for c, row in zip(
-                    BUCKET_COUNTERS, slice_cells.reshape(-1, counting.slices), strict=True
-                )
-                if row.any()
-            },
+            "bucket_sums": _per_counter(cells, BUCKETS),
+            "slice_sums": _per_counter(slice_cells, counting.slices),
         })  # fmt: skip
         positions = np.flatnonzero(histogram)
         owners = np.searchsorted(_OFFSETS, positions, side="right") - 1

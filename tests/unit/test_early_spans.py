@@ -57,6 +57,18 @@ def sliced(nums, dens, **extra) -> OpenWindow:
     )
 
 
+def span_test(span: Span, **extra):
+    """`rate_exceeds` on a shorter span as early evaluation should call it."""
+    return rate_exceeds(
+        span.numerator,
+        span.denominator,
+        P0,
+        alpha=SPAN_ALPHA,
+        v_opt=TYPICAL * span.share * P0 * (1 - P0),
+        **extra,
+    )
+
+
 def test_spans_are_the_whole_window_then_its_latest_slices():
     got = spans(sliced([1, 2, 3, 0, 0], [100, 110, 120, 0, 0]))
     assert got == [
@@ -205,13 +217,7 @@ def test_a_late_start_fires_across_the_boundary_in_the_next_window():
     found = early_evidence(rule(), across)
     assert found is not None
     e_value, span = found
-    reference = rate_exceeds(
-        span.numerator,
-        span.denominator,
-        P0,
-        alpha=SPAN_ALPHA,
-        v_opt=TYPICAL * span.share * P0 * (1 - P0),
-    )
+    reference = span_test(span)
     assert reference.fired and e_value == pytest.approx(reference.e_value, rel=1e-12)
     assert span.crosses and span.first >= 4 - 1
     states, transitions = evaluate_early(rule(), T0, [across], {}, next_start=NEXT_START)
@@ -241,14 +247,7 @@ def test_a_span_across_needs_the_next_windows_buckets():
     assert found is not None
     e_value, span = found
     assert span.crosses
-    reference = rate_exceeds(
-        span.numerator,
-        span.denominator,
-        P0,
-        alpha=SPAN_ALPHA,
-        v_opt=TYPICAL * span.share * P0 * (1 - P0),
-        cluster_excess=bucket_excess(*union),
-    )
+    reference = span_test(span, cluster_excess=bucket_excess(*union))
     assert e_value == pytest.approx(reference.e_value, rel=1e-12)
 
 
