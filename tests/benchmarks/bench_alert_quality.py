@@ -549,6 +549,7 @@ def report(
     severity: dict[str, str],
     incidents: Sequence[Incident],
     pages: Sequence[Page],
+    missed_examples: int = 3,
 ) -> list[str]:
     out = [f"=== {title} ==="]
     header = [
@@ -678,14 +679,34 @@ def report(
     for i in rep.missed:
         missed[i.kind].append(i)
     if missed:
-        out.append("Missed incidents by kind (examples: the largest missed):")
+        which = "every one" if missed_examples <= 0 else f"up to {missed_examples} per kind"
+        out.append(
+            f"Missed incidents by kind ({which}: the detectable ones first, by oracle power, "
+            "then the largest):"
+        )
         for kind in KINDS:
             ms = missed.get(kind, [])
             if not ms:
                 continue
-            ms = sorted(ms, key=lambda i: -min(i.multiplier, 1e9))
-            out.append(f"  {kind}: {len(ms)} missed")
-            for i in ms[:3]:
+
+            def detectable(i: Incident) -> bool:
+                return (
+                    i.multiplier >= rep.min_multiplier
+                    and i.oracle_power is not None
+                    and i.oracle_power >= rep.min_power
+                )
+
+            ms = sorted(
+                ms,
+                key=lambda i: (
+                    not detectable(i),
+                    -(i.oracle_power or 0.0) if detectable(i) else 0.0,
+                    -min(i.multiplier, 1e9),
+                ),
+            )
+            found = sum(map(detectable, ms))
+            out.append(f"  {kind}: {len(ms)} missed, {found} of them detectable")
+            for i in ms if missed_examples <= 0 else ms[:missed_examples]:
                 m = meta[i.id]
                 seg = " / ".join(v for d, v in i.segment if d != "seed")
                 size = (
@@ -844,6 +865,12 @@ def main() -> None:
         "kinds a rule covers)",
     )
     parser.add_argument(
+        "--missed-examples",
+        type=int,
+        default=3,
+        help="missed incidents listed per kind, detectable ones first (default 3; 0: all)",
+    )
+    parser.add_argument(
         "--json",
         type=Path,
         default=None,
@@ -940,7 +967,13 @@ def main() -> None:
             "to firing returned by the derivations)"
         )
         lines += report(
-            f"seed {r.seed} ({r.days:g} days)", rep, r.incident_meta, severity, r.incidents, r.pages
+            f"seed {r.seed} ({r.days:g} days)",
+            rep,
+            r.incident_meta,
+            severity,
+            r.incidents,
+            r.pages,
+            args.missed_examples,
         )
         all_pages += [replace(p, segment=_with_seed(r.seed, p.segment)) for p in r.pages]
         all_incidents += [replace(i, segment=_with_seed(r.seed, i.segment)) for i in r.incidents]
@@ -965,6 +998,7 @@ def main() -> None:
             severity,
             all_incidents,
             all_pages,
+            args.missed_examples,
         )
     lines.append(
         f"grace after an incident's end: {grace.total_seconds() / 60:g} min (window + "
