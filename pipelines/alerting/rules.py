@@ -49,12 +49,14 @@ EVIDENCE: tuple[Evidence, ...] = ("users", "events")
 # Distances and test statistics grow with drift, so a rule fires when one is `above` a
 # limit; p-values shrink with it, so a rule fires when one is `below` a limit.
 DRIFT_STATISTICS_ABOVE = ("psi", "js_distance", "chi2_statistic", "ks_statistic", "wasserstein")
-DRIFT_STATISTICS_BELOW = ("chi2_p_value", "ks_p_value")
+DRIFT_STATISTICS_BELOW = ("chi2_p_value", "ks_p_value", "doubling_p_value")
 DRIFT_STATISTICS = DRIFT_STATISTICS_ABOVE + DRIFT_STATISTICS_BELOW
 # Only computed for ordered (numeric) distributions; NULL for categorical ones.
 ORDERED_ONLY_STATISTICS = frozenset({"ks_statistic", "ks_p_value", "wasserstein"})
 # Statistics bounded by 1; the others (psi, chi2_statistic, wasserstein) are unbounded.
-_UNIT_STATISTICS = frozenset({"js_distance", "ks_statistic", "chi2_p_value", "ks_p_value"})
+_UNIT_STATISTICS = frozenset(
+    {"js_distance", "ks_statistic", "chi2_p_value", "ks_p_value", "doubling_p_value"}
+)
 
 NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
 LABEL_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

@@ -158,6 +158,41 @@ def test_migration_11_gives_the_analyst_successful_injection_rate(roles, truth):
     )
 
 
+def test_migration_13_shows_the_analyst_the_doubling_test_behind_the_same_barrier(roles, truth):
+    """v_segment_window_drift as migration 5 made it on PostgreSQL (`SELECT t.*`, expanded
+    when the view was created) gets migration 13's column: the analyst reads it, on the same
+    rows as before (k-anonymity unchanged), and the view is still a security barrier.
+    """
+    _, writer, analyst = roles
+    count = "SELECT COUNT(*) FROM v_segment_window_drift"
+    with writer.begin() as conn:  # back to a warehouse at migration 12
+        conn.execute(text("DROP VIEW v_segment_window_drift"))
+        conn.execute(text("ALTER TABLE segment_window_drift DROP COLUMN doubling_p_value"))
+        body = m0005_analyst_views._kanon("segment_window_drift")
+        conn.execute(text(f"CREATE VIEW v_segment_window_drift WITH (security_barrier) AS {body}"))
+        grant_analyst(conn, analyst_roles(conn))
+        conn.execute(text("DELETE FROM schema_migrations WHERE version = 13"))
+    with analyst.connect() as conn:
+        visible = conn.execute(text(count)).scalar()
+        columns = conn.execute(text("SELECT * FROM v_segment_window_drift LIMIT 0")).keys()
+    assert visible and "doubling_p_value" not in columns
+
+    assert migrate(writer) == [13]
+    with writer.begin() as conn:  # rows of before the migration have none: give them one
+        conn.execute(text("UPDATE segment_window_drift SET doubling_p_value = chi2_p_value / 2"))
+        hidden = conn.execute(text("SELECT COUNT(*) FROM segment_window_drift")).scalar()
+        barrier = conn.execute(
+            text("SELECT reloptions FROM pg_class WHERE relname = 'v_segment_window_drift'")
+        ).scalar()
+    with analyst.connect() as conn:
+        assert conn.execute(text(count)).scalar() == visible < hidden
+        pairs = conn.execute(
+            text("SELECT chi2_p_value, doubling_p_value FROM v_segment_window_drift")
+        ).all()
+    assert pairs and all((c is None and d is None) or d == pytest.approx(c / 2) for c, d in pairs)
+    assert "security_barrier=true" in (barrier or [])
+
+
 WRITER_PW = "Wr1ter-pw'xé-93"  # a quote and a non-ASCII letter (SASLprep applies)
 ANALYST_PW = "an4lyst-pw-77"
 

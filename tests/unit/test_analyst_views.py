@@ -251,7 +251,7 @@ def test_successful_injection_rate_is_successes_over_events_per_day_and_segment(
         with engine.connect() as conn:
             columns = conn.execute(text("SELECT * FROM v_segment_daily LIMIT 0")).keys()
         assert "successful_injection_rate" not in columns
-        assert migrate(engine) == [11, 12]
+        assert migrate(engine) == [m.version for m in available_migrations() if m.version > 10]
     assert_successful_injection_rates(engine)
     with engine.connect() as conn:
         day = conn.execute(

@@ -166,6 +166,7 @@ def _check_distribution_row(row, cur, base, min_events):
     if cur.sum() < min_events or base.sum() < min_events:
         assert row["status"] == "insufficient_data"
         assert row["psi"] is None and row["chi2_p_value"] is None
+        assert row["doubling_p_value"] is None
         return
     assert row["status"] == "ok"
     assert row["psi"] == pytest.approx(_expected_psi(cur, base), rel=1e-9)
@@ -176,6 +177,16 @@ def _check_distribution_row(row, cur, base, min_events):
         chi2 = stats.chi2_contingency(table, correction=False)
         assert row["chi2_statistic"] == pytest.approx(chi2.statistic, rel=1e-9)
         assert row["chi2_p_value"] == pytest.approx(chi2.pvalue, rel=1e-8, abs=1e-300)
+    # Some bin's share more than doubled: scipy's binomial tail per bin, x the bins.
+    n, m = int(cur.sum()), int(base.sum())
+    tails = [
+        stats.binom.sf(x - 1, x + y, 2 * n / (2 * n + m))
+        for x, y in zip(cur.tolist(), base.tolist(), strict=True)
+        if x > 0
+    ]
+    assert row["doubling_p_value"] == pytest.approx(
+        min(1.0, min(tails) * len(cur)), rel=1e-7, abs=1e-300
+    )
     if d.ordered:
         points = np.array(d.points())
         ks = stats.ks_2samp(np.repeat(points, cur), np.repeat(points, base), method="asymp")

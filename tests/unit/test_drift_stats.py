@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import (
+    binomtest,
     chi2_contingency,
     false_discovery_control,
     ks_2samp,
@@ -25,6 +26,7 @@ from pipelines.drift.stats import (
     chi2_homogeneity,
     compare_distributions,
     compare_distributions_rows,
+    doubling_test,
     js_distance,
     ks_binned,
     psi,
@@ -183,8 +185,9 @@ def test_ks_matches_scipy_on_samples_at_bin_positions(pair):
     root = np.sqrt(e)
     expected = float(kstwobign.sf((root + 0.12 + 0.11 / root) * float(ref.statistic)))
     assert p == pytest.approx(min(max(expected, 0.0), 1.0), rel=REL, abs=ABS)
-    # ...stays close to scipy's finite-n asymptotic p-value.
-    if e >= 2:
+    # ...stays close to scipy's finite-n asymptotic p-value once the samples are not tiny
+    # (at 4 against 6 events, e = 2.4, the two approximations differ by 0.055).
+    if e >= 10:
         assert abs(p - float(ref.pvalue)) <= 0.035
 
 
@@ -225,6 +228,7 @@ def test_compare_ordered_with_points_reports_everything():
         ks_statistic=ks_binned(c, b)[0],
         ks_p_value=ks_binned(c, b)[1],
         wasserstein=wasserstein_binned(c, b, pts),
+        doubling_p_value=doubling_test(c, b),
     )
     assert type(res.current_n) is int
 
@@ -654,3 +658,62 @@ def test_two_proportion_tests_reject_what_the_single_test_rejects():
     with pytest.raises(TypeError):
         two_proportion_tests([1.5], [5], [1], [5])
     assert two_proportion_tests([], [], [], []) == []
+
+
+# --- doubling test -----------------------------------------------------------------------
+
+
+def doubling_reference(current: list[int], baseline: list[int]) -> float:
+    """Per bin with events now, scipy's exact binomial test of the bin's count among the
+    bin's events of both sides, at the share a doubled rate would give the current side."""
+    n, m = sum(current), sum(baseline)
+    p0 = 2 * n / (2 * n + m)
+    ps = [
+        binomtest(x, x + y, p0, alternative="greater").pvalue
+        for x, y in zip(current, baseline, strict=True)
+        if x > 0
+    ]
+    return min(1.0, min(ps, default=1.0) * len(current))
+
+
+@settings(max_examples=200, deadline=None)
+@given(count_pairs())
+def test_doubling_matches_scipy_binomial_tests_per_bin(pair):
+    c, b = (list(map(int, v)) for v in pair)
+    assert doubling_test(c, b) == pytest.approx(doubling_reference(c, b), rel=1e-7, abs=1e-300)
+
+
+def test_doubling_a_rare_outcome_that_jumps_is_found_and_one_stray_event_is_not():
+    # answered, refused, blocked, safe completion, error: errors almost never happen here.
+    baseline = [100_000, 3_000, 200, 500, 30]
+    # One error in 46 requests: chi-square calls it a shift, the exact test does not.
+    stray = [45, 0, 0, 0, 1]
+    assert chi2_homogeneity(stray, baseline)[2] < 1e-8
+    assert doubling_test(stray, baseline) > 0.1
+    # 6 errors in 46 (13 % against 0.2 %): an outcome shift, at 1e-6.
+    assert doubling_test([38, 2, 0, 0, 6], baseline) < 1e-6
+    # Nothing now in any bin but the usual one: no evidence.
+    assert doubling_test([46, 0, 0, 0, 0], baseline) == 1.0
+
+
+def test_doubling_keeps_its_level_on_sparse_windows_where_chi_square_does_not():
+    """Null simulation: 20,000 windows of 46 requests drawn from the baseline's own shares
+    (one of them at twice its share: the test's boundary). The doubling test fires at most
+    as often as its level; Pearson's chi-square, on the unchanged shares, far more often."""
+    rng = np.random.default_rng(7)
+    baseline = np.array([95_500, 3_500, 300, 500, 200])
+    shares = baseline / baseline.sum()
+    doubled = shares.copy()
+    doubled[4] *= 2
+    doubled[0] -= shares[4]
+    level, sims = 0.01, 20_000
+    tolerance = 3 * math.sqrt(level * (1 - level) / sims)
+    for probabilities in (shares, doubled):
+        windows = rng.multinomial(46, probabilities, size=sims)
+        rows = compare_distributions_rows(windows, np.tile(baseline, (sims, 1)), ordered=False)
+        fired = np.mean([r.doubling_p_value <= level for r in rows])
+        assert fired <= level + tolerance
+    rows = compare_distributions_rows(
+        rng.multinomial(46, shares, size=sims), np.tile(baseline, (sims, 1)), ordered=False
+    )
+    assert np.mean([r.chi2_p_value <= level for r in rows]) > 3 * level
