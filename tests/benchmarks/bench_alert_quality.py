@@ -106,6 +106,7 @@ COVERS: dict[str, frozenset[str]] = {
     # A jailbreak wave is mostly failed attempts, which the model refuses.
     "RefusalSpike": frozenset({"refusal_spike", "jailbreak_success"}),
     "OutcomeDistributionShift": _HARMFUL | {"outcome_shift", "refusal_spike"},
+    "OutcomeShareDoubled": _HARMFUL | {"outcome_shift", "refusal_spike"},
     "TelemetryIncomplete": frozenset({"telemetry_incomplete"}),
 }
 PRIMARY: dict[str, frozenset[str]] = {
@@ -122,6 +123,7 @@ PRIMARY: dict[str, frozenset[str]] = {
     "JailbreakSuccess": frozenset({"jailbreak_success"}),
     "RefusalSpike": frozenset({"refusal_spike"}),
     "OutcomeDistributionShift": frozenset({"outcome_shift"}),
+    "OutcomeShareDoubled": frozenset({"outcome_shift"}),
     "TelemetryIncomplete": frozenset({"telemetry_incomplete"}),
 }
 QUERY_ID = "bench-alert-quality"
