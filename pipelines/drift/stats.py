@@ -311,10 +311,9 @@ def compare_distributions(
     ``min_count`` (a zero total is always insufficient, whatever ``min_count``). Otherwise
     status is ``OK`` with PSI, JS distance, chi-square and the doubling test
     (`_doubling_rows`) always; KS only when ``ordered``; Wasserstein only when ``ordered``
-    and ``points`` is given. Inputs are validated first in
-    both cases, so bad input raises ``ValueError`` regardless of the counts; ``points`` with
-    ``ordered=False`` is rejected because distances between unordered categories are
-    meaningless.
+    and ``points`` is given. Inputs are validated first in both cases, so bad input raises
+    ``ValueError`` regardless of the counts; ``points`` with ``ordered=False`` is rejected
+    because distances between unordered categories are meaningless.
     """
     c, b = _pair(current, baseline)
     (result,) = compare_distributions_rows(

@@ -4,8 +4,8 @@ For each window x segment x distribution: the smallest, over the bins, one-sided
 p-value of "the bin's share in the window is at most twice its share in the baseline",
 times the number of bins (pipelines.drift.stats, `_doubling_rows`). Pearson's chi-square
 p-value, beside it, is an approximation that fails on sparse bins (a single rare outcome in
-a small window reads as p < 1e-8); this one pages `OutcomeDistributionShift` in small
-segments without paging on noise. Rows written before this migration have none (NULL).
+a small window reads as p < 1e-8); the rule `OutcomeShareDoubled` pages on this one, in
+small segments too, without paging on noise. Rows written before this migration have none (NULL).
 
 `v_segment_window_drift` (migration 5, `SELECT t.*` behind the k-anonymity join) is created
 again so that PostgreSQL, which expands `*` when a view is created, shows the new column
