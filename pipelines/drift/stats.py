@@ -283,16 +283,16 @@ def _doubling_rows(c: _Counts, b: _Counts) -> _Counts:
     baseline, P(X >= x) for X ~ Binomial(x + y, 2n / (2n + m)). Exact for the small counts
     where Pearson's chi-square is not (one error in 46 events of a segment whose history
     has almost none gives a chi-square p-value below 1e-8; here, above 0.1). A bin with no
-    events now has p-value 1. Rows with an empty side are 1.
+    events now has p-value 1. Every row must have events on both sides (the callers keep
+    the sufficient rows only, or refuse a zero total).
     """
     from scipy.special import betainc
 
     n = c.sum(axis=1, keepdims=True)
-    m = b.sum(axis=1, keepdims=True)
-    p0 = np.divide(DOUBLING * n, DOUBLING * n + m, out=np.ones_like(n), where=(n > 0) & (m > 0))
-    tested = (c > 0) & (n > 0) & (m > 0)
+    p0 = np.broadcast_to(DOUBLING * n / (DOUBLING * n + b.sum(axis=1, keepdims=True)), c.shape)
+    tested = c > 0
     p = np.ones_like(c)
-    p[tested] = betainc(c[tested], (b + 1.0)[tested], np.broadcast_to(p0, c.shape)[tested])
+    p[tested] = betainc(c[tested], b[tested] + 1.0, p0[tested])
     return np.minimum(1.0, p.min(axis=1) * c.shape[1])
 
 
