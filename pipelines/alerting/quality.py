@@ -63,6 +63,13 @@ attack from a few users). An incident is *detectable* when it is at least
 `score` gives recall over the detectable incidents next to the other recall figures.
 Incidents whose oracle power is unknown (`None`) are never detectable and are counted
 apart (`incidents_big_unknown`): the detectable recall is then unknown too.
+
+The same oracle also bounds how soon an incident can page (`oracle_time`): the earliest
+time from its start at which the oracle test over what has arrived so far detects it with
+probability `min_power`. `score` gives its median over the detectable rate incidents, and,
+over the rate incidents that were paged, the oracle's median beside the rules' median time
+to page on the same incidents: how far the rules are from the best possible on the
+incidents they do page.
 """
 
 from __future__ import annotations
@@ -97,6 +104,9 @@ class Incident:
     multiplier: float = math.inf
     event_level: bool = False
     oracle_power: float | None = None
+    # Seconds from the start the oracle needs to detect it with probability min_power
+    # (`oracle_time`); None when unknown or never.
+    oracle_time: float | None = None
 
     def __post_init__(self) -> None:
         if self.end < self.start:
@@ -184,6 +194,11 @@ class QualityReport:
     segments: int
     min_multiplier: float
     min_power: float = 0.5
+    # The oracle's time to detect (`oracle_time`) of the detectable rate incidents, and, on
+    # the rate incidents paged that have one, the oracle's and the rules' times side by side.
+    oracle_time_rate: Spread = Spread(0, None, None)
+    oracle_time_rate_paged: Spread = Spread(0, None, None)
+    time_to_page_rate_paged: Spread = Spread(0, None, None)
 
 
 @dataclass(frozen=True)
@@ -369,12 +384,27 @@ def score(
             ]
         )
 
+    rate = [i for i in incidents if not i.event_level and i.oracle_time is not None]
+    both = [i for i in rate if i.id in overall.first]
     return QualityReport(
         rules=rule_figures,
         overall=quality("all", overall, incidents),
         kinds=kind_figures,
         time_to_page_rate=delays(False),
         time_to_page_event=delays(True),
+        oracle_time_rate=spread(
+            [
+                i.oracle_time
+                for i in rate
+                if i.oracle_time is not None
+                and i.multiplier >= min_multiplier
+                and _detectable(i, min_power)
+            ]
+        ),
+        oracle_time_rate_paged=spread([i.oracle_time for i in both if i.oracle_time is not None]),
+        time_to_page_rate_paged=spread(
+            [(overall.first[i.id] - i.start).total_seconds() for i in both]
+        ),
         first_page=first_page,
         matched=matched,
         false_pages=tuple(false_pages),
@@ -534,6 +564,56 @@ def oracle_power(
     return float(stats.poisson.sf(need - 1, mean))
 
 
+def oracle_time(
+    baseline_count: float,
+    incident_count: float,
+    duration: timedelta,
+    *,
+    period: timedelta,
+    segments: int,
+    kinds: int,
+    budget_per_week: float | None = None,
+    injected: int = 0,
+    step: timedelta = timedelta(seconds=30),
+    min_power: float = 0.5,
+) -> timedelta | None:
+    """The oracle's time to detect an incident: the earliest t of ``step, 2 step, ...`` and
+    finally `duration` itself at which the oracle test over the incident's first t has power
+    >= `min_power`, i.e. detects it by then with at least that probability. The counts are
+    taken as arriving evenly: the first t holds the share t / duration of `baseline_count`,
+    of the incident's Poisson part (`incident_count` - `injected`) and of the certain
+    `injected` events (rounded down: they arrive one by one), and the test's
+    level is that of a look of length t (`oracle_alpha`). None when it never does, i.e. when
+    `oracle_power` over the whole incident is below `min_power`.
+
+    An optimistic figure, like the oracle power: a rule that does not know the start cannot
+    detect an incident sooner than this with the same probability, except by luck.
+    """
+    if step <= timedelta(0):
+        msg = f"the step must be positive, got {step}"
+        raise ValueError(msg)
+    if duration <= timedelta(0):
+        looks = [duration]
+    else:
+        looks = [step * k for k in range(1, math.ceil(duration / step))] + [duration]
+    for t in looks:
+        share = t / duration if duration > timedelta(0) else 1.0
+        certain = math.floor(injected * share + 1e-9)
+        power = oracle_power(
+            baseline_count * share,
+            max(0.0, incident_count - injected) * share + certain,
+            t,
+            period=period,
+            segments=segments,
+            kinds=kinds,
+            budget_per_week=budget_per_week,
+            injected=certain,
+        )
+        if power >= min_power:
+            return t
+    return None
+
+
 __all__ = [
     "Incident",
     "Page",
@@ -550,6 +630,7 @@ __all__ = [
     "matches",
     "oracle_alpha",
     "oracle_power",
+    "oracle_time",
     "per_week_per_50",
     "quantile",
     "score",

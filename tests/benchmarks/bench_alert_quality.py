@@ -71,6 +71,7 @@ from pipelines.alerting.quality import (  # noqa: E402
     default_grace,
     detectable_target,
     oracle_power,
+    oracle_time,
     score,
 )
 from pipelines.synth.week import (  # noqa: E402
@@ -649,6 +650,14 @@ def report(
         f"{_pct(paged_large / len(large) if large else None)} of all ({paged_large}/{len(large)})"
     )
     out.append(_detectable_line(rep))
+    o, op, tp = rep.oracle_time_rate, rep.oracle_time_rate_paged, rep.time_to_page_rate_paged
+    out.append(
+        f"the oracle's time to detect rate incidents (with {rep.min_power * 100:g} % "
+        f"probability; pipelines/alerting/quality.py): median {_dur(o.median)}, p90 "
+        f"{_dur(o.p90)} over the {o.count} detectable ones; on the {op.count} paged ones that "
+        f"it detects: oracle median {_dur(op.median)}, rules' median time to page "
+        f"{_dur(tp.median)}"
+    )
     early = sum(1 for p in rep.first_page.values() if p is not None and p.early)
     paged = sum(1 for p in rep.first_page.values() if p is not None)
     out.append(f"first pages that were early (open window): {early} of {paged}")
@@ -656,7 +665,10 @@ def report(
     out.append("Targets (default rule set):")
     targets = Targets()
     for t in check_targets(rep, targets):
-        out.append(_target_line(t))
+        line = _target_line(t)
+        if t.name.startswith("median time to page, rate") and o.median is not None:
+            line += f"; the oracle's median over the detectable ones: {o.median:.1f}"
+        out.append(line)
         if t.name.startswith("recall of incidents"):
             # Beside, not instead of, the recall of every incident >= 3x.
             out.append(_target_line(detectable_target(rep, targets)))
@@ -784,6 +796,29 @@ def _digest(paths: Sequence[str]) -> str:
     for f in rule_files([Path(p if Path(p).is_absolute() else REPO / p) for p in paths]):
         h.update(f.read_bytes())
     return h.hexdigest()[:12]
+
+
+def _with_oracle_times(r: SeedResult) -> list[Incident]:
+    """`r`'s incidents with their oracle time to detect (`oracle_time`, the same budget as
+    their oracle power); None for a seed saved before the expected counts were kept.
+    """
+    out = []
+    for i in r.incidents:
+        m = r.incident_meta[i.id]
+        if m.get("baseline_count") is None or m.get("incident_count") is None:
+            out.append(i)
+            continue
+        t = oracle_time(
+            m["baseline_count"],
+            m["incident_count"],
+            i.end - i.start,
+            period=timedelta(days=r.days),
+            segments=r.segments,
+            kinds=len(KINDS),
+            injected=m["events"],
+        )
+        out.append(replace(i, oracle_time=None if t is None else t.total_seconds()))
+    return out
 
 
 def _with_seed(seed: int, segment: tuple[tuple[str, str], ...]) -> tuple[tuple[str, str], ...]:
@@ -949,9 +984,10 @@ def main() -> None:
     meta: dict[str, dict[str, Any]] = {}
     for r in results:
         period = timedelta(days=r.days)
+        incidents = _with_oracle_times(r)
         rep = score(
             r.pages,
-            r.incidents,
+            incidents,
             covers=COVERS,
             primary=PRIMARY,
             period=period,
@@ -973,12 +1009,12 @@ def main() -> None:
             rep,
             r.incident_meta,
             severity,
-            r.incidents,
+            incidents,
             r.pages,
             args.missed_examples,
         )
         all_pages += [replace(p, segment=_with_seed(r.seed, p.segment)) for p in r.pages]
-        all_incidents += [replace(i, segment=_with_seed(r.seed, i.segment)) for i in r.incidents]
+        all_incidents += [replace(i, segment=_with_seed(r.seed, i.segment)) for i in incidents]
         meta.update(r.incident_meta)
     if len(results) > 1:
         period = timedelta(days=sum(r.days for r in results))
@@ -1047,8 +1083,9 @@ def _as_json(results: Sequence[SeedResult]) -> list[dict[str, Any]]:
                         "incident_count": None,
                         **r.incident_meta[i.id],
                         "oracle_power": i.oracle_power,
+                        "oracle_time_s": i.oracle_time,
                     }
-                    for i in r.incidents
+                    for i in _with_oracle_times(r)
                 ],
             }
         )

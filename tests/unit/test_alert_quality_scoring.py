@@ -24,6 +24,7 @@ from pipelines.alerting.quality import (
     matches,
     oracle_alpha,
     oracle_power,
+    oracle_time,
     per_week_per_50,
     quantile,
     score,
@@ -424,3 +425,112 @@ def test_unknown_oracle_power_makes_the_detectable_recall_unknown() -> None:
     )  # fmt: skip
     assert old.overall.incidents_big_unknown == 3 and old.overall.recall_detectable is None
     assert old.overall.recall_big == 1.0
+
+
+# -- the oracle's time to detect ----------------------------------------------------------------
+
+
+def direct_time(
+    baseline: float, incident: float, duration: timedelta, injected: int, step: timedelta
+) -> timedelta | None:
+    """The oracle time by brute force: every look of `step` and the end, each look's level
+    computed from the budget by hand (46 segments may page 46/50 times a week, over 12
+    kinds and the week's looks of that length), its power by `direct_power`.
+    """
+    looks, t = [], step
+    while t < duration:
+        looks.append(t)
+        t += step
+    looks.append(duration)
+    for t in looks:
+        share = t / duration
+        alpha = (46 / 50) * (t / WEEK) / (46 * 12)
+        certain = math.floor(injected * share + 1e-9)
+        power = direct_power(
+            baseline * share, (incident - injected) * share + certain, alpha, certain
+        )
+        if power >= 0.5:
+            return t
+    return None
+
+
+@pytest.mark.parametrize(
+    ("baseline", "incident", "minutes", "injected"),
+    [
+        (2.0, 30.0, 60, 0),
+        (5.27, 26.2, 118.4, 0),  # a self-harm spike: detectable only late
+        (0.5, 8.0, 20, 6),  # most of it certain events
+        (12.0, 60.0, 7, 0),  # short and strong
+        (0.2, 0.6, 15, 0),  # never
+        (100.0, 130.0, 240, 0),
+    ],
+)
+def test_oracle_time_is_the_first_look_with_enough_power(
+    baseline: float, incident: float, minutes: float, injected: int
+) -> None:
+    duration = timedelta(minutes=minutes)
+    step = timedelta(seconds=30)
+    got = oracle_time(
+        baseline, incident, duration, period=WEEK, segments=46, kinds=12, injected=injected
+    )
+    assert got == direct_time(baseline, incident, duration, injected, step)
+    # It exists exactly when the whole incident is detectable at that power (the last look).
+    power = oracle_power(
+        baseline, incident, duration, period=WEEK, segments=46, kinds=12, injected=injected
+    )
+    if power >= 0.5:
+        assert got is not None and got <= duration
+    # A coarser step never finds an earlier time.
+    coarse = oracle_time(
+        baseline, incident, duration, period=WEEK, segments=46, kinds=12, injected=injected,
+        step=timedelta(minutes=5),
+    )  # fmt: skip
+    assert (got is None) == (coarse is None) or power < 0.5
+    if got is not None and coarse is not None:
+        assert coarse >= got
+
+
+def test_oracle_time_with_nothing_expected_is_the_median_wait_for_one_event() -> None:
+    # No event expected without the incident: one is conclusive, P(one by t) = 1 - exp(-r t)
+    # reaches 1/2 at t = ln 2 / r. 20 events in 60 minutes: r = 1/3 a minute, t = 2.08 min,
+    # so the look at 2.5 minutes.
+    got = oracle_time(0.0, 20.0, timedelta(minutes=60), period=WEEK, segments=46, kinds=12)
+    assert got == timedelta(minutes=2.5)
+    assert timedelta(minutes=3 * math.log(2)) <= got < timedelta(minutes=3 * math.log(2) + 0.5)
+    # Certain events instead: the first one arrives at 60 / 20 = 3 minutes.
+    got = oracle_time(
+        0.0, 20.0, timedelta(minutes=60), period=WEEK, segments=46, kinds=12, injected=20
+    )
+    assert got == timedelta(minutes=3)
+    with pytest.raises(ValueError, match="step"):
+        oracle_time(0.0, 1.0, WEEK, period=WEEK, segments=1, kinds=1, step=timedelta(0))
+
+
+def test_score_gives_the_oracle_time_beside_the_time_to_page() -> None:
+    # h1 (rate, x5, detectable, paged at 5 min, oracle 2 min); r1 (rate, x4, power 0.3:
+    # not detectable, paged at 30 min, oracle None: never); h3 (rate, x6, detectable,
+    # never paged, oracle 4 min); e1 is event level (its oracle time is not counted).
+    incidents = [
+        replace(POWERED[0], oracle_time=120.0),
+        POWERED[1],
+        POWERED[2],
+        replace(POWERED[3], oracle_time=1.0),
+        replace(POWERED[4], oracle_time=240.0),
+    ]
+    rep = score(
+        PAGES, incidents, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    # Over the detectable rate incidents: h1 and h3.
+    assert rep.oracle_time_rate.count == 2 and rep.oracle_time_rate.median == 180.0
+    # Paged rate incidents with an oracle time: h1 only; its time to page is B's 5 minutes.
+    assert rep.oracle_time_rate_paged.count == 1 and rep.oracle_time_rate_paged.median == 120.0
+    assert rep.time_to_page_rate_paged.median == 5 * 60
+    # The time to page over every paged rate incident is unchanged (h1 and r1).
+    assert rep.time_to_page_rate.count == 2 and rep.time_to_page_rate.median == 17.5 * 60
+    # Without oracle times, the figures are empty.
+    bare = score(
+        PAGES, POWERED, covers=COVERS, primary=PRIMARY, period=timedelta(days=1),
+        segments=25, grace=GRACE,
+    )  # fmt: skip
+    assert bare.oracle_time_rate.count == 0 and bare.oracle_time_rate.median is None
