@@ -27,6 +27,7 @@ from pipelines.stream.batch import BatchProcessor
 from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import as_utc
 
@@ -162,7 +163,12 @@ def run_backfill(
     since, until = align(since, until, window)
     engine = make_engine(settings.warehouse.url.get_secret_value())
     migrate(engine, log=log)
-    sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
+    sink = WarehouseSink(
+        engine,
+        users_lg_k=settings.privacy.users_sketch_lg_k,
+        retry=RetryPolicy.of(settings.warehouse),
+        log=log,
+    )
     sink.sync_distribution_bins()
     watermark = _oldest_watermark(sink)
     if watermark is not None and until > watermark and not force:

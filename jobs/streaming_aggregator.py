@@ -6,6 +6,7 @@ commits each micro-batch atomically and idempotently, a checkpoint for offsets.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, field
@@ -20,13 +21,14 @@ from sqlalchemy import Engine
 from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.outbox import (
     AlertmanagerNotifier,
+    DeliveryLoop,
     KafkaNotifier,
     Notifier,
     WebhookNotifier,
     deliver,
 )
 from pipelines.alerting.rules import load_rules
-from pipelines.errors import ConfigError
+from pipelines.errors import ConfigError, SafewatchError
 from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
@@ -34,6 +36,7 @@ from pipelines.stream.batch import BatchProcessor, BatchReport, Derived
 from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import WarehouseSink
 
 
@@ -59,21 +62,34 @@ class RunningJob:
 
     query: StreamingQuery
     processor: BatchProcessor
+    delivery: DeliveryLoop | None = None  # the outbox's own schedule, stopped with the job
 
     def await_termination(self) -> None:
         """Wait for the query to stop, then for its last closed-window steps."""
         try:
             self.query.awaitTermination()
-        except BaseException:
+        except BaseException as exc:
             with suppress(Exception):  # the query's own error is the one to report
-                self.processor.close()
+                self._close()
+            failure = self.processor.failure
+            if not isinstance(exc, KeyboardInterrupt) and isinstance(failure, SafewatchError):
+                # A batch stopped on an error a person can act on: that error, not Spark's
+                # wrapper of it (a page of Python and JVM traceback).
+                raise failure from None
             raise
-        self.processor.close()
+        self._close()
 
     def stop(self) -> None:
         """Stop the query (the checkpoint keeps its place) and finish the steps under way."""
         self.query.stop()
-        self.processor.close()
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            self.processor.close()
+        finally:
+            if self.delivery is not None:
+                self.delivery.stop()
 
 
 def alerting(
@@ -104,8 +120,14 @@ def alerting(
     )
     notifiers = build_notifiers(settings)
     log(f"alerts: {len(rules)} rule(s) from {', '.join(a.rules)}; channels {', '.join(a.channels)}")
+    # The job delivers after each batch and on its own schedule (DeliveryLoop): one at a time.
+    lock = threading.Lock()
 
     def notify() -> None:
+        with lock:
+            _notify()
+
+    def _notify() -> None:
         report = deliver(
             engine,
             notifiers,
@@ -118,7 +140,9 @@ def alerting(
         if report.sent or report.failed:
             log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")
         if metrics is not None:
-            metrics.set_notifications(report.pending, report.failed, report.sent_by_channel)
+            metrics.set_notifications(
+                report.pending, report.failed, report.sent_by_channel, report.oldest_pending_at
+            )
 
     return alerts, notify
 
@@ -160,7 +184,12 @@ def start_query(
     """
     engine = make_engine(settings.warehouse.url.get_secret_value())
     migrate(engine, log=log)
-    sink = WarehouseSink(engine, users_lg_k=settings.privacy.users_sketch_lg_k)
+    sink = WarehouseSink(
+        engine,
+        users_lg_k=settings.privacy.users_sketch_lg_k,
+        retry=RetryPolicy.of(settings.warehouse),
+        log=log,
+    )
     sink.set_min_distinct_users(settings.privacy.min_distinct_users)
     sink.sync_distribution_bins()
     alerts, notify = alerting(settings, engine, sink, log, metrics)
@@ -218,7 +247,10 @@ def start_query(
         writer = writer.trigger(processingTime=spark_interval(settings.stream.trigger_interval))
     query = writer.start()
     processor.bind_query(str(query.id))
-    return RunningJob(query, processor)
+    delivery = None
+    if notify is not None:
+        delivery = DeliveryLoop(notify, settings.alerting.deliver_interval_s, log=log).start()
+    return RunningJob(query, processor, delivery)
 
 
 def run(

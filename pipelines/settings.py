@@ -660,6 +660,34 @@ class WarehouseSettings(_Section):
         "other sessions (superuser, table owner, pg_signal_backend), with a warning; by default "
         "it refuses: use the analyst login.",
     )
+    retry_budget_s: float = Field(
+        300.0,
+        ge=0,
+        description="How long the job keeps trying when the warehouse cannot be reached (a "
+        "restart, a failover), from the first failure, before it stops with an error; each "
+        "batch's commit is one transaction, tried again whole. 0: stop at the first failure.",
+    )
+    retry_initial_s: float = Field(
+        1.0,
+        gt=0,
+        description="The first wait between two tries while the warehouse cannot be reached; "
+        "each wait doubles, up to warehouse.retry_max_s.",
+    )
+    retry_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="The longest wait between two tries while the warehouse cannot be reached.",
+    )
+
+    @model_validator(mode="after")
+    def _retry_waits(self) -> WarehouseSettings:
+        if self.retry_max_s < self.retry_initial_s:
+            msg = (
+                f"retry_max_s ({self.retry_max_s:g}) must be at least retry_initial_s "
+                f"({self.retry_initial_s:g})"
+            )
+            raise ValueError(msg)
+        return self
 
 
 _PROM_DURATION = re.compile(r"^((\d+)y)?((\d+)w)?((\d+)d)?((\d+)h)?((\d+)m)?((\d+)s)?((\d+)ms)?$")
@@ -689,6 +717,13 @@ class AlertingSettings(_Section):
         5.0, gt=0, description="Wait before retrying a failed delivery; doubles per failure."
     )
     retry_max_s: float = Field(300.0, gt=0, description="Longest wait between delivery retries.")
+    deliver_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="How often the job delivers the outbox on its own, besides right after "
+        "each batch: notices held by a channel that was down are sent once it is back, "
+        "even when no events arrive.",
+    )
     ttl_windows: int = Field(
         3,
         ge=1,

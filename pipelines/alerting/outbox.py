@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -31,7 +32,7 @@ from pipelines.alerting.alertmanager_client import NotifierError, http_request, 
 from pipelines.errors import SafewatchError
 from pipelines.redact import redact_text, redact_webhook_url, url_secrets
 from pipelines.settings import KafkaSettings
-from pipelines.warehouse.tables import Tables
+from pipelines.warehouse.tables import Tables, as_utc
 
 
 class Notifier(Protocol):
@@ -136,6 +137,7 @@ class DeliveryReport:
     pending: int  # rows still unsent after this call
     errors: tuple[str, ...] = ()
     sent_by_channel: Mapping[str, int] = field(default_factory=dict)
+    oldest_pending_at: datetime | None = None  # when the oldest unsent row was queued
 
 
 def deliver(
@@ -206,7 +208,67 @@ def deliver(
         sent += len(due)
         by_channel[channel] = len(due)
     with engine.connect() as conn:
-        pending = conn.execute(
-            select(func.count()).select_from(t).where(t.c.sent_at.is_(None))
-        ).scalar_one()
-    return DeliveryReport(sent, failed, int(pending), tuple(errors), by_channel)
+        pending, oldest = conn.execute(
+            select(func.count(), func.min(t.c.created_at)).where(t.c.sent_at.is_(None))
+        ).one()
+    return DeliveryReport(sent, failed, int(pending), tuple(errors), by_channel, as_utc(oldest))
+
+
+class DeliveryLoop:
+    """Delivers the outbox every `interval_s` seconds on its own thread, whether batches
+    arrive or not: notices held by a channel that was down reach it once it is back, also
+    when traffic has stopped (itself a likely symptom of an incident).
+
+    `deliver_once` is the job's delivery (it must be safe to call from two threads: the job
+    also delivers right after each batch). An error is logged when a run of failures starts
+    and when it ends, never raised: the next tick tries again.
+    """
+
+    def __init__(
+        self,
+        deliver_once: Callable[[], None],
+        interval_s: float,
+        *,
+        log: Callable[[str], None] = print,
+    ) -> None:
+        if interval_s <= 0:
+            msg = f"the delivery interval must be positive, got {interval_s}"
+            raise ValueError(msg)
+        self.deliver_once = deliver_once
+        self.interval_s = interval_s
+        self.log = log
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failing: str | None = None
+
+    def start(self) -> DeliveryLoop:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="safewatch-outbox", daemon=True)
+            self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loop, waiting for a delivery under way (at most `timeout` seconds)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def tick(self) -> None:
+        """One delivery, its error logged (not raised)."""
+        try:
+            self.deliver_once()
+        except Exception as exc:  # noqa: BLE001 - a loop that must outlive any one error
+            error = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            if self._failing is None:
+                self.log(f"alerts: outbox delivery failed, trying again every "
+                         f"{self.interval_s:g} s: {error}")  # fmt: skip
+            self._failing = error
+            return
+        if self._failing is not None:
+            self.log("alerts: outbox delivery works again")
+            self._failing = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.tick()

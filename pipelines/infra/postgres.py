@@ -87,10 +87,16 @@ class LocalPostgres:
             "start",
         )  # fmt: skip
 
-    def stop(self) -> None:
+    def stop(self, mode: str = "fast") -> None:
+        """pg_ctl stop: `fast` (roll back open transactions, disconnect) or `immediate` (as
+        a crash: the server recovers from its log when started again).
+        """
+        if mode not in ("smart", "fast", "immediate"):
+            msg = f"unknown pg_ctl stop mode {mode!r}"
+            raise ValueError(msg)
         if (self.data_dir / "postmaster.pid").exists():
             self._allow_traversal()
-            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", "fast", "stop")
+            self._run(str(self.bin / "pg_ctl"), "-D", str(self.data_dir), "-m", mode, "stop")
 
     def create_database(self, name: str) -> str:
         """Create database `name` (if absent); return its SQLAlchemy URL (psycopg 3)."""

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 
 from sqlalchemy import Engine, and_, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.errors import SafewatchError
 from pipelines.kafka.admin import end_offsets
@@ -41,6 +42,15 @@ class Collector:
         self.tables = Tables(engine)
 
     def refresh(self, watermark: datetime | None) -> None:
+        """Rates of the newest window `watermark` closed, firing alerts by severity. A
+        warehouse error (it is down: the job retries its own work) leaves the last values.
+        """
+        try:
+            self._refresh(watermark)
+        except SQLAlchemyError:
+            return
+
+    def _refresh(self, watermark: datetime | None) -> None:
         t = self.tables
         dims = ",".join(self.settings.stream.dimensions)
         with self.engine.connect() as conn:
@@ -64,20 +74,25 @@ class Collector:
         self.metrics.set_firing({s: firing.get(s, 0) for s in ("sev1", "sev2", "sev3", "sev4")})
 
     def refresh_lag(self) -> None:
-        """Lag of the input topic; a Kafka error leaves the last value (and is not fatal)."""
+        """Lag of the input topic; a Kafka or warehouse error leaves the last value (and is
+        not fatal).
+        """
         topic = self.settings.kafka.topic_interactions
         t = self.tables.offsets
         try:
             ends = end_offsets(self.settings.kafka, topic, timeout_s=5)
         except SafewatchError:
             return
-        with self.engine.connect() as conn:
-            counted = dict(
-                conn.execute(
-                    select(t.c.kafka_partition, func.max(t.c.end_offset))
-                    .where(t.c.topic == topic)
-                    .group_by(t.c.kafka_partition)
-                ).all()
-            )
+        try:
+            with self.engine.connect() as conn:
+                counted = dict(
+                    conn.execute(
+                        select(t.c.kafka_partition, func.max(t.c.end_offset))
+                        .where(t.c.topic == topic)
+                        .group_by(t.c.kafka_partition)
+                    ).all()
+                )
+        except SQLAlchemyError:
+            return
         lag = sum(max(0, end - (counted[p] + 1 if p in counted else 0)) for p, end in ends.items())
         self.metrics.set_lag(topic, lag)

@@ -230,6 +230,14 @@ class JobMetrics:
             "Alert notifications waiting to be delivered (queued or being retried).",
             registry=r,
         )
+        self._oldest_pending: datetime | None = None
+        self.notifications_oldest_pending_age = Gauge(
+            f"{PREFIX}notifications_oldest_pending_age_seconds",
+            "Age of the oldest alert notification not yet delivered (0: none waiting): how "
+            "long a page has been held back by a channel that is down.",
+            registry=r,
+        )
+        self.notifications_oldest_pending_age.set_function(self._oldest_pending_age)
         self.notifications_failed = Counter(
             f"{PREFIX}notifications_failed_total",
             "Alert notifications given up on after their retries.",
@@ -323,9 +331,14 @@ class JobMetrics:
         self.consumer_lag.labels(topic=topic).set(records)
 
     def set_notifications(
-        self, pending: int, failed_delta: int = 0, sent_by_channel: Mapping[str, int] | None = None
+        self,
+        pending: int,
+        failed_delta: int = 0,
+        sent_by_channel: Mapping[str, int] | None = None,
+        oldest_pending_at: datetime | None = None,
     ) -> None:
-        """Notifications now pending; failed and sent ones since the previous call (deltas).
+        """Notifications now pending; failed and sent ones since the previous call (deltas);
+        when the oldest pending one was queued (its age is computed at each scrape).
 
         Raises ValueError, before changing anything, for a channel outside
         `NOTIFICATION_CHANNELS` or a negative number.
@@ -339,9 +352,18 @@ class JobMetrics:
             msg = f"notification counts must be >= 0: {pending=}, {failed_delta=}, {sent=}"
             raise ValueError(msg)
         self.notifications_pending.set(pending)
+        with self._lock:
+            self._oldest_pending = oldest_pending_at if pending else None
         self.notifications_failed.inc(failed_delta)
         for channel, n in sent.items():
             self.notifications_sent.labels(channel=channel).inc(n)
+
+    def _oldest_pending_age(self) -> float:
+        with self._lock:
+            oldest = self._oldest_pending
+        if oldest is None:
+            return 0.0
+        return max(0.0, (self._clock() - oldest).total_seconds())
 
     def set_firing(self, counts_by_severity: Mapping[str, int]) -> None:
         """Alerts firing now per severity; a severity not given is set to 0 (all resolved)."""

@@ -285,6 +285,9 @@ class BatchProcessor:
         self._baseline = BaselineCache()
         self._query_id: str | None = None
         self._bound = threading.Event()
+        # What the last failed batch raised: Spark reports it wrapped in its own exception,
+        # with the Python traceback in the message (`RunningJob` reports this one instead).
+        self.failure: BaseException | None = None
 
     def bind_query(self, query_id: str) -> None:
         self._query_id = query_id
@@ -298,7 +301,8 @@ class BatchProcessor:
         try:
             with paused():
                 report = self.process(df, batch_id, self._query_id)
-        except BaseException:
+        except BaseException as exc:
+            self.failure = exc
             if self.on_failure:
                 self.on_failure(time.perf_counter() - started)
             raise
@@ -491,8 +495,17 @@ class BatchProcessor:
                 outcome = self._validate(*sample)
         started = time.perf_counter()
         found = DerivedWindows()
+        tries = 0
 
         def derive(conn: Any) -> None:
+            nonlocal tries
+            tries += 1
+            if tries > 1:
+                # Tried again after a transient warehouse failure: the earlier transaction
+                # rolled back, and what it found or cached goes with it.
+                found.windows.clear()
+                found.transitions.clear()
+                self._baseline.clear()
             derive_windows(
                 conn,
                 self.sink.tables,

@@ -14,6 +14,11 @@ Lifecycle per batch (called by the streaming job's foreachBatch):
      ledger row derived (`derived_at`). `underived(query_id)` lists the batches a crash
      left between the two, for the job to derive when it restarts. (`commit(...,
      derive=fn)` does both in one.)
+
+With a `retry` policy (the job's: settings warehouse.retry_*), every one of these rides out
+a transient outage of the database (pipelines/warehouse/retry.py): each is one transaction
+or one read, tried again after the database is back. A commit or derivation tried again
+first checks the ledger, since one whose acknowledgement was lost may have been applied.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -41,7 +46,11 @@ from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.bulk import execute_many
+from pipelines.warehouse.engine import describe
+from pipelines.warehouse.retry import RetryPolicy, retrying
 from pipelines.warehouse.tables import Tables, as_utc
+
+T = TypeVar("T")
 
 _CHUNK = 200  # rows per INSERT statement; keeps SQLite under its bound-parameter limit
 SEGMENT_KEY = ("window_start", "dimension_set", *SEGMENT_DIMENSIONS)
@@ -157,10 +166,30 @@ def added_sums(
 
 
 class WarehouseSink:
-    def __init__(self, engine: Engine, *, users_lg_k: int = 11) -> None:
+    """The job's reads and writes of the warehouse (see the module docstring); with `retry`,
+    each one tried again through a transient outage, logging to `log`.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        users_lg_k: int = 11,
+        retry: RetryPolicy | None = None,
+        log: Callable[[str], None] = print,
+    ) -> None:
         self.engine = engine
         self.tables = Tables(engine)
         self.users_lg_k = users_lg_k
+        self.retry = retry
+        self.log = log
+
+    def _retrying(self, what: str, work: Callable[[], T]) -> T:
+        if self.retry is None:
+            return work()
+        return retrying(
+            work, policy=self.retry, what=what, target=describe(self.engine), log=self.log
+        )
 
     def set_min_distinct_users(self, k: int) -> None:
         """The k below which the analyst view v_segment_window hides a row."""
@@ -172,31 +201,47 @@ class WarehouseSink:
             )
 
     def is_committed(self, query_id: str, batch_id: int) -> bool:
+        row = self._retrying(
+            f"reading the ledger row of batch {batch_id}",
+            lambda: self._ledger_row(query_id, batch_id),
+        )
+        return row is not None
+
+    def _ledger_row(self, query_id: str, batch_id: int) -> Any:
+        """The batch's ledger row (aggregate_rows_written, derived_at), or None; read once,
+        not retried (a try of a retried unit of work reads it).
+        """
         ledger = self.tables.ledger
         with self.engine.connect() as conn:
-            found = conn.execute(
-                select(ledger.c.batch_id).where(
+            return conn.execute(
+                select(ledger.c.aggregate_rows_written, ledger.c.derived_at).where(
                     and_(ledger.c.query_id == query_id, ledger.c.batch_id == batch_id)
                 )
             ).first()
-        return found is not None
 
     def watermark(self, query_id: str) -> datetime | None:
         ledger = self.tables.ledger
-        with self.engine.connect() as conn:
-            value = conn.execute(
-                select(func.max(ledger.c.watermark_after)).where(ledger.c.query_id == query_id)
-            ).scalar()
-        return as_utc(value)
+
+        def read() -> Any:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    select(func.max(ledger.c.watermark_after)).where(ledger.c.query_id == query_id)
+                ).scalar()
+
+        return as_utc(self._retrying("reading the watermark from the ledger", read))
 
     def admitted_values(self) -> dict[str, set[str]]:
         """Dimension -> the values admitted so far by cardinality control."""
         t = self.tables.dimension_values
-        found: dict[str, set[str]] = {}
-        with self.engine.connect() as conn:
-            for dim, value in conn.execute(select(t.c.dimension, t.c.value)):
-                found.setdefault(dim, set()).add(value)
-        return found
+
+        def read() -> dict[str, set[str]]:
+            found: dict[str, set[str]] = {}
+            with self.engine.connect() as conn:
+                for dim, value in conn.execute(select(t.c.dimension, t.c.value)):
+                    found.setdefault(dim, set()).add(value)
+            return found
+
+        return self._retrying("reading the admitted dimension values", read)
 
     def sync_distribution_bins(self) -> None:
         """Write the bins of every distribution to distribution_bins (for analysts' joins)."""
@@ -232,9 +277,30 @@ class WarehouseSink:
         rows (drift statistics) commits or fails together with the batch, and the ledger row
         is marked derived. Without it the batch is derived later (`derive`). Raises
         OffsetsAlreadyIngestedError (and writes nothing) when another query already counted
-        any of these offsets.
+        any of these offsets. With a retry policy, a try after a transient failure first
+        reads the ledger: a batch found there was committed by the try whose acknowledgement
+        was lost, and its stored count of aggregate rows is returned.
         """
         committed_at = now or datetime.now(UTC)
+        tried = False
+
+        def attempt() -> int:
+            nonlocal tried
+            if tried:
+                row = self._ledger_row(result.query_id, result.batch_id)
+                if row is not None:
+                    return int(row.aggregate_rows_written)
+            tried = True
+            return self._commit(result, committed_at, derive)
+
+        return self._retrying(f"committing batch {result.batch_id}", attempt)
+
+    def _commit(
+        self,
+        result: BatchResult,
+        committed_at: datetime,
+        derive: Callable[[Connection], None] | None,
+    ) -> int:
         with self.engine.begin() as conn:
             self._check_offsets(conn, result)
             written = self._upsert_aggregates(conn, result, committed_at)
@@ -333,7 +399,31 @@ class WarehouseSink:
     ) -> None:
         """Run `derive(conn)` for a committed batch and mark it derived, in one transaction;
         with `quality` (success, result rows), also record the batch's quality results.
+        With a retry policy `derive` may run again after a transient failure (its earlier
+        transaction rolled back): it must start afresh each time. A try that finds the batch
+        already derived (the acknowledgement was lost) does nothing.
         """
+        tried = False
+
+        def attempt() -> None:
+            nonlocal tried
+            if tried:
+                row = self._ledger_row(query_id, batch_id)
+                if row is not None and row.derived_at is not None:
+                    return
+            tried = True
+            self._derive(query_id, batch_id, derive, now, quality)
+
+        self._retrying(f"deriving batch {batch_id}", attempt)
+
+    def _derive(
+        self,
+        query_id: str,
+        batch_id: int,
+        derive: Callable[[Connection], None],
+        now: datetime | None,
+        quality: tuple[bool, Sequence[dict[str, Any]]] | None,
+    ) -> None:
         ledger = self.tables.ledger
         with self.engine.begin() as conn:
             derive(conn)
@@ -362,10 +452,15 @@ class WarehouseSink:
             .where(ledger.c.query_id == query_id, ledger.c.derived_at.is_(None))
             .order_by(ledger.c.batch_id)
         )
-        with self.engine.connect() as conn:
-            return [
-                (int(b), as_utc(before), as_utc(after)) for b, before, after in conn.execute(stmt)
-            ]
+
+        def read() -> list[tuple[int, datetime | None, datetime | None]]:
+            with self.engine.connect() as conn:
+                return [
+                    (int(b), as_utc(before), as_utc(after))
+                    for b, before, after in conn.execute(stmt)
+                ]
+
+        return self._retrying("reading the ledger's underived batches", read)
 
     def replace_windows(
         self,
@@ -475,8 +570,7 @@ class WarehouseSink:
         if not_before is not None:
             stmt = stmt.where(ledger.c.max_event_time >= not_before)
         stmt = stmt.where(ledger.c.max_event_time.is_not(None))
-        with self.engine.connect() as conn:
-            return sorted(conn.scalars(stmt))
+        return self._retrying("reading recent batches from the ledger", lambda: self._ids(stmt))
 
     def stale_batches(
         self, query_id: str, watermark: datetime, since: datetime | None = None
@@ -490,6 +584,9 @@ class WarehouseSink:
         )
         if since is not None:
             stmt = stmt.where(ledger.c.max_event_time >= since)
+        return self._retrying("reading stale batches from the ledger", lambda: self._ids(stmt))
+
+    def _ids(self, stmt: Any) -> list[int]:
         with self.engine.connect() as conn:
             return sorted(conn.scalars(stmt))
 

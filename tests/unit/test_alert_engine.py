@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
@@ -13,7 +14,7 @@ from sqlalchemy import select, text
 
 from pipelines.alerting.alertmanager_client import NotifierError
 from pipelines.alerting.engine import AlertEngine, parse_segment
-from pipelines.alerting.outbox import WebhookNotifier, deliver
+from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, deliver
 from pipelines.alerting.rules import parse_rules
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import counter_ids
@@ -234,6 +235,65 @@ def test_outbox_retries_with_backoff_until_the_webhook_takes_the_notices(warehou
         assert deliver(engine, notifiers, now=now + timedelta(minutes=1)).sent == 0
     finally:
         server.shutdown()
+
+
+def test_the_delivery_loop_sends_held_notices_when_no_batch_comes(warehouse):
+    engine, sink = warehouse
+    alerts = _engine(sink, channels=("webhook",))
+    _evaluate(engine, alerts, [T0 + w * WINDOW for w in range(6)])  # 3 notices queued
+    server = HTTPServer(("127.0.0.1", 0), _Capture)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Capture.received, _Capture.fail = [], 2  # the webhook is down for two tries
+    notifiers = {"webhook": WebhookNotifier(f"http://127.0.0.1:{server.server_port}/h")}
+    delivered: list[str] = []
+    reports = []
+
+    def once() -> None:  # what the job's delivery does, on the loop's thread
+        reports.append(
+            deliver(
+                engine, notifiers, now=datetime.now(UTC), log=delivered.append,
+                retry_initial=timedelta(milliseconds=20), retry_max=timedelta(milliseconds=40),
+            )
+        )  # fmt: skip
+
+    loop = DeliveryLoop(once, 0.05).start()
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (reports and reports[-1].pending == 0):
+            time.sleep(0.05)
+    finally:
+        loop.stop()
+        server.shutdown()
+    assert reports[-1].pending == 0, reports[-1]
+    # Two failed tries, then each notice delivered exactly once.
+    assert len([line for line in delivered if "delivery failed" in line]) == 2
+    keys = [a["dedup_key"] for body in _Capture.received for a in body["alerts"]]
+    outbox = _rows(engine, sink.tables.outbox)
+    assert sorted(keys) == sorted(r["dedup_key"] for r in outbox) and len(keys) == 3
+    assert all(r["sent_at"] is not None and r["attempts"] == 3 for r in outbox)
+    # While they waited, the oldest was known; once all were sent, none is.
+    assert reports[0].oldest_pending_at == min(r["created_at"] for r in outbox).replace(tzinfo=UTC)
+    assert reports[-1].oldest_pending_at is None
+
+
+def test_the_delivery_loop_outlives_an_error_and_says_when_it_recovers():
+    lines: list[str] = []
+    outcomes = [RuntimeError("warehouse down\nsecond line"), RuntimeError("still down"), None]
+
+    def once() -> None:
+        outcome = outcomes.pop(0) if outcomes else None
+        if outcome is not None:
+            raise outcome
+
+    loop = DeliveryLoop(once, 60, log=lines.append)  # ticked by hand, not started
+    for _ in range(4):
+        loop.tick()
+    assert lines == [
+        "alerts: outbox delivery failed, trying again every 60 s: warehouse down",
+        "alerts: outbox delivery works again",
+    ]
+    with pytest.raises(ValueError, match="positive"):
+        DeliveryLoop(once, 0)
 
 
 def test_unreachable_webhook_is_a_notifier_error_naming_the_setting():

@@ -1,6 +1,6 @@
 import socket
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -202,6 +202,22 @@ def test_notifications_set_pending_and_add_deltas(registry, metrics):
     assert _value(registry, "safewatch_notifications_sent_total", channel="alertmanager") == 4
     assert _value(registry, "safewatch_notifications_sent_total", channel="webhook") == 5
     assert _value(registry, "safewatch_notifications_sent_total", channel="kafka") == 2
+
+
+def test_the_oldest_pending_notice_age_is_measured_at_each_scrape(registry):
+    now = [NOW]
+    metrics = JobMetrics(registry, clock=lambda: now[0])
+    name = "safewatch_notifications_oldest_pending_age_seconds"
+    assert _value(registry, name) == 0  # nothing waiting yet
+    metrics.set_notifications(2, 0, {}, NOW - timedelta(seconds=90))
+    assert _value(registry, name) == 90
+    now[0] = NOW + timedelta(minutes=10)  # no delivery since: the page has waited longer
+    assert _value(registry, name) == 690
+    metrics.set_notifications(0, 0, {"alertmanager": 2}, None)
+    assert _value(registry, name) == 0
+    # A stale time with nothing pending is not an age.
+    metrics.set_notifications(0, 0, {}, NOW - timedelta(hours=1))
+    assert _value(registry, name) == 0
 
 
 def test_unknown_channel_raises_and_changes_nothing(registry, metrics):

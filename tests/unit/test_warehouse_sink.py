@@ -4,12 +4,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import inspect
+from sqlalchemy.exc import OperationalError
 
 from pipelines.metrics.catalog import counter_ids
 from pipelines.settings import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import available_migrations, migrate
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
+from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import (
     BatchResult,
     OffsetRange,
@@ -221,3 +223,76 @@ def test_ledger_duration_stays_within_the_integer_column():
     assert ledger_duration_ms(timedelta(seconds=1.5)) == 1500
     assert ledger_duration_ms(timedelta(days=25)) == 2**31 - 1  # 2,160,000,000 ms otherwise
     assert ledger_duration_ms(timedelta(seconds=-3)) == 0
+
+
+# -- a transient failure after the database applied the work ---------------------------------
+
+
+def _lost_acknowledgement() -> OperationalError:
+    """What the driver raises when the server closed the connection during COMMIT."""
+    return OperationalError(
+        "COMMIT", {}, ConnectionResetError("server closed the connection unexpectedly"),
+        connection_invalidated=True,
+    )  # fmt: skip
+
+
+def test_a_commit_whose_acknowledgement_was_lost_is_not_applied_twice(engine):
+    lines: list[str] = []
+    sink = WarehouseSink(
+        engine, retry=RetryPolicy(budget_s=10, initial_s=0.01, max_s=0.01), log=lines.append
+    )
+    real = sink._commit
+    calls = []
+
+    def applied_then_lost(*args):
+        calls.append(1)
+        real(*args)
+        raise _lost_acknowledgement()
+
+    sink._commit = applied_then_lost  # type: ignore[method-assign]
+    batch = _batch(0, [_agg("de-DE", 10, 1), _agg("en-US", 5, 0)], [OffsetRange("t", 0, 0, 9, 10)])
+    assert sink.commit(batch) == 2  # the stored count of the try that was applied
+    assert calls == [1]  # tried again: found in the ledger, not written a second time
+    rows = {r["locale"]: r for r in aggregate_rows(engine)}
+    assert (rows["de-DE"]["events"], rows["de-DE"]["violations"], rows["en-US"]["events"]) == (
+        10, 1, 5,
+    )  # fmt: skip
+    assert [r["batch_id"] for r in ledger_rows(engine)] == [0]
+    assert lines[0].startswith("warehouse: committing batch 0 failed (server closed")
+    assert lines[-1].startswith("warehouse: reachable again, committing batch 0 done after 2 tries")
+
+
+def test_a_derivation_whose_acknowledgement_was_lost_is_not_run_twice(engine):
+    sink = WarehouseSink(
+        engine, retry=RetryPolicy(budget_s=10, initial_s=0.01, max_s=0.01), log=lambda _m: None
+    )
+    sink.commit(_batch(0, [_agg("de-DE", 10, 1)], [OffsetRange("t", 0, 0, 9, 10)]))
+    assert sink.underived("q1") == [(0, None, T0)]
+    real = sink._derive
+
+    def applied_then_lost(*args):
+        real(*args)
+        raise _lost_acknowledgement()
+
+    sink._derive = applied_then_lost  # type: ignore[method-assign]
+    runs = []
+    sink.derive("q1", 0, lambda conn: runs.append(1))
+    assert runs == [1] and sink.underived("q1") == []
+
+
+def test_a_transient_failure_of_the_commit_itself_is_tried_again_whole(engine):
+    sink = WarehouseSink(
+        engine, retry=RetryPolicy(budget_s=10, initial_s=0.01, max_s=0.01), log=lambda _m: None
+    )
+    failures = [1]
+
+    def flaky(conn):  # runs inside the commit's transaction, which then rolls back
+        if failures:
+            failures.pop()
+            raise _lost_acknowledgement()
+
+    batch = _batch(0, [_agg("de-DE", 10, 1)], [OffsetRange("t", 0, 0, 9, 10)])
+    sink.commit(batch, derive=flaky)
+    rows = aggregate_rows(engine)
+    assert [(r["locale"], r["events"]) for r in rows] == [("de-DE", 10)]
+    assert [r["batch_id"] for r in ledger_rows(engine)] == [0]
