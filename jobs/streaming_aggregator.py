@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
+from pyspark.errors import StreamingQueryException
 from pyspark.sql import SparkSession
 from pyspark.sql.streaming import StreamingQuery
 from sqlalchemy import Engine
@@ -34,6 +35,7 @@ from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor, BatchReport, Derived
 from pipelines.stream.durations import parse_duration, spark_interval
+from pipelines.stream.session import query_failure
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.retry import RetryPolicy
@@ -63,6 +65,7 @@ class RunningJob:
     query: StreamingQuery
     processor: BatchProcessor
     delivery: DeliveryLoop | None = None  # the outbox's own schedule, stopped with the job
+    checkpoint_dir: str = ""
 
     def await_termination(self) -> None:
         """Wait for the query to stop, then for its last closed-window steps."""
@@ -76,6 +79,10 @@ class RunningJob:
                 # A batch stopped on an error a person can act on: that error, not Spark's
                 # wrapper of it (a page of Python and JVM traceback).
                 raise failure from None
+            if failure is None and isinstance(exc, StreamingQueryException):
+                # Spark stopped the query itself (its checkpoint, its Kafka source): the
+                # cause in one line. A batch's own unexpected error keeps its traceback.
+                raise SafewatchError(query_failure(str(exc), self.checkpoint_dir)) from None
             raise
         self._close()
 
@@ -137,7 +144,7 @@ def alerting(
             log=log,
             tables=sink.tables,
         )
-        if report.sent or report.failed:
+        if report.sent:  # failures are logged by `deliver`, one line per channel
             log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")
         if metrics is not None:
             metrics.set_notifications(
@@ -250,7 +257,7 @@ def start_query(
     delivery = None
     if notify is not None:
         delivery = DeliveryLoop(notify, settings.alerting.deliver_interval_s, log=log).start()
-    return RunningJob(query, processor, delivery)
+    return RunningJob(query, processor, delivery, settings.stream.checkpoint_dir)
 
 
 def run(

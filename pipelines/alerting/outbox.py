@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import threading
 import urllib.error
 import urllib.request
@@ -32,6 +33,7 @@ from pipelines.alerting.alertmanager_client import NotifierError, http_request, 
 from pipelines.errors import SafewatchError
 from pipelines.redact import redact_text, redact_webhook_url, url_secrets
 from pipelines.settings import KafkaSettings
+from pipelines.warehouse.retry import short_error
 from pipelines.warehouse.tables import Tables, as_utc
 
 
@@ -130,6 +132,20 @@ class KafkaNotifier:
             raise NotifierError(msg, url=self.kafka.bootstrap_servers) from exc
 
 
+def backoff(initial: timedelta, maximum: timedelta, attempts: int) -> timedelta:
+    """The wait after `attempts` failed attempts: `initial` doubled per attempt, at most
+    `maximum`, for any number of attempts (a channel down for days fails thousands of times;
+    2 ** attempts seconds stops fitting in a timedelta after a few dozen).
+    """
+    if attempts < 0:
+        msg = f"attempts must not be negative, got {attempts}"
+        raise ValueError(msg)
+    if initial >= maximum:
+        return maximum
+    doublings = math.ceil(math.log2(maximum / initial))
+    return maximum if attempts >= doublings else min(initial * 2**attempts, maximum)
+
+
 @dataclass(frozen=True)
 class DeliveryReport:
     sent: int
@@ -188,7 +204,7 @@ def deliver(
                 log(f"alerts: {channel} delivery failed ({len(due)} pending, retried): {error}")
             with engine.begin() as conn:
                 for r in due:
-                    wait = min(retry_initial * (2**r.attempts), retry_max)
+                    wait = backoff(retry_initial, retry_max, r.attempts)
                     conn.execute(
                         update(t)
                         .where(t.c.id == r.id)
@@ -259,7 +275,7 @@ class DeliveryLoop:
         try:
             self.deliver_once()
         except Exception as exc:  # noqa: BLE001 - a loop that must outlive any one error
-            error = redact_text(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            error = short_error(exc)
             if self._failing is None:
                 self.log(f"alerts: outbox delivery failed, trying again every "
                          f"{self.interval_s:g} s: {error}")  # fmt: skip

@@ -45,12 +45,11 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 from pyspark.sql import DataFrame
-from sqlalchemy.exc import SQLAlchemyError
 
 from pipelines.alerting.engine import AlertEngine
 from pipelines.contract.records import LATE, Limits
+from pipelines.crashpoints import crash_point
 from pipelines.drift.compute import BaselineCache
-from pipelines.errors import SafewatchError
 from pipelines.kafka.dlq import dlq_records, write_dlq
 from pipelines.kafka.dlq import rejected_events as rejected_events_of
 from pipelines.metrics.buckets import add_counter_buckets
@@ -367,6 +366,7 @@ class BatchProcessor:
                 finally:
                     records.unpersist()
                 stages.stop()
+                crash_point("dlq-written", batch_id)
             parsed_rows = sum(v for k, v in by_status.items() if k not in UNPARSED)
             # Validated after the commit, with the closed windows (`_derive`).
             sample = (c.sample, parsed_rows) if quality.enabled and parsed_rows else None
@@ -419,6 +419,7 @@ class BatchProcessor:
             written = self.sink.commit(
                 result, now=self.clock(), derive=None if derives else _nothing_to_derive
             )
+        crash_point("committed", batch_id)
         derived: Derived | None = None
         if not self.overlap:
             derived = self._derive(
@@ -488,6 +489,7 @@ class BatchProcessor:
         watermark closed (one transaction, marking the batch derived), then delivery of the
         outbox.
         """
+        crash_point("before-derive", batch_id)
         stages = _Stages()
         outcome = None
         if sample is not None:
@@ -533,11 +535,12 @@ class BatchProcessor:
             with stages("notify"):
                 try:
                     self.notify()
-                except (SafewatchError, SQLAlchemyError, OSError) as exc:
-                    # The batch is committed; its notices wait in the outbox for the next try.
+                except Exception as exc:  # noqa: BLE001 - delivery never fails a batch
+                    # The batch is committed; its notices wait in the outbox for the next
+                    # try (the delivery loop's, or the next batch's).
                     self.log(
                         "alerts: delivery failed, notices kept in the outbox: "
-                        f"{redact_text(str(exc))}"
+                        f"{type(exc).__name__}: {redact_text(str(exc))}"
                     )
         derived = Derived(
             batch_id=batch_id,

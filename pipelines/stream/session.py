@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import sys
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -116,4 +117,42 @@ def build_session(settings: SparkSettings) -> SparkSession:
         builder = builder.config(key, value)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
+    _quiet_query_errors(spark)
     return spark
+
+
+_CAUSE = re.compile(r"terminated with exception: (?P<cause>.*?)(?: SQLSTATE: \w+)*\s*$")
+
+
+def query_failure(message: str, checkpoint_dir: str) -> str:
+    """One line for a streaming query that Spark stopped on an error of its own (not one a
+    batch raised): its cause, from the first line of Spark's message ("[STREAM_FAILED] Query
+    [...] terminated with exception: java.io.IOException: ... SQLSTATE: XXKST"), and what
+    to do.
+    """
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "no message"
+    found = _CAUSE.search(first)
+    cause = found.group("cause") if found else first
+    return (
+        f"the streaming query stopped: {cause}. Nothing of the batch under way was "
+        "committed; fix the cause (Kafka reachable, the checkpoint folder "
+        f"{checkpoint_dir} writable and not full) and restart the job: it resumes from its "
+        "checkpoint"
+    )
+
+
+# The logger of the streaming query's own "terminated with error" report.
+QUERY_LOGGER = "org.apache.spark.sql.execution.streaming.runtime.MicroBatchExecution"
+
+
+def _quiet_query_errors(spark: SparkSession) -> None:
+    """Silence the query's report of the error that ended it: the same error reaches the
+    caller of awaitTermination, which reports it (an error a person can act on as one line,
+    jobs/streaming_aggregator.RunningJob; anything else with its traceback), and Spark's
+    report of it is a page of Python and JVM stack first.
+    """
+    jvm = spark.sparkContext._jvm  # noqa: SLF001 - log4j has no Python API
+    assert jvm is not None
+    log4j = jvm.org.apache.logging.log4j
+    log4j.core.config.Configurator.setLevel(QUERY_LOGGER, log4j.Level.OFF)

@@ -7,7 +7,9 @@ the database cannot be reached (`is_transient`) waits and tries again, the waits
 from `RetryPolicy.initial_s` up to `RetryPolicy.max_s`, until `RetryPolicy.budget_s` seconds
 have passed since the first failure; then it raises `WarehouseUnavailableError`, one line
 that says what failed, for how long, and what to do. Any other error is raised at once: a
-permission, a constraint or a syntax error does not go away by waiting.
+permission, a constraint or a syntax error does not go away by waiting; the database's own
+operational errors among them (SQLite's full disk or read-only file) as
+`WarehouseWriteError`, one line that says what to fix.
 
 The caller makes the unit of work safe to repeat: a commit whose acknowledgement was lost
 may have been applied, so the sink checks its ledger before trying again.
@@ -34,6 +36,12 @@ _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database
 
 class WarehouseUnavailableError(SafewatchError):
     """The warehouse stayed unreachable for the whole retry budget."""
+
+
+class WarehouseWriteError(SafewatchError):
+    """The warehouse refused the work for a reason waiting does not fix (a full disk, a
+    read-only file).
+    """
 
 
 @dataclass(frozen=True)
@@ -114,7 +122,8 @@ def retrying(
     `what` names the work in messages ("committing batch 12"), `target` the warehouse (its URL
     without password). Logs one line per failed try and one when it recovers. Raises
     WarehouseUnavailableError once the budget is spent (chained to the last error), and
-    any non-transient error as it is.
+    any other error as it is, except the database's own operational errors (a full disk,
+    a read-only file, an I/O error), raised as WarehouseWriteError: one line that says so.
     """
     first_failure: float | None = None
     waits = policy.waits()
@@ -125,6 +134,13 @@ def retrying(
             result = work()
         except Exception as exc:
             if not is_transient(exc):
+                if isinstance(exc, OperationalError):
+                    msg = (
+                        f"the warehouse {target} refused {what}: {short_error(exc)}. Nothing "
+                        "of it was committed: fix the cause (free space, make the database "
+                        "writable) and restart the job; it resumes where it stopped"
+                    )
+                    raise WarehouseWriteError(msg) from exc
                 raise
             now = clock()
             if first_failure is None:
@@ -160,6 +176,7 @@ def retrying(
 __all__ = [
     "RetryPolicy",
     "WarehouseUnavailableError",
+    "WarehouseWriteError",
     "is_transient",
     "retrying",
     "short_error",

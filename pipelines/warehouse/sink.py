@@ -34,6 +34,7 @@ from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pipelines.crashpoints import crash_point
 from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import (
     CounterBuckets,
@@ -386,6 +387,7 @@ class WarehouseSink:
                 )
             if derive is not None:
                 derive(conn)
+            crash_point("in-commit", result.batch_id)
         return written
 
     def derive(

@@ -14,7 +14,7 @@ from sqlalchemy import select, text
 
 from pipelines.alerting.alertmanager_client import NotifierError
 from pipelines.alerting.engine import AlertEngine, parse_segment
-from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, deliver
+from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, backoff, deliver
 from pipelines.alerting.rules import parse_rules
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import counter_ids
@@ -274,6 +274,33 @@ def test_the_delivery_loop_sends_held_notices_when_no_batch_comes(warehouse):
     # While they waited, the oldest was known; once all were sent, none is.
     assert reports[0].oldest_pending_at == min(r["created_at"] for r in outbox).replace(tzinfo=UTC)
     assert reports[-1].oldest_pending_at is None
+
+
+def test_backoff_doubles_to_the_maximum_however_many_attempts():
+    second, five_min = timedelta(seconds=1), timedelta(minutes=5)
+    waits = [backoff(5 * second, five_min, n) for n in range(8)]
+    assert waits == [5 * second * 2**n for n in range(6)] + [five_min, five_min]
+    # A channel down for days: thousands of attempts, still the maximum (2 ** 47 seconds
+    # does not fit in a timedelta).
+    assert backoff(5 * second, five_min, 10_000) == five_min
+    assert backoff(five_min, second, 3) == second  # an initial wait above the maximum
+    with pytest.raises(ValueError, match="negative"):
+        backoff(second, five_min, -1)
+
+
+def test_a_channel_down_for_days_keeps_its_notices_and_the_maximum_wait(warehouse):
+    engine, sink = warehouse
+    alerts = _engine(sink, channels=("webhook",))
+    _evaluate(engine, alerts, [T0 + w * WINDOW for w in range(6)])
+    with engine.begin() as conn:  # as after days of failed attempts every five minutes
+        conn.execute(sink.tables.outbox.update().values(attempts=5000))
+    notifiers = {"webhook": WebhookNotifier("http://127.0.0.1:9/h", timeout=1)}
+    now = T0 + timedelta(days=3)
+    report = deliver(engine, notifiers, now=now, retry_max=timedelta(minutes=5))
+    assert (report.sent, report.failed, report.pending) == (0, 3, 3)
+    rows = _rows(engine, sink.tables.outbox)
+    assert {r["attempts"] for r in rows} == {5001}
+    assert {r["next_attempt_at"].replace(tzinfo=UTC) for r in rows} == {now + timedelta(minutes=5)}
 
 
 def test_the_delivery_loop_outlives_an_error_and_says_when_it_recovers():

@@ -18,6 +18,7 @@ from pipelines.settings import Settings, WarehouseSettings
 from pipelines.warehouse.retry import (
     RetryPolicy,
     WarehouseUnavailableError,
+    WarehouseWriteError,
     is_transient,
     retrying,
     short_error,
@@ -210,3 +211,30 @@ def test_the_policy_comes_from_the_settings_and_bad_waits_are_refused() -> None:
     assert RetryPolicy.of(custom) == RetryPolicy(60.0, 0.5, 4.0)
     with pytest.raises(ValueError, match="retry_max_s .* must be at least retry_initial_s"):
         WarehouseSettings(retry_initial_s=10, retry_max_s=5)
+
+
+def test_a_write_the_database_refuses_for_good_is_one_line_not_a_wait(tmp_path: Path) -> None:
+    path = tmp_path / "ro.db"
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    setup.commit()
+    setup.close()
+    read_only = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    fake = FakeTime()
+
+    def insert() -> None:
+        with read_only.begin() as conn:
+            conn.execute(text("INSERT INTO t VALUES (1)"))
+
+    with pytest.raises(WarehouseWriteError) as info:
+        retrying(insert, policy=RetryPolicy(), what="committing batch 4",
+                 target="sqlite:///ro.db", log=lambda _m: None, sleep=fake.sleep,
+                 clock=fake.clock)  # fmt: skip
+    assert fake.slept == []  # not waited for
+    message = str(info.value)
+    assert message.startswith(
+        "the warehouse sqlite:///ro.db refused committing batch 4: attempt to write a readonly "
+        "database. Nothing of it was committed"
+    )
+    assert "\n" not in message
+    read_only.dispose()
