@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     p.add_argument("--warehouses", nargs="+", choices=WAREHOUSES, default=list(WAREHOUSES),
-                   help="warehouses of the crash and broker scenarios (default: both)")  # fmt: skip
+                   help="warehouses of the scenarios that run on both (default: both)")  # fmt: skip
     p.add_argument("--events", type=int, default=1_000_000, help="valid events per scenario")
     p.add_argument("--broken", type=int, default=20,
                    help="records of each broken and poison kind mixed in (21 kinds)")  # fmt: skip
@@ -74,7 +74,8 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             elif name == "channels":
-                verdicts.append(scenarios.channels(w, records, max_offsets=max_offsets))
+                for wh in args.warehouses:
+                    verdicts.append(scenarios.channels(w, wh, records, max_offsets=max_offsets))
             elif name == "storage":
                 verdicts.append(scenarios.storage(w, records, max_offsets=max_offsets))
             say(verdicts[-1].line())

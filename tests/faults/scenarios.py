@@ -94,11 +94,14 @@ def crashes(
             verdict.crashed = job.last_line()
             return verdict
     for _ in range(random_kills):
-        before = sc.committed_batches()
+        # Mid-stream: after 1 to 3 more committed batches, at a random instant of the next.
+        target = sc.committed_batches() + rng.randint(1, 3)
         job = sc.job()
-        if not wait_for(lambda b=before: sc.committed_batches() > b, 300) or not job.running():
+        started = time.monotonic()
+        if not wait_for(lambda t=target: sc.committed_batches() >= t, 600) or not job.running():
             break  # it finished first: nothing left to interrupt
-        time.sleep(rng.uniform(0.0, 3.0))
+        per_batch = (time.monotonic() - started) / 2
+        time.sleep(rng.uniform(0.0, max(per_batch, 1.0)))
         if not job.running():
             break
         job.kill()
@@ -166,15 +169,15 @@ def warehouse_outage(
     return check(sc, verdict)
 
 
-def channels(world: World, records: list[Record], *, max_offsets: int) -> Verdict:
+def channels(world: World, warehouse: str, records: list[Record], *, max_offsets: int) -> Verdict:
     am, hook = world.alertmanager, world.webhook
     assert am is not None and hook is not None
     sc = Scenario(
-        "channels", world, "sqlite", records, max_offsets=max_offsets,
+        f"channels-{warehouse}", world, warehouse, records, max_offsets=max_offsets,
         channels=("alertmanager", "kafka", "webhook"),
     )  # fmt: skip
     sc.produce()
-    verdict = Verdict("alert channels down, sqlite")
+    verdict = Verdict(f"alert channels down, {warehouse}")
     am.stop()
     hook.stop()
     job = sc.job(continuous=True)
@@ -271,7 +274,7 @@ def storage(world: World, records: list[Record], *, max_offsets: int) -> Verdict
         batches = sc.committed_batches()
         _clear_stop(verdict, job, code, "a full disk", "database or disk is full")
         verdict.facts.append(f"disk full after {batches} batch(es)")
-        _run(["mount", "-o", "remount,size=256m", str(small)])
+        _run(["mount", "-o", "remount,size=4g", str(small)])
         # The checkpoint read-only while the job runs: a batch or two later it must stop.
         job = sc.job()
         wait_for(lambda: sc.committed_batches() > batches + 1, 300, what="two more batches")

@@ -62,7 +62,7 @@ def test_a_postgresql_outage_is_waited_for(faults_world: World, records: list[Re
 def test_held_notices_reach_the_channels_that_come_back_with_no_new_event(
     faults_world: World, records: list[Record]
 ) -> None:
-    verdict = scenarios.channels(faults_world, records, max_offsets=_offsets(records))
+    verdict = scenarios.channels(faults_world, "sqlite", records, max_offsets=_offsets(records))
     assert verdict.exact, verdict.line()
 
 
