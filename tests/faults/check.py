@@ -76,15 +76,16 @@ def check(scenario: Any, verdict: Verdict) -> Verdict:
     truth = ground_truth([r.event for r in records if r.expected == "aggregated"])
     rows = aggregate_rows(engine)
     table = warehouse_table(rows)
+    lost = doubled = 0
     for key in truth.keys() | table.keys():
         want, got = truth.get(key, {}), table.get(key, {})
         for counter in want.keys() | got.keys():
             w, g = want.get(counter, 0), got.get(counter, 0)
-            if g < w:
-                verdict.lost += w - g
-            elif g > w:
-                verdict.doubled += g - w
-    if verdict.lost or verdict.doubled:
+            lost += max(0, w - g)
+            doubled += max(0, g - w)
+    if lost or doubled:
+        verdict.lost += lost
+        verdict.doubled += doubled
         verdict.problems.append("window x segment counters differ from the truth")
     totals = {
         "events_seen": sum(r.attributable for r in records),
