@@ -8,6 +8,10 @@ after its channel accepted it, so a crash between the two re-sends it: delivery 
 once, and every payload carries a stable identity (Alertmanager: the labels; webhook and
 Kafka: `dedup_key`) for receivers to collapse repeats.
 
+The job calls `deliver` after each batch and, with `DeliveryLoop`, every
+alerting.deliver_interval_s on its own: notices held by a channel that was down go out once
+it is back, also when no event arrives. `backoff` gives the wait after n failed attempts.
+
 Notifiers are small classes with one method, `send(payloads)`, raising NotifierError with
 a message free of secrets (a webhook is shown as `scheme://host:port/***`: its path and query
 are often the credential). `deliver` masks what is left (`pipelines.redact.redact_text`)
