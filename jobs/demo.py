@@ -55,6 +55,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
     from pipelines.infra.alertmanager import LocalAlertmanager
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics, recreate_topic
+    from pipelines.stream.durations import parse_duration
     from pipelines.stream.session import build_session
     from pipelines.synth.scenarios import SCENARIOS
 
@@ -98,7 +99,11 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         DEMO_DIR.mkdir(parents=True)
 
         duration = timedelta(minutes=args.minutes)
-        start = datetime.now(UTC).replace(second=0, microsecond=0) - duration
+        # Traffic that ends at the start of the current window: every run fills the same
+        # windows with the same events, so its figures are the same whenever it runs.
+        window = parse_duration(settings.stream.window)
+        epoch = datetime(1970, 1, 1, tzinfo=UTC)
+        start = epoch + (datetime.now(UTC) - epoch) // window * window - duration
         log(
             f"step 3/7: producing synthetic traffic with incident '{scenario.name}': "
             f"{scenario.description}"
