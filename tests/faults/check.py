@@ -53,6 +53,17 @@ class Verdict:
         facts = "; ".join(self.facts)
         return f"{self.scenario}: {head}" + (f" ({facts})" if facts else "")
 
+    def same(self, what: str, expected: Counter[Any], got: Counter[Any]) -> None:
+        """Record what `got` lacks of `expected` as lost, and what it holds more as doubled."""
+        missing = sum((expected - got).values())
+        extra = sum((got - expected).values())
+        if missing:
+            self.lost += missing
+            self.problems.append(f"{what}: {missing} missing")
+        if extra:
+            self.doubled += extra
+            self.problems.append(f"{what}: {extra} more than once")
+
     def differ(self, what: str, expected: int, got: int) -> None:
         """Record a count that differs from the truth as lost or doubled."""
         if got < expected:

@@ -21,7 +21,6 @@ import shutil
 import subprocess
 import time
 from collections import Counter
-from typing import Any
 
 from sqlalchemy import select
 
@@ -229,24 +228,13 @@ def channels(world: World, warehouse: str, records: list[Record], *, max_offsets
     }
     at_am = Counter(labelset(a["labels"]) for a in get_alerts(am.url))
     verdict.facts.append(f"{len(at_am)} alert(s) at Alertmanager")
-    _same(verdict, "alerts at Alertmanager", Counter(dict.fromkeys(sent_am, 1)), at_am)
+    verdict.same("alerts at Alertmanager", Counter(dict.fromkeys(sent_am, 1)), at_am)
     # The webhook and the Kafka topic: each notice of the outbox, once.
     got_hook = Counter(n["dedup_key"] for n in hook.received)
-    _same(verdict, "webhook notices", sent["webhook"], got_hook)
+    verdict.same("webhook notices", sent["webhook"], got_hook)
     got_kafka = Counter(m.key.decode() for m in consume_all(world.kafka, sc.alerts))
-    _same(verdict, "Kafka alert notices", sent["kafka"], got_kafka)
+    verdict.same("Kafka alert notices", sent["kafka"], got_kafka)
     return check(sc, verdict)
-
-
-def _same(verdict: Verdict, what: str, expected: Counter[Any], got: Counter[Any]) -> None:
-    missing = sum((expected - got).values())
-    extra = sum((got - expected).values())
-    if missing:
-        verdict.lost += missing
-        verdict.problems.append(f"{what}: {missing} missing")
-    if extra:
-        verdict.doubled += extra
-        verdict.problems.append(f"{what}: {extra} more than once")
 
 
 def storage(world: World, records: list[Record], *, max_offsets: int) -> Verdict:

@@ -11,7 +11,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from pipelines.settings import Settings, WarehouseSettings
@@ -78,18 +78,25 @@ def refused_error() -> OperationalError:
     pytest.fail("a connection to a closed port succeeded")
 
 
+def read_only_db(tmp_path: Path) -> tuple[Engine, Path]:
+    """An SQLite file with a table `t`, and an engine that opens it read-only (which binds
+    root too, unlike file permissions).
+    """
+    path = tmp_path / "ro.db"
+    setup = sqlite3.connect(path)
+    setup.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
+    setup.commit()
+    setup.close()
+    return create_engine(f"sqlite:///file:{path}?mode=ro&uri=true"), path
+
+
 def test_what_is_worth_waiting_for(tmp_path: Path) -> None:
     locked = locked_error(tmp_path)
     assert "locked" in str(locked.orig) and is_transient(locked)
     refused = refused_error()
     assert is_transient(refused)
     # Waiting does not fix a read-only file, a missing table or a broken constraint.
-    path = tmp_path / "ro.db"
-    setup = sqlite3.connect(path)
-    setup.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
-    setup.commit()
-    setup.close()
-    read_only = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    read_only, path = read_only_db(tmp_path)
     engine = create_engine(f"sqlite:///{path}")
     errors = []
     for e, sql in ((read_only, "INSERT INTO t VALUES (1)"), (engine, "SELECT * FROM missing")):
@@ -214,12 +221,7 @@ def test_the_policy_comes_from_the_settings_and_bad_waits_are_refused() -> None:
 
 
 def test_a_write_the_database_refuses_for_good_is_one_line_not_a_wait(tmp_path: Path) -> None:
-    path = tmp_path / "ro.db"
-    setup = sqlite3.connect(path)
-    setup.execute("CREATE TABLE t (x INTEGER PRIMARY KEY)")
-    setup.commit()
-    setup.close()
-    read_only = create_engine(f"sqlite:///file:{path}?mode=ro&uri=true")
+    read_only, _ = read_only_db(tmp_path)
     fake = FakeTime()
 
     def insert() -> None:
