@@ -180,6 +180,8 @@ def check(scenario: Any, verdict: Verdict) -> Verdict:
     ]
     if verdict.redelivered:
         verdict.facts.append(f"{verdict.redelivered} dead letters redelivered with their key")
+    if "kafka" in scenario.channels:
+        _check_kafka_notices(scenario, verdict, outbox)
     return verdict
 
 
@@ -208,3 +210,29 @@ def _check_offsets(scenario: Any, verdict: Verdict) -> None:
                     f"partition {p}: offsets {start}..{expected_start - 1} counted twice"
                 )
             expected_start = max(expected_start, end + 1)
+
+
+def _check_kafka_notices(scenario: Any, verdict: Verdict, outbox: list[Any]) -> None:
+    """Every notice the outbox marks sent to Kafka is on the alerts topic; none is there that
+    the outbox lacks. A repeat of one (a crash between the send and its mark) is redelivered,
+    which the channel's contract allows (at least once, each with its dedup key).
+    """
+    rows = [r for r in outbox if r.channel == "kafka"]
+    sent = Counter(r.dedup_key for r in rows if r.sent_at is not None)
+    known = {r.dedup_key for r in rows}
+    on_topic = Counter(m.key.decode() for m in consume_all(scenario.world.kafka, scenario.alerts))
+    missing = sum((sent - on_topic).values())
+    unknown = sum(n for key, n in on_topic.items() if key not in known)
+    if missing:
+        verdict.lost += missing
+        verdict.problems.append(f"Kafka alert notices: {missing} marked sent, not on the topic")
+    if unknown:
+        verdict.doubled += unknown
+        verdict.problems.append(f"Kafka alert notices: {unknown} no notice of the outbox")
+    repeats = sum((on_topic - sent).values()) - unknown
+    held = len(rows) - sum(sent.values())
+    verdict.facts.append(
+        f"{sum(sent.values())} Kafka alert notices on the topic"
+        + (f", {repeats} redelivered with their key" if repeats > 0 else "")
+        + (f", {held} held in the outbox" if held else "")
+    )

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
@@ -28,15 +28,22 @@ from sqlalchemy import Engine, func, select
 
 from pipelines.infra.alertmanager import LocalAlertmanager
 from pipelines.infra.kafka_broker import LocalKafkaBroker
+from pipelines.infra.kafka_cluster import LocalKafkaCluster
 from pipelines.infra.postgres import LocalPostgres
 from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.producer import produce_raw
-from pipelines.settings import AlertingSettings, BrokerSettings, KafkaSettings
+from pipelines.settings import (
+    AlertingSettings,
+    BrokerSettings,
+    ClusterSettings,
+    KafkaSettings,
+)
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables
 from tests.integration.conftest import _free_ports
 from tests.integration.mixed_input import KINDS, Record, build_mixed_input
+from tests.integration.streaming_support import describe_partitions
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_MESSAGE_BYTES = 8192
@@ -159,6 +166,43 @@ def world(root: Path, *, postgres: bool = True, alertmanager: bool = True) -> It
         yield w
 
 
+# A Kafka client call already sent to a broker that dies waits for it until its timeout (60 s
+# by default) before it is tried against the new leader: keep the wait short on the cluster.
+CLUSTER_CLIENT_OPTIONS = {"request.timeout.ms": "10000", "default.api.timeout.ms": "20000"}
+
+
+@contextmanager
+def kafka_cluster(w: World) -> Iterator[tuple[World, LocalKafkaCluster]]:
+    """Three KRaft brokers (replication 3, min.insync.replicas 2) under `w.root`, and `w`
+    with its Kafka settings pointing at them; stopped at the end.
+    """
+    ports = _free_ports(6)
+    cluster = LocalKafkaCluster(
+        ClusterSettings(
+            kafka_ports=tuple(ports[:3]), kafka_controller_ports=tuple(ports[3:]),
+            kafka_data_dir=w.root / "kafka-cluster", start_timeout_s=180,
+        ),
+        jars_dir=REPO / "var" / "jars" / "kafka", log=lambda _m: None,
+    )  # fmt: skip
+    say("starting a Kafka cluster of three brokers")
+    try:
+        cluster.start()
+        kafka = cluster.kafka_settings(
+            KafkaSettings(partitions=3, client_options=CLUSTER_CLIENT_OPTIONS)
+        )
+        yield replace(w, kafka=kafka), cluster
+    finally:
+        cluster.stop()
+
+
+def partition_leader(kafka: KafkaSettings, topic: str, partition: int) -> int:
+    """The node id that leads `partition` of `topic`."""
+    (leader,) = [
+        p["leader"] for p in describe_partitions(kafka, topic) if p["partition"] == partition
+    ]
+    return int(leader)
+
+
 # -- the job -----------------------------------------------------------------------------------
 
 
@@ -201,6 +245,8 @@ class Scenario:
             {
                 "PYTHONPATH": str(REPO),
                 "SAFEWATCH_KAFKA__BOOTSTRAP_SERVERS": self.world.kafka.bootstrap_servers,
+                "SAFEWATCH_KAFKA__REPLICATION_FACTOR": str(self.world.kafka.replication_factor),
+                "SAFEWATCH_KAFKA__CLIENT_OPTIONS": json.dumps(self.world.kafka.client_options),
                 "SAFEWATCH_KAFKA__TOPIC_INTERACTIONS": self.topic,
                 "SAFEWATCH_KAFKA__TOPIC_DLQ": self.dlq,
                 "SAFEWATCH_KAFKA__TOPIC_ALERTS": self.alerts,

@@ -21,7 +21,7 @@ from tests.faults import scenarios
 from tests.faults.check import Verdict
 from tests.faults.harness import build_input, say, world
 
-SCENARIOS = ("crashes", "broker", "warehouse-outage", "channels", "storage")
+SCENARIOS = ("crashes", "broker", "broker-of-three", "warehouse-outage", "channels", "storage")
 WAREHOUSES = ("sqlite", "postgresql")
 
 
@@ -65,6 +65,11 @@ def main(argv: list[str] | None = None) -> int:
             elif name == "broker":
                 for wh in args.warehouses:
                     verdicts.append(scenarios.broker(
+                        w, wh, records, down_s=args.outage, max_offsets=max_offsets
+                    ))  # fmt: skip
+            elif name == "broker-of-three":
+                for wh in args.warehouses:
+                    verdicts.append(scenarios.broker_of_three(
                         w, wh, records, down_s=args.outage, max_offsets=max_offsets
                     ))  # fmt: skip
             elif name == "warehouse-outage":

@@ -7,7 +7,6 @@ PostgreSQL it may stop, an Alertmanager it may take down). The full run is
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -67,7 +66,7 @@ def test_held_notices_reach_the_channels_that_come_back_with_no_new_event(
 
 
 def test_a_killed_broker_comes_back_and_nothing_is_lost(
-    faults_world: World, records: list[Record], tmp_path: Path
+    faults_world: World, records: list[Record]
 ) -> None:
     verdict = scenarios.broker(
         faults_world, "sqlite", records, down_s=10, max_offsets=_offsets(records)
@@ -81,3 +80,13 @@ def test_a_full_disk_and_a_read_only_checkpoint_stop_the_job_clearly(
     verdict = scenarios.storage(faults_world, records, max_offsets=_offsets(records))
     assert verdict.exact, verdict.line()
     assert "a full disk: stopped with" in verdict.line()
+
+
+def test_one_broker_of_three_killed_the_job_goes_on(
+    faults_world: World, records: list[Record]
+) -> None:
+    verdict = scenarios.broker_of_three(
+        faults_world, "postgresql", records, down_s=10, max_offsets=_offsets(records)
+    )
+    assert verdict.exact, verdict.line()
+    assert "leader of partition 0" in verdict.line()

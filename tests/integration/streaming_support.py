@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
 from pydantic import SecretStr
 
 from jobs.streaming_aggregator import RunSummary, run
@@ -121,3 +121,25 @@ def warehouse_table(rows: Iterable[dict]) -> dict[tuple, dict[str, int]]:
         key = (r["window_start"], *(r[d] for d in DIMENSIONS))
         out[key] = {c: r[c] for c in ("events", *LABEL_TO_COUNTER.values())}
     return out
+
+
+def describe_partitions(kafka: KafkaSettings, topic: str) -> list[dict[str, Any]]:
+    """Partition, leader and replicas of each partition, in partition order.
+
+    kafka-python 3 names the fields as the protocol does (partition_index, leader_id,
+    replica_nodes); 2.x as partition, leader, replicas.
+    """
+    admin = KafkaAdminClient(**kafka.python_client_options())
+    try:
+        (described,) = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    partitions = [
+        {
+            "partition": p.get("partition_index", p.get("partition")),
+            "leader": p.get("leader_id", p.get("leader")),
+            "replicas": sorted(p.get("replica_nodes", p.get("replicas", []))),
+        }
+        for p in described["partitions"]
+    ]
+    return sorted(partitions, key=lambda p: p["partition"])

@@ -20,7 +20,6 @@ from itertools import islice
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
 from sqlalchemy import select, text
 from sqlalchemy.exc import DBAPIError
 
@@ -35,6 +34,7 @@ from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from pipelines.warehouse.tables import Tables, as_utc
 from tests.integration.streaming_support import (
     DIMENSIONS,
+    describe_partitions,
     ground_truth,
     make_settings,
     run_job,
@@ -94,28 +94,6 @@ def committed_batches(engine) -> int:
             return int(conn.execute(text("SELECT count(*) FROM batch_ledger")).scalar_one())
     except DBAPIError:
         return 0
-
-
-def describe_partitions(kafka, topic: str) -> list[dict]:
-    """Partition, leader and replicas of each partition, in partition order.
-
-    kafka-python 3 names the fields as the protocol does (partition_index, leader_id,
-    replica_nodes); 2.x as partition, leader, replicas.
-    """
-    admin = KafkaAdminClient(**kafka.python_client_options())
-    try:
-        (described,) = admin.describe_topics([topic])
-    finally:
-        admin.close()
-    partitions = [
-        {
-            "partition": p.get("partition_index", p.get("partition")),
-            "leader": p.get("leader_id", p.get("leader")),
-            "replicas": sorted(p.get("replica_nodes", p.get("replicas", []))),
-        }
-        for p in described["partitions"]
-    ]
-    return sorted(partitions, key=lambda p: p["partition"])
 
 
 def aggregates_and_sketches(url: str) -> tuple[list[dict], list[bytes | None]]:
