@@ -21,10 +21,10 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from pipelines.drift.compute import compute_drift
+from pipelines.durations import parse_duration
 from pipelines.errors import SafewatchError
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor
-from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.retry import RetryPolicy

@@ -611,8 +611,8 @@ def alerts_ack(settings: Settings, args: argparse.Namespace) -> int:
 def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.alerting.backtest import backtest, stored_windows
     from pipelines.alerting.evaluate import segment_label
+    from pipelines.durations import parse_duration
     from pipelines.report.text import format_table
-    from pipelines.stream.durations import parse_duration
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
 

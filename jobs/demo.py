@@ -51,11 +51,11 @@ def demo_settings(settings: Settings) -> Settings:
 def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
     from jobs.cli import print_segments, produce_scenario
     from jobs.streaming_aggregator import run
+    from pipelines.durations import parse_duration
     from pipelines.errors import InfraError
     from pipelines.infra.alertmanager import LocalAlertmanager
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics, recreate_topic
-    from pipelines.stream.durations import parse_duration
     from pipelines.stream.session import build_session
     from pipelines.synth.scenarios import SCENARIOS
 

@@ -29,12 +29,12 @@ from pipelines.alerting.outbox import (
     deliver,
 )
 from pipelines.alerting.rules import load_rules
+from pipelines.durations import parse_duration, spark_interval
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor, BatchReport, Derived
-from pipelines.stream.durations import parse_duration, spark_interval
 from pipelines.stream.session import query_failure
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate

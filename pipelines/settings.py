@@ -9,15 +9,19 @@ Library code receives the object; no module reads the environment by itself.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
@@ -33,9 +37,42 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from pipelines.durations import parse_duration
 from pipelines.errors import ConfigError
 from pipelines.redact import is_secret_key, redact_text, redact_tree
 from pipelines.segments import SEGMENT_DIMENSIONS
+
+
+def _duration(text: str) -> str:
+    """`text` if it reads as a positive duration ("5 minutes", "30 seconds", "1 hour")."""
+    if parse_duration(text).total_seconds() <= 0:
+        msg = f"duration {text!r} must be positive"
+        raise ValueError(msg)
+    return text
+
+
+def _go_duration(text: str) -> str:
+    """`text` if it is a duration as Alertmanager reads it: "30s", "5m", "1h30m"."""
+    if not _GO_DURATION.fullmatch(text) or not any(ch in "123456789" for ch in text):
+        msg = f"cannot read duration {text!r}: use Alertmanager's form, e.g. '30s', '5m', '1h'"
+        raise ValueError(msg)
+    return text
+
+
+def _jvm_memory(text: str) -> str:
+    """`text` if the JVM reads it as a memory size (-Xmx): "512m", "2g"."""
+    if not _JVM_MEMORY.fullmatch(text):
+        msg = f"{text!r} is not a JVM memory size such as 512m or 1g"
+        raise ValueError(msg)
+    return text
+
+
+_GO_DURATION = re.compile(r"(\d+(ms|s|m|h|d|w|y))+")
+_JVM_MEMORY = re.compile(r"[1-9]\d*[kKmMgGtT]?")
+# A positive duration as Safewatch reads it (pipelines/durations.py), kept as written.
+Duration = Annotated[str, AfterValidator(_duration)]
+GoDuration = Annotated[str, AfterValidator(_go_duration)]
+JvmMemory = Annotated[str, AfterValidator(_jvm_memory)]
 
 
 class _Section(BaseModel):
@@ -134,7 +171,7 @@ class BrokerSettings(_Section):
     jars_dir: Path = Field(
         Path("var/jars/kafka"), description="Where Maven copies the broker's jars."
     )
-    heap: str = Field("512m", description="JVM heap (-Xmx) of the local broker.")
+    heap: JvmMemory = Field("512m", description="JVM heap (-Xmx) of the local broker.")
     start_timeout_s: float = Field(60.0, description="Seconds to wait for the broker to listen.")
     node_id: int = Field(
         1, ge=1, description="KRaft node.id (a node of `infra up --cluster` has its own)."
@@ -179,7 +216,6 @@ def _default_slice(window_s: float) -> str:
     return f"{window_s:g} seconds"
 
 
-_JVM_SIZE = re.compile(r"^[1-9][0-9]*[kKmMgGtT]?$")
 _PORT_LISTS = (
     "kafka_ports",
     "kafka_controller_ports",
@@ -206,7 +242,7 @@ class ClusterSettings(_Section):
         description="The cluster id and a node-<id>/ folder per broker (config, log dirs, pid "
         "and log files).",
     )
-    kafka_heap: str = Field("512m", description="JVM heap (-Xmx) of each broker.")
+    kafka_heap: JvmMemory = Field("512m", description="JVM heap (-Xmx) of each broker.")
     kafka_replication_factor: int = Field(
         3,
         ge=1,
@@ -238,11 +274,11 @@ class ClusterSettings(_Section):
         (8081, 8082), description="Web UI port of each worker, in the same order."
     )
     spark_worker_cores: int = Field(1, ge=1, description="Cores each worker offers to executors.")
-    spark_worker_memory: str = Field(
+    spark_worker_memory: JvmMemory = Field(
         "1g",
         description="Memory each worker offers to executors (spark.executor.memory fits in it).",
     )
-    spark_daemon_memory: str = Field(
+    spark_daemon_memory: JvmMemory = Field(
         "512m", description="JVM heap of the master and of each worker process (not executors)."
     )
     start_timeout_s: float = Field(
@@ -251,14 +287,6 @@ class ClusterSettings(_Section):
         description="Seconds to wait for the brokers to serve clients, or for the master to "
         "report every worker ALIVE.",
     )
-
-    @field_validator("kafka_heap", "spark_worker_memory", "spark_daemon_memory")
-    @classmethod
-    def _jvm_size(cls, value: str) -> str:
-        if not _JVM_SIZE.match(value):
-            msg = f"{value!r} is not a JVM memory size such as 512m or 1g"
-            raise ValueError(msg)
-        return value
 
     @field_validator(*_PORT_LISTS, mode="before")
     @classmethod
@@ -332,12 +360,12 @@ class SparkSettings(_Section):
         ge=1,
         description="spark.sql.shuffle.partitions. Fixed by the checkpoint once a query ran.",
     )
-    driver_memory: str = Field(
+    driver_memory: JvmMemory = Field(
         "1g",
         description="spark.driver.memory: heap of the driver JVM that the job starts (in local "
         "mode it runs the executors too).",
     )
-    executor_memory: str = Field(
+    executor_memory: JvmMemory = Field(
         "1g",
         description="spark.executor.memory of each executor on a cluster master (must fit in "
         "what a worker or container offers).",
@@ -360,7 +388,10 @@ class SparkSettings(_Section):
         description="Extra Spark configuration, passed as-is; values of secret-looking names "
         "(...secret.key, ...password, ...token) are never printed.",
     )
-    log_level: str = Field("WARN", description="Spark's log level.")
+    log_level: Annotated[
+        Literal["ALL", "TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL", "OFF"],
+        BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v),
+    ] = Field("WARN", description="Spark's log level.")
 
 
 class StreamSettings(_Section):
@@ -370,7 +401,7 @@ class StreamSettings(_Section):
         "var/checkpoints/aggregator",
         description="Checkpoint location of the streaming query (any Hadoop-supported URI).",
     )
-    trigger_interval: str = Field(
+    trigger_interval: Duration = Field(
         "30 seconds", description="Micro-batch interval of `safewatch run` (continuous mode)."
     )
     max_offsets_per_trigger: int = Field(
@@ -379,8 +410,8 @@ class StreamSettings(_Section):
     starting_offsets: Literal["earliest", "latest"] = Field(
         "earliest", description="Where a new checkpoint starts reading the topic."
     )
-    window: str = Field("5 minutes", description="Event-time tumbling window length.")
-    early_slice: str = Field(
+    window: Duration = Field("5 minutes", description="Event-time tumbling window length.")
+    early_slice: Duration = Field(
         "1 minute",
         description="Early alerting keeps each window's alerting counters per slice of this "
         "length too, and tests spans starting at each slice as well as the whole window, so "
@@ -389,7 +420,7 @@ class StreamSettings(_Section):
         "Left unset with a window that 1-minute slices do not fit, the shortest whole number "
         "of minutes that does is used, else the window.",
     )
-    watermark: str = Field(
+    watermark: Duration = Field(
         "10 minutes",
         description="How late an event may arrive; older events are counted as late, "
         "not aggregated.",
@@ -432,8 +463,6 @@ class StreamSettings(_Section):
     @model_validator(mode="before")
     @classmethod
     def _slice_default(cls, data: Any) -> Any:
-        from pipelines.stream.durations import parse_duration
-
         if isinstance(data, dict) and "early_slice" not in data:
             try:
                 window = parse_duration(str(data.get("window", "5 minutes"))).total_seconds()
@@ -445,8 +474,6 @@ class StreamSettings(_Section):
 
     @model_validator(mode="after")
     def _slices(self) -> StreamSettings:
-        from pipelines.stream.durations import parse_duration
-
         window = parse_duration(self.window).total_seconds()
         piece = parse_duration(self.early_slice).total_seconds()
         if window <= 0 or piece <= 0 or window % piece or piece != int(piece):
@@ -489,12 +516,12 @@ class ContractSettings(_Section):
     max_message_bytes: int = Field(
         65_536, ge=1024, description="Larger Kafka messages are rejected (message_too_large)."
     )
-    max_future: str = Field(
+    max_future: Duration = Field(
         "5 minutes",
         description="An event_time further ahead of the Kafka record's timestamp is rejected "
         "(event_time_out_of_range).",
     )
-    max_age: str = Field(
+    max_age: Duration = Field(
         "7 days",
         description="An event_time further behind the Kafka record's timestamp is rejected "
         "(event_time_out_of_range).",
@@ -581,7 +608,7 @@ class DriftSettings(_Section):
         description="trailing: the `lookback` before each window; pinned: the fixed period "
         "pinned_from..pinned_to (e.g. a known-good week).",
     )
-    lookback: str = Field(
+    lookback: Duration = Field(
         "7 days", description="Length of the trailing baseline (e.g. '7 days', '24 hours')."
     )
     pinned_from: datetime | None = Field(
@@ -608,14 +635,6 @@ class DriftSettings(_Section):
         lt=0.01,
         description="Proportion used in place of 0 for an empty bin in PSI (keeps it finite).",
     )
-
-    @field_validator("lookback")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        from pipelines.stream.durations import parse_duration
-
-        parse_duration(value)
-        return value
 
     @field_validator("reference_segment")
     @classmethod
@@ -788,18 +807,18 @@ class AlertingSettings(_Section):
         description="Webhook the local Alertmanager notifies (e.g. a chat or paging hook; never "
         "printed); none: alerts are only kept in Alertmanager.",
     )
-    group_wait: str = Field(
+    group_wait: GoDuration = Field(
         "1s", description="Local Alertmanager: wait before the first notification of a group."
     )
-    group_interval: str = Field(
+    group_interval: GoDuration = Field(
         "5s",
         description="Local Alertmanager: wait before notifying changes (new or resolved alerts) "
         "of a group.",
     )
-    repeat_interval: str = Field(
+    repeat_interval: GoDuration = Field(
         "1h", description="Local Alertmanager: resend a still-firing alert after this long."
     )
-    resolve_timeout: str = Field(
+    resolve_timeout: GoDuration = Field(
         "5m",
         description="Local Alertmanager: an alert posted without endsAt is resolved after this "
         "long without an update.",
@@ -947,6 +966,7 @@ class Settings(BaseSettings):
         Raises ConfigError naming the file and the setting when a value is invalid.
         """
         env = os.environ if environ is None else environ
+        _check_variable_names(env)
         path = config_file or env.get("SAFEWATCH_CONFIG")
         if path is None and Path("safewatch.toml").is_file():
             path = "safewatch.toml"
@@ -979,6 +999,38 @@ class Settings(BaseSettings):
 
 
 _CONFIG_FILE: dict[str, Path | None] = {"path": None}
+# SAFEWATCH_* variables that are not settings: the config file, the PostgreSQL role
+# passwords of `warehouse roles`, the fault suite's crash points (pipelines/crashpoints.py).
+OTHER_VARIABLES = frozenset(
+    {"SAFEWATCH_CONFIG", "SAFEWATCH_WRITER_PASSWORD", "SAFEWATCH_ANALYST_PASSWORD",
+     "SAFEWATCH_CRASH_AT"}
+)  # fmt: skip
+
+
+def _check_variable_names(env: Mapping[str, str]) -> None:
+    """Refuse a SAFEWATCH_* variable that names no section: pydantic would ignore it, and
+    the setting it was meant for would silently keep its default.
+    """
+    sections = sorted(Settings.model_fields)
+    for name in sorted(env):
+        if not name.startswith("SAFEWATCH_") or name in OTHER_VARIABLES:
+            continue
+        section, sep, key = name.removeprefix("SAFEWATCH_").partition("__")
+        if sep and key and section.lower() in sections:
+            continue  # an unknown key inside a known section is refused by the section
+        if not sep or not key:
+            msg = (
+                f"environment variable {name} names no setting: settings are "
+                f"SAFEWATCH_<SECTION>__<NAME>, e.g. SAFEWATCH_STREAM__WINDOW"
+            )
+        else:
+            close = difflib.get_close_matches(section.lower(), sections, n=1)
+            hint = f"did you mean SAFEWATCH_{close[0].upper()}__{key}? " if close else ""
+            msg = (
+                f"environment variable {name} names no settings section {section.lower()!r}: "
+                f"{hint}sections: {', '.join(sections)}"
+            )
+        raise ConfigError(msg)
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -989,7 +1041,8 @@ def _validation_message(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors(include_url=False):
         loc = [str(p) for p in error["loc"]]
-        text = f"{'.'.join(loc)}: {redact_text(error['msg'])}"
+        reason = error["msg"].removeprefix("Value error, ")  # a validator's own message
+        text = f"{'.'.join(loc)}: {redact_text(reason)}"
         value = error.get("input")
         if isinstance(value, str | int | float) and not _is_secret_setting(loc):
             text += f" (got {redact_text(repr(value))})"

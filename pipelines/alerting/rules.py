@@ -29,11 +29,11 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from pipelines.alerting.errors import RuleError
+from pipelines.durations import parse_duration
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.stats import rate_ratio_p_value, wilson_interval
 from pipelines.settings import SEGMENT_DIMENSIONS
-from pipelines.stream.durations import parse_duration
 
 Match = Literal["any", "all"]
 Direction = Literal["up", "down", "any"]

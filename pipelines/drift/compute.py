@@ -63,11 +63,11 @@ from pipelines.drift.store import (
     read_windows,
     replace_rows,
 )
+from pipelines.durations import parse_duration
 from pipelines.metrics.buckets import design_effects
 from pipelines.metrics.catalog import RATES, bucket_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
 from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
-from pipelines.stream.durations import parse_duration
 from pipelines.warehouse.tables import Tables, as_utc
 
 _NUMERATORS = [RATE_COUNTERS.index(r.numerator) for r in RATES]

@@ -84,8 +84,8 @@ def _say(message: str) -> None:
 
 def _trigger_seconds(trigger: str) -> float:
     if trigger == "default":
+        from pipelines.durations import parse_duration
         from pipelines.settings import StreamSettings
-        from pipelines.stream.durations import parse_duration
 
         return parse_duration(StreamSettings().trigger_interval).total_seconds()
     return float(trigger)

@@ -203,8 +203,8 @@ def run_seed(
     from pipelines.alerting.engine import AlertEngine, parse_segment
     from pipelines.alerting.rules import load_rules
     from pipelines.drift.compute import BaselineCache
+    from pipelines.durations import parse_duration
     from pipelines.stream.derive import derive_windows
-    from pipelines.stream.durations import parse_duration
     from pipelines.stream.heap import paused, settle
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
@@ -969,7 +969,7 @@ def main() -> None:
     severity: dict[str, str] = {}
     for r in results:
         severity.update(r.severity)
-    from pipelines.stream.durations import parse_duration
+    from pipelines.durations import parse_duration
 
     trigger_s = results[0].trigger_s if results else args.trigger
     stream = _settings(trigger_s).stream

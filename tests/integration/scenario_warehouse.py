@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 
 from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.rules import load_rules
+from pipelines.durations import parse_duration
 from pipelines.settings import (
     AlertingSettings,
     ContractSettings,
@@ -36,7 +37,6 @@ from pipelines.settings import (
     WarehouseSettings,
 )
 from pipelines.stream.batch import BatchProcessor, BatchReport
-from pipelines.stream.durations import parse_duration
 from pipelines.synth.generator import generate_events
 from pipelines.synth.scenarios import SCENARIOS
 from pipelines.warehouse.engine import make_engine

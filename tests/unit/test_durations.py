@@ -2,7 +2,7 @@ from datetime import timedelta
 
 import pytest
 
-from pipelines.stream.durations import parse_duration, spark_interval
+from pipelines.durations import parse_duration, spark_interval
 
 
 @pytest.mark.parametrize(

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,63 @@ def test_early_slice_default_fits_the_window(window, expected):
 def test_unusable_early_slice_is_a_config_error_saying_what_to_change(environ, message):
     with pytest.raises(ConfigError, match=message):
         Settings.load(environ=environ)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "message"),
+    [
+        ("SAFEWATCH_STREAM__WATERMARK", "abc", "stream.watermark: cannot read duration 'abc'"),
+        ("SAFEWATCH_STREAM__TRIGGER_INTERVAL", "0 seconds", "must be positive"),
+        ("SAFEWATCH_CONTRACT__MAX_FUTURE", "soon", "contract.max_future: cannot read"),
+        ("SAFEWATCH_CONTRACT__MAX_AGE", "7 weeks", "contract.max_age: cannot read"),
+        ("SAFEWATCH_DRIFT__LOOKBACK", "-1 day", "drift.lookback: cannot read"),
+        ("SAFEWATCH_ALERTING__GROUP_WAIT", "1 second", "Alertmanager's form, e.g. '30s'"),
+        ("SAFEWATCH_ALERTING__REPEAT_INTERVAL", "0s", "alerting.repeat_interval"),
+        ("SAFEWATCH_SPARK__DRIVER_MEMORY", "lots", "driver_memory: 'lots' is not a JVM memory"),
+        ("SAFEWATCH_BROKER__HEAP", "512 MB", "broker.heap: '512 MB' is not a JVM memory size"),
+        ("SAFEWATCH_SPARK__LOG_LEVEL", "LOUD", "spark.log_level"),
+    ],
+)
+def test_every_duration_and_size_is_read_when_the_settings_load(variable, value, message):
+    """A value the job would only trip over minutes later (a watermark Spark cannot read) is
+    refused by `Settings.load`, naming the setting and what to write instead.
+    """
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        Settings.load(environ={variable: value})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "field", "expected"),
+    [
+        ("SAFEWATCH_STREAM__WATERMARK", "90s", ("stream", "watermark"), "90s"),
+        ("SAFEWATCH_ALERTING__GROUP_INTERVAL", "1h30m", ("alerting", "group_interval"), "1h30m"),
+        ("SAFEWATCH_SPARK__EXECUTOR_MEMORY", "2g", ("spark", "executor_memory"), "2g"),
+        ("SAFEWATCH_SPARK__LOG_LEVEL", "error", ("spark", "log_level"), "ERROR"),
+    ],
+)
+def test_valid_durations_and_sizes_are_kept_as_written(variable, value, field, expected):
+    settings = Settings.load(environ={variable: value})
+    assert getattr(getattr(settings, field[0]), field[1]) == expected
+
+
+def test_a_misspelled_section_is_refused_with_the_closest_one():
+    with pytest.raises(ConfigError) as info:
+        Settings.load(environ={"SAFEWATCH_STRAEM__WINDOW": "1 minute"})
+    assert "SAFEWATCH_STRAEM__WINDOW names no settings section 'straem'" in str(info.value)
+    assert "did you mean SAFEWATCH_STREAM__WINDOW?" in str(info.value)
+
+
+def test_a_variable_without_a_section_is_refused():
+    with pytest.raises(ConfigError, match="SAFEWATCH_WINDOW names no setting"):
+        Settings.load(environ={"SAFEWATCH_WINDOW": "1 minute"})
+
+
+def test_variables_that_are_not_settings_are_allowed():
+    environ = {"SAFEWATCH_WRITER_PASSWORD": "x", "SAFEWATCH_CRASH_AT": "in-commit:3"}
+    assert Settings.load(environ=environ).stream.window == "5 minutes"
+
+
+def test_the_process_environment_is_checked_too(monkeypatch):
+    monkeypatch.setenv("SAFEWATCH_KAKFA__PARTITIONS", "4")
+    with pytest.raises(ConfigError, match="did you mean SAFEWATCH_KAFKA__PARTITIONS"):
+        Settings.load()
