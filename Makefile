@@ -1,5 +1,5 @@
 # Safewatch — the two commands of the README, and a few helpers.
-.PHONY: demo test setup setup-test lint unit integration clean help
+.PHONY: demo test setup setup-test lock lock-upgrade lint unit integration clean help
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*##/ —/'
@@ -13,11 +13,17 @@ test: setup-test  ## set up (incl. PostgreSQL) and run lint, types and the whole
 	.venv/bin/mypy
 	.venv/bin/pytest
 
-setup:  ## Python venv, Kafka broker jars, Spark Kafka connector jars
+setup:  ## Python venv from uv.lock, Kafka broker jars, Spark Kafka connector jars, Chromium
 	bash infra/setup.sh
 
-setup-test:  ## the above plus Debian's PostgreSQL for the integration tests
+setup-test:  ## the above plus Debian's PostgreSQL, Prometheus and poppler-utils for the tests
 	bash infra/setup.sh --test
+
+lock:  ## re-resolve uv.lock after changing the dependencies in pyproject.toml (commit it)
+	bash infra/setup.sh --lock
+
+lock-upgrade:  ## re-resolve uv.lock with every package at the newest version allowed
+	bash infra/setup.sh --lock --upgrade
 
 unit: setup  ## only the fast tests (no JVM)
 	.venv/bin/pytest tests/unit
