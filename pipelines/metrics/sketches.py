@@ -7,6 +7,7 @@ of windows or segments) without keeping user ids.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import datasketches as ds
@@ -36,3 +37,13 @@ def merge_sketches(
 
 def estimate(sketch: bytes | None) -> int:
     return 0 if sketch is None else round(ds.hll_sketch.deserialize(bytes(sketch)).get_estimate())
+
+
+def bounds(sketch: bytes | None, std_devs: int = 2) -> tuple[int, int]:
+    """The sketch's (lower, upper) bound of the distinct count at `std_devs` (1, 2 or 3)
+    standard deviations: 2 is about a 95 % interval. (0, 0) for no sketch.
+    """
+    if sketch is None:
+        return 0, 0
+    hll = ds.hll_sketch.deserialize(bytes(sketch))
+    return math.floor(hll.get_lower_bound(std_devs)), math.ceil(hll.get_upper_bound(std_devs))

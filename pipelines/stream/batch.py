@@ -81,11 +81,22 @@ from pipelines.stream.counting import (
     Counting,
     Sampling,
     ValueLimits,
+    latest_event_time,
 )
 from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.derive import DerivedWindows, derive_windows
 from pipelines.stream.heap import paused, settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """Raised at the start of a batch once the job is asked to stop: the batch is left,
+    uncommitted, to the next run (Spark replays it from its offset log).
+    """
+
+    def __init__(self, batch_id: int) -> None:
+        super().__init__(f"stopping: batch {batch_id} is left to the next run")
+        self.batch_id = batch_id
 
 
 @dataclass(frozen=True)
@@ -287,6 +298,9 @@ class BatchProcessor:
         # What the last failed batch raised: Spark reports it wrapped in its own exception,
         # with the Python traceback in the message (`RunningJob` reports this one instead).
         self.failure: BaseException | None = None
+        # Set to stop the query at the start of the next batch, before it reads anything:
+        # that batch raises StopRequested and is left, uncommitted, to the next run.
+        self.stop_before_next = threading.Event()
 
     def bind_query(self, query_id: str) -> None:
         self._query_id = query_id
@@ -298,6 +312,8 @@ class BatchProcessor:
             raise RuntimeError(msg)
         started = time.perf_counter()
         try:
+            if self.stop_before_next.is_set():
+                raise StopRequested(batch_id)
             with paused():
                 report = self.process(df, batch_id, self._query_id)
         except BaseException as exc:
@@ -373,12 +389,7 @@ class BatchProcessor:
             with stages("dedup"):
                 dedup.write(c.ids, batch_id)
 
-        valid_times = [
-            s["max_event_time_s"]
-            for s in stats
-            if s["status"] in (AGGREGATED, DUPLICATE) and s["max_event_time_s"] is not None
-        ]
-        max_event_time = datetime.fromtimestamp(max(valid_times), UTC) if valid_times else None
+        max_event_time = latest_event_time(stats)
         watermark_after = watermark_before
         if max_event_time is not None:
             candidate = max_event_time - self.watermark_delay

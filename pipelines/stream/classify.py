@@ -172,7 +172,7 @@ def counts_of(partials: pa.Table, counting: Counting, sampling: Sampling) -> Cou
 _SUM_COLUMNS = ("kind", "window_start_s", "segment", "counters", "histogram", "users_sketch",
                 "bucket_cells", "bucket_values", "slice_cells", "slice_values", "topic",
                 "partition", "status", "start_offset", "end_offset", "rows",
-                "max_event_time_s")  # fmt: skip
+                "max_event_time_us")  # fmt: skip
 
 
 @cache

@@ -3,7 +3,7 @@
 The executors count (`partial_counts`, run through `DataFrame.mapInArrow` on each partition of
 a micro-batch) and the driver merges their partial sums (`merge_partials`): counters, dense
 histograms, HyperLogLog sketches of user ids, and per Kafka partition and status the offset
-range, rows and latest event time. What one record contributes:
+range, rows and latest event time (to the microsecond). What one record contributes:
 
 - an aggregated record: every catalog counter whose predicate holds, one entry in each
   histogram (pipelines.metrics.distributions), its user id in the sketch, and the telemetry
@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -67,6 +67,7 @@ COUNTERS = (*[c.id for c in EVENT_COUNTERS], *TELEMETRY_COUNTERS)
 HISTOGRAM_OFFSETS = tuple(np.cumsum([0] + [d.bins for d in DISTRIBUTIONS[:-1]]).tolist())
 HISTOGRAM_BINS = sum(d.bins for d in DISTRIBUTIONS)
 _NO_TIME = -(2**62)  # the latest event time of records that have none
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ATTRIBUTABLE = pa.array([AGGREGATED, SCHEMA_VIOLATION])
 _OFFSETS = np.asarray(HISTOGRAM_OFFSETS)
 _DISTRIBUTION_IDS = [d.id for d in DISTRIBUTIONS]
@@ -101,7 +102,7 @@ PARTIAL_SCHEMA = pa.schema(
         ("start_offset", pa.int64()),
         ("end_offset", pa.int64()),
         ("rows", pa.int64()),
-        ("max_event_time_s", pa.int64()),
+        ("max_event_time_us", pa.int64()),  # microseconds since the epoch, as events carry
         # A record (`keep_records`) the DLQ may receive: its coordinates, reason and what
         # the dead-letter record holds.
         ("offset", pa.int64()),
@@ -549,10 +550,11 @@ def _add_batch(partial: _Partial, batch: pa.RecordBatch, statuses: pa.Array) -> 
     events = batch.column("event")
     event_time = pc.struct_field(events, "event_time").cast(pa.int64())  # microseconds
     has_time = np.asarray(pc.is_valid(event_time).to_numpy(zero_copy_only=False), dtype=bool)
-    seconds = np.asarray(pc.fill_null(event_time, 0).to_numpy(zero_copy_only=False)) // 1_000_000
+    micros = np.asarray(pc.fill_null(event_time, 0).to_numpy(zero_copy_only=False))
+    seconds = micros // 1_000_000
 
     # Offsets, rows and latest event time per partition and status.
-    latest = pa.array(np.where(has_time, seconds, _NO_TIME), pa.int64())
+    latest = pa.array(np.where(has_time, micros, _NO_TIME), pa.int64())
     per_status = pa.table(
         [batch.column("topic"), batch.column("partition"), statuses, batch.column("offset"),
          latest],
@@ -817,7 +819,7 @@ def partial_counts(
         rows.append({
             "kind": "offsets", "topic": topic, "partition": partition, "status": status,
             "start_offset": lo, "end_offset": hi, "rows": n,
-            "max_event_time_s": latest if latest > _NO_TIME else None,
+            "max_event_time_us": latest if latest > _NO_TIME else None,
         })  # fmt: skip
     yield pa.RecordBatch.from_pylist(rows, schema=PARTIAL_SCHEMA)
     if partial.sample is not None:
@@ -841,14 +843,15 @@ def sample_of(partials: pa.Table, rows: int) -> pa.Array:
 
 
 _STATS = ("topic", "partition", "status", "start_offset", "end_offset", "rows",
-          "max_event_time_s")  # fmt: skip
+          "max_event_time_us")  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Counts:
     """A micro-batch's counts, merged from the partitions' partial sums."""
 
-    stats: list[dict[str, Any]]  # per topic, partition, status: offsets, rows, max event time
+    # Per topic, partition, status: offsets, rows, max event time (microseconds).
+    stats: list[dict[str, Any]]
     aggregates: list[dict[str, Any]]  # per window x segment: counters and users_sketch
     histograms: list[dict[str, Any]]  # per window x segment x distribution x non-empty bin
     sample: pa.Array | None = None  # sampled parsed events (Sampling), typed
@@ -856,6 +859,19 @@ class Counts:
     # (dimension, value) pairs some partition counted as `other`.
     new_values: dict[str, dict[str, int]] | None = None
     folded: frozenset[tuple[str, str]] = frozenset()
+
+
+def latest_event_time(stats: Iterable[dict[str, Any]]) -> datetime | None:
+    """The newest event time of the aggregated and duplicate records of a batch's `stats`
+    (Counts.stats), or None when they have none: the batch's `max_event_time`.
+    """
+    times = [
+        s["max_event_time_us"]
+        for s in stats
+        if s["status"] in (AGGREGATED, DUPLICATE) and s["max_event_time_us"] is not None
+    ]
+    # Integer microseconds, not a float timestamp: exact to the microsecond.
+    return _EPOCH + timedelta(microseconds=max(times)) if times else None
 
 
 def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Counts:
@@ -883,8 +899,8 @@ def merge_partials(partials: Sequence[dict[str, Any]], counting: Counting) -> Co
             s["start_offset"] = min(s["start_offset"], p["start_offset"])
             s["end_offset"] = max(s["end_offset"], p["end_offset"])
             s["rows"] += p["rows"]
-            times = [t for t in (s["max_event_time_s"], p["max_event_time_s"]) if t is not None]
-            s["max_event_time_s"] = max(times) if times else None
+            times = [t for t in (s["max_event_time_us"], p["max_event_time_us"]) if t is not None]
+            s["max_event_time_us"] = max(times) if times else None
             continue
         key = (p["window_start_s"], *p["segment"])
         entry = windows.get(key)

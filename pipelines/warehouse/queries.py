@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -10,7 +11,14 @@ import numpy as np
 from sqlalchemy import Engine, func, select
 
 from pipelines.drift.stats import benjamini_hochberg
+from pipelines.metrics.sketches import bounds, merge_sketches
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import Tables, as_utc
+
+# The largest sketch a union keeps (DataSketches' maximum): the result has the precision of
+# the least precise sketch merged, whatever `privacy.users_sketch_lg_k` was when each was
+# made.
+_UNION_LG_K = 21
 
 
 def aggregate_rows(
@@ -41,6 +49,61 @@ def aggregate_rows(
     return rows
 
 
+@dataclass(frozen=True)
+class DistinctUsers:
+    """Distinct users over a period and segments, from the merged HyperLogLog sketches."""
+
+    estimate: int
+    lower: int  # about a 95 % interval of the sketch (2 standard errors)
+    upper: int
+    rows: int  # window x segment rows merged
+    rows_without_sketch: int  # of those, rows stored without one (their users are missing)
+
+
+def distinct_users(
+    engine: Engine,
+    *,
+    start: datetime,
+    end: datetime,
+    dimension_set: str | None = None,
+    where: dict[str, str] | None = None,
+) -> DistinctUsers:
+    """The distinct users of the events in the windows starting in [start, end), in the
+    rows of `dimension_set` (every dimension set when None: a union counts a user once,
+    however many rows hold them) whose segment columns equal `where` ({dimension: value}).
+
+    Exact up to the sketch's error (relative standard error 2.3 % at the default
+    `privacy.users_sketch_lg_k` = 11), where the roll-up views' `distinct_users_at_least`
+    (the largest window's count) is only a lower bound: distinct counts do not add up,
+    sketches merge. It reads `segment_window_agg` itself, so it needs a login that may (not
+    the analyst role), and it does not hide small segments. Raises KeyError for a key of
+    `where` that is not a segment dimension.
+    """
+    t = Tables(engine).agg
+    stmt = select(t.c.users_sketch).where(t.c.window_start >= start, t.c.window_start < end)
+    if dimension_set is not None:
+        stmt = stmt.where(t.c.dimension_set == dimension_set)
+    for dimension, value in (where or {}).items():
+        if dimension not in SEGMENT_DIMENSIONS:
+            msg = f"unknown segment dimension {dimension!r} in filter ({SEGMENT_DIMENSIONS})"
+            raise KeyError(msg)
+        stmt = stmt.where(t.c[dimension] == value)
+    rows = missing = 0
+
+    def sketches(result: Iterable[bytes | None]) -> Iterator[bytes | None]:
+        nonlocal rows, missing
+        for sketch in result:
+            rows += 1
+            missing += sketch is None
+            yield sketch
+
+    with engine.connect() as conn:
+        streamed = conn.scalars(stmt.execution_options(yield_per=1000))
+        merged, estimate = merge_sketches(sketches(streamed), _UNION_LG_K)
+    lower, upper = bounds(merged)
+    return DistinctUsers(estimate, min(lower, estimate), max(upper, estimate), rows, missing)
+
+
 def ledger_rows(engine: Engine) -> list[dict[str, Any]]:
     t = Tables(engine).ledger
     with engine.connect() as conn:
@@ -52,6 +115,7 @@ def ledger_rows(engine: Engine) -> list[dict[str, Any]]:
             "watermark_before",
             "watermark_after",
             "derived_at",
+            "max_event_time",
         ):
             r[k] = as_utc(r[k])
     return rows

@@ -24,13 +24,16 @@ OUTBOX_TABLE = "notification_outbox"
 REJECTED_TABLE = "rejected_events"
 BACKFILL_TABLE = "backfill_runs"
 
-# What the analyst role may read (docs/warehouse.md): the k-anonymous views and the bin
-# reference. Never the base tables, whose small segments are not suppressed, nor
-# rejected_events.
+# What the analyst role may read (docs/warehouse.md): the k-anonymous views, the counts of
+# what they hide and the bin reference. Never the base tables, whose small segments are not
+# suppressed, nor rejected_events.
 ANALYST_OBJECTS = (
     "v_segment_window",
     "v_segment_daily",
     "v_segment_weekly",
+    "v_segment_window_suppressed",
+    "v_segment_daily_suppressed",
+    "v_segment_weekly_suppressed",
     "v_segment_window_drift",
     "v_segment_window_rate_tests",
     "v_alert_history",

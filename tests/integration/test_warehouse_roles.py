@@ -16,8 +16,12 @@ from pipelines.warehouse.migrate import analyst_roles, grant_analyst, migrate
 from pipelines.warehouse.query import QueryError, run_query
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import ANALYST_OBJECTS
-from schemas.warehouse.migrations import m0005_analyst_views, m0011_successful_injection_rate
-from tests.analyst_data import Truth, fill
+from schemas.warehouse.migrations import (
+    m0005_analyst_views,
+    m0011_successful_injection_rate,
+    m0014_suppressed_views,
+)
+from tests.analyst_data import DIMENSION_SET, SEGMENTS, K, Truth, fill
 from tests.unit.test_analyst_views import (
     assert_rollup_equals,
     assert_successful_injection_rates,
@@ -191,6 +195,52 @@ def test_migration_13_shows_the_analyst_the_doubling_test_behind_the_same_barrie
         ).all()
     assert pairs and all((c is None and d is None) or d == pytest.approx(c / 2) for c, d in pairs)
     assert "security_barrier=true" in (barrier or [])
+
+
+def test_migration_14_gives_the_analyst_what_the_views_hide_behind_a_barrier(roles, truth):
+    """A warehouse at migration 13, its analyst role set up, is migrated: the analyst reads
+    the companion views (granted by `migrate`), each a security barrier, and per window
+    they count the small segment's row and events, which v_segment_window hides.
+    """
+    _, writer, analyst = roles
+    views = m0014_suppressed_views.VIEWS
+    with writer.begin() as conn:  # back to a warehouse at migration 13
+        for view in views:
+            conn.execute(text(f"DROP VIEW {view}"))
+        conn.execute(text("DELETE FROM schema_migrations WHERE version = 14"))
+    assert migrate(writer) == [14]
+
+    with analyst.connect() as conn:
+        rows = conn.execute(
+            text(
+                "SELECT window_start, suppressed_rows, suppressed_events "
+                "FROM v_segment_window_suppressed WHERE dimension_set = :d"
+            ),
+            {"d": DIMENSION_SET},
+        ).all()
+        daily_events = conn.execute(
+            text("SELECT SUM(suppressed_events) FROM v_segment_daily_suppressed "
+                 "WHERE dimension_set = :d"),
+            {"d": DIMENSION_SET},
+        ).scalar()  # fmt: skip
+    small = {s for s, users in SEGMENTS.items() if users < K}
+    hidden = {
+        r["window_start"]: r["events"]
+        for r in truth.rows
+        if (r["product_surface"], r["locale"]) in small
+    }
+    assert {w: (n, e) for w, n, e in rows} == {w: (1, e) for w, e in hidden.items()}
+    assert int(daily_events) == sum(hidden.values())  # the small segment never reaches k in a day
+    with writer.connect() as conn:
+        options = dict(
+            conn.execute(
+                text("SELECT relname, reloptions FROM pg_class WHERE relname = ANY(:v)"),
+                {"v": list(views)},
+            ).all()
+        )
+    assert {v: "security_barrier=true" in (o or []) for v, o in options.items()} == dict.fromkeys(
+        views, True
+    )
 
 
 WRITER_PW = "Wr1ter-pw'xé-93"  # a quote and a non-ASCII letter (SASLprep applies)

@@ -25,6 +25,7 @@ from schemas.warehouse.migrations import (
     m0005_analyst_views,
     m0007_analyst_barriers,
     m0011_successful_injection_rate,
+    m0014_suppressed_views,
 )
 from tests.analyst_data import DIMENSION_SET, EVERY, SEGMENTS, T0, WINDOWS, K, Truth, fill
 
@@ -392,7 +393,9 @@ def test_alert_views_hide_segments_below_k(tmp_path, view):
 
 def test_every_analyst_view_is_made_a_security_barrier_by_a_migration():
     """A new analyst view needs a migration that makes it a barrier (PostgreSQL test:
-    tests/integration/test_analyst_leaks.py checks the catalog).
+    tests/integration/test_analyst_leaks.py checks the catalog): migration 7 made those of
+    its time, later ones create theirs as barriers.
     """
-    views = tuple(n for n in ANALYST_OBJECTS if n.startswith("v_"))
-    assert m0007_analyst_barriers.VIEWS == views
+    views = [n for n in ANALYST_OBJECTS if n.startswith("v_")]
+    made = [*m0007_analyst_barriers.VIEWS, *m0014_suppressed_views.VIEWS]
+    assert sorted(made) == sorted(views)
