@@ -25,8 +25,7 @@ from pipelines.durations import parse_duration
 from pipelines.errors import SafewatchError
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor
-from pipelines.warehouse.engine import make_engine
-from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.migrate import open_warehouse
 from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import as_utc
@@ -161,8 +160,7 @@ def run_backfill(
     started = now()
     window = parse_duration(settings.stream.window)
     since, until = align(since, until, window)
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine, log=log)
+    engine = open_warehouse(settings.warehouse, log=log)
     sink = WarehouseSink(
         engine,
         users_lg_k=settings.privacy.users_sketch_lg_k,

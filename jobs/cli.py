@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import sys
 import time
 from collections.abc import Sequence
@@ -13,7 +14,7 @@ from typing import Any
 from pipelines.errors import SafewatchError
 from pipelines.redact import redact_text
 from pipelines.settings import Settings, settings_reference, settings_shown
-from pipelines.synth.scenarios import describe_scenarios
+from pipelines.synth.scenarios import SCENARIOS, describe_scenarios
 
 
 def _log(message: str) -> None:
@@ -208,10 +209,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = run(
         spark, settings, until_caught_up=args.until_caught_up, log=_log, metrics_port=port
     )
-    _log(
-        f"done: {len(summary.batches)} batches, {summary.input_rows} records read, "
-        f"{summary.aggregated_rows} aggregated, in {time.monotonic() - t0:.0f} s"
+    committed = [b for b in summary.batches if not b.skipped]
+    what = (
+        f"{len(committed)} batches committed ({summary.input_rows:,} records read, "
+        f"{summary.aggregated_rows:,} aggregated)"
     )
+    if committed:
+        what += f", the last batch {committed[-1].batch_id}"
+    if summary.interrupted:
+        _log(
+            f"stopped: {what} in {time.monotonic() - t0:.0f} s; the next run continues "
+            f"after them (checkpoint {settings.stream.checkpoint_dir})"
+        )
+        return 130
+    _log(f"done: {what} in {time.monotonic() - t0:.0f} s")
     return 0
 
 
@@ -222,16 +233,18 @@ def print_segments(
     from pipelines.metrics.catalog import rate as catalog_rate
     from pipelines.metrics.summary import summarize_segments
     from pipelines.report.text import bar, format_table, rate_text
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.engine import describe
+    from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.queries import aggregate_rows
 
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse, reader=True)
     dims = settings.stream.dimensions
     rows = aggregate_rows(engine, dimension_set=",".join(dims))
     if not rows:
-        print("The warehouse has no aggregates for dimensions " + ",".join(dims) + " yet.")
+        print(
+            f"The warehouse {describe(engine)} has no aggregates for dimensions "
+            f"{','.join(dims)} yet: the job writes them (`safewatch run`)."
+        )
         return
     summaries = summarize_segments(rows, dims, peak_rate=rate_id, min_events=min_events)
     print_accounting(engine)
@@ -432,15 +445,13 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     from pipelines.drift.compute import Baseline, BaselineCache, compute_drift
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.queries import drift_windows
     from pipelines.warehouse.sink import WarehouseSink
 
     settings = _settings(args)
     dims = settings.stream.dimensions
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse, reader=True)
     sink = WarehouseSink(engine)
     windows = drift_windows(engine, dimension_set=",".join(dims))
     since = _parse_time(args.since, "--from") if args.since else None
@@ -468,6 +479,19 @@ def cmd_drift(args: argparse.Namespace) -> int:
     _log(f"drift stored for {segments} window x segments in {seconds:.1f} s ({per:.1f} ms each)")
     print_changes(engine, dims, limit=args.top)
     return 0
+
+
+def _rate_id(text: str) -> str:
+    """`text` if it is a rate of the metric catalog; else an argparse error with the closest."""
+    from pipelines.metrics.catalog import RATES
+
+    ids = [r.id for r in RATES]
+    if text in ids:
+        return text
+    close = difflib.get_close_matches(text, ids, n=2, cutoff=0.5)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    msg = f"no rate {text!r}: {hint}rates: {', '.join(ids)}"
+    raise argparse.ArgumentTypeError(msg)
 
 
 def _parse_time(text: str, option: str) -> datetime:
@@ -514,6 +538,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.warehouse.migrate import migrate
 
     settings = _settings(args)
+    if args.pdf or args.screenshot:
+        from pipelines.report.browser import find_chromium
+
+        find_chromium()  # before the warehouse is read: a missing browser is said at once
     engine = make_engine(settings.warehouse.url.get_secret_value())
     migrate(engine, log=_log)
     if args.week:
@@ -533,6 +561,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     out_dir = Path(args.out or settings.report.out_dir)
     html_path, md_path = write_report(report, out_dir)
     _log(f"wrote {html_path} and {md_path}")
+    if args.pdf:
+        from pipelines.report.browser import print_pdf
+
+        pdf = print_pdf(html_path, html_path.with_suffix(".pdf"))
+        _log(f"wrote {pdf} (headless Chromium, A4)")
     if args.screenshot:
         from pipelines.report.browser import screenshot
 
@@ -579,15 +612,13 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def alerts_ack(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.alerting.ack import acknowledge
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.tables import Tables
 
     if not args.by:
         msg = "alerts ack needs --by NAME (who takes the alert)"
         raise SafewatchError(msg)
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse)
     with engine.begin() as conn:
         done = acknowledge(
             conn,
@@ -613,12 +644,10 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.alerting.evaluate import segment_label
     from pipelines.durations import parse_duration
     from pipelines.report.text import format_table
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.migrate import open_warehouse
 
     rules = _rules(settings, args.rules)
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse, reader=True)
     dims = settings.stream.dimensions
     since = _parse_time(args.since, "--from") if args.since else None
     until = _parse_time(args.until, "--to") if args.until else None
@@ -662,13 +691,13 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
 def alerts_status(settings: Settings) -> int:
     from sqlalchemy import select
 
+    from pipelines.alerting.engine import parse_segment
+    from pipelines.alerting.evaluate import segment_label
     from pipelines.report.text import format_table
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.tables import Tables
 
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse, reader=True)
     t = Tables(engine)
     with engine.connect() as conn:
         states = (
@@ -690,7 +719,7 @@ def alerts_status(settings: Settings) -> int:
                 [
                     [
                         s["rule"],
-                        s["segment"],
+                        segment_label(parse_segment(s["segment"])),
                         s["status"],
                         f"{s['firing_since'] or s['started_at']:%Y-%m-%d %H:%M}",
                         f"{s['last_window']:%Y-%m-%d %H:%M}",
@@ -708,12 +737,10 @@ def alerts_status(settings: Settings) -> int:
 def alerts_deliver(settings: Settings) -> int:
     from jobs.streaming_aggregator import build_notifiers
     from pipelines.alerting.outbox import deliver
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.migrate import open_warehouse
 
     a = settings.alerting
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine)
+    engine = open_warehouse(settings.warehouse)
     report = deliver(
         engine,
         build_notifiers(settings),
@@ -885,7 +912,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--min-events", type=int, default=30, help="least events for a window to count as peak"
     )
-    p.add_argument("--rate", default="violation_rate", help="rate to rank segments by")
+    p.add_argument(
+        "--rate", type=_rate_id, default="violation_rate",
+        help="rate to rank segments by (`safewatch metrics` lists them; default violation_rate)",
+    )  # fmt: skip
     p.add_argument("--no-timeline", action="store_true", help="skip the worst segment's timeline")
     p.set_defaults(func=cmd_show)
 
@@ -920,11 +950,18 @@ def build_parser() -> argparse.ArgumentParser:
         "(settings [report.targets]), week-over-week change with significance, trend charts "
         "with confidence bands, top risk segments, alerts with time to acknowledge and "
         "resolve, changes after new versions, data quality. Writes "
-        "safety-posture-<week>.html (self-contained) and .md to --out.",
+        "safety-posture-<week>.html (self-contained) and .md to --out, and with --pdf "
+        "safety-posture-<week>.pdf.",
     )
     p.add_argument("kind", choices=["weekly"], help="the report to write")
     p.add_argument("--week", help="ISO week, e.g. 2026-W47 (default: the week of the newest data)")
     p.add_argument("--out", metavar="DIR", help="output folder (default: setting report.out_dir)")
+    p.add_argument(
+        "--pdf",
+        action="store_true",
+        help="also print the report to safety-posture-<week>.pdf (A4) with headless Chromium "
+        "(needs chromium)",
+    )
     p.add_argument(
         "--screenshot",
         metavar="PNG",
@@ -1032,15 +1069,26 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="end to end: start Kafka and Alertmanager, produce an incident, run the job, "
         "show the segments and the alerts, write the weekly report",
+        description="Everything end to end on this machine, in about two minutes: start a "
+        "local Kafka broker and Alertmanager (unless running), produce an hour of synthetic "
+        "traffic with one incident injected, run the streaming job until caught up into "
+        "var/demo/warehouse.db, then print the segments, the alerts and where the weekly "
+        "report was written. Deterministic for a seed. The incidents --scenario can inject:",
+        epilog=describe_scenarios(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--scenario", default="violation-spike", help="incident to inject (default violation-spike)"
-    )
+        "--scenario", default="violation-spike", choices=sorted(SCENARIOS), metavar="NAME",
+        help="incident to inject, one of those below (default violation-spike)",
+    )  # fmt: skip
     p.add_argument("--minutes", type=float, default=60.0, help="event-time span (default 60)")
     p.add_argument("--rate", type=float, default=12.0, help="events per second (default 12)")
     p.add_argument("--seed", type=int, default=7, help="random seed (default 7)")
     p.add_argument(
-        "--keep-running", action="store_true", help="leave the Kafka broker running afterwards"
+        "--keep-running",
+        action="store_true",
+        help="leave the Kafka broker and Alertmanager running afterwards (stop them with "
+        "`safewatch infra down`)",
     )
     p.set_defaults(func=cmd_demo)
     return parser

@@ -9,9 +9,11 @@ from __future__ import annotations
 import argparse
 import shutil
 import time
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from pydantic import SecretStr
 
@@ -147,7 +149,12 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
         )
     finally:
         if args.keep_running:
-            log(f"Kafka keeps running at {broker.bootstrap_servers}; stop it: safewatch infra down")
+            up = alertmanager.status().running
+            also = f" and Alertmanager at {alertmanager.url}" if up else ""
+            log(
+                f"Kafka keeps running at {broker.bootstrap_servers}{also}; stop them: "
+                "safewatch infra down"
+            )
         else:
             if started_here:
                 log("stopping the Kafka broker this demo started")
@@ -189,7 +196,10 @@ def print_alerts(settings: Settings) -> None:
             .mappings()
             .all()
         )
-        unsent = conn.execute(select(t.outbox.c.id).where(t.outbox.c.sent_at.is_(None))).all()
+        notices = conn.execute(
+            select(t.outbox.c.channel, t.outbox.c.dedup_key, t.outbox.c.sent_at)
+        ).all()
+    unsent = [n for n in notices if n.sent_at is None]
     changes = [h for h in history if h["to_status"] in ("firing", "resolved")]
     if not changes:
         print("\nNo alert rule fired.")
@@ -211,7 +221,8 @@ def print_alerts(settings: Settings) -> None:
             ],
         )
     )
-    print(f"\nNotices waiting in the outbox: {len(unsent)}")
+    print(f"\n{notices_explained(history, notices)}")
+    print(f"Notices waiting in the outbox: {len(unsent)}")
     if "alertmanager" in settings.alerting.channels:
         try:
             active = get_alerts(settings.alerting.alertmanager_url)
@@ -220,3 +231,29 @@ def print_alerts(settings: Settings) -> None:
             return
         names = ", ".join(sorted(a["labels"]["alertname"] for a in active)) or "none"
         print(f"Active at Alertmanager ({redact_url(settings.alerting.alertmanager_url)}): {names}")
+
+
+def notices_explained(history: Sequence[Mapping[str, Any]], notices: Sequence[Any]) -> str:
+    """How the transitions and notices the job logged add up to the table of alerts: the
+    transitions to pending are recorded but never sent; a firing alert is sent again for
+    every window it keeps firing, and once when it resolves, on every channel.
+    """
+    pending = sum(1 for h in history if h["to_status"] == "pending")
+    shown = len(history) - pending
+    per_channel = Counter(n.channel for n in notices)
+    kinds = Counter(n.dedup_key.rpartition("|")[2] for n in notices)
+    channels = " and ".join(sorted(per_channel))
+    counts = set(per_channel.values())
+    if len(counts) == 1:
+        each = f"{counts.pop()} per channel to {channels}"
+    else:
+        each = ", ".join(f"{n} to {c}" for c, n in sorted(per_channel.items()))
+    firing = kinds["firing"] // max(1, len(per_channel))
+    resolved = kinds["resolved"] // max(1, len(per_channel))
+    return (
+        f"{len(history)} alert transitions: the {shown} above and {pending} to pending (a rule "
+        "true in its first window, waiting for the next; recorded, not sent). A firing alert "
+        "is sent again for each window it keeps firing, so that Alertmanager keeps it active, "
+        f"and once when it resolves: {firing} firing and {resolved} resolved notices, {each}, "
+        f"{len(notices)} in all."
+    )

@@ -6,9 +6,10 @@ commits each micro-batch atomically and idempotently, a checkpoint for offsets.
 
 from __future__ import annotations
 
+import signal
 import threading
-from collections.abc import Callable
-from contextlib import suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -34,10 +35,9 @@ from pipelines.errors import ConfigError, SafewatchError
 from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
-from pipelines.stream.batch import BatchProcessor, BatchReport, Derived
+from pipelines.stream.batch import BatchProcessor, BatchReport, Derived, StopRequested
 from pipelines.stream.session import query_failure
-from pipelines.warehouse.engine import make_engine
-from pipelines.warehouse.migrate import migrate
+from pipelines.warehouse.migrate import open_warehouse
 from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import WarehouseSink
 
@@ -46,6 +46,7 @@ from pipelines.warehouse.sink import WarehouseSink
 class RunSummary:
     batches: list[BatchReport] = field(default_factory=list)
     derived: list[Derived] = field(default_factory=list)  # closed-window steps, per batch
+    interrupted: bool = False  # stopped by Ctrl-C (continuous mode), not by running dry
 
     @property
     def input_rows(self) -> int:
@@ -67,14 +68,29 @@ class RunningJob:
     delivery: DeliveryLoop | None = None  # the outbox's own schedule, stopped with the job
     checkpoint_dir: str = ""
 
-    def await_termination(self) -> None:
-        """Wait for the query to stop, then for its last closed-window steps."""
+    @property
+    def stopping(self) -> bool:
+        return self.processor.stop_before_next.is_set()
+
+    def request_stop(self) -> None:
+        """Stop once the batch under way (if any) is committed; safe from any thread."""
+        self.processor.stop_before_next.set()
+
+    def await_termination(self, poll_s: float = 0.5) -> None:
+        """Wait for the query to stop, then for its last closed-window steps. After
+        `request_stop`, the query stops when no trigger is active, or when the next batch
+        starts (which raises StopRequested): the batch under way commits first.
+        """
         try:
-            self.query.awaitTermination()
+            while not self.query.awaitTermination(poll_s):
+                if self.stopping and not self.query.status["isTriggerActive"]:
+                    self.query.stop()
         except BaseException as exc:
             with suppress(Exception):  # the query's own error is the one to report
                 self._close()
             failure = self.processor.failure
+            if isinstance(failure, StopRequested) and not isinstance(exc, KeyboardInterrupt):
+                return  # stopped as asked, before the next batch read anything
             if not isinstance(exc, KeyboardInterrupt) and isinstance(failure, SafewatchError):
                 # A batch stopped on an error a person can act on: that error, not Spark's
                 # wrapper of it (a page of Python and JVM traceback).
@@ -145,7 +161,8 @@ def alerting(
             tables=sink.tables,
         )
         if report.sent:  # failures are logged by `deliver`, one line per channel
-            log(f"alerts: {report.sent} notice(s) delivered, {report.pending} pending")
+            channels = ", ".join(f"{n} to {c}" for c, n in sorted(report.sent_by_channel.items()))
+            log(f"alerts: {report.sent} notice(s) delivered ({channels}), {report.pending} pending")
         if metrics is not None:
             metrics.set_notifications(
                 report.pending, report.failed, report.sent_by_channel, report.oldest_pending_at
@@ -189,8 +206,7 @@ def start_query(
     With `metrics`, every batch updates the Prometheus metrics (pipeline health, headline
     rates of the newest closed window, firing alerts, outbox, consumer lag).
     """
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine, log=log)
+    engine = open_warehouse(settings.warehouse, log=log)
     sink = WarehouseSink(
         engine,
         users_lg_k=settings.privacy.users_sketch_lg_k,
@@ -290,12 +306,37 @@ def run(
             on_derived=summary.derived.append,
             metrics=metrics,
         )
-        try:
-            job.await_termination()
-        except KeyboardInterrupt:
-            log("stopping the streaming query (the checkpoint keeps its place)")
-            job.stop()
+        with _ctrl_c_stops(job, log):
+            try:
+                job.await_termination()
+            except KeyboardInterrupt:  # a second Ctrl-C: at once, the batch under way too
+                log("stopping the streaming query now (the checkpoint keeps its place)")
+                job.stop()
+        summary.interrupted = job.stopping
     finally:
         if server is not None:
             server.close()
     return summary
+
+
+@contextmanager
+def _ctrl_c_stops(job: RunningJob, log: Callable[[str], None]) -> Iterator[None]:
+    """While the job runs, a first Ctrl-C stops it after the batch under way (one line, no
+    traceback: PySpark's own handler would interrupt a call into the JVM and print pages of
+    py4j errors); a second one stops it at once. Outside the main thread, nothing changes.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if job.stopping:
+            raise KeyboardInterrupt
+        job.request_stop()
+        log("Ctrl-C: stopping after the batch under way (Ctrl-C again to stop at once)")
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

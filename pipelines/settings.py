@@ -892,6 +892,15 @@ class ReportSettings(_Section):
         "overridable alone; defaults are the mean-time-to-mitigation targets of the safety KPI "
         "reference (sev1 < 4 h, sev2 < 24 h).",
     )
+    runbook_base_url: str = Field(
+        "",
+        description="Folder the report's runbook links point to, each link being this "
+        "followed by <rule>.md: a URL, e.g. https://git.example.com/safewatch/blob/main/"
+        "runbooks/ for a report that is mailed or shared, or a local folder. Empty: "
+        "alerting.runbook_base_url followed by runbooks/ when that is set, else this "
+        "repository's runbooks/ folder as a file:// URL, which opens from the report on the "
+        "machine that wrote it.",
+    )
 
     @field_validator("targets")
     @classmethod

@@ -6,6 +6,7 @@ refuses the credentials) raises InfraError naming the bootstrap servers and the 
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -19,6 +20,40 @@ from pipelines.errors import InfraError
 from pipelines.settings import KafkaSettings
 
 _BOOTSTRAP_SETTING = "SAFEWATCH_KAFKA__BOOTSTRAP_SERVERS"
+
+
+# How long one bootstrap server may take to accept a TCP connection before the next is tried.
+REACH_TIMEOUT_S = 5.0
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_reachable(kafka: KafkaSettings, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """Return once a bootstrap server accepts a TCP connection; raise InfraError as soon as
+    none does, naming the fix, instead of letting a Kafka client retry for its full timeout
+    (30 s and more) against a broker that is not there.
+    """
+    failures = []
+    hosts = []
+    for server in kafka.bootstrap_servers.split(","):
+        address = server.strip().rpartition("://")[2]
+        host, _, port = address.rpartition(":")
+        host = host.strip("[]")
+        hosts.append(host)
+        try:
+            with socket.create_connection((host, int(port)), timeout=timeout_s):
+                return
+        except (OSError, ValueError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            failures.append(f"{address}: {reason}")
+    if all(h in _LOOPBACK for h in hosts):
+        fix = "start the local broker with `safewatch infra up`"
+    else:
+        fix = "check that the cluster is up and reachable from this machine"
+    msg = (
+        f"no Kafka broker answers at {kafka.bootstrap_servers} ({'; '.join(failures)}): "
+        f"{fix}, or point {_BOOTSTRAP_SETTING} at your cluster"
+    )
+    raise InfraError(msg)
 
 
 def connect_timeout_option(client_cls: type, timeout_s: float) -> dict[str, int]:
@@ -114,6 +149,7 @@ def end_offsets(kafka: KafkaSettings, topic: str, *, timeout_s: float = 30.0) ->
 
     Raises InfraError when the topic does not exist.
     """
+    check_reachable(kafka)
     options = kafka.python_client_options() | connect_timeout_option(KafkaConsumer, timeout_s)
     consumer = _call(kafka, KafkaConsumer, group_id=None, enable_auto_commit=False, **options)
     try:
@@ -130,6 +166,7 @@ def end_offsets(kafka: KafkaSettings, topic: str, *, timeout_s: float = 30.0) ->
 
 @contextmanager
 def _admin(kafka: KafkaSettings, timeout_s: float) -> Iterator[Any]:
+    check_reachable(kafka)
     options = kafka.python_client_options() | connect_timeout_option(KafkaAdminClient, timeout_s)
     admin = _call(kafka, KafkaAdminClient, **options)
     try:

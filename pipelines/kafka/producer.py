@@ -20,7 +20,7 @@ from kafka.codec import has_gzip
 from kafka.errors import KafkaError
 
 from pipelines.errors import InfraError
-from pipelines.kafka.admin import connect_timeout_option
+from pipelines.kafka.admin import check_reachable, connect_timeout_option
 from pipelines.settings import KafkaSettings
 
 _BOOTSTRAP_SETTING = "SAFEWATCH_KAFKA__BOOTSTRAP_SERVERS"
@@ -142,6 +142,7 @@ def _produce(
 
 
 def _connect(kafka: KafkaSettings, timeout_s: float = 30.0) -> Any:
+    check_reachable(kafka)
     options: dict[str, Any] = kafka.python_client_options()
     options |= connect_timeout_option(KafkaProducer, timeout_s)
     try:

@@ -17,10 +17,11 @@ import matplotlib.dates as mdates
 import matplotlib.style
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import Formatter
 from matplotlib.typing import RcKeyType
 
 from pipelines.report.model import Trend
+from pipelines.report.numbers import axis_percents
 
 WIDTH_IN = 4.8
 HEIGHT_IN = 2.6
@@ -52,6 +53,16 @@ _STYLE: dict[RcKeyType, Any] = {
     "timezone": "UTC",
     "figure.facecolor": "white",
 }
+
+
+class _PercentTicks(Formatter):
+    """The y axis (in percent) labelled in the report's number style (`axis_percents`)."""
+
+    def __call__(self, x: float, pos: int | None = None) -> str:
+        return axis_percents([x / 100])[0]
+
+    def format_ticks(self, values: Any) -> list[str]:
+        return axis_percents([v / 100 for v in values])
 
 
 def trend_chart(trend: Trend) -> bytes:
@@ -103,7 +114,7 @@ def trend_chart(trend: Trend) -> bytes:
         top = max([*highs, *([target] if target is not None else [])])
         pad = (top - bottom) * 0.08 or max(top * 0.1, 0.01)
         ax.set_ylim(max(0.0, bottom - pad), min(100.0, top + pad))
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=100, decimals=None))
+        ax.yaxis.set_major_formatter(_PercentTicks())
         locator = mdates.AutoDateLocator(tz=UTC, minticks=3, maxticks=7)
         ax.xaxis.set_major_locator(locator)
         ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz=UTC))

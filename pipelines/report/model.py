@@ -1,5 +1,5 @@
-"""The weekly report's data model and its pure parts: ISO weeks, KPI status, week-over-week
-change, trend buckets, incidents from alert transitions.
+"""The weekly report's data model and its pure parts: ISO weeks, KPI status and the volume
+a target needs, week-over-week change, trend buckets, incidents from alert transitions.
 
 `pipelines.report.weekly` fills the model from the warehouse; `pipelines.report.render`
 turns it into HTML or Markdown. Nothing here does I/O.
@@ -25,11 +25,16 @@ from pipelines.metrics.catalog import (
     rate,
     rate_value,
 )
+from pipelines.metrics.stats import wilson_interval
 from pipelines.warehouse.tables import as_utc
 
 MET = "met"
 MISSED = "missed"
 AT_RISK = "at_risk"  # the 95 % interval straddles the target
+# Nothing bad seen (0 of n; n of n for a rate that must stay high), but the week is too small
+# for the interval to confirm the target: rare-event targets such as 0.01 % need tens of
+# thousands of events before a clean week can meet them.
+UNCONFIRMED = "unconfirmed"
 NO_DATA = "no_data"
 NO_TARGET = "no_target"  # tracked beside its paired KPI, without a target of its own
 
@@ -179,8 +184,19 @@ class Kpi:
     previous: RateValue
     target: float | None
     higher_is_worse: bool
-    status: str  # MET, MISSED, AT_RISK, NO_DATA or NO_TARGET
+    status: str  # MET, MISSED, AT_RISK, UNCONFIRMED, NO_DATA or NO_TARGET
     change: Change
+    # The smallest denominator at which a week with nothing bad seen meets the target
+    # (`volume_to_confirm`); None without a target or when no volume can.
+    volume_to_confirm: int | None = None
+
+    @property
+    def too_few_to_confirm(self) -> bool:
+        """Even with nothing bad seen, this week's volume could not have met the target."""
+        return (
+            self.volume_to_confirm is not None
+            and 0 < self.current.denominator < self.volume_to_confirm
+        )
 
 
 @dataclass(frozen=True)
@@ -384,8 +400,8 @@ class WeeklyReport:
         raise KeyError(msg)
 
     def status_counts(self) -> dict[str, int]:
-        """KPIs with a target per status (MET, MISSED, AT_RISK, NO_DATA)."""
-        counts = dict.fromkeys((MET, MISSED, AT_RISK, NO_DATA), 0)
+        """KPIs with a target per status (MET, MISSED, AT_RISK, UNCONFIRMED, NO_DATA)."""
+        counts = dict.fromkeys((MET, MISSED, AT_RISK, UNCONFIRMED, NO_DATA), 0)
         for k in self.kpis:
             if k.status in counts:
                 counts[k.status] += 1
@@ -396,6 +412,10 @@ class WeeklyReport:
 def target_status(value: RateValue, target: float | None, *, higher_is_worse: bool) -> str:
     """MET when the whole 95 % interval is on the good side of the target, MISSED when it is
     all on the bad side, AT_RISK when it straddles it; NO_DATA without a denominator.
+
+    An interval that straddles the target although nothing bad was seen (0 of n, or n of n
+    for a rate that must stay high) is UNCONFIRMED rather than AT_RISK: the week shows no
+    risk, only too few events to confirm the target (see `volume_to_confirm`).
     """
     if value.denominator == 0:
         return NO_DATA
@@ -406,12 +426,54 @@ def target_status(value: RateValue, target: float | None, *, higher_is_worse: bo
             return MET
         if value.lower > target:
             return MISSED
+        clean = value.numerator == 0
     else:
         if value.lower >= target:
             return MET
         if value.upper < target:
             return MISSED
-    return AT_RISK
+        clean = value.numerator == value.denominator
+    return UNCONFIRMED if clean else AT_RISK
+
+
+IntervalFunction = Callable[[int, int], tuple[float, float]]
+_MAX_VOLUME = 10**15  # beyond any week's traffic: a target no volume can confirm gives None
+
+
+def volume_to_confirm(
+    target: float,
+    *,
+    higher_is_worse: bool,
+    interval: IntervalFunction = wilson_interval,
+) -> int | None:
+    """The smallest n for which a week with nothing bad seen meets `target` under
+    `target_status`: the upper end of `interval(0, n)` at or below the target (for a rate
+    that must stay high, the lower end of `interval(n, n)` at or above it). None when no n
+    up to 10^15 does (a target of 0 %, or of 100 % for a rate that must stay high).
+
+    `interval` is the report's: a week without a single bad event has no variance between
+    users, so its cluster-robust interval is Wilson's (`pipelines.metrics.buckets`). Found
+    by doubling then bisection, which needs only that the interval narrows as n grows.
+    """
+
+    def confirms(n: int) -> bool:
+        if higher_is_worse:
+            return interval(0, n)[1] <= target
+        return interval(n, n)[0] >= target
+
+    high = 1
+    while not confirms(high):
+        if high >= _MAX_VOLUME:
+            return None
+        high *= 2
+    low = high // 2  # confirms(low) is False, or low == 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        if confirms(middle):
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 def week_over_week(current: RateValue, previous: RateValue) -> Change:
@@ -447,6 +509,7 @@ def build_kpi(
     cur = rate_value(rate_id, current, current_buckets)
     prev = rate_value(rate_id, previous, previous_buckets)
     worse = rate(rate_id).higher_is_worse
+    volume = None if target is None else volume_to_confirm(target, higher_is_worse=worse)
     return Kpi(
         rate_id=rate_id,
         name=kpi_name(rate_id),
@@ -457,6 +520,7 @@ def build_kpi(
         higher_is_worse=worse,
         status=target_status(cur, target, higher_is_worse=worse),
         change=week_over_week(cur, prev),
+        volume_to_confirm=volume,
     )
 
 
@@ -585,8 +649,11 @@ def alert_segment_shown(
 
 
 def runbook_link(rule: str, base_url: str) -> str:
-    """`runbooks/<rule>.md`, behind `alerting.runbook_base_url` when that is set."""
-    return f"{base_url}runbooks/{quote(rule)}.md"
+    """The link to a rule's runbook, `<rule>.md` in the folder `base_url` points to (a URL,
+    with or without its final '/'); `runbooks/<rule>.md`, relative, when it is empty.
+    """
+    folder = base_url.rstrip("/") if base_url else "runbooks"
+    return f"{folder}/{quote(rule)}.md"
 
 
 def build_incidents(

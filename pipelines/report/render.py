@@ -1,8 +1,9 @@
 """The weekly report as one self-contained HTML page, or as Markdown (pure: report in, text out).
 
 HTML: inline CSS, the charts as `data:image/png;base64` images, no script, font file or
-external URL (the only links are the runbooks: relative paths, or under
-`alerting.runbook_base_url`). About 1000 px wide and printable. Each section has an `id`
+external URL (the only links are the runbooks, under `report.runbook_base_url`). At most
+1000 px wide, narrower without a horizontal scrollbar, and printable on A4 (`@page`), with
+no column cut off. Each section has an `id`
 (summary, kpis, trends, risk-segments, incidents, drift, data-quality, versions) and the
 rows carry `data-*` attributes with the unformatted numbers, so a test or a script can
 compare the page with the warehouse.
@@ -12,21 +13,22 @@ Markdown: the same sections, numbers and wording. Charts are not embedded: with
 `pipelines.report.weekly.write_report` writes next to the Markdown; without it the
 Markdown says the charts are in the HTML version.
 
-Status is always a word as well as a colour (met / missed / at risk / no data).
+Status is always a word as well as a colour (met / missed / at risk / unconfirmed / no
+data). Every rate, interval and change is written by `pipelines.report.numbers`.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import math
 import unicodedata
 import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipelines.metrics.catalog import RateValue
+from pipelines.metrics.catalog import RateValue, rate
+from pipelines.report import numbers
 from pipelines.report.charts import trend_chart
 from pipelines.report.model import (
     AT_RISK,
@@ -36,6 +38,7 @@ from pipelines.report.model import (
     NO_DATA,
     NO_TARGET,
     SIGNIFICANCE,
+    UNCONFIRMED,
     Change,
     Incident,
     Kpi,
@@ -48,10 +51,28 @@ STATUS_LABELS = {
     MET: "Met",
     MISSED: "Missed",
     AT_RISK: "At risk",
+    UNCONFIRMED: "Unconfirmed",
     NO_DATA: "No data",
     NO_TARGET: "Tracked",
 }
-_STATUS_CLASS = {MET: "ok", MISSED: "bad", AT_RISK: "warn", NO_DATA: "none", NO_TARGET: "none"}
+_STATUS_CLASS = {
+    MET: "ok",
+    MISSED: "bad",
+    AT_RISK: "warn",
+    UNCONFIRMED: "info",
+    NO_DATA: "none",
+    NO_TARGET: "none",
+}
+# What each count of a rate's denominator is, for sentences about volume.
+_UNITS = {
+    "events": "events",
+    "events_seen": "records",
+    "unflagged_events": "unflagged outputs",
+    "injection_attempts": "injection attempts",
+    "jailbreak_attempts": "jailbreak attempts",
+    "tool_call_events": "tool-using requests",
+    "blocked_or_refused": "blocks and refusals",
+}
 
 FOOTNOTES = (
     "95 % interval (Wilson): the range that holds the true rate with 95 % confidence given "
@@ -65,49 +86,57 @@ FOOTNOTES = (
 
 
 # ---------------------------------------------------------------- formatting
-def pct(value: float | None) -> str:
-    """A proportion as a percentage with sensible precision: '0.12 %', '0.0045 %', '99.95 %'."""
-    if value is None:
-        return "–"
-    p = 100 * value
-    if p == 0:
-        return "0 %"
-    if p >= 100:
-        return "100 %"
-    if p < 0.1:
-        decimals = min(6, 1 - math.floor(math.log10(p)))
-    elif p > 99.9:
-        decimals = min(6, max(2, 1 - math.floor(math.log10(100 - p))))
-    else:
-        decimals = 2
-    return f"{p:.{decimals}f} %"
-
-
-def interval(lower: float, upper: float) -> str:
-    """'0.08–0.17 %'."""
-    return f"{pct(lower).removesuffix(' %')}–{pct(upper)}"
-
-
-def rate_text(v: RateValue) -> str:
-    """'0.31 % (0.26–0.36 %)', or 'no data' without a denominator."""
-    if v.value is None:
-        return "no data"
-    return f"{pct(v.value)} ({interval(v.lower, v.upper)})"
-
-
 def counts_text(v: RateValue) -> str:
     return f"{v.numerator:,} of {v.denominator:,}"
 
 
 def target_text(k: Kpi) -> str:
-    return target_text_of(k.target, k.higher_is_worse)
+    return numbers.target(k.target, higher_is_worse=k.higher_is_worse)
 
 
-def target_text_of(target: float | None, higher_is_worse: bool) -> str:
-    """'< 0.1 %', '> 98 %': a target as configured, without padding zeros."""
-    if target is None:
-        return "–"
-    return f"{'<' if higher_is_worse else '>'} {100 * target:.6g} %"
+def unit(rate_id: str) -> str:
+    """What the rate's denominator counts, in words: 'events', 'jailbreak attempts'."""
+    return _UNITS.get(rate(rate_id).denominator, "counted")
+
+
+def status_reason(k: Kpi) -> str:
+    """The few words beside an unconfirmed status: 'none seen; confirms < 0.058 % only'."""
+    if k.status != UNCONFIRMED:
+        return ""
+    if k.higher_is_worse:
+        return f"none seen; confirms < {numbers.upper_end(k.current.upper)} only"
+    return f"no shortfall seen; confirms > {numbers.lower_end(k.current.lower)} only"
+
+
+def volume_note(k: Kpi) -> str:
+    """What this week's volume can and cannot confirm about the target, and the volume that
+    can: '' unless the KPI is unconfirmed or at risk in a week too small for its target even
+    with nothing bad seen.
+    """
+    if k.status not in (UNCONFIRMED, AT_RISK) or not k.too_few_to_confirm:
+        return ""
+    if k.target is None or k.volume_to_confirm is None:
+        return ""
+    n, needed, what = k.current.denominator, k.volume_to_confirm, unit(k.rate_id)
+    target = numbers.target(k.target, higher_is_worse=k.higher_is_worse)
+    ratio = numbers.times(needed / n)
+    if k.status == UNCONFIRMED and k.higher_is_worse:
+        seen = (
+            f"none seen in {n:,} {what}; that volume can "
+            f"confirm < {numbers.upper_end(k.current.upper)}, not {target}"
+        )
+    elif k.status == UNCONFIRMED:
+        seen = (
+            f"{n:,} of {n:,}; that volume can confirm > {numbers.lower_end(k.current.lower)}, "
+            f"not {target}"
+        )
+    else:
+        seen = f"{n:,} {what} this week"
+    return (
+        f"{k.name}: {seen}. Confirming {target} takes at least {needed:,} {what} in a week "
+        f"with {'none' if k.higher_is_worse else 'no shortfall'} seen ({ratio} times this "
+        "week's)."
+    )
 
 
 def p_text(p: float) -> str:
@@ -119,22 +148,12 @@ def change_text(change: Change, *, higher_is_worse: bool, has_previous: bool) ->
     if not has_previous:
         return "no data last week"
     if change.difference is None or change.p_value is None:
-        return "–"
-    d = 100 * change.difference
-    sign = "+" if d > 0 else "−" if d < 0 else "±"
-    text = f"{sign}{_pp(abs(d))} pp"
+        return numbers.NONE
+    text = numbers.points(change.difference)
     if change.significant:
-        worse = (d > 0) == higher_is_worse
+        worse = (change.difference > 0) == higher_is_worse
         return f"{text}, {'worse' if worse else 'better'}: significant ({p_text(change.p_value)})"
     return f"{text}: not significant ({p_text(change.p_value)})"
-
-
-def _pp(points: float) -> str:
-    if points == 0:
-        return "0"
-    if points >= 0.1:
-        return f"{points:.2f}"
-    return f"{points:.{min(6, 1 - math.floor(math.log10(points)))}f}"
 
 
 def duration(seconds: float | None) -> str:
@@ -182,11 +201,11 @@ class _KpiRow:
 def _kpi_row(k: Kpi, has_previous: bool) -> _KpiRow:
     return _KpiRow(
         kpi=k,
-        value=rate_text(k.current),
+        value=numbers.rate(k.current),
         counts=counts_text(k.current) if k.current.denominator else "",
         target=target_text(k),
         status=STATUS_LABELS[k.status],
-        previous=pct(k.previous.value) if k.previous.denominator else "no data",
+        previous=numbers.percent(k.previous.value) if k.previous.denominator else "no data",
         change=change_text(
             k.change,
             higher_is_worse=k.higher_is_worse,
@@ -218,25 +237,39 @@ def summary_sentence(report: WeeklyReport) -> str:
         )
     counts = report.status_counts()
     targeted = [k for k in report.kpis if k.status != NO_TARGET]
-    parts = [f"{counts[MET]} of {len(targeted)} safety KPIs met their target"]
+    parts = [f"{counts[MET]} of {numbers.count(len(targeted), 'safety KPI')} met their target"]
     missed = [k.name for k in targeted if k.status == MISSED]
     risk = [k.name for k in targeted if k.status == AT_RISK]
+    unconfirmed = [k.name for k in targeted if k.status == UNCONFIRMED]
     if missed:
         parts.append(f"missed: {', '.join(missed)}")
     if risk:
         parts.append(f"at risk (interval straddles the target): {', '.join(risk)}")
+    if unconfirmed:
+        parts.append(
+            "unconfirmed (nothing bad seen, too few events to confirm the target): "
+            + ", ".join(unconfirmed)
+        )
     inc = report.incidents
     n = len(inc.incidents)
     if n == 0:
         parts.append("no alert fired")
     else:
-        text = f"{n} incident{'s' if n != 1 else ''} ({inc.sev1} sev1)"
+        text = f"{numbers.count(n, 'incident')} ({inc.sev1} sev1)"
         if inc.still_firing:
             text += f", {inc.still_firing} still firing"
         if inc.median_mttr_seconds is not None:
             text += f", median time to resolve {duration(inc.median_mttr_seconds)}"
         parts.append(text)
     return "; ".join(parts) + "."
+
+
+KPI_LEAD = (
+    'Each KPI is counted over all traffic of the week. "Met" means the whole 95 % interval '
+    'is on the right side of the target, "missed" that it is all on the wrong side, "at '
+    'risk" that it straddles the target, "unconfirmed" that it straddles the target although '
+    "nothing bad was seen: the week had too few events to confirm a target that strict."
+)
 
 
 def _kpi_note(report: WeeklyReport) -> str:
@@ -248,21 +281,30 @@ def _kpi_note(report: WeeklyReport) -> str:
 
 
 def _risk_note(report: WeeklyReport) -> str:
+    """How many segments had traffic, and which of them the table leaves out and why; a
+    sentence about a count of zero is not written.
+    """
     r = report.risk
-    return (
-        f"{r.suppressed} segment{'s' if r.suppressed != 1 else ''} with fewer than "
-        f"{r.min_distinct_users} distinct users {'are' if r.suppressed != 1 else 'is'} not "
-        f"shown individually, to protect privacy; {r.low_volume} more had fewer than "
-        f"{r.min_events:,} events and {'were' if r.low_volume != 1 else 'was'} not ranked "
-        f"({r.segments} segments had traffic)."
-        + (
-            f" {r.complementary} larger segment{'s' if r.complementary != 1 else ''} "
-            f"{'are' if r.complementary != 1 else 'is'} held back too, so that the hidden ones "
-            "cannot be worked out from the totals."
-            if r.complementary
-            else ""
+    parts = [f"{numbers.count(r.segments, 'segment')} had traffic this week."]
+    if r.suppressed:
+        verb = "is" if r.suppressed == 1 else "are"
+        parts.append(
+            f"{numbers.count(r.suppressed, 'segment')} with fewer than {r.min_distinct_users} "
+            f"distinct users {verb} not shown individually, to protect privacy."
         )
-    )
+    if r.complementary:
+        verb = "is" if r.complementary == 1 else "are"
+        parts.append(
+            f"{numbers.count(r.complementary, 'larger segment')} {verb} held back too, so "
+            "that the hidden ones cannot be worked out from the totals."
+        )
+    if r.low_volume:
+        verb = "was" if r.low_volume == 1 else "were"
+        parts.append(
+            f"{numbers.count(r.low_volume, 'segment')} had fewer than "
+            f"{numbers.count(r.min_events, 'event')} and {verb} not ranked."
+        )
+    return " ".join(parts)
 
 
 def _incident_aggregate(report: WeeklyReport) -> str:
@@ -271,7 +313,7 @@ def _incident_aggregate(report: WeeklyReport) -> str:
     median = duration(inc.median_mttr_seconds) if inc.median_mttr_seconds is not None else "–"
     targets = ", ".join(f"{sev} {h:g} h" for sev, h in inc.mttr_targets)
     return (
-        f"{len(inc.incidents)} incidents ({by}); sev1: {inc.sev1}; still firing: "
+        f"{numbers.count(len(inc.incidents), 'incident')} ({by}); sev1: {inc.sev1}; still firing: "
         f"{inc.still_firing}; median time to resolve: {median} (targets: {targets})."
         + _incidents_held_back(report)
     )
@@ -364,10 +406,8 @@ def _q_text(q: float | None, p: float | None) -> str:
 
 def _difference(a: RateValue, b: RateValue) -> str:
     if a.value is None or b.value is None:
-        return "–"
-    d = 100 * (a.value - b.value)
-    sign = "+" if d > 0 else "−" if d < 0 else "±"
-    return f"{sign}{_pp(abs(d))} pp"
+        return numbers.NONE
+    return numbers.points(a.value - b.value)
 
 
 # ---------------------------------------------------------------- HTML
@@ -383,30 +423,37 @@ p.lead { margin: 2px 0 10px; color: #444; }
 table { width: 100%; border-collapse: collapse; margin: 6px 0 8px; font-size: 13px; }
 th, td { text-align: left; padding: 5px 6px; border-bottom: 1px solid #e6e6e6;
   vertical-align: top; overflow-wrap: anywhere; }
-th { background: #f5f6f7; font-weight: 600; white-space: nowrap; }
-td.segment { min-width: 150px; }
-td.nowrap { white-space: nowrap; }
-td.num, th.num { text-align: right; white-space: nowrap; }
+th { background: #f5f6f7; font-weight: 600; overflow-wrap: normal; }
+td.segment { min-width: 9em; }
+td.nowrap, .nw { white-space: nowrap; }
+td.num, th.num { text-align: right; }
 .small { font-size: 12px; color: #555; }
 .badge { display: inline-block; padding: 1px 8px; border-radius: 10px; font-weight: 600;
   font-size: 12px; white-space: nowrap; border: 1px solid transparent; }
 .ok { background: #e3f4e8; color: #14602d; border-color: #9fd4ae; }
 .bad { background: #fde7e6; color: #8c1d18; border-color: #f0a9a4; }
 .warn { background: #fff3d6; color: #7a4f00; border-color: #f1cf7a; }
+.info { background: #e6eefa; color: #1f4f8a; border-color: #a9c3e8; }
 .none { background: #eff0f1; color: #444; border-color: #d5d7d9; }
 .headline { font-size: 16px; margin: 10px 0; }
 .pills span { margin-right: 6px; }
-.charts { display: grid; grid-template-columns: 1fr 1fr; gap: 10px 16px; }
+.charts { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: 10px 16px; }
 figure { margin: 0; break-inside: avoid; }
-figure img { width: 100%; height: auto; border: 1px solid #eee; }
+figure img { display: block; width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: 12px; color: #555; }
 .empty { padding: 8px 10px; background: #f7f7f8; border-left: 3px solid #c9c9c9; }
 footer { margin-top: 28px; font-size: 12px; color: #555; border-top: 1px solid #e3e3e3; }
-a { color: #1f5fa8; }
+a { color: #1f5fa8; overflow-wrap: anywhere; }
+@page { size: A4; margin: 14mm 12mm; }
 @media print {
-  body { margin: 0 auto; font-size: 11px; }
-  h2 { break-after: avoid; }
-  tr, figure, .headline { break-inside: avoid; }
+  body { max-width: none; margin: 0; padding: 0; font-size: 11px; }
+  table { font-size: 10.5px; }
+  th, td { padding: 3px 4px; }
+  h2 { margin-top: 18px; break-after: avoid; }
+  h3 { break-after: avoid; }
+  thead { display: table-header-group; }
+  tr, figure, .headline, p.lead { break-inside: avoid; }
+  * { -webkit-print-color-adjust: exact; print-color-adjust: exact; }
   a { color: inherit; text-decoration: none; }
 }
 """
@@ -426,6 +473,33 @@ def _status_badge(status: str) -> str:
 
 def _empty(text: str) -> str:
     return f'<p class="empty">{_e(text)}</p>'
+
+
+def _rate_html(v: RateValue) -> str:
+    """`numbers.rate`, breakable between the rate and its interval only: a narrow column
+    puts the interval on a second line instead of pushing the table past the page.
+    """
+    if v.value is None:
+        return _e(numbers.rate(v))
+    return (
+        f'<span class="nw">{_e(numbers.percent(v.value))}</span> '
+        f'<span class="nw">({_e(numbers.interval(v.lower, v.upper))})</span>'
+    )
+
+
+def _status_html(k: Kpi) -> str:
+    reason = status_reason(k)
+    return _status_badge(k.status) + (
+        f'<br><span class="small">{_e(reason)}</span>' if reason else ""
+    )
+
+
+def _volume_notes_html(kpis: Sequence[Kpi]) -> str:
+    return "".join(
+        f'<p class="small" data-volume-note="{_e(k.rate_id)}">{_e(volume_note(k))}</p>'
+        for k in kpis
+        if volume_note(k)
+    )
 
 
 def render_html(report: WeeklyReport) -> str:
@@ -456,7 +530,8 @@ def _html_summary(report: WeeklyReport) -> str:
     counts = report.status_counts()
     pills = " ".join(
         f'<span data-count="{s}">{_status_badge(s)} {counts[s]}</span>'
-        for s in (MET, AT_RISK, MISSED, NO_DATA)
+        for s in (MET, AT_RISK, UNCONFIRMED, MISSED, NO_DATA)
+        if s != UNCONFIRMED or counts[s]
     )
     events = (
         f"{report.events:,} events aggregated ({report.events_seen:,} records seen)"
@@ -490,6 +565,7 @@ def _html_kpis(report: WeeklyReport) -> str:
             "data-denominator": _attr(k.current.denominator),
             "data-status": k.status,
             "data-target": _attr(k.target),
+            "data-volume-to-confirm": _attr(k.volume_to_confirm),
             "data-previous-numerator": _attr(k.previous.numerator),
             "data-previous-denominator": _attr(k.previous.denominator),
             "data-p-value": _attr(k.change.p_value),
@@ -498,8 +574,9 @@ def _html_kpis(report: WeeklyReport) -> str:
         rows.append(
             f"<tr {attr_text}><td><strong>{_e(k.name)}</strong>"
             f'<br><span class="small">{_e(k.explanation)}</span></td>'
-            f'<td class="num">{_e(r.value)}<br><span class="small">{_e(r.counts)}</span></td>'
-            f'<td class="num">{_e(r.target)}</td><td>{_status_badge(k.status)}</td>'
+            f'<td class="num">{_rate_html(k.current)}<br><span class="small">{_e(r.counts)}</span>'
+            f'</td><td class="num"><span class="nw">{_e(r.target)}</span></td>'
+            f"<td>{_status_html(k)}</td>"
             f'<td class="num">{_e(r.previous)}</td><td>{_e(r.change)}</td></tr>'
         )
     table = (
@@ -509,10 +586,8 @@ def _html_kpis(report: WeeklyReport) -> str:
     )
     return (
         '<section id="kpis"><h2>Safety KPIs against targets</h2>'
-        '<p class="lead">Each KPI is counted over all traffic of the week. "Met" means the '
-        'whole 95 % interval is on the right side of the target, "missed" that it is all on '
-        'the wrong side, "at risk" that it straddles the target.</p>'
-        f"{table}<p class=small>{_e(_kpi_note(report))}</p>"
+        f'<p class="lead">{_e(KPI_LEAD)}</p>'
+        f"{table}{_volume_notes_html(report.kpis)}<p class=small>{_e(_kpi_note(report))}</p>"
         f"{_html_categories(report)}</section>"
     )
 
@@ -527,9 +602,9 @@ def _html_categories(report: WeeklyReport) -> str:
         f'<tr data-category="{_e(k.rate_id)}" data-numerator="{k.current.numerator}" '
         f'data-denominator="{k.current.denominator}">'
         f"<td>{_e(k.name.removeprefix('Harmful output: '))}</td>"
-        f'<td class="num">{_e(rate_text(k.current))}</td>'
+        f'<td class="num">{_rate_html(k.current)}</td>'
         f'<td class="num">{k.current.numerator:,}</td>'
-        f'<td class="num">{_e(pct(k.previous.value) if k.previous.denominator else "no data")}</td>'
+        f'<td class="num">{_e(_kpi_row(k, report.previous_events > 0).previous)}</td>'
         f"<td>{_e(_kpi_row(k, report.previous_events > 0).change)}</td></tr>"
         for k in shown
     )
@@ -551,7 +626,8 @@ def _html_trends(report: WeeklyReport) -> str:
     for trend in t.charts:
         data = base64.b64encode(trend_chart(trend)).decode("ascii")
         alt = _chart_alt(trend.name, t.bucket)
-        target = f"; target {_e(target_text_of(trend.target, trend.higher_is_worse))}"
+        goal = numbers.target(trend.target, higher_is_worse=trend.higher_is_worse)
+        target = f'; target <span class="nw">{_e(goal)}</span>'
         figures.append(
             f'<figure><img src="data:image/png;base64,{data}" alt="{_e(alt)}" '
             f'data-chart="{_e(trend.rate_id)}">'
@@ -592,10 +668,10 @@ def _html_risk(report: WeeklyReport) -> str:
             f'data-violation-lower="{_attr(s.violation.lower)}" '
             f'data-refusals="{s.refusal.numerator}" '
             f'data-refusal-value="{_attr(s.refusal.value)}">'
-            f'<td class="num">{i}</td><td>{_e(s.segment)}</td>'
+            f'<td class="num">{i}</td><td class="segment">{_e(s.segment)}</td>'
             f'<td class="num">{s.events:,}</td><td class="num">{s.distinct_users:,}</td>'
-            f'<td class="num">{_e(rate_text(s.violation))}</td><td>{flag}</td>'
-            f'<td class="num">{_e(rate_text(s.refusal))}</td></tr>'
+            f'<td class="num">{_rate_html(s.violation)}</td><td>{flag}</td>'
+            f'<td class="num">{_rate_html(s.refusal)}</td></tr>'
         )
     header = " / ".join(d.replace("_", " ") for d in r.dimensions)
     if rows:
@@ -695,8 +771,8 @@ def _html_drift(report: WeeklyReport) -> str:
             rows = "".join(
                 f'<tr data-rate="{_e(r.rate_id)}" data-p-value="{_attr(r.p_value)}" '
                 f'data-q-value="{_attr(r.q_value)}">'
-                f"<td>{_e(r.name)}</td><td class=num>{_e(rate_text(r.new))}</td>"
-                f"<td class=num>{_e(rate_text(r.previous))}</td>"
+                f"<td>{_e(r.name)}</td><td class=num>{_rate_html(r.new)}</td>"
+                f"<td class=num>{_rate_html(r.previous)}</td>"
                 f"<td class=num>{_e(_difference(r.new, r.previous))}</td>"
                 f"<td>{_e(_q_text(r.q_value, r.p_value))}</td></tr>"
                 for r in c.rates
@@ -747,6 +823,13 @@ def _html_drift(report: WeeklyReport) -> str:
     return "".join(parts)
 
 
+def _pipeline_only(report: WeeklyReport) -> list[Kpi]:
+    """The data-quality KPIs not already in the KPI table (whose notes are said there)."""
+    shown = {k.rate_id for k in report.kpis}
+    q = report.data_quality
+    return [k for k in (q.telemetry, q.redaction) if k.rate_id not in shown]
+
+
 def _quality_items(report: WeeklyReport) -> list[tuple[str, str, int]]:
     q = report.data_quality
     return [
@@ -795,8 +878,8 @@ def _html_quality(report: WeeklyReport) -> str:
         )
     kpi_rows = "".join(
         f'<tr data-kpi="{_e(k.rate_id)}" data-status="{k.status}"><td>{_e(k.name)}</td>'
-        f"<td class=num>{_e(rate_text(k.current))}</td><td class=num>{_e(target_text(k))}</td>"
-        f"<td>{_status_badge(k.status)}</td></tr>"
+        f"<td class=num>{_rate_html(k.current)}</td><td class=num>{_e(target_text(k))}</td>"
+        f"<td>{_status_html(k)}</td></tr>"
         for k in (q.telemetry, q.redaction)
     )
     not_run = (
@@ -812,6 +895,7 @@ def _html_quality(report: WeeklyReport) -> str:
         f"<p class=small>Rejected by reason: {_e(reasons)}.</p>{not_run}{failing}"
         "<table><thead><tr><th>Pipeline KPI</th><th class=num>This week (95 % interval)</th>"
         f"<th class=num>Target</th><th>Status</th></tr></thead><tbody>{kpi_rows}</tbody></table>"
+        f"{_volume_notes_html(_pipeline_only(report))}"
         "</section>"
     )
 
@@ -927,7 +1011,13 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
         "",
         _bold(f"Overall: {word}")
         + " — "
-        + md_escape(", ".join(f"{STATUS_LABELS[s].lower()}: {counts[s]}" for s in counts)),
+        + md_escape(
+            ", ".join(
+                f"{STATUS_LABELS[s].lower()}: {n}"
+                for s, n in counts.items()
+                if s != UNCONFIRMED or n
+            )
+        ),
         "",
         (
             f"{report.events:,} events aggregated ({report.events_seen:,} records seen)."
@@ -944,10 +1034,11 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
     for k in report.kpis:
         r = _kpi_row(k, report.previous_events > 0)
         this_week = f"{r.value} — {r.counts}" if r.counts else r.value
-        kpi_rows.append([k.name, this_week, r.target, _bold(r.status), r.previous, r.change])
+        kpi_rows.append([k.name, this_week, r.target, _md_status(k), r.previous, r.change])
     out += _md_table(
         ["KPI", "This week (95 % interval)", "Target", "Status", "Last week", "Change"], kpi_rows
     )
+    out += _md_volume_notes(report.kpis)
     out += [md_escape(_kpi_note(report)), ""]
     shown = [k for k in report.categories if k.current.numerator or k.previous.numerator]
     if report.has_data and shown:
@@ -957,7 +1048,7 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
             [
                 [
                     k.name.removeprefix("Harmful output: "),
-                    rate_text(k.current),
+                    numbers.rate(k.current),
                     f"{k.current.numerator:,}",
                     _kpi_row(k, report.previous_events > 0).change,
                 ]
@@ -986,6 +1077,16 @@ def render_markdown(report: WeeklyReport, chart_dir_name: str | None = None) -> 
     return "\n".join(out) + "\n"
 
 
+def _md_status(k: Kpi) -> _Markup:
+    reason = status_reason(k)
+    return _Markup(_bold(STATUS_LABELS[k.status]) + (f" — {md_escape(reason)}" if reason else ""))
+
+
+def _md_volume_notes(kpis: Sequence[Kpi]) -> list[str]:
+    notes = [volume_note(k) for k in kpis if volume_note(k)]
+    return [line for note in notes for line in (md_escape(note), "")]
+
+
 def _md_risk(report: WeeklyReport) -> list[str]:
     r = report.risk
     out = ["## Top risk segments", ""]
@@ -999,8 +1100,8 @@ def _md_risk(report: WeeklyReport) -> list[str]:
                     s.segment,
                     f"{s.events:,}",
                     f"{s.distinct_users:,}",
-                    rate_text(s.violation) + (" — above target" if s.above_target else ""),
-                    rate_text(s.refusal),
+                    numbers.rate(s.violation) + (" — above target" if s.above_target else ""),
+                    numbers.rate(s.refusal),
                 ]
                 for i, s in enumerate(r.rows, 1)
             ],
@@ -1074,8 +1175,8 @@ def _md_changes(report: WeeklyReport) -> list[str]:
                 [
                     [
                         r.name,
-                        rate_text(r.new),
-                        rate_text(r.previous),
+                        numbers.rate(r.new),
+                        numbers.rate(r.previous),
                         _difference(r.new, r.previous),
                         _q_text(r.q_value, r.p_value),
                     ]
@@ -1128,11 +1229,11 @@ def _md_quality(report: WeeklyReport) -> list[str]:
     out += _md_table(
         ["Pipeline KPI", "This week (95 % interval)", "Target", "Status"],
         [
-            [k.name, rate_text(k.current), target_text(k), _bold(STATUS_LABELS[k.status])]
+            [k.name, numbers.rate(k.current), target_text(k), _md_status(k)]
             for k in (q.telemetry, q.redaction)
         ],
     )
-    return out
+    return out + _md_volume_notes(_pipeline_only(report))
 
 
 def _md_versions(report: WeeklyReport) -> list[str]:

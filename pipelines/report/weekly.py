@@ -19,6 +19,10 @@ The totals count all traffic, so when the held-back segments together have fewer
 users, the smallest shown segment is held back too (complementary suppression): totals minus
 what is shown never give a group of fewer than k users. Queries are SQLAlchemy Core over
 the reflected tables (SQLite and PostgreSQL); date bucketing is done in Python.
+
+Runbook links point to `report.runbook_base_url` (`runbook_base`): by default this
+repository's runbooks folder as a file:// URL, so that they open wherever the report is
+written on the machine that wrote it.
 """
 
 from __future__ import annotations
@@ -80,6 +84,8 @@ from pipelines.report.model import (
 )
 from pipelines.settings import Settings
 from pipelines.warehouse.tables import Tables, as_utc
+
+RUNBOOKS = Path(__file__).resolve().parents[2] / "runbooks"  # the repository's folder
 
 
 @dataclass(frozen=True)
@@ -157,7 +163,7 @@ def collect_weekly(
             week,
             now=generated_at,
             mttr_targets=report.mttr_targets,
-            runbook_base_url=settings.alerting.runbook_base_url,
+            runbook_base_url=runbook_base(settings),
             shown=alert_shown,
         )
         seen = reader.versions(week, shown_segments)
@@ -203,6 +209,24 @@ def collect_weekly(
         data_quality=quality,
         versions=versions,
     )
+
+
+def runbook_base(settings: Settings, runbooks: Path = RUNBOOKS) -> str:
+    """The folder the report's runbook links point to, as a URL ending in '/'.
+
+    `report.runbook_base_url` when set: a URL as it is, a local folder (relative to the
+    working directory) as its file:// URL. Else `alerting.runbook_base_url` followed by
+    `runbooks/`, the alerts' own links, when that is set; else `runbooks` (this repository's
+    folder) as a file:// URL.
+    """
+    configured = settings.report.runbook_base_url.strip()
+    if not configured and settings.alerting.runbook_base_url:
+        configured = settings.alerting.runbook_base_url.rstrip("/") + "/runbooks/"
+    if not configured:
+        return runbooks.as_uri() + "/"
+    if "://" not in configured:
+        return Path(configured).resolve().as_uri() + "/"
+    return configured.rstrip("/") + "/"
 
 
 def _tables(engine: Engine) -> Tables:

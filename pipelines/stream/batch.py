@@ -88,6 +88,22 @@ from pipelines.stream.derive import DerivedWindows, derive_windows
 from pipelines.stream.heap import paused, settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 
+# The order the statuses of alert transitions are listed in.
+_TO_STATUS = ("pending", "firing", "resolved", "inactive")
+
+
+def transitions_text(count: int, changes: Mapping[str, int]) -> str:
+    """'10 alert transition(s) (4 to pending, 4 to firing, 2 resolved)': what became of the
+    alerts, so that the count reads against the alerts shown and the notices sent (a
+    transition to pending is recorded, never sent).
+    """
+    parts = [
+        f"{n} resolved" if status == "resolved" else f"{n} to {status}"
+        for status in sorted(changes, key=lambda s: (_TO_STATUS + (s,)).index(s))
+        if (n := changes[status])
+    ]
+    return f"{count} alert transition(s)" + (f" ({', '.join(parts)})" if parts else "")
+
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error
     """Raised at the start of a batch once the job is asked to stop: the batch is left,
@@ -119,6 +135,7 @@ class BatchReport:
     # derived in the background (`Derived`, logged on its own line once done).
     drift_windows: int | None = 0
     alert_transitions: int | None = 0
+    alert_changes: Mapping[str, int] = field(default_factory=dict)  # to_status -> transitions
     # Seconds per stage; "wait" is the time spent waiting for the previous batch's
     # closed-window steps, which ran meanwhile.
     stages: dict[str, float] = field(default_factory=dict)
@@ -142,7 +159,7 @@ class BatchReport:
             ""
             if self.drift_windows is None
             else f"quality {quality}; drift for {self.drift_windows} closed window(s); "
-            f"{self.alert_transitions} alert transition(s); "
+            f"{transitions_text(self.alert_transitions or 0, self.alert_changes)}; "
         )
         return (
             f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
@@ -165,6 +182,7 @@ class Derived:
     watermark: datetime | None
     drift_windows: int = 0
     alert_transitions: int = 0
+    alert_changes: Mapping[str, int] = field(default_factory=dict)  # to_status -> transitions
     quality_success: bool | None = None  # None: not run (no parsed event, or disabled)
     seconds: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
@@ -173,7 +191,8 @@ class Derived:
         quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
         return (
             f"batch {self.batch_id}: quality {quality}; drift for {self.drift_windows} closed "
-            f"window(s); {self.alert_transitions} alert transition(s); {self.seconds:.1f} s"
+            f"window(s); {transitions_text(self.alert_transitions, self.alert_changes)}; "
+            f"{self.seconds:.1f} s"
         )
 
 
@@ -456,6 +475,7 @@ class BatchProcessor:
             folded_rows=folded,
             drift_windows=derived.drift_windows if derived else None,
             alert_transitions=derived.alert_transitions if derived else None,
+            alert_changes=derived.alert_changes if derived else {},
             stages=stages.seconds,
         )
         self.log(report.describe())
@@ -558,6 +578,7 @@ class BatchProcessor:
             watermark=after,
             drift_windows=len(found.windows) if self.settings.drift.enabled else 0,
             alert_transitions=len(found.transitions),
+            alert_changes=dict(Counter(t.to_status for t in found.transitions)),
             quality_success=None if outcome is None else outcome.success,
             seconds=time.perf_counter() - started,
             stages=stages.seconds,

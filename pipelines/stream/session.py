@@ -11,9 +11,13 @@ import ipaddress
 import os
 import re
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from pyspark import SparkContext
 from pyspark.sql import SparkSession
 
 from pipelines.errors import InfraError
@@ -61,6 +65,41 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# The driver's logging (log4j 2): warnings and errors, without start-up notices.
+LOG4J = Path(__file__).with_name("log4j2.properties")
+# Lines the JVM writes to stderr by itself, not through log4j: Spark's launcher always adds
+# the incubating vector API module, and the JVM announces it on every start.
+JVM_NOTICES = (re.compile(rb"^WARNING: Using incubator modules: "),)
+
+
+@contextmanager
+def _jvm_notices_dropped() -> Iterator[None]:
+    """While the JVM starts, give it a stderr that drops JVM_NOTICES and passes everything
+    else on to ours, for as long as it runs. If a JVM already runs, it starts nothing.
+    """
+    if SparkContext._active_spark_context is not None:  # noqa: SLF001 - no public test
+        yield
+        return
+    sys.stderr.flush()
+    target = os.dup(2)  # where the JVM's stderr goes on to
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    threading.Thread(target=_pass_on, args=(read_end, target), daemon=True).start()
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(target, 2)  # ours again; the JVM keeps the pipe
+
+
+def _pass_on(read_end: int, target: int) -> None:
+    with os.fdopen(read_end, "rb") as source, os.fdopen(target, "wb", buffering=0) as out:
+        for line in source:
+            if not any(p.match(line) for p in JVM_NOTICES):
+                out.write(line)
+
+
 def build_session(settings: SparkSettings) -> SparkSession:
     """A session (or the active one) configured for Safewatch: UTC, few shuffle partitions.
 
@@ -97,7 +136,7 @@ def build_session(settings: SparkSettings) -> SparkSession:
         .config("spark.sql.adaptive.enabled", "false")
         # Headroom for deep plans: stopping a query mid-batch formats its plan with recursive
         # regular expressions that can overflow the JVM's default 1 MB thread stack.
-        .config("spark.driver.extraJavaOptions", "-Xss16m")
+        .config("spark.driver.extraJavaOptions", f"-Xss16m -Dlog4j.configurationFile={LOG4J}")
         # The UI, event logs and printed plans mask what Safewatch never prints either: conf
         # entries and source options (kafka.sasl.jaas.config) with secret-looking names.
         .config("spark.redaction.regex", SPARK_REDACTION_REGEX)
@@ -115,7 +154,8 @@ def build_session(settings: SparkSettings) -> SparkSession:
         )
     for key, value in settings.conf.items():
         builder = builder.config(key, value)
-    spark = builder.getOrCreate()
+    with _jvm_notices_dropped():
+        spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(settings.log_level)
     _quiet_query_errors(spark)
     return spark
@@ -156,3 +196,24 @@ def _quiet_query_errors(spark: SparkSession) -> None:
     assert jvm is not None
     log4j = jvm.org.apache.logging.log4j
     log4j.core.config.Configurator.setLevel(QUERY_LOGGER, log4j.Level.OFF)
+
+
+_PRODUCER_POOL = "org.apache.spark.sql.kafka010.producer.InternalKafkaProducerPool$"
+
+
+def close_kafka_producers() -> None:
+    """Close the Kafka producers Spark keeps for its Kafka writes (the dead-letter topic):
+    they live as long as the JVM, and log a failed reconnection every second once the
+    broker they wrote to is stopped. Call before stopping a broker the JVM outlives.
+    """
+    sc = SparkContext._active_spark_context  # noqa: SLF001 - no public test
+    if sc is None:
+        return
+    jvm = sc._jvm  # noqa: SLF001 - the pool has no Python API
+    assert jvm is not None
+    loader = jvm.org.apache.spark.util.Utils.getContextOrSparkClassLoader()
+    try:
+        pool = jvm.java.lang.Class.forName(_PRODUCER_POOL, True, loader)
+    except Exception:  # noqa: BLE001 - no Kafka connector on the class path: nothing to close
+        return
+    pool.getField("MODULE$").get(None).reset()

@@ -7,12 +7,16 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from types import ModuleType
 
 from sqlalchemy import Column, DateTime, Engine, Integer, MetaData, String, Table, select, text
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 
 import schemas.warehouse.migrations as migrations_pkg
+from pipelines.errors import ConfigError
+from pipelines.settings import WarehouseSettings
+from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.tables import ANALYST_OBJECTS
 
 _md = MetaData()
@@ -98,3 +102,37 @@ def grant_analyst(conn: Connection, roles: Iterable[str]) -> None:
     for role in roles:
         for name in ANALYST_OBJECTS:
             conn.execute(text(f"GRANT SELECT ON {quote(name)} TO {quote(role)}"))
+
+
+def open_warehouse(
+    settings: WarehouseSettings,
+    *,
+    reader: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Engine:
+    """The configured warehouse (setting warehouse.url), migrated to the latest schema.
+
+    A `reader` (a command that only shows what the job stored) never creates one: when the
+    URL names an SQLite file that does not exist, it raises ConfigError naming the file and
+    the setting, instead of showing an empty warehouse it just made.
+    """
+    url = settings.url.get_secret_value()
+    if reader:
+        parsed = make_url(url)
+        database = parsed.database or ""
+        if (
+            parsed.get_backend_name() == "sqlite"
+            and database not in ("", ":memory:")
+            and not database.startswith("file:")
+            and not Path(database).is_file()
+        ):
+            default = url == WarehouseSettings().url.get_secret_value()
+            which = "the default of warehouse.url" if default else "warehouse.url"
+            msg = (
+                f"no warehouse at {database} ({which}): fill one with `safewatch run` (or see "
+                f"one with `safewatch demo`), or point SAFEWATCH_WAREHOUSE__URL at yours"
+            )
+            raise ConfigError(msg)
+    engine = make_engine(url)
+    migrate(engine, log=log)
+    return engine

@@ -19,6 +19,7 @@ import pytest
 from pipelines.infra.kafka_broker import LocalKafkaBroker
 from pipelines.infra.kafka_cluster import LocalKafkaCluster
 from pipelines.settings import BrokerSettings, ClusterSettings, KafkaSettings
+from pipelines.stream.session import close_kafka_producers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_JARS = REPO_ROOT / "var" / "jars" / "kafka"
@@ -60,6 +61,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHarn
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap_servers, partitions=2)
         yield KafkaHarness(kafka=kafka, broker=broker)
     finally:
+        close_kafka_producers()  # Spark's, which would call for the stopped broker
         broker.stop()
 
 

@@ -33,7 +33,6 @@ from pipelines.synth.labeled import (
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 # The share the extracts were taken from; only the extract reproduction test needs it.
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 START = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 SPACING = timedelta(milliseconds=250)
 XSTEST_MODELS = ("gpt4", "llama2new", "llama2orig", "mistralguard", "mistralinstruct")
@@ -479,12 +478,3 @@ def test_extract_script_writes_labels_only(tmp_path: Path) -> None:
         "X,black_box,m-1,0,Privacy,true,false,0.5\n"
         "X,black_box,m-1,1,Malware/Hacking,false,,0.5\n"
     )
-
-
-@pytest.mark.skipif(
-    not (SHARED / "jailbreakbench_artifacts").is_dir(), reason="needs the shared data folder"
-)
-def test_checked_in_extract_is_reproducible(tmp_path: Path) -> None:
-    out = tmp_path / "labels.csv"
-    _extract_module().main([str(SHARED / "jailbreakbench_artifacts"), "--out", str(out)])
-    assert out.read_bytes() == (DATA / "jailbreakbench" / "labels.csv").read_bytes()

@@ -124,6 +124,24 @@ def _firing(engine, rule: str, locale: str, since: datetime) -> None:
         )  # fmt: skip
 
 
+def test_alerts_status_writes_segments_as_the_rest_of_the_cli(warehouse, capsys):
+    t = Tables(warehouse)
+    segment = [["product_surface", "chat"], ["model_version", "atlas-l-2026.10.2"]]
+    with warehouse.begin() as conn:
+        conn.execute(
+            t.alert_state.insert().values(
+                rule="RefusalSpike", segment=json.dumps(segment), status="firing",
+                true_windows=2, false_windows=0, started_at=T, firing_since=T, last_window=T,
+                updated_at=T,
+            )
+        )  # fmt: skip
+    assert main(["alerts", "status"]) == 0
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if "RefusalSpike" in line)
+    assert "chat / atlas-l-2026.10.2" in row
+    assert "[" not in row and "product_surface" not in row
+
+
 def test_ack_records_one_acknowledgement_per_firing_episode(warehouse, capsys):
     _firing(warehouse, "HarmfulOutputRateHigh", "de-DE", T)
     _firing(warehouse, "HarmfulOutputRateHigh", "fr-FR", T)

@@ -12,11 +12,15 @@ table (which the pooled two-proportion z test equals) and scipy's Benjamini-Hoch
 from __future__ import annotations
 
 import base64
+import dataclasses
+import html as html_lib
 import re
 import struct
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
 import datasketches as ds
 import numpy as np
@@ -29,7 +33,8 @@ from pipelines.errors import ConfigError, SafewatchError
 from pipelines.metrics.catalog import counter_ids, rate
 from pipelines.report.charts import HEIGHT_PX, WIDTH_PX, trend_chart
 from pipelines.report.model import AT_RISK, CHANGE_RATES, MET, MISSED, IsoWeek, bucket_trends
-from pipelines.report.render import STATUS_LABELS, rate_text, render_html, render_markdown
+from pipelines.report.numbers import rate as rate_text
+from pipelines.report.render import STATUS_LABELS, render_html, render_markdown
 from pipelines.report.weekly import collect_weekly, latest_week, write_report
 from pipelines.settings import SEGMENT_DIMENSIONS, Settings
 from pipelines.warehouse.engine import make_engine
@@ -37,6 +42,7 @@ from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
 from pipelines.warehouse.tables import Tables
 
+REPO = Path(__file__).resolve().parents[2]
 WEEK = IsoWeek(2026, 47)
 PREVIOUS = IsoWeek(2026, 46)
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)  # Monday of W48
@@ -667,11 +673,12 @@ def test_kpi_rows_in_the_html_carry_the_warehouse_numbers(world):
 
 def test_markdown_shows_the_same_kpi_numbers_as_the_html(world):
     _, _, _, _, report, html, markdown = world
+    text = html_lib.unescape(re.sub(r"<[^>]+>", "", html))  # what the reader sees
     for k in report.kpis:
         shown = rate_text(k.current)
         counts = f"{k.current.numerator:,} of {k.current.denominator:,}"
-        assert shown in html and shown in markdown, k.rate_id
-        assert counts in html and counts in markdown, k.rate_id
+        assert shown in text and shown in markdown, k.rate_id
+        assert counts in text and counts in markdown, k.rate_id
         row = next(line for line in markdown.splitlines() if line.startswith(f"| {k.name} |"))
         assert f"**{STATUS_LABELS[k.status]}**" in row
 
@@ -812,19 +819,86 @@ def test_html_is_self_contained_with_every_section_in_order(world):
         assert not src.startswith(("http://", "https://", "//"))
         assert src.startswith("data:image/png;base64,")
         assert _png_size(base64.b64decode(src.split(",", 1)[1])) == (WIDTH_PX, HEIGHT_PX)
-    assert parser.href and all(re.fullmatch(r"runbooks/\w+\.md", h) for h in parser.href)
+    runbooks = (REPO / "runbooks").as_uri()
+    assert parser.href and all(re.fullmatch(rf"{runbooks}/\w+\.md", h) for h in parser.href)
     assert re.findall(r"https?://", html) == []
 
 
-def test_runbook_links_use_the_configured_base_url(world):
-    engine, *_ = world
-    settings = Settings.load(
-        environ={"SAFEWATCH_ALERTING__RUNBOOK_BASE_URL": "https://git.example.com/sw/blob/main/"}
-    )
+def _markdown_links(markdown: str) -> list[str]:
+    return re.findall(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)", markdown)
+
+
+def _local_file(link: str, folder: Path) -> Path:
+    """Where a browser opening a file in `folder` finds `link`: a file:// URL or a path."""
+    parts = urlsplit(link)
+    if parts.scheme == "file":
+        return Path(unquote(parts.path))
+    assert parts.scheme == "", link  # no web URL by default
+    return folder / unquote(parts.path)
+
+
+def test_runbook_links_of_both_files_open_the_repository_runbooks(world, tmp_path):
+    report = world[4]
+    report = dataclasses.replace(report, trends=dataclasses.replace(report.trends, charts=()))
+    out = tmp_path / "elsewhere" / "reports"  # a folder without any runbooks/
+    html_path, md_path = write_report(report, out)
     parser = _Links()
-    parser.feed(render_html(collect_weekly(engine, settings, WEEK, now=NOW)))
-    assert "https://git.example.com/sw/blob/main/runbooks/PIILeakInOutput.md" in parser.href
-    assert all(not s.startswith("http") for s in parser.src)
+    parser.feed(html_path.read_text())
+    links = {"html": parser.href, "markdown": _markdown_links(md_path.read_text())}
+    rules = {i.rule for i in report.incidents.incidents}
+    assert len(rules) >= 3
+    for kind, found in links.items():
+        assert len(found) == len(report.incidents.incidents), kind
+        for link in found:
+            target = _local_file(link, out)
+            assert target.is_file(), (kind, link)
+            assert target.parent == REPO / "runbooks", (kind, link)
+        assert {_local_file(link, out).stem for link in found} == rules, kind
+
+
+@pytest.mark.parametrize(
+    ("environ", "base"),
+    [
+        (
+            {"SAFEWATCH_REPORT__RUNBOOK_BASE_URL": "https://git.example.com/sw/blob/main/runbooks"},
+            "https://git.example.com/sw/blob/main/runbooks/",
+        ),
+        (
+            {
+                "SAFEWATCH_REPORT__RUNBOOK_BASE_URL": "https://wiki.example.com/rb/",
+                "SAFEWATCH_ALERTING__RUNBOOK_BASE_URL": "https://git.example.com/sw/blob/main/",
+            },
+            "https://wiki.example.com/rb/",
+        ),
+        (  # the alerts' own links when only they are configured
+            {"SAFEWATCH_ALERTING__RUNBOOK_BASE_URL": "https://git.example.com/sw/blob/main/"},
+            "https://git.example.com/sw/blob/main/runbooks/",
+        ),
+    ],
+)
+def test_runbook_links_use_the_configured_base_url(world, environ, base):
+    engine, *_ = world
+    settings = Settings.load(environ=environ)
+    report = collect_weekly(engine, settings, WEEK, now=NOW)
+    # Without the charts (slow to draw, and nothing to do with links).
+    report = dataclasses.replace(report, trends=dataclasses.replace(report.trends, charts=()))
+    parser = _Links()
+    parser.feed(render_html(report))
+    expected = sorted(f"{base}{i.rule}.md" for i in report.incidents.incidents)
+    assert f"{base}PIILeakInOutput.md" in expected
+    assert sorted(parser.href) == expected
+    assert sorted(_markdown_links(render_markdown(report, "charts"))) == expected
+
+
+def test_a_local_runbook_folder_is_linked_as_its_file_url(world, tmp_path, monkeypatch):
+    engine, *_ = world
+    (tmp_path / "ops" / "runbooks").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)
+    settings = Settings.load(environ={"SAFEWATCH_REPORT__RUNBOOK_BASE_URL": "ops/runbooks"})
+    report = collect_weekly(engine, settings, WEEK, now=NOW)
+    assert {i.runbook for i in report.incidents.incidents} == {
+        f"file://{tmp_path}/ops/runbooks/{i.rule}.md" for i in report.incidents.incidents
+    }
 
 
 # ---------------------------------------------------------------- segments
@@ -883,7 +957,7 @@ def test_incidents_of_the_week_with_time_to_resolve_and_acknowledge(world):
     assert first.mtta_seconds == 12 * 60
     assert first.within_target is True
     assert first.segment == "chat / m-2 / de-DE"
-    assert first.runbook == "runbooks/HarmfulOutputRateHigh.md"
+    assert first.runbook == (REPO / "runbooks" / "HarmfulOutputRateHigh.md").as_uri()
     second = got["HarmfulOutputRateHigh", D + timedelta(days=3, hours=15)]
     assert (second.mttr_seconds, second.mtta_seconds) == (3600, 40 * 60)
     sev1 = got["PIILeakInOutput", D + timedelta(days=2, hours=10)]
@@ -898,7 +972,8 @@ def test_incidents_of_the_week_with_time_to_resolve_and_acknowledge(world):
     assert dict(inc.by_severity) == {"sev1": 1, "sev2": 3, "sev3": 1}
     assert inc.median_mttr_seconds == float(np.median([2.5 * 3600, 3600, 6 * 3600, 19 * 3600]))
     assert "not acknowledged" in html and "still firing" in html
-    assert "12 min" in markdown and "[PIILeakInOutput](runbooks/PIILeakInOutput.md)" in markdown
+    pii = (REPO / "runbooks" / "PIILeakInOutput.md").as_uri()
+    assert "12 min" in markdown and f"[PIILeakInOutput]({pii})" in markdown
 
 
 # ---------------------------------------------------------------- changes

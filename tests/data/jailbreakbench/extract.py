@@ -18,7 +18,13 @@ not `parameters.method`, which says "JailbreakChat"); `index` is the 0-based pos
 `jailbreaks`; booleans are `true` / `false`; `jailbroken_llama_guard1` is empty where the
 artifact has no Llama Guard verdict (DSN); `published_attack_success_rate` is
 `parameters.attack_success_rate`. Standard library only; the output is byte-for-byte
-reproducible.
+reproducible: to check the checked-in labels.csv against a copy of the artifacts, run
+
+    python tests/data/jailbreakbench/extract.py ARTIFACTS_DIR --out /tmp/labels.csv
+    cmp /tmp/labels.csv tests/data/jailbreakbench/labels.csv
+
+(the test suite checks the extraction itself on a small artifact of its own, since the
+artifacts are not part of the repository).
 """
 
 from __future__ import annotations
