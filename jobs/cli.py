@@ -534,29 +534,36 @@ def cmd_backfill(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     from pipelines.report.model import IsoWeek
     from pipelines.report.weekly import collect_weekly, latest_week, write_report
-    from pipelines.warehouse.engine import make_engine
-    from pipelines.warehouse.migrate import migrate
+    from pipelines.warehouse.engine import describe
+    from pipelines.warehouse.migrate import open_warehouse
 
     settings = _settings(args)
     if args.pdf or args.screenshot:
         from pipelines.report.browser import find_chromium
 
         find_chromium()  # before the warehouse is read: a missing browser is said at once
-    engine = make_engine(settings.warehouse.url.get_secret_value())
-    migrate(engine, log=_log)
+    engine = open_warehouse(settings.warehouse, reader=True, log=_log)
+    found = latest_week(engine)
+    if found is None:
+        _log(
+            f"the warehouse {describe(engine)} has no aggregates yet (the job writes them: "
+            "`safewatch run`): the report will be empty"
+        )
     if args.week:
         try:
             week = IsoWeek.parse(args.week)
         except ValueError as exc:
             raise SafewatchError(str(exc)) from exc
     else:
-        found = latest_week(engine)
         week = found or IsoWeek.containing(datetime.now(UTC))
         _log(
             f"no --week given: reporting {week}, the "
-            + ("week of the newest window in the warehouse" if found else "current week (empty)")
+            + ("week of the newest window in the warehouse" if found else "current week")
         )
-    _log(f"collecting {week} ({week.start:%Y-%m-%d} .. {week.end:%Y-%m-%d}) from the warehouse")
+    _log(
+        f"collecting {week} ({week.start:%Y-%m-%d} .. {week.end:%Y-%m-%d}) from the "
+        f"warehouse {describe(engine)}"
+    )
     report = collect_weekly(engine, settings, week)
     out_dir = Path(args.out or settings.report.out_dir)
     html_path, md_path = write_report(report, out_dir)

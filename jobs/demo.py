@@ -170,9 +170,9 @@ def weekly_report(settings: Settings) -> tuple[Path, Path]:
     """The posture report of the demo's week, written to var/demo/reports/."""
     from pipelines.report.model import IsoWeek
     from pipelines.report.weekly import collect_weekly, latest_week, write_report
-    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import open_warehouse
 
-    engine = make_engine(settings.warehouse.url.get_secret_value())
+    engine = open_warehouse(settings.warehouse, reader=True)
     week = latest_week(engine) or IsoWeek.containing(datetime.now(UTC))
     return write_report(collect_weekly(engine, settings, week), DEMO_DIR / "reports")
 
@@ -185,10 +185,10 @@ def print_alerts(settings: Settings) -> None:
     from pipelines.alerting.engine import parse_segment
     from pipelines.alerting.evaluate import segment_label
     from pipelines.report.text import format_table
-    from pipelines.warehouse.engine import make_engine
+    from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.tables import Tables
 
-    engine = make_engine(settings.warehouse.url.get_secret_value())
+    engine = open_warehouse(settings.warehouse, reader=True)
     t = Tables(engine)
     with engine.connect() as conn:
         history = (

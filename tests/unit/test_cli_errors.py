@@ -76,3 +76,15 @@ def test_a_misspelled_settings_section_stops_every_command(
     monkeypatch.setenv("SAFEWATCH_STRAEM__WINDOW", "1 minute")
     assert main(["config", "show"]) == 2
     assert "did you mean SAFEWATCH_STREAM__WINDOW?" in capsys.readouterr().err
+
+
+def test_a_report_of_an_empty_warehouse_says_which_and_that_it_is_empty(
+    elsewhere: Path, monkeypatch, capsys
+) -> None:
+    path = elsewhere / "empty.db"
+    migrate(make_engine(f"sqlite:///{path}"))
+    monkeypatch.setenv("SAFEWATCH_WAREHOUSE__URL", f"sqlite:///{path}")
+    assert main(["report", "weekly", "--out", str(elsewhere / "out")]) == 0
+    out = capsys.readouterr().out
+    assert f"the warehouse sqlite:///{path} has no aggregates yet" in out
+    assert f"from the warehouse sqlite:///{path}" in out
