@@ -172,15 +172,15 @@ CLUSTER_CLIENT_OPTIONS = {"request.timeout.ms": "10000", "default.api.timeout.ms
 
 
 @contextmanager
-def kafka_cluster(w: World) -> Iterator[tuple[World, LocalKafkaCluster]]:
-    """Three KRaft brokers (replication 3, min.insync.replicas 2) under `w.root`, and `w`
-    with its Kafka settings pointing at them; stopped at the end.
+def kafka_cluster(w: World, name: str) -> Iterator[tuple[World, LocalKafkaCluster]]:
+    """Three KRaft brokers (replication 3, min.insync.replicas 2) with their storage in
+    `w.root`/`name`, and `w` with its Kafka settings pointing at them; stopped at the end.
     """
     ports = _free_ports(6)
     cluster = LocalKafkaCluster(
         ClusterSettings(
             kafka_ports=tuple(ports[:3]), kafka_controller_ports=tuple(ports[3:]),
-            kafka_data_dir=w.root / "kafka-cluster", start_timeout_s=180,
+            kafka_data_dir=w.root / name / "kafka", start_timeout_s=180,
         ),
         jars_dir=REPO / "var" / "jars" / "kafka", log=lambda _m: None,
     )  # fmt: skip

@@ -163,10 +163,9 @@ def broker_of_three(
     restart, reading from the new leaders.
     """
     verdict = Verdict(f"one broker of three killed, {warehouse}")
-    with kafka_cluster(world) as (cw, cluster):
-        sc = Scenario(
-            f"cluster-{warehouse}", cw, warehouse, records, max_offsets=max_offsets
-        )  # fmt: skip
+    name = f"cluster-{warehouse}"
+    with kafka_cluster(world, name) as (cw, cluster):
+        sc = Scenario(name, cw, warehouse, records, max_offsets=max_offsets)
         sc.produce()
         job = sc.job()
         if not wait_for(lambda: sc.committed_batches() >= 2, 300, what="two batches"):
