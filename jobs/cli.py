@@ -784,7 +784,8 @@ def cmd_warehouse(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    from pipelines.warehouse.query import format_result, query_engine, run_query
+    from pipelines.report.text import format_result
+    from pipelines.warehouse.query import query_engine, run_query
 
     if (args.sql is None) == (args.file is None):
         msg = "give the SQL as an argument or with --file, not both"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
 from typing import Any
 
 from pipelines.metrics.stats import wilson_interval
+from pipelines.warehouse.query import Format, QueryResult
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -57,3 +63,28 @@ def rate_text(numerator: int, denominator: int, digits: int = 2) -> str:
     lo, hi = wilson_interval(numerator, denominator)
     value = numerator / denominator
     return f"{percent(value, digits)} [{percent(lo, digits)}, {percent(hi, digits)}]"
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/CSV-friendly value: ISO 8601 times, floats for decimals, no raw bytes."""
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value))} bytes>"
+    return value
+
+
+def format_result(result: QueryResult, fmt: Format) -> str:
+    """The rows as an aligned text table, CSV (with header) or a JSON array of objects."""
+    rows: Sequence[Sequence[Any]] = [[_plain(v) for v in row] for row in result.rows]
+    if fmt == "json":
+        return json.dumps([dict(zip(result.columns, r, strict=True)) for r in rows], indent=2)
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(result.columns)
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    return format_table(result.columns, rows)

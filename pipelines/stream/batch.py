@@ -51,8 +51,6 @@ from pipelines.contract.records import LATE, Limits
 from pipelines.crashpoints import crash_point
 from pipelines.drift.compute import BaselineCache
 from pipelines.durations import parse_duration
-from pipelines.kafka.dlq import dlq_records, write_dlq
-from pipelines.kafka.dlq import rejected_events as rejected_events_of
 from pipelines.metrics.buckets import add_counter_buckets
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
@@ -85,6 +83,8 @@ from pipelines.stream.counting import (
 )
 from pipelines.stream.dedup import DedupState, repeated
 from pipelines.stream.derive import DerivedWindows, derive_windows
+from pipelines.stream.dlq import dlq_records, write_dlq
+from pipelines.stream.dlq import rejected_events as rejected_events_of
 from pipelines.stream.heap import paused, settle
 from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
 

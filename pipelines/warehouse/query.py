@@ -19,16 +19,11 @@ whatever the SQL says:
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -38,7 +33,6 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from pipelines.errors import SafewatchError
-from pipelines.report.text import format_table
 from pipelines.warehouse.engine import make_engine
 
 Format = Literal["table", "csv", "json"]
@@ -401,29 +395,3 @@ def _run_postgres(
         raw.close()
         engine.dispose()
     return columns, fetched
-
-
-# ---------------------------------------------------------------- output
-def _plain(value: Any) -> Any:
-    """A JSON/CSV-friendly value: ISO 8601 times, floats for decimals, no raw bytes."""
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        return float(value)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(bytes(value))} bytes>"
-    return value
-
-
-def format_result(result: QueryResult, fmt: Format) -> str:
-    """The rows as an aligned text table, CSV (with header) or a JSON array of objects."""
-    rows: Sequence[Sequence[Any]] = [[_plain(v) for v in row] for row in result.rows]
-    if fmt == "json":
-        return json.dumps([dict(zip(result.columns, r, strict=True)) for r in rows], indent=2)
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(result.columns)
-        writer.writerows(rows)
-        return out.getvalue().rstrip("\n")
-    return format_table(result.columns, rows)

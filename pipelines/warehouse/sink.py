@@ -104,7 +104,7 @@ class BatchResult:
     histograms: Sequence[dict[str, Any]] = field(default_factory=list)
     # Dimension values this batch admitted (cardinality control): dimension, value, events.
     admissions: Sequence[tuple[str, str, int]] = field(default_factory=list)
-    # Rejected and late records, without payload (pipelines.kafka.dlq.rejected_event).
+    # Rejected and late records, without payload (pipelines.stream.dlq.rejected_event).
     rejected_events: Sequence[dict[str, Any]] = field(default_factory=list)
 
     @property

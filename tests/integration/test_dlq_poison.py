@@ -12,9 +12,9 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from pipelines.kafka.admin import ensure_topics
-from pipelines.kafka.dlq import dlq_records, rejected_event, write_dlq
 from pipelines.privacy.scrub import PAYLOAD_PREFIX_BYTES
 from pipelines.settings import KafkaSettings
+from pipelines.stream.dlq import dlq_records, rejected_event, write_dlq
 from tests.integration.streaming_support import consume_all
 
 pytestmark = pytest.mark.integration
