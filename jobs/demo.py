@@ -238,8 +238,16 @@ def notices_explained(history: Sequence[Mapping[str, Any]], notices: Sequence[An
     transitions to pending are recorded but never sent; a firing alert is sent again for
     every window it keeps firing, and once when it resolves, on every channel.
     """
-    pending = sum(1 for h in history if h["to_status"] == "pending")
-    shown = len(history) - pending
+    became = Counter(h["to_status"] for h in history)
+    shown = became["firing"] + became["resolved"]
+    quiet = []
+    if became["pending"]:
+        quiet.append(
+            f"{became['pending']} to pending (a rule true in one window, waiting for the next)"
+        )
+    if became["inactive"]:
+        quiet.append(f"{became['inactive']} from pending back to inactive (not true again)")
+    unsent = f", {' and '.join(quiet)}: recorded, never sent" if quiet else ""
     per_channel = Counter(n.channel for n in notices)
     kinds = Counter(n.dedup_key.rpartition("|")[2] for n in notices)
     channels = " and ".join(sorted(per_channel))
@@ -251,9 +259,8 @@ def notices_explained(history: Sequence[Mapping[str, Any]], notices: Sequence[An
     firing = kinds["firing"] // max(1, len(per_channel))
     resolved = kinds["resolved"] // max(1, len(per_channel))
     return (
-        f"{len(history)} alert transitions: the {shown} above and {pending} to pending (a rule "
-        "true in its first window, waiting for the next; recorded, not sent). A firing alert "
-        "is sent again for each window it keeps firing, so that Alertmanager keeps it active, "
-        f"and once when it resolves: {firing} firing and {resolved} resolved notices, {each}, "
+        f"{len(history)} alert transitions: the {shown} above{unsent}. A firing alert is sent "
+        "again for each window it keeps firing, so that Alertmanager keeps it active, and once "
+        f"when it resolves: {firing} firing and {resolved} resolved notices, {each}, "
         f"{len(notices)} in all."
     )

@@ -97,8 +97,9 @@ def transitions_text(count: int, changes: Mapping[str, int]) -> str:
     alerts, so that the count reads against the alerts shown and the notices sent (a
     transition to pending is recorded, never sent).
     """
+    words = {"resolved": "{n} resolved", "inactive": "{n} back to inactive"}
     parts = [
-        f"{n} resolved" if status == "resolved" else f"{n} to {status}"
+        words.get(status, "{n} to " + status).format(n=n)
         for status in sorted(changes, key=lambda s: (_TO_STATUS + (s,)).index(s))
         if (n := changes[status])
     ]

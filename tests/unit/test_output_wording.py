@@ -11,9 +11,9 @@ from pipelines.stream.batch import Derived, transitions_text
 
 
 def test_transitions_are_counted_by_what_they_became() -> None:
-    changes = {"resolved": 2, "pending": 4, "firing": 4}
-    assert transitions_text(10, changes) == (
-        "10 alert transition(s) (4 to pending, 4 to firing, 2 resolved)"
+    changes = {"resolved": 2, "inactive": 1, "pending": 4, "firing": 4}
+    assert transitions_text(11, changes) == (
+        "11 alert transition(s) (4 to pending, 4 to firing, 2 resolved, 1 back to inactive)"
     )
     assert transitions_text(0, {}) == "0 alert transition(s)"
     line = Derived(batch_id=3, watermark=None, alert_transitions=1, alert_changes={"firing": 1})
@@ -21,7 +21,8 @@ def test_transitions_are_counted_by_what_they_became() -> None:
 
 
 def test_the_demo_says_how_transitions_and_notices_add_up() -> None:
-    history = [{"to_status": s} for s in ("pending", "firing", "pending", "firing", "resolved")]
+    statuses = ("pending", "firing", "pending", "inactive", "firing", "resolved")
+    history = [{"to_status": s} for s in statuses]
     # Alert A fires in windows 1-3 and resolves; alert B fires in window 2 (still firing).
     keys = ["A|s|w1|firing", "A|s|w2|firing", "A|s|w3|firing", "A|s|w4|resolved", "B|s|w2|firing"]
     notices = [
@@ -30,6 +31,9 @@ def test_the_demo_says_how_transitions_and_notices_add_up() -> None:
         for k in keys
     ]
     text = notices_explained(history, notices)
-    assert text.startswith("5 alert transitions: the 3 above and 2 to pending")
+    assert text.startswith(
+        "6 alert transitions: the 3 above, 2 to pending (a rule true in one window, waiting "
+        "for the next) and 1 from pending back to inactive (not true again): recorded, never sent."
+    )
     assert "4 firing and 1 resolved notices, 5 per channel to alertmanager and kafka" in text
     assert text.endswith("10 in all.")
