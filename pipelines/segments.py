@@ -1,23 +1,24 @@
-"""The segment vocabulary shared by the job, the warehouse and the settings, with no
-dependencies: the Python workers import it, and with it neither pydantic (the settings) nor
+"""The segment vocabulary shared by the job, the warehouse, the exporter and the settings.
+
+The dimensions are those of the event contract's `segment` object
+(`schemas/interaction_event/v1.json`), in its order, which is the warehouse's column order;
+the reserved values are what a segment column holds besides a producer's value. Standard
+library only: the Python workers import it, and with it neither pydantic (the settings) nor
 SQLAlchemy (the warehouse tables), which cost a cold worker about half a second.
 """
 
 from __future__ import annotations
 
-# The dimensions an aggregate can be grouped by, in the warehouse's column order.
-SEGMENT_DIMENSIONS = (
-    "product_surface",
-    "feature",
-    "model_id",
-    "model_version",
-    "prompt_version",
-    "policy_version",
-    "locale",
-    "region",
-    "risk_tier",
-    "client",
-    "user_cohort",
+from schemas import event_schema
+
+# The dimensions an aggregate can be grouped by: the properties of the event's `segment`.
+SEGMENT_DIMENSIONS: tuple[str, ...] = tuple(
+    event_schema("1")["properties"]["segment"]["properties"]
 )
 
 ALL_DIMENSIONS_VALUE = "*"  # value of a dimension the aggregate is not grouped by
+OTHER_VALUE = "other"  # a value beyond its dimension's limit (cardinality control)
+UNKNOWN_VALUE = "unknown"  # a dimension the event left empty
+REDACTED_VALUE = "[REDACTED]"  # a value in which a personal-data detector hits
+# Values that never count against a dimension's limit of distinct values.
+RESERVED_VALUES = frozenset({OTHER_VALUE, ALL_DIMENSIONS_VALUE, UNKNOWN_VALUE})

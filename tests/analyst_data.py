@@ -17,7 +17,8 @@ import datasketches as ds
 
 from pipelines.drift.compute import compute_drift
 from pipelines.metrics.catalog import RATES, counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
+from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.settings import DriftSettings
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
 
 T0 = datetime(2026, 11, 12, 22, 0, tzinfo=UTC)  # a Thursday; the data spans W46..W48

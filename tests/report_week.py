@@ -19,7 +19,7 @@ from sqlalchemy import Engine, insert
 from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
 from pipelines.report.model import IsoWeek
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink

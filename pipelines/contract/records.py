@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.contract.columns import ColumnChecks, bool_mask, node_kind
+from pipelines.segments import REDACTED_VALUE
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 if TYPE_CHECKING:
@@ -58,7 +59,7 @@ LATE = "late"
 REJECTED, COUNTED = "rejected", "counted"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-REDACTED_TEXT = "[REDACTED]"  # what replaces a free text in which a detector hits
+REDACTED_TEXT = REDACTED_VALUE  # what replaces a free text in which a detector hits
 # RFC 3339 in UTC as the contract writes it, matched whole (no trailing newline).
 _DATE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
                         r"(?:\.([0-9]{1,6}))?Z")  # fmt: skip

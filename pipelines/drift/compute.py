@@ -67,7 +67,8 @@ from pipelines.durations import parse_duration
 from pipelines.metrics.buckets import design_effects
 from pipelines.metrics.catalog import RATES, bucket_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
-from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
+from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.settings import DriftSettings
 from pipelines.warehouse.tables import Tables, as_utc
 
 _NUMERATORS = [RATE_COUNTERS.index(r.numerator) for r in RATES]

@@ -39,8 +39,7 @@ from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import BUCKETS, read_counter_buckets
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
-from pipelines.segments import ALL_DIMENSIONS_VALUE
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import ALL_DIMENSIONS_VALUE, SEGMENT_DIMENSIONS
 from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.tables import Tables, as_utc
 

@@ -33,17 +33,13 @@ from pipelines.metrics.buckets import (
     robust_interval,
 )
 from pipelines.metrics.stats import wilson_interval
+from schemas import event_schema
 
-POLICY_CATEGORIES = (
-    "hate",
-    "harassment",
-    "sexual",
-    "sexual_minors",
-    "violence",
-    "self_harm",
-    "illegal",
-    "extremism",
-    "privacy",
+# The policy categories of the event contract (`moderation.flagged_categories`), in its order.
+POLICY_CATEGORIES: tuple[str, ...] = tuple(
+    event_schema("1")["properties"]["moderation"]["properties"]["flagged_categories"]["items"][
+        "enum"
+    ]
 )
 _UNFLAGGED = "size(moderation.flagged_categories) = 0"
 _BLOCKED_OR_REFUSED = "(moderation.action = 'block' OR refusal.refused)"

@@ -29,7 +29,12 @@ from pipelines.alerting.rules import SEVERITIES
 from pipelines.errors import InfraError
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import (
+    ALL_DIMENSIONS_VALUE,
+    OTHER_VALUE,
+    SEGMENT_DIMENSIONS,
+    UNKNOWN_VALUE,
+)
 
 PREFIX = "safewatch_"
 BATCH_OUTCOMES = ("committed", "skipped", "failed")
@@ -52,8 +57,6 @@ HEADLINE_RATES = (
     "pii_output_rate",
     "telemetry_completeness",
 )
-OTHER_VALUE = "other"  # the label value of every rate-dimension value beyond the limit
-ALL_VALUE = "*"  # a warehouse row not grouped by the dimension
 # Batches take seconds locally and up to the trigger's worth of back-pressure in production.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300)
 
@@ -395,7 +398,7 @@ class JobMetrics:
         dimension_sets: set[str] = set()
         for row in rows:
             value = row.get(dim)
-            if value == ALL_VALUE:
+            if value == ALL_DIMENSIONS_VALUE:
                 continue
             missing = [c for c in (dim, *self._counter_columns) if c not in row]
             if missing:
@@ -403,7 +406,7 @@ class JobMetrics:
                 raise ValueError(msg)
             if row.get("dimension_set") is not None:
                 dimension_sets.add(str(row["dimension_set"]))
-            key = "unknown" if value is None else str(value)
+            key = UNKNOWN_VALUE if value is None else str(value)
             sums = totals.setdefault(key, dict.fromkeys(self._counter_columns, 0))
             for c in self._counter_columns:
                 sums[c] += int(row[c] or 0)

@@ -56,15 +56,9 @@ from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, screen_pattern
 from pipelines.redact import redact_text
+from pipelines.segments import OTHER_VALUE, RESERVED_VALUES
 from pipelines.settings import Settings
-from pipelines.stream.cardinality import (
-    OTHER_VALUE,
-    RESERVED_VALUES,
-    Admission,
-    admit,
-    fold,
-    value_counts,
-)
+from pipelines.stream.cardinality import Admission, admit, fold, value_counts
 from pipelines.stream.classify import (
     check_and_count,
     collected,

@@ -19,9 +19,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-OTHER_VALUE = "other"
-# Values that are not a producer's choice: never admitted, never folded.
-RESERVED_VALUES = frozenset({OTHER_VALUE, "*", "unknown"})
+from pipelines.segments import OTHER_VALUE, RESERVED_VALUES
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,6 @@ import pyarrow.compute as pc
 from pipelines.contract.records import (
     INVALID_JSON,
     MESSAGE_TOO_LARGE,
-    REDACTED_TEXT,
     SCHEMA_VIOLATION,
     UNKNOWN_SCHEMA_VERSION,
     output_schema,
@@ -48,15 +47,19 @@ from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.privacy.detectors import AllowList, detector_names
 from pipelines.privacy.normalise import normalise
-from pipelines.segments import ALL_DIMENSIONS_VALUE, SEGMENT_DIMENSIONS
-from pipelines.stream.cardinality import OTHER_VALUE, RESERVED_VALUES
+from pipelines.segments import (
+    ALL_DIMENSIONS_VALUE,
+    OTHER_VALUE,
+    REDACTED_VALUE,
+    RESERVED_VALUES,
+    SEGMENT_DIMENSIONS,
+    UNKNOWN_VALUE,
+)
 
 AGGREGATED = "aggregated"
 DUPLICATE = "duplicate"
 # Records with no event to read (the quality sample leaves them out).
 UNPARSED = (MESSAGE_TOO_LARGE, INVALID_JSON, UNKNOWN_SCHEMA_VERSION)
-UNKNOWN_VALUE = "unknown"
-REDACTED_VALUE = REDACTED_TEXT
 # Paths whose errors make an event's safety telemetry incomplete.
 SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
                 "feedback", "request.outcome")  # fmt: skip

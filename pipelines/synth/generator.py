@@ -33,6 +33,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from pipelines.metrics.catalog import POLICY_CATEGORIES
 from pipelines.privacy.pseudonym import pseudonymize
 from pipelines.synth.details import draw_excerpts, draw_request, draw_tool_calls
 from pipelines.synth.population import SURFACES, Population, Session, Weighted
@@ -41,17 +42,7 @@ from pipelines.synth.scenarios import Scenario, resolve_scenarios
 
 __all__ = ["BaseRates", "generate_events", "labels"]
 
-CATEGORIES = (
-    "hate",
-    "harassment",
-    "sexual",
-    "sexual_minors",
-    "violence",
-    "self_harm",
-    "illegal",
-    "extremism",
-    "privacy",
-)
+CATEGORIES = POLICY_CATEGORIES
 # Relative frequency of each category among violations (harassment is the most common).
 _CATEGORY_WEIGHTS = (0.12, 0.25, 0.15, 0.01, 0.15, 0.08, 0.14, 0.03, 0.07)
 _CATEGORY_CUM = list(itertools.accumulate(_CATEGORY_WEIGHTS))

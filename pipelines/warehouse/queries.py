@@ -131,7 +131,7 @@ def histogram_totals(
     engine: Engine, *, dimension_set: str, distribution: str
 ) -> dict[tuple[str, ...], dict[int, int]]:
     """Segment (values of every dimension) -> bin -> count, summed over all windows."""
-    from pipelines.settings import SEGMENT_DIMENSIONS
+    from pipelines.segments import SEGMENT_DIMENSIONS
 
     t = Tables(engine).hist
     dims = [t.c[d] for d in SEGMENT_DIMENSIONS]

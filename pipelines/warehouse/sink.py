@@ -45,7 +45,7 @@ from pipelines.metrics.buckets import (
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import merge_sketches
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.engine import describe
 from pipelines.warehouse.retry import RetryPolicy, retrying

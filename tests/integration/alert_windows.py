@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Engine
 
 from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate

@@ -26,7 +26,7 @@ from pipelines.alerting.rules import parse_rules
 from pipelines.contract.records import Limits, RecordChecker
 from pipelines.metrics.catalog import counter_ids
 from pipelines.privacy.detectors import detector_names, screen_pattern
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink

@@ -21,7 +21,7 @@ from sqlalchemy import Engine, insert, select
 from jobs.cli import print_changes
 from pipelines.drift.stats import benjamini_hochberg
 from pipelines.metrics.catalog import RATES
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.queries import significant_changes
 from pipelines.warehouse.tables import Tables, as_utc
 from tests.integration.alert_windows import warehouse_engine

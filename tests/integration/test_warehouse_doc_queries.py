@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.stats import wilson_interval
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.query import run_query

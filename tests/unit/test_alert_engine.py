@@ -18,7 +18,7 @@ from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, backoff, de
 from pipelines.alerting.rules import parse_rules
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink

@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import RATES
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import (
     applied_versions,

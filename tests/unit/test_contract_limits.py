@@ -25,7 +25,7 @@ from pipelines.contract.records import (
 )
 from pipelines.contract.validate import validate_event
 from pipelines.privacy.detectors import detector_names, screen_pattern
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.stream.counting import Counting, merge_partials, partial_counts
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
 from pipelines.metrics.catalog import RATES, counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, distribution
-from pipelines.settings import SEGMENT_DIMENSIONS, DriftSettings
+from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.settings import DriftSettings
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink

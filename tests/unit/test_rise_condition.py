@@ -227,7 +227,7 @@ def test_a_rise_over_an_hour_sums_the_windows_against_the_latest_baseline():
     """RecentWindows: the hour's counts, the latest window's baseline counts, and the
     shorter horizon confirmed only while its own rate is above factor x baseline."""
     from pipelines.alerting.engine import RecentWindows, WindowData
-    from pipelines.settings import SEGMENT_DIMENSIONS
+    from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
     values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
@@ -270,7 +270,7 @@ def test_a_new_low_volume_segment_harmful_from_its_first_window_pages_within_the
     harmful from its first window: no window reaches 100 events, but the hour does; the
     shorter horizon confirms on its own few events (point estimate past the limit)."""
     from pipelines.alerting.engine import RecentWindows, WindowData
-    from pipelines.settings import SEGMENT_DIMENSIONS
+    from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
     values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
@@ -403,7 +403,7 @@ def test_a_limit_until_the_baseline_gives_way_to_the_rise_once_there_is_history(
 
 def test_a_shorter_horizon_of_a_falling_rate_is_confirmed_by_its_shortfall():
     from pipelines.alerting.engine import RecentWindows, WindowData
-    from pipelines.settings import SEGMENT_DIMENSIONS
+    from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
     values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
@@ -434,7 +434,7 @@ def test_a_threshold_only_rule_with_until_baseline_reads_the_baseline():
     """No rise, no change: the rate test is still read, or the limit would never give way."""
     from pipelines.alerting.engine import WindowData, bind_rules, rule_inputs
     from pipelines.errors import ConfigError
-    from pipelines.settings import SEGMENT_DIMENSIONS
+    from pipelines.segments import SEGMENT_DIMENSIONS
 
     values = {d: "x" for d in SEGMENT_DIMENSIONS} | {"locale": "de-DE"}
     full = tuple(values[d] for d in SEGMENT_DIMENSIONS)

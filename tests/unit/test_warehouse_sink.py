@@ -7,7 +7,7 @@ from sqlalchemy import inspect
 from sqlalchemy.exc import OperationalError
 
 from pipelines.metrics.catalog import counter_ids
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import available_migrations, migrate
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
