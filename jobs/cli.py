@@ -109,52 +109,11 @@ def _parse_start(text: str | None, duration: timedelta) -> datetime:
     return value.astimezone(UTC)
 
 
-def _progress(total_hint: int | None):  # type: ignore[no-untyped-def]
-    def report(sent: int) -> None:
-        suffix = f" of ~{total_hint}" if total_hint else ""
-        _log(f"produced {sent}{suffix} events")
-
-    return report
-
-
-def produce_scenario(
-    settings: Settings,
-    *,
-    scenarios: Sequence[str],
-    minutes: float,
-    rate: float,
-    seed: int,
-    start: datetime,
-    topic: str,
-) -> int:
-    from pipelines.kafka.producer import produce_events
-    from pipelines.synth.generator import generate_events
-
-    duration = timedelta(minutes=minutes)
-    try:
-        events = generate_events(
-            seed=seed, start=start, duration=duration, rate_per_s=rate, scenarios=scenarios
-        )
-    except ValueError as exc:
-        raise SafewatchError(str(exc)) from exc
-    _log(
-        f"producing ~{int(rate * duration.total_seconds())} events to {topic}: "
-        f"{minutes:g} min of traffic from {start:%Y-%m-%d %H:%M}Z, seed {seed}, "
-        f"scenarios: {', '.join(scenarios) or 'none'}"
-    )
-    sent = produce_events(
-        settings.kafka,
-        topic,
-        events,
-        progress=_progress(int(rate * duration.total_seconds())),
-    )
-    _log(f"produced {sent} events to {topic}")
-    return sent
-
-
 def cmd_produce(args: argparse.Namespace) -> int:
     settings = _settings(args)
     duration = timedelta(minutes=args.minutes)
+    from pipelines.synth.produce import produce_scenario
+
     produce_scenario(
         settings,
         scenarios=args.scenario,
@@ -163,12 +122,14 @@ def cmd_produce(args: argparse.Namespace) -> int:
         seed=args.seed,
         start=_parse_start(args.start, duration),
         topic=args.topic or settings.kafka.topic_interactions,
+        log=_log,
     )
     return 0
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
     from pipelines.kafka.producer import iter_jsonl_lines, produce_raw
+    from pipelines.synth.produce import progress_logger
 
     settings = _settings(args)
     path = Path(args.file)
@@ -177,7 +138,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         raise SafewatchError(msg)
     topic = args.topic or settings.kafka.topic_interactions
     _log(f"replaying {path} to {topic} (each line as recorded; bad lines are the job's to reject)")
-    sent = produce_raw(settings.kafka, topic, iter_jsonl_lines(path), progress=_progress(None))
+    sent = produce_raw(
+        settings.kafka, topic, iter_jsonl_lines(path), progress=progress_logger(None, _log)
+    )
     _log(f"replayed {sent} records to {topic}")
     return 0
 
@@ -227,194 +190,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- show
-def print_segments(
-    settings: Settings, *, top: int, min_events: int, timeline: bool, rate_id: str
-) -> None:
-    from pipelines.metrics.catalog import rate as catalog_rate
-    from pipelines.metrics.summary import summarize_segments
-    from pipelines.report.text import bar, format_table, rate_text
-    from pipelines.warehouse.engine import describe
-    from pipelines.warehouse.migrate import open_warehouse
-    from pipelines.warehouse.queries import aggregate_rows
-
-    engine = open_warehouse(settings.warehouse, reader=True)
-    dims = settings.stream.dimensions
-    rows = aggregate_rows(engine, dimension_set=",".join(dims))
-    if not rows:
-        print(
-            f"The warehouse {describe(engine)} has no aggregates for dimensions "
-            f"{','.join(dims)} yet: the job writes them (`safewatch run`)."
-        )
-        return
-    summaries = summarize_segments(rows, dims, peak_rate=rate_id, min_events=min_events)
-    print_accounting(engine)
-    first = min(r["window_start"] for r in rows)
-    last = max(r["window_end"] for r in rows)
-    print(
-        f"\nSegments by peak {rate_id} per window (windows with >= {min_events} events), "
-        f"{first:%Y-%m-%d %H:%M}-{last:%H:%M} UTC:\n"
-    )
-    rate = catalog_rate(rate_id)
-    paired = catalog_rate("refusal_rate" if rate_id != "refusal_rate" else "violation_rate")
-    table = []
-    for s in summaries[:top]:
-        peak = rate_text(*s.peak_counts) if s.peak_counts else "-"
-        table.append(
-            [
-                *s.segment,
-                s.totals["events"],
-                rate_text(s.totals[rate.numerator], s.totals[rate.denominator]),
-                peak,
-                f"{s.peak_window_start:%H:%M}" if s.peak_window_start else "-",
-                rate_text(s.totals[paired.numerator], s.totals[paired.denominator]),
-            ]
-        )
-    print(
-        format_table(
-            [
-                *dims,
-                "events",
-                f"{rate_id} [95% CI]",
-                "peak window [95% CI]",
-                "peak at",
-                f"{paired.id} [95% CI]",
-            ],
-            table,
-        )
-    )
-    if len(summaries) > top:
-        print(f"... and {len(summaries) - top} more segments (--top to show more)")
-    if timeline and summaries and summaries[0].peak_rate is not None:
-        worst = summaries[0]
-        where = dict(zip(dims, worst.segment, strict=True))
-        seg_rows = [r for r in rows if all(r[d] == v for d, v in where.items())]
-        ratios = [
-            int(r[rate.numerator]) / r[rate.denominator] for r in seg_rows if r[rate.denominator]
-        ]
-        scale = max(ratios, default=0.0)
-        print(f"\nTimeline of {', '.join(f'{k}={v}' for k, v in where.items())}:\n")
-        print(
-            format_table(
-                ["window (UTC)", rate.denominator, rate.numerator, f"{rate_id} [95% CI]", ""],
-                [
-                    [
-                        f"{r['window_start']:%H:%M}-{r['window_end']:%H:%M}",
-                        r[rate.denominator],
-                        r[rate.numerator],
-                        rate_text(r[rate.numerator], r[rate.denominator]),
-                        bar(
-                            r[rate.numerator] / r[rate.denominator] if r[rate.denominator] else 0.0,
-                            scale,
-                        ),
-                    ]
-                    for r in seg_rows
-                ],
-            )
-        )
-    print_changes(engine, dims, limit=8)
-    print_kpis(engine, rows, dims)
-
-
-def print_kpis(engine: Any, rows: list[dict[str, Any]], dims: Sequence[str]) -> None:
-    """Every rate of the catalog over all windows and segments, with its 95 % interval."""
-    from pipelines.metrics.catalog import QUANTILES, RATES, counter_ids, rate_value
-    from pipelines.metrics.distributions import distribution, histogram_quantile
-    from pipelines.report.text import format_table, percent
-    from pipelines.warehouse.queries import histogram_totals
-
-    totals = dict.fromkeys(counter_ids(), 0)
-    for r in rows:
-        for c in totals:
-            totals[c] += int(r[c])
-    table = []
-    for rate in RATES:
-        v = rate_value(rate.id, totals)
-        if v.denominator == 0:
-            continue
-        table.append(
-            [
-                rate.id,
-                v.numerator,
-                v.denominator,
-                percent(v.value),
-                percent(v.lower),
-                percent(v.upper),
-            ]
-        )
-    print("\nAll segments, all windows: every rate with its Wilson 95 % interval\n")
-    print(format_table(["rate", "numerator", "denominator", "rate", "95% low", "95% high"], table))
-    quantiles = []
-    for q in QUANTILES:
-        d = distribution(q.distribution)
-        counts = [0] * d.bins
-        for hist in histogram_totals(
-            engine, dimension_set=",".join(dims), distribution=d.id
-        ).values():
-            for b, n in hist.items():
-                counts[b] += n
-        value = histogram_quantile(d, counts, q.q)
-        if value is not None:
-            quantiles.append(f"{q.id} {value:,.0f} {d.unit}".strip())
-    if quantiles:
-        print("\nLatency (from the merged histograms): " + ", ".join(quantiles))
-
-
-def print_changes(engine: Any, dims: Sequence[str], *, limit: int, max_q: float = 0.05) -> None:
-    """The most significant rate changes against the baseline, BH across every rate test."""
-    from pipelines.report.text import format_table, rate_text
-    from pipelines.warehouse.queries import significant_changes
-
-    changes = significant_changes(engine, dimension_set=",".join(dims), max_q=max_q, limit=limit)
-    fdr = f"false discovery rate <= {max_q * 100:g} % across all {changes.tests:,} rate tests"
-    if not changes.rows:
-        print(f"\nNo rate differs from its baseline at a {fdr} in the windows with drift.")
-        return
-    print(f"\nSignificant changes against the baseline ({fdr}), most significant first:\n")
-    table = []
-    for c in changes.rows:
-        table.append(
-            [
-                f"{c['window_start']:%H:%M}",
-                *[c[d] for d in dims],
-                c["rate_id"],
-                f"{rate_text(c['current_numerator'], c['current_denominator'])} "
-                f"of {c['current_denominator']}",
-                f"{rate_text(c['baseline_numerator'], c['baseline_denominator'])} "
-                f"of {c['baseline_denominator']}",
-                f"{c['listing_q']:.1e}",
-            ]
-        )
-    print(
-        format_table(
-            ["window", *dims, "rate", "in the window [95% CI]", "baseline [95% CI]", "q"],
-            table,
-        )
-    )
-
-
-def print_accounting(engine: Any) -> None:
-    """One paragraph from the ledger: what came in and where it went."""
-    import json
-
-    from pipelines.warehouse.queries import ledger_rows
-
-    ledger = ledger_rows(engine)
-    if not ledger:
-        return
-    rejected: dict[str, int] = {}
-    for row in ledger:
-        for reason, n in json.loads(row["rejected_by_reason"] or "{}").items():
-            rejected[reason] = rejected.get(reason, 0) + n
-    reasons = ", ".join(f"{k} {v}" for k, v in sorted(rejected.items())) or "none"
-    print(
-        f"\nLedger: {len(ledger)} micro-batches, {sum(r['input_rows'] for r in ledger)} records: "
-        f"{sum(r['aggregated_rows'] for r in ledger)} aggregated, "
-        f"{sum(r['late_rows'] for r in ledger)} late, "
-        f"{sum(r['duplicate_rows'] for r in ledger)} duplicates, rejected: {reasons}."
-    )
-
-
 def cmd_show(args: argparse.Namespace) -> int:
+    from pipelines.report.terminal import print_segments
+
     print_segments(
         _settings(args),
         top=args.top,
@@ -445,6 +223,7 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 def cmd_drift(args: argparse.Namespace) -> int:
     from pipelines.drift.compute import Baseline, BaselineCache, compute_drift
+    from pipelines.report.terminal import print_changes
     from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.queries import drift_windows
     from pipelines.warehouse.sink import WarehouseSink
@@ -583,7 +362,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------- alerts
 def _rules(settings: Settings, paths: Sequence[str] | None) -> list[Any]:
-    from pipelines.alerting.rules import load_rules
+    from pipelines.alerting.loader import load_rules
 
     chosen = [Path(p) for p in (paths or settings.alerting.rules)]
     missing = [str(p) for p in chosen if not p.exists()]

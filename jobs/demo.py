@@ -51,14 +51,15 @@ def demo_settings(settings: Settings) -> Settings:
 
 
 def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
-    from jobs.cli import print_segments, produce_scenario
     from jobs.streaming_aggregator import run
     from pipelines.durations import parse_duration
     from pipelines.errors import InfraError
     from pipelines.infra.alertmanager import LocalAlertmanager
     from pipelines.infra.kafka_broker import LocalKafkaBroker
     from pipelines.kafka.admin import ensure_topics, recreate_topic
+    from pipelines.report.terminal import print_segments
     from pipelines.stream.session import build_session
+    from pipelines.synth.produce import produce_scenario
     from pipelines.synth.scenarios import SCENARIOS
 
     t0 = time.monotonic()
@@ -118,6 +119,7 @@ def run_demo(args: argparse.Namespace, *, log: Callable[[str], None]) -> int:
             seed=args.seed,
             start=start,
             topic=DEMO_TOPIC,
+            log=log,
         )
 
         log("step 4/7: running the streaming job until it has caught up (Spark, local[2])")

@@ -41,14 +41,7 @@ import numpy.typing as npt
 from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
-from pipelines.drift.stats import (
-    INSUFFICIENT,
-    DistributionDrift,
-    ProportionTest,
-    benjamini_hochberg,
-    compare_distributions_rows,
-    two_proportion_tests,
-)
+from pipelines.drift.stats import DistributionDrift, compare_distributions_rows
 from pipelines.drift.store import (
     HISTOGRAM_BINS,
     OFFSETS,
@@ -67,6 +60,12 @@ from pipelines.durations import parse_duration
 from pipelines.metrics.buckets import design_effects
 from pipelines.metrics.catalog import RATES, bucket_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, Distribution
+from pipelines.metrics.rate_tests import (
+    INSUFFICIENT,
+    ProportionTest,
+    benjamini_hochberg,
+    two_proportion_tests,
+)
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.settings import DriftSettings
 from pipelines.warehouse.tables import Tables, as_utc

@@ -17,7 +17,6 @@ from urllib.parse import quote
 
 from pipelines.alerting.engine import parse_segment
 from pipelines.alerting.evaluate import segment_label
-from pipelines.drift.stats import OK, two_proportion_test
 from pipelines.metrics.buckets import CounterBuckets
 from pipelines.metrics.catalog import (
     RATES,
@@ -25,6 +24,7 @@ from pipelines.metrics.catalog import (
     rate,
     rate_value,
 )
+from pipelines.metrics.rate_tests import OK, two_proportion_test
 from pipelines.metrics.stats import wilson_interval
 from pipelines.warehouse.tables import as_utc
 

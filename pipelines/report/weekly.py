@@ -41,7 +41,6 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import InvalidRequestError
 
 from pipelines.alerting.engine import parse_segment
-from pipelines.drift.stats import OK, benjamini_hochberg, two_proportion_test
 from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import add_counter_buckets, read_counter_buckets
 from pipelines.metrics.catalog import (
@@ -50,6 +49,7 @@ from pipelines.metrics.catalog import (
     rate,
     rate_value,
 )
+from pipelines.metrics.rate_tests import OK, benjamini_hochberg, two_proportion_test
 from pipelines.metrics.sketches import merge_sketches
 from pipelines.report.model import (
     CHANGE_RATES,

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine, func, select
 
-from pipelines.drift.stats import benjamini_hochberg
+from pipelines.metrics.rate_tests import benjamini_hochberg
 from pipelines.metrics.sketches import bounds, merge_sketches
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.tables import Tables, as_utc

@@ -18,9 +18,9 @@ import pytest
 from scipy import stats
 from sqlalchemy import Engine, insert, select
 
-from jobs.cli import print_changes
-from pipelines.drift.stats import benjamini_hochberg
 from pipelines.metrics.catalog import RATES
+from pipelines.metrics.rate_tests import benjamini_hochberg
+from pipelines.report.terminal import print_changes
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.warehouse.queries import significant_changes
 from pipelines.warehouse.tables import Tables, as_utc

@@ -19,10 +19,7 @@ from scipy.stats import (
 )
 
 from pipelines.drift.stats import (
-    INSUFFICIENT,
-    OK,
     DistributionDrift,
-    benjamini_hochberg,
     chi2_homogeneity,
     compare_distributions,
     compare_distributions_rows,
@@ -30,9 +27,14 @@ from pipelines.drift.stats import (
     js_distance,
     ks_binned,
     psi,
+    wasserstein_binned,
+)
+from pipelines.metrics.rate_tests import (
+    INSUFFICIENT,
+    OK,
+    benjamini_hochberg,
     two_proportion_test,
     two_proportion_tests,
-    wasserstein_binned,
 )
 
 REL = 1e-9

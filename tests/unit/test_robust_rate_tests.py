@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipelines.drift.stats import two_proportion_tests
 from pipelines.metrics.buckets import design_effects
+from pipelines.metrics.rate_tests import two_proportion_tests
 
 B = 32
 
