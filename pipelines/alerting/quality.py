@@ -2,8 +2,8 @@
 
 Pure: pages and incidents in, figures out; no I/O, no clock. The alert-quality benchmark
 (tests/benchmarks/bench_alert_quality.py) replays a synthetic week with injected incidents
-(pipelines.synth.week) through the real warehouse and alert code and scores the pages it
-got with `score`.
+(tests/benchmarks/synthetic_week.py) through the real warehouse and alert code and scores
+the pages it got with `score`.
 
 Definitions
 - A page is a transition of one rule on one segment to firing (from inactive or pending,

@@ -1,6 +1,6 @@
 """Benchmark: alert quality of the default rules on a synthetic week with known incidents.
 
-For each seed, a week of traffic is drawn by pipelines.synth.week (diurnal and weekly
+For each seed, a week of traffic is drawn by tests.benchmarks.synthetic_week (diurnal and weekly
 cycles, ~46 segments from <1 to ~550 events per 5-minute window, prolific users, a model
 rollout, a prompt release, a traffic drop, late data and duplicates, and 24 incidents of
 every kind the default rules cover, each with a known start, end and size) and replayed
@@ -74,7 +74,7 @@ from pipelines.alerting.quality import (  # noqa: E402
     oracle_time,
     score,
 )
-from pipelines.synth.week import (  # noqa: E402
+from tests.benchmarks.synthetic_week import (  # noqa: E402
     ACCEPTANCE_SEEDS,
     DEFAULT_SEGMENTS,
     EVENT_KINDS,
@@ -201,7 +201,7 @@ def run_seed(
     its pages and incidents.
     """
     from pipelines.alerting.engine import AlertEngine, parse_segment
-    from pipelines.alerting.rules import load_rules
+    from pipelines.alerting.loader import load_rules
     from pipelines.drift.compute import BaselineCache
     from pipelines.durations import parse_duration
     from pipelines.stream.derive import derive_windows
@@ -790,7 +790,7 @@ def _counts_text(m: dict[str, Any]) -> str:
 
 def _digest(paths: Sequence[str]) -> str:
     """A short digest of the rule files, to tell runs on different rules apart."""
-    from pipelines.alerting.rules import rule_files
+    from pipelines.alerting.loader import rule_files
 
     h = hashlib.sha256()
     for f in rule_files([Path(p if Path(p).is_absolute() else REPO / p) for p in paths]):

@@ -1,4 +1,4 @@
-"""The synthetic week of the alert-quality benchmark (pipelines.synth.week): its ground
+"""The synthetic week of the alert-quality benchmark (tests.benchmarks.synthetic_week): its ground
 truth is consistent, its counts add up to the events it drew, and it is deterministic.
 
 A 12-hour period (the shortest) is generated once for the module: a few seconds.
@@ -19,7 +19,7 @@ import pytest
 
 from pipelines.metrics.buckets import BUCKETS
 from pipelines.metrics.catalog import POLICY_CATEGORIES, bucket_counter_ids, counter_ids
-from pipelines.synth.week import (
+from tests.benchmarks.synthetic_week import (
     _CHUNK_S,
     ACCEPTANCE_SEEDS,
     AFFECTED,
@@ -39,7 +39,7 @@ from pipelines.synth.week import (
     iter_slices,
     plan_week,
 )
-from pipelines.synth.week import Incident as WeekIncident
+from tests.benchmarks.synthetic_week import Incident as WeekIncident
 
 SEED = 4242  # neither a tuning nor an acceptance seed
 PARTS = 5  # slices of a window (stream.early_slice of 1 minute in 5-minute windows)
