@@ -1,1 +1,3 @@
-"""Rendering of what Safewatch shows people: terminal tables now, the weekly report later."""
+"""What Safewatch shows people: terminal tables (`text`) and the weekly safety-posture report
+(`weekly`: read, built, rendered from templates, written).
+"""

@@ -19,8 +19,8 @@ from sqlalchemy import insert
 
 from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
+from pipelines.report.markdown import md_escape, render_markdown
 from pipelines.report.model import IsoWeek
-from pipelines.report.render import md_escape, render_markdown
 from pipelines.report.weekly import collect_weekly
 from pipelines.settings import SEGMENT_DIMENSIONS, Settings
 from pipelines.warehouse.engine import make_engine

@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 
 from pipelines.metrics.catalog import rate_value
 from pipelines.report import numbers
-from pipelines.report.render import render_html, render_markdown
+from pipelines.report.html import render_html
+from pipelines.report.markdown import render_markdown
 from pipelines.report.weekly import collect_weekly
 from pipelines.settings import Settings
 from tests import report_week

@@ -20,13 +20,10 @@ from sqlalchemy import Engine, insert
 
 from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
-from pipelines.report.model import (
-    IsoWeek,
-    WeeklyReport,
-    alert_segment_shown,
-    complementary_segment,
-)
-from pipelines.report.render import render_html, render_markdown
+from pipelines.report.html import render_html
+from pipelines.report.markdown import render_markdown
+from pipelines.report.model import IsoWeek, WeeklyReport
+from pipelines.report.suppression import alert_segment_shown, complementary_segment
 from pipelines.report.weekly import collect_weekly
 from pipelines.settings import Settings
 from pipelines.warehouse.engine import make_engine

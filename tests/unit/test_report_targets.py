@@ -17,6 +17,9 @@ import pytest
 from scipy.stats import binomtest, norm
 
 from pipelines.metrics.catalog import rate_value
+from pipelines.report.html import render_html
+from pipelines.report.kpis import target_status, volume_to_confirm
+from pipelines.report.markdown import render_markdown
 from pipelines.report.model import (
     AT_RISK,
     MET,
@@ -24,11 +27,9 @@ from pipelines.report.model import (
     NO_DATA,
     NO_TARGET,
     UNCONFIRMED,
-    target_status,
-    volume_to_confirm,
 )
-from pipelines.report.render import headline, render_html, render_markdown
 from pipelines.report.weekly import collect_weekly
+from pipelines.report.wording import headline
 from pipelines.settings import Settings
 from tests import report_week
 

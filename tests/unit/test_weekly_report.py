@@ -32,11 +32,15 @@ from pipelines.alerting.engine import segment_key
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.metrics.catalog import counter_ids, rate
 from pipelines.report.charts import HEIGHT_PX, WIDTH_PX, trend_chart
-from pipelines.report.model import AT_RISK, CHANGE_RATES, MET, MISSED, IsoWeek, bucket_trends
+from pipelines.report.html import render_html
+from pipelines.report.markdown import render_markdown
+from pipelines.report.model import AT_RISK, CHANGE_RATES, MET, MISSED, IsoWeek
 from pipelines.report.numbers import rate as rate_text
-from pipelines.report.render import STATUS_LABELS, render_html, render_markdown
+from pipelines.report.trends import bucket_trends
 from pipelines.report.weekly import collect_weekly, latest_week, write_report
-from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.report.wording import STATUS_LABELS
+from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.settings import Settings
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
@@ -589,7 +593,7 @@ SPREAD = (
 
 
 def test_week_over_week_is_not_significant_when_one_prolific_user_makes_the_rise():
-    from pipelines.report.model import week_over_week
+    from pipelines.report.kpis import week_over_week
 
     assert (PROLIFIC[0].sum(), PROLIFIC[1].sum()) == (SPREAD[0].sum(), SPREAD[1].sum())
     a, n1 = int(PROLIFIC[0].sum()), int(PROLIFIC[1].sum())
@@ -610,7 +614,7 @@ def test_week_over_week_is_not_significant_when_one_prolific_user_makes_the_rise
 
 
 def test_week_over_week_stays_significant_for_a_rise_spread_over_many_users():
-    from pipelines.report.model import week_over_week
+    from pipelines.report.kpis import week_over_week
 
     a, n1 = int(SPREAD[0].sum()), int(SPREAD[1].sum())
     b, n2 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
@@ -623,7 +627,7 @@ def test_week_over_week_stays_significant_for_a_rise_spread_over_many_users():
 
 
 def test_week_over_week_widens_the_previous_week_too():
-    from pipelines.report.model import week_over_week
+    from pipelines.report.kpis import week_over_week
 
     # The prolific user was last week: this week's fall is one user leaving.
     a, n1 = int(PREVIOUS_WEEK[0].sum()), int(PREVIOUS_WEEK[1].sum())
@@ -640,7 +644,7 @@ def test_week_over_week_widens_the_previous_week_too():
 
 
 def test_week_over_week_finds_nothing_when_a_week_may_be_one_user():
-    from pipelines.report.model import week_over_week
+    from pipelines.report.kpis import week_over_week
 
     # Every event of this week in one bucket: possibly a single user.
     alone = (np.eye(B, dtype=int)[9] * 160, np.eye(B, dtype=int)[9] * 9800)
@@ -1235,7 +1239,7 @@ def test_write_report_puts_html_markdown_and_the_charts_it_references(world, tmp
 def test_changes_show_the_versions_worth_reading_first_and_summarise_the_rest():
     from pipelines.metrics.catalog import rate_value
     from pipelines.report.model import DriftFlag, RateComparison, VersionComparison
-    from pipelines.report.render import VERSIONS_IN_FULL, ranked_comparisons
+    from pipelines.report.wording import VERSIONS_IN_FULL, ranked_comparisons
 
     def comparison(name: str, q: float | None, psis: list[float]) -> VersionComparison:
         value = rate_value("violation_rate", {"violations": 1, "events": 10})
