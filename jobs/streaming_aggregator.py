@@ -21,6 +21,7 @@ from pyspark.sql.streaming import StreamingQuery
 from sqlalchemy import Engine
 
 from pipelines.alerting.engine import AlertEngine
+from pipelines.alerting.loader import load_rules
 from pipelines.alerting.outbox import (
     AlertmanagerNotifier,
     DeliveryLoop,
@@ -29,7 +30,6 @@ from pipelines.alerting.outbox import (
     WebhookNotifier,
     deliver,
 )
-from pipelines.alerting.rules import load_rules
 from pipelines.durations import parse_duration, spark_interval
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.monitoring.collect import Collector

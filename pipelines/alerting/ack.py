@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
+from pipelines.alerting import store
 from pipelines.alerting.engine import parse_segment
 from pipelines.alerting.evaluate import segment_label
 from pipelines.warehouse.tables import Tables, as_utc
@@ -36,42 +36,15 @@ def acknowledge(
     acknowledged once: a second acknowledgement of the same episode is a no-op. Returns
     the episodes acknowledged now.
     """
-    state, history = tables.alert_state, tables.alert_history
-    query = select(state).where(state.c.status == "firing")
-    if rule is not None:
-        query = query.where(state.c.rule == rule)
     done = []
-    for s in conn.execute(query).mappings().all():
+    for s in store.firing_states(conn, tables, rule):
         label = segment_label(parse_segment(s["segment"]))
         if segment is not None and label != segment:
             continue
-        firing = (
-            conn.execute(
-                select(history).where(
-                    and_(
-                        history.c.rule == s["rule"],
-                        history.c.segment == s["segment"],
-                        history.c.to_status == "firing",
-                        history.c.window_start == s["firing_since"],
-                    )
-                )
-            )
-            .mappings()
-            .first()
-        )
+        firing = store.firing_transition(conn, tables, s["rule"], s["segment"], s["firing_since"])
         if firing is None:
             continue
-        already = conn.execute(
-            select(history.c.id).where(
-                and_(
-                    history.c.rule == s["rule"],
-                    history.c.segment == s["segment"],
-                    history.c.to_status == "acknowledged",
-                    history.c.window_start == firing["window_start"],
-                )
-            )
-        ).first()
-        if already is not None:
+        if store.is_acknowledged(conn, tables, s["rule"], s["segment"], firing["window_start"]):
             continue
         row = {c: firing[c] for c in firing.keys() if c not in ("id",)}
         row.update(
@@ -83,7 +56,7 @@ def acknowledge(
             query_id=None,
             batch_id=None,
         )
-        conn.execute(history.insert().values(**row))
+        store.add_transition(conn, tables, row)
         since = as_utc(s["firing_since"])
         assert since is not None
         done.append(Acknowledged(s["rule"], label, since))

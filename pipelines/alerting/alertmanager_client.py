@@ -1,4 +1,4 @@
-"""A small client of Alertmanager's API v2 (`/api/v2/alerts`, `/-/ready`), standard library only.
+"""A small client of Alertmanager's API v2 (`/api/v2/alerts`, `/-/ready`), over httpx.
 
 An alert is a JSON object: `labels` (identity, e.g. `alertname`, `severity`, segment values),
 `annotations` (summary, description, links), `startsAt`, optional `endsAt` (an alert whose
@@ -8,19 +8,22 @@ after its `resolve_timeout` unless it is posted again, so senders repeat firing 
 
 User information in the URL (`http://user:pass@host:9093`) is sent as HTTP basic
 authentication, never in the request line; errors show the URL with it masked (`***@`).
+
+Every call takes an optional `client` (`http_client`) whose connections it reuses; without
+one it opens its own for the call. A notifier keeps one client for its lifetime.
 """
 
 from __future__ import annotations
 
-import base64
-import http.client
+import functools
 import json
-import urllib.error
+import ssl
 import urllib.parse
-import urllib.request
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import httpx
 
 from pipelines.errors import SafewatchError
 from pipelines.redact import redact_text, redact_url, url_secrets
@@ -45,7 +48,13 @@ class NotifierError(SafewatchError):
         self.body = body
 
 
-def post_alerts(url: str, alerts: Sequence[Mapping[str, Any]], timeout: float = 10.0) -> None:
+def post_alerts(
+    url: str,
+    alerts: Sequence[Mapping[str, Any]],
+    timeout: float = 10.0,
+    *,
+    client: httpx.Client | None = None,
+) -> None:
     """POST `alerts` to `url`/api/v2/alerts; return when Alertmanager has accepted them all.
 
     `startsAt`/`endsAt` may be timezone-aware datetimes or RFC 3339 strings. Raises ValueError
@@ -53,7 +62,7 @@ def post_alerts(url: str, alerts: Sequence[Mapping[str, Any]], timeout: float = 
     Alertmanager's answer, which names the invalid field) when the alerts are not accepted.
     """
     payload = [_encode_alert(alert) for alert in alerts]
-    _request(_endpoint(url, "/api/v2/alerts"), timeout, json.dumps(payload).encode())
+    _request(_endpoint(url, "/api/v2/alerts"), timeout, json.dumps(payload).encode(), client)
 
 
 def get_alerts(
@@ -66,6 +75,7 @@ def get_alerts(
     filters: Mapping[str, str] | None = None,
     receiver: str | None = None,
     timeout: float = 10.0,
+    client: httpx.Client | None = None,
 ) -> list[dict[str, Any]]:
     """The alerts Alertmanager holds (GET `url`/api/v2/alerts); resolved alerts are never listed.
 
@@ -86,7 +96,7 @@ def get_alerts(
     if receiver is not None:
         params.append(("receiver", receiver))
     endpoint = _endpoint(url, "/api/v2/alerts")
-    body = _request(f"{endpoint}?{urllib.parse.urlencode(params)}", timeout)
+    body = _request(f"{endpoint}?{urllib.parse.urlencode(params)}", timeout, client=client)
     endpoint = redact_url(endpoint)
     try:
         alerts = json.loads(body)
@@ -99,72 +109,91 @@ def get_alerts(
     return alerts
 
 
-def ready(url: str, timeout: float = 2.0) -> bool:
+def ready(url: str, timeout: float = 2.0, *, client: httpx.Client | None = None) -> bool:
     """True when GET `url`/-/ready answers 200; False when it cannot be reached or is not ready."""
     try:
-        _request(_endpoint(url, "/-/ready"), timeout)
+        _request(_endpoint(url, "/-/ready"), timeout, client=client)
     except NotifierError:
         return False
     return True
 
 
-def http_request(url: str, data: bytes | None = None) -> urllib.request.Request:
-    """A GET (POST with `data`) of `url`, its user information moved to basic authentication.
+def http_client(timeout: float) -> httpx.Client:
+    """An HTTP client for alert delivery; close it when done (it pools connections).
 
-    urllib would otherwise read `user:pass@host` as the host and put the password in its error.
+    `timeout` seconds for each of connecting, sending, reading and waiting for a pooled
+    connection. Redirects are followed. Certificates are checked against the system's trust
+    store, not certifi's bundle, so that an internal CA the host trusts is trusted here too.
+    Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY).
     """
-    try:
-        parts = urllib.parse.urlsplit(url)
-    except ValueError:  # urlopen will refuse it with a ValueError, redacted by the caller
-        parts = None
-    auth = None
-    if parts is not None and "@" in parts.netloc:
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        user, _, password = userinfo.partition(":")
-        token = f"{urllib.parse.unquote(user)}:{urllib.parse.unquote(password)}"
-        auth = "Basic " + base64.b64encode(token.encode()).decode()
-        url = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    if auth is not None:
-        request.add_header("Authorization", auth)
-    return request
+    return httpx.Client(
+        timeout=httpx.Timeout(timeout), follow_redirects=True, verify=_system_trust()
+    )
 
 
-def _request(endpoint: str, timeout: float, data: bytes | None = None) -> bytes:
+@functools.cache
+def _system_trust() -> ssl.SSLContext:
+    # One per process: loading the trust store costs tens of milliseconds.
+    return ssl.create_default_context()
+
+
+def split_credentials(url: str) -> tuple[str, httpx.BasicAuth | None]:
+    """`url` without its user information, and that as basic authentication (None: none).
+
+    httpx would send it as basic authentication too, but would keep it in the URL of every
+    request, response and exception it builds; here it never enters them. Raises ValueError
+    for a URL that cannot be split (the caller reports it as invalid, masked).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url, None
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    auth = httpx.BasicAuth(urllib.parse.unquote(user), urllib.parse.unquote(password))
+    return urllib.parse.urlunsplit(parts._replace(netloc=hostport)), auth
+
+
+def _request(
+    endpoint: str, timeout: float, data: bytes | None = None, client: httpx.Client | None = None
+) -> bytes:
     """GET (or POST `data` as JSON) and return the body of a 2xx answer; NotifierError else.
 
-    Errors show the endpoint without its user information, and the text of urllib's error
+    Errors show the endpoint without its user information, and the text of httpx's error
     and of the answer with any part of it masked.
     """
+    if client is None:
+        with http_client(timeout) as own:
+            return _request(endpoint, timeout, data, own)
     method = "GET" if data is None else "POST"
     shown, secrets = redact_url(endpoint), url_secrets(endpoint)
-    request = http_request(endpoint, data)
-    request.add_header("Accept", "application/json")
+    headers = {"Accept": "application/json"}
     if data is not None:
-        request.add_header("Content-Type", "application/json")
+        headers["Content-Type"] = "application/json"
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            body: bytes = response.read()
-            return body
-    except urllib.error.HTTPError as exc:
-        # Alertmanager explains a rejected request in the body, e.g. "start time must be
-        # before end time" or a JSON validation error naming the field.
-        excerpt = redact_text(_excerpt(exc.read()), secrets)
-        msg = f"Alertmanager at {shown} answered HTTP {exc.code} to {method}: {excerpt}"
-        raise NotifierError(msg, url=shown, status=exc.code, body=excerpt) from exc
-    except (ValueError, http.client.InvalidURL) as exc:  # no scheme or host, a bad port
+        url, auth = split_credentials(endpoint)
+        response = client.request(
+            method, url, content=data, headers=headers, auth=auth, timeout=timeout
+        )
+    except (ValueError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+        # No scheme or host, a bad port.
         msg = (
             f"{shown!r} is not a valid Alertmanager URL ({redact_text(str(exc), secrets)}); "
             f"check {_URL_SETTING}"
         )
         raise NotifierError(msg, url=shown) from exc
-    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+    except (httpx.HTTPError, OSError) as exc:
         msg = (
-            f"cannot reach Alertmanager at {shown} ({redact_text(str(reason), secrets)}); "
+            f"cannot reach Alertmanager at {shown} ({redact_text(str(exc), secrets)}); "
             f"check that it runs and {_URL_SETTING}"
         )
         raise NotifierError(msg, url=shown) from exc
+    if not response.is_success:
+        # Alertmanager explains a rejected request in the body, e.g. "start time must be
+        # before end time" or a JSON validation error naming the field.
+        excerpt = redact_text(_excerpt(response.content), secrets)
+        msg = f"Alertmanager at {shown} answered HTTP {response.status_code} to {method}: {excerpt}"
+        raise NotifierError(msg, url=shown, status=response.status_code, body=excerpt)
+    return response.content
 
 
 def _endpoint(url: str, path: str) -> str:

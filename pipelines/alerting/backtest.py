@@ -12,12 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from sqlalchemy import Engine, and_, func, select
+from sqlalchemy import Engine
 
+from pipelines.alerting import store
 from pipelines.alerting.engine import AlertEngine, windows_read
 from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
-from pipelines.alerting.rules import Rule
-from pipelines.warehouse.tables import Tables, as_utc
+from pipelines.alerting.model import Rule
+from pipelines.warehouse.tables import Tables
 
 
 @dataclass
@@ -53,21 +54,12 @@ def stored_windows(
     are the ones the job evaluated, so a backtest replays exactly them.
     """
     tables = Tables(engine)
-    t = tables.agg
     with engine.connect() as conn:
-        watermark = as_utc(conn.execute(select(func.max(tables.ledger.c.watermark_after))).scalar())
+        watermark = store.latest_watermark(conn, tables)
     if watermark is None:
         return []
-    stmt = select(t.c.window_start).where(
-        and_(t.c.dimension_set == dimension_set, t.c.window_end <= watermark)
-    )
-    if since is not None:
-        stmt = stmt.where(t.c.window_start >= since)
-    if until is not None:
-        stmt = stmt.where(and_(t.c.window_start < until))
     with engine.connect() as conn:
-        found = {as_utc(w) for w in conn.scalars(stmt.distinct())}
-    return sorted(w for w in found if w is not None)
+        return store.closed_windows(conn, tables, dimension_set, watermark, since, until)
 
 
 def backtest(

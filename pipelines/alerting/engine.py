@@ -12,56 +12,49 @@ twice.
 
 Notifications: a segment that fires, resolves, or is still firing in a window gets one
 outbox row per channel; `pipelines.alerting.outbox` delivers them, with retries.
+
+The engine composes: the SQL is `pipelines.alerting.store`'s, a rule's inputs are summed by
+`pipelines.alerting.inputs`, and the states move by the pure functions of
+`pipelines.alerting.evaluate` (closed windows) and `pipelines.alerting.early` (open ones).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from operator import itemgetter
-from typing import Any, cast
+from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
+from pipelines.alerting import store
+from pipelines.alerting.early import can_fire_early, evaluate_early
 from pipelines.alerting.evaluate import (
     AlertState,
     OpenWindow,
     Segment,
-    SegmentWindow,
     Transition,
-    can_fire_early,
     evaluate,
-    evaluate_early,
     segment_label,
     still_firing,
 )
-from pipelines.alerting.rules import STORED, Rule
+from pipelines.alerting.inputs import (
+    RecentWindows,
+    WindowData,
+    WindowKeyed,
+    reads_rate_tests,
+    rule_inputs,
+)
+from pipelines.alerting.model import STORED, Rule
 from pipelines.errors import ConfigError
-from pipelines.metrics.buckets import BUCKETS, BucketSums, rate_buckets, read_counter_buckets
+from pipelines.metrics.buckets import BucketSums
 from pipelines.metrics.catalog import rate
 from pipelines.settings import SEGMENT_DIMENSIONS
-from pipelines.warehouse.sink import upsert_for
-from pipelines.warehouse.tables import Tables, as_utc, text_key
+from pipelines.warehouse.tables import Tables, as_utc
 
 CHANNELS = ("alertmanager", "webhook", "kafka")
-
-
-WindowKeyed = dict[tuple[str, tuple[str, ...]], dict[str, Any]]
-
-
-@dataclass(frozen=True)
-class WindowData:
-    """What the rules read of one window: aggregate rows, rate tests and drift rows."""
-
-    window_start: datetime
-    rows: Sequence[Mapping[str, Any]]
-    tests: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (rate id, segment values)
-    drift: Mapping[tuple[str, tuple[str, ...]], Mapping[str, Any]]  # (distribution, segment)
 
 
 def segment_key(segment: Segment) -> str:
@@ -73,271 +66,8 @@ def parse_segment(key: str) -> Segment:
     return tuple((str(d), str(v)) for d, v in json.loads(key))
 
 
-def _decoded(row: Mapping[str, Any], column: str = "bucket_sums") -> dict[str, Any] | None:
-    """A row's decoded bucket_sums or slice_sums (None: counted before they were kept),
-    decoded once and kept in a dict row: every rule reads the same rows.
-    """
-    cached = f"_{column}"
-    if cached in row:
-        return cast(dict[str, Any] | None, row[cached])
-    decoded = read_counter_buckets(row.get(column))
-    if isinstance(row, dict):
-        row[cached] = decoded
-    return decoded
-
-
-def row_buckets(row: Mapping[str, Any], numerator: str, denominator: str) -> BucketSums | None:
-    """One aggregate row's per-bucket sums of a rate; None when the row has none (counted
-    before they were kept).
-    """
-    decoded = _decoded(row)
-    return None if decoded is None else rate_buckets(decoded, numerator, denominator)
-
-
-def add_buckets(a: BucketSums | None, b: BucketSums | None, b_events: int) -> BucketSums | None:
-    """Sum of two bucket sums, where None is unknown unless it stands for no events."""
-    if b is None:
-        return None if b_events else a
-    if a is None:
-        return None
-    return a + b
-
-
-class _BucketTotal:
-    """Running per-bucket sums of one rate over rows: numpy, turned into BucketSums once."""
-
-    __slots__ = ("den", "known", "num")
-
-    def __init__(self) -> None:
-        self.num = np.zeros(BUCKETS, dtype=np.int64)
-        self.den = np.zeros(BUCKETS, dtype=np.int64)
-        self.known = True
-
-    def add(self, row: Mapping[str, Any], numerator: str, denominator: str, events: int) -> None:
-        decoded = _decoded(row)
-        if decoded is None:
-            # Unknown, unless the row has no events of this rate.
-            self.known = self.known and events == 0
-            return
-        for target, counter in ((self.num, numerator), (self.den, denominator)):
-            found = decoded.get(counter)
-            if found is not None:
-                target += found
-
-    def sums(self) -> BucketSums | None:
-        return BucketSums.of_arrays(self.num, self.den) if self.known else None
-
-
-class _SliceTotal:
-    """Running per-slice sums of one rate over rows; unknown when a row with events of the
-    rate has none, or rows disagree on the number of slices.
-    """
-
-    __slots__ = ("den", "known", "num")
-
-    def __init__(self) -> None:
-        self.num: npt.NDArray[np.int64] | None = None
-        self.den: npt.NDArray[np.int64] | None = None
-        self.known = True
-
-    def add(self, row: Mapping[str, Any], numerator: str, denominator: str, events: int) -> None:
-        if not self.known or not events:
-            return
-        decoded = _decoded(row, "slice_sums")
-        den = None if decoded is None else decoded.get(denominator)
-        if den is None:
-            self.known = False
-            return
-        num = decoded.get(numerator) if decoded is not None else None
-        if self.den is None:
-            self.num = np.zeros(len(den), dtype=np.int64)
-            self.den = np.zeros(len(den), dtype=np.int64)
-        if len(den) != len(self.den) or (num is not None and len(num) != len(self.den)):
-            self.known = False
-            return
-        self.den += den
-        if num is not None:
-            assert self.num is not None
-            self.num += num
-
-    def sums(self) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-        if not self.known or self.num is None or self.den is None:
-            return None
-        return tuple(self.num.tolist()), tuple(self.den.tolist())
-
-
 def _pair(buckets: BucketSums | None) -> tuple[Sequence[int], Sequence[int]] | None:
     return None if buckets is None else (buckets.numerators, buckets.denominators)
-
-
-def reads_rate_tests(rule: Rule) -> bool:
-    """Whether `rule` reads its rate's test rows: a `change`, a `rise`, or a threshold with
-    `until_baseline` (the baseline's size).
-    """
-    until = rule.threshold is not None and rule.threshold.until_baseline is not None
-    return bool(rule.change or rule.rise or until)
-
-
-def rule_inputs(rule: Rule, data: WindowData, *, with_slices: bool = False) -> list[SegmentWindow]:
-    """The rule's per-segment inputs in one window (pure): the rate's counters and their
-    per-user-bucket sums summed over the dimensions the rule does not group by; the rate
-    test and the drift statistic of the segment when the rule groups by exactly the stored
-    dimensions; with `with_slices` (an open window), the per-slice sums too.
-    """
-    r = rate(rule.metric)
-    sums: dict[Segment, list[int]] = {}
-    buckets: dict[Segment, _BucketTotal] = {}
-    slices: dict[Segment, _SliceTotal] | None = {} if with_slices else None
-    full: dict[Segment, tuple[str, ...]] = {}
-    for row in data.rows:
-        seg = tuple((d, str(row[d])) for d in rule.by)
-        acc = sums.setdefault(seg, [0, 0])
-        den_row = int(row[r.denominator])
-        acc[0] += int(row[r.numerator])
-        acc[1] += den_row
-        total = buckets.get(seg)
-        if total is None:
-            total = buckets[seg] = _BucketTotal()
-        total.add(row, r.numerator, r.denominator, den_row)
-        if slices is not None:
-            sliced = slices.get(seg)
-            if sliced is None:
-                sliced = slices[seg] = _SliceTotal()
-            sliced.add(row, r.numerator, r.denominator, den_row)
-        full[seg] = tuple(str(row[d]) for d in SEGMENT_DIMENSIONS)
-    out = []
-    for seg, (num, den) in sorted(sums.items()):
-        test = data.tests.get((r.id, full[seg])) if reads_rate_tests(rule) else None
-        drift = data.drift.get((rule.drift.distribution, full[seg])) if rule.drift else None
-        baseline = counts = None
-        if test is not None and test["baseline_denominator"]:
-            counts = (int(test["baseline_numerator"]), int(test["baseline_denominator"]))
-            baseline = counts[0] / counts[1]
-        out.append(
-            SegmentWindow(
-                segment=seg,
-                numerator=num,
-                denominator=den,
-                q_value=None if test is None else test["q_value"],
-                difference=None if test is None else test["difference"],
-                baseline_rate=baseline,
-                baseline_counts=counts,
-                drift_value=None
-                if drift is None or rule.drift is None
-                else drift[rule.drift.statistic],
-                buckets=buckets[seg].sums(),
-                slices=None if slices is None else slices[seg].sums(),
-            )
-        )
-    return out
-
-
-class RecentWindows:
-    """The windows the rules' `horizons` reach back to, kept as the evaluation moves forward.
-
-    `before(first)` names the windows to read before the first one evaluated; `add` each
-    window's data in ascending order; `inputs(rule, w)` is `rule_inputs` for a rule without
-    horizons, and for one with horizons the segment sums over its longest horizon (the
-    windows ending with `w`; a segment counts if it had events in any of them), with
-    `confirmed` set when every shorter horizon's rate is past the threshold too.
-    """
-
-    def __init__(self, rules: Sequence[Rule], window: timedelta) -> None:
-        self.window = window
-        self.reach = max((_windows_in(h, window) for r in rules for h in r.horizons), default=1)
-        self._data: dict[datetime, WindowData] = {}
-        self._inputs: dict[tuple[str, datetime], dict[Segment, SegmentWindow]] = {}
-
-    def before(self, first: datetime) -> list[datetime]:
-        return [first - i * self.window for i in range(self.reach - 1, 0, -1)]
-
-    def add(self, w: datetime, data: WindowData) -> None:
-        self._data[w] = data
-        oldest = w - (self.reach - 1) * self.window
-        for old in [k for k in self._data if k < oldest]:
-            del self._data[old]
-        self._inputs = {k: v for k, v in self._inputs.items() if k[1] >= oldest}
-
-    def _of(self, rule: Rule, w: datetime) -> dict[Segment, SegmentWindow]:
-        key = (rule.name, w)
-        if key not in self._inputs:
-            data = self._data.get(w)
-            found = [] if data is None else rule_inputs(rule, data)
-            self._inputs[key] = {i.segment: i for i in found}
-        return self._inputs[key]
-
-    def _sums(self, rule: Rule, w: datetime, horizon: timedelta) -> dict[Segment, list[Any]]:
-        """Per segment: numerator, denominator and bucket sums over the horizon."""
-        sums: dict[Segment, list[Any]] = {}
-        for i in range(_windows_in(horizon, self.window)):
-            for seg, one in self._of(rule, w - i * self.window).items():
-                acc = sums.get(seg)
-                if acc is None:
-                    sums[seg] = [one.numerator, one.denominator, one.buckets]
-                    continue
-                acc[0] += one.numerator
-                acc[1] += one.denominator
-                acc[2] = add_buckets(acc[2], one.buckets, one.denominator)
-        return sums
-
-    def inputs(self, rule: Rule, w: datetime) -> list[SegmentWindow]:
-        if not rule.horizons:
-            return list(self._of(rule, w).values())
-        longest = self._sums(rule, w, rule.horizons[-1])
-        shorter = [self._sums(rule, w, h) for h in rule.horizons[:-1]]
-        # The baseline of a sum of windows is the latest window's (a trailing baseline
-        # before it; the horizon's older windows are in it too, which only makes the test
-        # more cautious).
-        latest = self._of(rule, w)
-
-        def passed(seg: Segment, found: list[Any] | None) -> bool:
-            """The shorter horizon's point estimate past the rule's conditions (combined
-            as the rule's `match` combines them).
-            """
-            if found is None:
-                return False
-            num, den = found[0], found[1]
-            verdicts = []
-            if rule.threshold is not None:
-                base = latest[seg].baseline_counts if seg in latest else None
-                # The threshold's own `min_events` guards the longest horizon's decision;
-                # "still burning" is asked of however few events the shorter one holds
-                # (a low-volume segment never fills one window), `until_baseline` stays.
-                verdicts.append(
-                    rule.threshold.applies(rule.threshold.min_events, base)
-                    and rule.threshold.passed(num, den)
-                )
-            if rule.rise is not None:
-                base = latest[seg].baseline_counts if seg in latest else None
-                if base is not None and not rate(rule.metric).higher_is_worse:
-                    # A rate that gets worse as it falls: its shortfall rises.
-                    num, base = den - num, (base[1] - base[0], base[1])
-                verdicts.append(
-                    base is not None
-                    and den > 0
-                    and num * base[1] > rule.rise.factor * base[0] * den
-                )
-            return all(verdicts) if rule.match == "all" else any(verdicts)
-
-        out = []
-        for seg, (num, den, buckets) in sorted(longest.items()):
-            now = latest.get(seg)
-            out.append(
-                SegmentWindow(
-                    segment=seg,
-                    numerator=num,
-                    denominator=den,
-                    confirmed=all(passed(seg, s.get(seg)) for s in shorter),
-                    buckets=buckets,
-                    baseline_rate=None if now is None else now.baseline_rate,
-                    baseline_counts=None if now is None else now.baseline_counts,
-                )
-            )
-        return out
-
-
-def _windows_in(horizon: timedelta, window: timedelta) -> int:
-    return max(1, round(horizon / window))
 
 
 def load_window(
@@ -373,33 +103,19 @@ def windows_read(
         distributions = sorted({r.drift.distribution for r in rules if r.drift})
     segment_of = itemgetter(*SEGMENT_DIMENSIONS)
 
-    def stored(
-        table: Any, chunk: list[datetime], column: str = "", kept: Sequence[str] | None = None
-    ) -> dict[datetime, list[dict[str, Any]]]:
-        found: dict[datetime, list[dict[str, Any]]] = {w: [] for w in chunk}
-        if kept is not None and not kept:
-            return found
-        where = and_(table.c.window_start.in_(chunk), table.c.dimension_set == dimension_set)
-        if kept is not None:
-            where = and_(where, table.c[column].in_(kept))
-        result = conn.execute(select(table).where(where))
-        # Thousands of rows per window: zip with the keys once fetched, where a dict of each
-        # RowMapping builds its key view again per row.
-        keys = list(result.keys())
-        for row in result.fetchall():
-            record = dict(zip(keys, row, strict=True))
-            found[as_utc(record["window_start"])].append(record)  # type: ignore[index]
-        return found
-
     def keyed(rows: list[dict[str, Any]], name: str) -> WindowKeyed:
         return {(r[name], tuple(map(str, segment_of(r)))): r for r in rows}
 
     starts = sorted({w for w in (as_utc(w) for w in windows) if w is not None})
     for i in range(0, len(starts), _WINDOWS_PER_READ):
         chunk = starts[i : i + _WINDOWS_PER_READ]
-        aggregates = stored(tables.agg, chunk)
-        tests = stored(tables.rate_tests, chunk, "rate_id", rates)
-        drift = stored(tables.drift, chunk, "distribution", distributions)
+        aggregates = store.window_rows(conn, tables.agg, chunk, dimension_set)
+        tests = store.window_rows(
+            conn, tables.rate_tests, chunk, dimension_set, column="rate_id", kept=rates
+        )
+        drift = store.window_rows(
+            conn, tables.drift, chunk, dimension_set, column="distribution", kept=distributions
+        )
         for w in chunk:
             yield (
                 w,
@@ -471,9 +187,8 @@ class AlertEngine:
         self.runbook_base_url = runbook_base_url
 
     def load_states(self, conn: Connection) -> dict[str, dict[Segment, AlertState]]:
-        t = self.tables.alert_state
         states: dict[str, dict[Segment, AlertState]] = {r.name: {} for r in self.rules}
-        for row in conn.execute(select(t)).mappings():
+        for row in store.alert_states(conn, self.tables):
             if row["rule"] not in states:
                 continue  # a rule that was removed
             seg = parse_segment(row["segment"])
@@ -568,22 +283,7 @@ class AlertEngine:
         rules = self.early_rules
         if not rules:
             return []
-        t = self.tables.agg
-        dimension_set = ",".join(self.dimensions)
-        opened = sorted(
-            {
-                w
-                for w in (
-                    as_utc(v)
-                    for v in conn.scalars(
-                        select(t.c.window_start)
-                        .where(t.c.dimension_set == dimension_set, t.c.window_end > watermark)
-                        .distinct()
-                    )
-                )
-                if w is not None
-            }
-        )
+        opened = store.open_windows(conn, self.tables, ",".join(self.dimensions), watermark)
         if not opened:
             return []
         previous = opened[0] - self.window
@@ -646,7 +346,6 @@ class AlertEngine:
         before: Mapping[str, Mapping[Segment, AlertState]],
         now: datetime,
     ) -> None:
-        t = self.tables.alert_state
         rows = [
             {
                 "rule": s.rule,
@@ -663,14 +362,7 @@ class AlertEngine:
             for seg, s in segs.items()
             if before.get(name, {}).get(seg) != s
         ]
-        if not rows:
-            return
-        stmt = upsert_for(conn)(t)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[t.c.rule, text_key(conn, t.c.segment)],
-            set_={c: stmt.excluded[c] for c in rows[0] if c not in ("rule", "segment")},
-        )
-        conn.execute(stmt, rows)
+        store.upsert_states(conn, self.tables, rows)
 
     def _store_history(
         self,
@@ -711,11 +403,7 @@ class AlertEngine:
             }
             for t in transitions
         ]
-        h = self.tables.alert_history
-        stmt = upsert_for(conn)(h).on_conflict_do_nothing(
-            index_elements=[h.c.rule, text_key(conn, h.c.segment), h.c.window_start, h.c.to_status]
-        )
-        conn.execute(stmt, rows)
+        store.insert_transitions(conn, self.tables, rows)
 
     def payload(self, rule: Rule, t: Transition, now: datetime) -> dict[str, Any]:
         """The alert as every channel receives it (Alertmanager gets its own shape of it).
@@ -795,11 +483,7 @@ class AlertEngine:
                 }
                 for channel in self.channels
             ]
-        o = self.tables.outbox
-        stmt = upsert_for(conn)(o).on_conflict_do_nothing(
-            index_elements=[o.c.channel, text_key(conn, o.c.dedup_key)]
-        )
-        conn.execute(stmt, rows)
+        store.enqueue(conn, self.tables, rows)
 
 
 def _finite(value: float | None) -> float | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 from pipelines.errors import SafewatchError
 
 
@@ -40,3 +43,9 @@ class RuleError(SafewatchError):
             parts.append(f"field {self.field}")
         parts.append(self.reason)
         return ": ".join(parts)
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """The hint a RuleError ends with, ``" (did you mean a or b?)"``; empty if nothing is close."""
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""

@@ -15,30 +15,36 @@ it is back, also when no event arrives. `backoff` gives the wait after n failed 
 Notifiers are small classes with one method, `send(payloads)`, raising NotifierError with
 a message free of secrets (a webhook is shown as `scheme://host:port/***`: its path and query
 are often the credential). `deliver` masks what is left (`pipelines.redact.redact_text`)
-before an error reaches the log or the outbox's `last_error`.
+before an error reaches the log or the outbox's `last_error`. The HTTP notifiers
+(Alertmanager, webhook) each keep one httpx client, whose connections their sends reuse,
+until `close()`.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import math
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, and_, func, select, update
+import httpx
+from sqlalchemy import Engine
 
-from pipelines.alerting.alertmanager_client import NotifierError, http_request, post_alerts
+from pipelines.alerting import store
+from pipelines.alerting.alertmanager_client import (
+    NotifierError,
+    http_client,
+    post_alerts,
+    split_credentials,
+)
 from pipelines.errors import SafewatchError
 from pipelines.redact import redact_text, redact_webhook_url, url_secrets
 from pipelines.settings import KafkaSettings
 from pipelines.warehouse.retry import short_error
-from pipelines.warehouse.tables import Tables, as_utc
+from pipelines.warehouse.tables import Tables
 
 
 class Notifier(Protocol):
@@ -56,6 +62,7 @@ class AlertmanagerNotifier:
         self.url = url
         self.timeout = timeout
         self.generator_url = generator_url
+        self._client = http_client(timeout)
 
     def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         alerts = [
@@ -68,14 +75,18 @@ class AlertmanagerNotifier:
             }
             for p in payloads
         ]
-        post_alerts(self.url, alerts, timeout=self.timeout)
+        post_alerts(self.url, alerts, timeout=self.timeout, client=self._client)
+
+    def close(self) -> None:
+        """Close the client's pooled connections, once the notifier is no longer used."""
+        self._client.close()
 
 
 class WebhookNotifier:
     """POSTs `{"alerts": [payload, ...]}` as JSON to a URL (any 2xx is success).
 
     User information in the URL is sent as basic authentication. Errors name the webhook as
-    `scheme://host:port/***` and mask every part of the URL in urllib's message.
+    `scheme://host:port/***` and mask every part of the URL in httpx's message.
     """
 
     channel = "webhook"
@@ -85,31 +96,36 @@ class WebhookNotifier:
         self.timeout = timeout
         self.shown = redact_webhook_url(url)
         self._secrets = url_secrets(url, path=True)
+        self._client = http_client(timeout)
 
     def send(self, payloads: Sequence[Mapping[str, Any]]) -> None:
         body = json.dumps({"alerts": list(payloads)}).encode()
         try:
-            request = http_request(self.url, body)
-            request.add_header("Content-Type", "application/json")
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                response.read()
-        except urllib.error.HTTPError as exc:
-            msg = f"webhook {self.shown} answered HTTP {exc.code}"
-            raise NotifierError(msg, url=self.shown, status=exc.code) from exc
-        except (ValueError, http.client.InvalidURL) as exc:  # its text would quote the URL
+            url, auth = split_credentials(self.url)
+            response = self._client.request(
+                "POST", url, content=body, headers={"Content-Type": "application/json"}, auth=auth
+            )
+        except (ValueError, httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            # httpx's text would quote a part of the URL.
             msg = (
                 f"the webhook URL {self.shown} is not a valid http(s) URL; check "
                 "SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
             )
             raise NotifierError(msg, url=self.shown) from exc
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        except (httpx.HTTPError, OSError) as exc:
             msg = (
                 f"cannot reach the webhook {self.shown} "
-                f"({redact_text(str(reason), self._secrets)}); check "
+                f"({redact_text(str(exc), self._secrets)}); check "
                 "SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
             )
             raise NotifierError(msg, url=self.shown) from exc
+        if not response.is_success:
+            msg = f"webhook {self.shown} answered HTTP {response.status_code}"
+            raise NotifierError(msg, url=self.shown, status=response.status_code)
+
+    def close(self) -> None:
+        """Close the client's pooled connections, once the notifier is no longer used."""
+        self._client.close()
 
 
 class KafkaNotifier:
@@ -176,24 +192,13 @@ def deliver(
     notifier stay pending (they are sent once one is configured). Pass the warehouse's
     `tables` when calling it often (after every batch): reflecting them costs queries.
     """
-    t = (tables or Tables(engine)).outbox
+    tables = tables or Tables(engine)
     sent = failed = 0
     errors: list[str] = []
     by_channel: dict[str, int] = {}
     for channel, notifier in notifiers.items():
         with engine.connect() as conn:
-            due = conn.execute(
-                select(t.c.id, t.c.payload, t.c.dedup_key, t.c.attempts)
-                .where(
-                    and_(
-                        t.c.channel == channel,
-                        t.c.sent_at.is_(None),
-                        t.c.next_attempt_at <= now,
-                    )
-                )
-                .order_by(t.c.id)
-                .limit(limit)
-            ).all()
+            due = store.due_notices(conn, tables, channel, now, limit)
         if not due:
             continue
         payloads = [{**json.loads(r.payload), "dedup_key": r.dedup_key} for r in due]
@@ -206,32 +211,19 @@ def deliver(
             errors.append(error)
             if log:
                 log(f"alerts: {channel} delivery failed ({len(due)} pending, retried): {error}")
+            retries = [
+                (r.id, r.attempts, now + backoff(retry_initial, retry_max, r.attempts)) for r in due
+            ]
             with engine.begin() as conn:
-                for r in due:
-                    wait = backoff(retry_initial, retry_max, r.attempts)
-                    conn.execute(
-                        update(t)
-                        .where(t.c.id == r.id)
-                        .values(
-                            attempts=r.attempts + 1,
-                            next_attempt_at=now + wait,
-                            last_error=error[:2000],
-                        )
-                    )
+                store.retry_later(conn, tables, retries, error)
             continue
         with engine.begin() as conn:
-            conn.execute(
-                update(t)
-                .where(t.c.id.in_(ids))
-                .values(sent_at=now, attempts=t.c.attempts + 1, last_error=None)
-            )
+            store.mark_sent(conn, tables, ids, now)
         sent += len(due)
         by_channel[channel] = len(due)
     with engine.connect() as conn:
-        pending, oldest = conn.execute(
-            select(func.count(), func.min(t.c.created_at)).where(t.c.sent_at.is_(None))
-        ).one()
-    return DeliveryReport(sent, failed, int(pending), tuple(errors), by_channel, as_utc(oldest))
+        pending, oldest = store.pending_notices(conn, tables)
+    return DeliveryReport(sent, failed, pending, tuple(errors), by_channel, oldest)
 
 
 class DeliveryLoop:

@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from pipelines.alerting.rules import SEVERITIES
+from pipelines.alerting.model import SEVERITIES
 from pipelines.errors import InfraError
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval

@@ -437,9 +437,10 @@ def _diagnose(
     args: argparse.Namespace, engine: Any, rec: Recorder, rows: list[dict[str, Any]], t0: float
 ) -> None:
     """What the job did with the incident, when it did not page in time."""
+    from pipelines.alerting.early import early_evidence, early_reference
     from pipelines.alerting.engine import segment_key
-    from pipelines.alerting.evaluate import OpenWindow, early_evidence, early_reference
-    from pipelines.alerting.rules import load_rules
+    from pipelines.alerting.evaluate import OpenWindow
+    from pipelines.alerting.loader import load_rules
     from pipelines.metrics.catalog import rate
     from pipelines.warehouse.tables import Tables, as_utc
 

@@ -53,7 +53,7 @@ TYPICAL = 3_000  # events of the segment's last closed window
 
 def _rule() -> Any:
     from pipelines.alerting.engine import bind_rules
-    from pipelines.alerting.rules import load_rules
+    from pipelines.alerting.loader import load_rules
 
     rules = bind_rules(load_rules([REPO / "alerts" / "rules"]), ("locale",))
     (rule,) = [r for r in rules if r.name == "HarmfulOutputRateHigh"]
@@ -72,7 +72,8 @@ def simulate(
     across: bool = True,
 ) -> float:
     """Delay (s) from T0 to the page of one run; inf when not paged within HORIZON_S."""
-    from pipelines.alerting.evaluate import OpenWindow, early_evidence
+    from pipelines.alerting.early import early_evidence
+    from pipelines.alerting.evaluate import OpenWindow
 
     t0 = float(offset)  # time 0 is the start of the incident's window
     end = t0 + HORIZON_S

@@ -27,7 +27,7 @@ from pyspark.sql import SparkSession
 from sqlalchemy import Engine
 
 from pipelines.alerting.engine import AlertEngine
-from pipelines.alerting.rules import load_rules
+from pipelines.alerting.loader import load_rules
 from pipelines.durations import parse_duration
 from pipelines.settings import (
     AlertingSettings,

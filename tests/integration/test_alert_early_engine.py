@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy import select, text
 
 from pipelines.alerting.engine import AlertEngine, parse_segment
-from pipelines.alerting.rules import EARLY_ALPHA, parse_rules
+from pipelines.alerting.loader import parse_rules
+from pipelines.alerting.model import EARLY_ALPHA
 from pipelines.alerting.sequential import rate_exceeds
 from pipelines.warehouse.sink import WarehouseSink
 from tests.integration.alert_windows import DIMS, commit_windows, warehouse_engine

@@ -15,7 +15,7 @@ from scipy.stats import binomtest
 
 from pipelines.alerting.backtest import backtest
 from pipelines.alerting.engine import AlertEngine
-from pipelines.alerting.rules import parse_rules
+from pipelines.alerting.loader import parse_rules
 from pipelines.errors import ConfigError
 from pipelines.warehouse.sink import WarehouseSink
 from tests.integration.alert_windows import DIMS, commit_windows, warehouse_engine

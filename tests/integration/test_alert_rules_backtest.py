@@ -27,7 +27,7 @@ from sqlalchemy import select
 from pipelines.alerting.backtest import Episode, RuleBacktest, backtest, stored_windows
 from pipelines.alerting.engine import parse_segment
 from pipelines.alerting.evaluate import segment_label
-from pipelines.alerting.rules import load_rules
+from pipelines.alerting.loader import load_rules
 from pipelines.warehouse.tables import Tables, as_utc
 from tests.integration.scenario_warehouse import RULES_DIR, Incident, ScenarioWarehouse
 

@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import select
 
 from pipelines.alerting.backtest import stored_windows
-from pipelines.alerting.engine import bind_rules, load_window, rule_inputs, windows_read
-from pipelines.alerting.rules import load_rules
+from pipelines.alerting.engine import bind_rules, load_window, windows_read
+from pipelines.alerting.inputs import rule_inputs
+from pipelines.alerting.loader import load_rules
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables, as_utc

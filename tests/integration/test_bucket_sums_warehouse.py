@@ -27,9 +27,10 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import and_, select
 
-from pipelines.alerting.engine import rule_inputs, windows_read
+from pipelines.alerting.engine import windows_read
 from pipelines.alerting.evaluate import interval
-from pipelines.alerting.rules import Rule, Threshold
+from pipelines.alerting.inputs import rule_inputs
+from pipelines.alerting.model import Rule, Threshold
 from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
 from pipelines.metrics.buckets import design_effect, ratio_standard_error
 from pipelines.metrics.stats import wilson_interval
@@ -319,7 +320,8 @@ def test_an_unreadable_or_foreign_slice_blob_is_unknown_not_a_crash(engine) -> N
     # unknown (NULL) rather than adding to sums it cannot read.
     from sqlalchemy import update
 
-    from pipelines.alerting.evaluate import OpenWindow, spans
+    from pipelines.alerting.early import spans
+    from pipelines.alerting.evaluate import OpenWindow
     from pipelines.metrics.buckets import encode_counter_buckets
 
     counting = dataclasses.replace(COUNTING, slice_s=60)

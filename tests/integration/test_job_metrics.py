@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from scipy.stats import binomtest
 
 from jobs.streaming_aggregator import start_query
-from pipelines.alerting.rules import load_rules
+from pipelines.alerting.loader import load_rules
 from pipelines.kafka.admin import ensure_topics
 from pipelines.kafka.producer import produce_events
 from pipelines.monitoring.exporter import JobMetrics

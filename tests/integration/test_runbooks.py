@@ -71,7 +71,7 @@ def copy_warehouse(source: Engine, target: Engine) -> dict[str, int]:
     copied = {}
     with source.connect() as read, target.begin() as write:
         for name, table in src.tables.items():
-            if name == "schema_migrations":
+            if name in ("schema_migrations", "alembic_version"):
                 continue
             rows = [
                 {k: as_utc(v) if isinstance(v, datetime) else v for k, v in r.items()}

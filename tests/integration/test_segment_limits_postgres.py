@@ -22,7 +22,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from pipelines.alerting.engine import AlertEngine, parse_segment
-from pipelines.alerting.rules import parse_rules
+from pipelines.alerting.loader import parse_rules
 from pipelines.contract.records import Limits, RecordChecker
 from pipelines.metrics.catalog import counter_ids
 from pipelines.privacy.detectors import detector_names, screen_pattern

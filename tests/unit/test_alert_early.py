@@ -11,25 +11,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from scipy.stats import binomtest
 
+from pipelines.alerting.early import can_fire_early, early_reference, evaluate_early
 from pipelines.alerting.errors import RuleError
-from pipelines.alerting.evaluate import (
-    AlertState,
-    OpenWindow,
-    SegmentWindow,
-    can_fire_early,
-    early_reference,
-    evaluate,
-    evaluate_early,
-)
-from pipelines.alerting.rules import (
-    EARLY_ALPHA,
-    EARLY_BY_SEVERITY,
-    Change,
-    Drift,
-    Rule,
-    Threshold,
-    parse_rules,
-)
+from pipelines.alerting.evaluate import AlertState, OpenWindow, SegmentWindow, evaluate
+from pipelines.alerting.loader import parse_rules
+from pipelines.alerting.model import EARLY_ALPHA, EARLY_BY_SEVERITY, Change, Drift, Rule, Threshold
 from pipelines.alerting.sequential import rate_exceeds
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)

@@ -14,8 +14,8 @@ from sqlalchemy import select, text
 
 from pipelines.alerting.alertmanager_client import NotifierError
 from pipelines.alerting.engine import AlertEngine, parse_segment
+from pipelines.alerting.loader import parse_rules
 from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, backoff, deliver
-from pipelines.alerting.rules import parse_rules
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import counter_ids
 from pipelines.segments import SEGMENT_DIMENSIONS

@@ -18,7 +18,7 @@ from pipelines.alerting.evaluate import (
     evaluate,
     segment_label,
 )
-from pipelines.alerting.rules import Change, Drift, Rule, Threshold
+from pipelines.alerting.model import Change, Drift, Rule, Threshold
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)

@@ -11,17 +11,9 @@ from pathlib import Path
 import pytest
 
 from pipelines.alerting.errors import RuleError
-from pipelines.alerting.rules import (
-    DRIFT_STATISTICS,
-    Change,
-    Drift,
-    Rule,
-    Threshold,
-    load_rule_file,
-    load_rules,
-    parse_rules,
-    render_template,
-)
+from pipelines.alerting.loader import load_rule_file, load_rules, parse_rules
+from pipelines.alerting.model import DRIFT_STATISTICS, Change, Drift, Rule, Threshold
+from pipelines.alerting.templates import render_template
 from pipelines.drift.stats import DistributionDrift
 from pipelines.errors import SafewatchError
 

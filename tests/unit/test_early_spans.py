@@ -15,15 +15,10 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-import pipelines.alerting.evaluate as evaluate_module
-from pipelines.alerting.evaluate import (
-    OpenWindow,
-    Span,
-    early_evidence,
-    evaluate_early,
-    spans,
-)
-from pipelines.alerting.rules import EARLY_ALPHA, Rule, Threshold
+import pipelines.alerting.early as early_module
+from pipelines.alerting.early import Span, early_evidence, evaluate_early, spans
+from pipelines.alerting.evaluate import OpenWindow
+from pipelines.alerting.model import EARLY_ALPHA, Rule, Threshold
 from pipelines.alerting.sequential import bucket_excess, rate_exceeds
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
@@ -362,7 +357,7 @@ def _fired_share(data, *, buckets=True):
 
 
 def test_healthy_windows_fire_at_most_at_the_error_level_with_spans(healthy, monkeypatch):
-    monkeypatch.setattr(evaluate_module, "EARLY_ALPHA", ALPHA)
+    monkeypatch.setattr(early_module, "EARLY_ALPHA", ALPHA)
     tolerance = 3 * math.sqrt(ALPHA * (1 - ALPHA) / (NULL_WINDOWS // 2))
     assert _fired_share(healthy) <= ALPHA + tolerance
 
@@ -370,6 +365,6 @@ def test_healthy_windows_fire_at_most_at_the_error_level_with_spans(healthy, mon
 def test_spans_need_the_windows_bucket_excess(healthy, monkeypatch):
     # Tested as independent events, the bursts of prolific users make the latest slices
     # look conclusive in far more healthy windows than the error level allows.
-    monkeypatch.setattr(evaluate_module, "EARLY_ALPHA", ALPHA)
+    monkeypatch.setattr(early_module, "EARLY_ALPHA", ALPHA)
     tolerance = 3 * math.sqrt(ALPHA * (1 - ALPHA) / (NULL_WINDOWS // 2))
     assert _fired_share(healthy, buckets=False) > ALPHA + tolerance

@@ -11,16 +11,11 @@ import numpy as np
 import pytest
 from scipy.stats import binomtest, poisson
 
+from pipelines.alerting.early import can_fire_early, early_evidence, early_reference
 from pipelines.alerting.errors import RuleError
-from pipelines.alerting.evaluate import (
-    OpenWindow,
-    SegmentWindow,
-    can_fire_early,
-    early_evidence,
-    early_reference,
-    measure,
-)
-from pipelines.alerting.rules import Rise, Rule, Threshold, load_rules, parse_rules
+from pipelines.alerting.evaluate import OpenWindow, SegmentWindow, measure
+from pipelines.alerting.loader import load_rules, parse_rules
+from pipelines.alerting.model import Rise, Rule, Threshold
 from pipelines.metrics.buckets import BucketSums
 from pipelines.metrics.stats import rate_ratio_p_value, wilson_interval
 
@@ -226,7 +221,7 @@ T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 def test_a_rise_over_an_hour_sums_the_windows_against_the_latest_baseline():
     """RecentWindows: the hour's counts, the latest window's baseline counts, and the
     shorter horizon confirmed only while its own rate is above factor x baseline."""
-    from pipelines.alerting.engine import RecentWindows, WindowData
+    from pipelines.alerting.inputs import RecentWindows, WindowData
     from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
@@ -269,7 +264,7 @@ def test_a_new_low_volume_segment_harmful_from_its_first_window_pages_within_the
     over [5 minutes, 1 hour]. A new segment (no baseline) of 14 events a window, 9 %
     harmful from its first window: no window reaches 100 events, but the hour does; the
     shorter horizon confirms on its own few events (point estimate past the limit)."""
-    from pipelines.alerting.engine import RecentWindows, WindowData
+    from pipelines.alerting.inputs import RecentWindows, WindowData
     from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
@@ -402,7 +397,7 @@ def test_a_limit_until_the_baseline_gives_way_to_the_rise_once_there_is_history(
 
 
 def test_a_shorter_horizon_of_a_falling_rate_is_confirmed_by_its_shortfall():
-    from pipelines.alerting.engine import RecentWindows, WindowData
+    from pipelines.alerting.inputs import RecentWindows, WindowData
     from pipelines.segments import SEGMENT_DIMENSIONS
 
     step = timedelta(minutes=5)
@@ -432,7 +427,8 @@ def test_a_shorter_horizon_of_a_falling_rate_is_confirmed_by_its_shortfall():
 
 def test_a_threshold_only_rule_with_until_baseline_reads_the_baseline():
     """No rise, no change: the rate test is still read, or the limit would never give way."""
-    from pipelines.alerting.engine import WindowData, bind_rules, rule_inputs
+    from pipelines.alerting.engine import bind_rules
+    from pipelines.alerting.inputs import WindowData, rule_inputs
     from pipelines.errors import ConfigError
     from pipelines.segments import SEGMENT_DIMENSIONS
 

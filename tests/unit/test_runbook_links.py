@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.alerting.rules import load_rules
+from pipelines.alerting.loader import load_rules
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RUNBOOKS_DIR = REPO_ROOT / "runbooks"

@@ -1,4 +1,4 @@
-"""Alert rules as code: the YAML files under alerts/rules/, loaded into frozen `Rule`s.
+"""Alert rule files: the YAML under alerts/rules/, read into `Rule`s with line numbers.
 
 The format is documented in docs/alert-rules.md. Loading is strict: an unknown key, a
 metric or distribution the catalog does not know, a dimension that is not a segment
@@ -6,439 +6,52 @@ dimension, a template field that does not exist, or two rules with the same name
 `RuleError` naming the file, the line (of the offending key), the rule and the field. The
 YAML is read as a node tree (`yaml.compose`) rather than as plain dicts so that every value
 keeps its line.
-
-Templates (`summary`, `description`) are `str.format` strings over the fields of
-`template_fields`; `render_template` formats them, printing ``n/a`` for a value that is
-missing (no baseline, no rate test, no traffic), whatever its format spec.
 """
 
 from __future__ import annotations
 
-import difflib
 import math
-import re
-import string
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal, cast
+from typing import Any, cast
 
 import yaml
 from yaml.constructor import SafeConstructor
 
-from pipelines.alerting.errors import RuleError
+from pipelines.alerting.errors import RuleError, did_you_mean
+from pipelines.alerting.model import (
+    DEFAULT_MIN_EVENTS,
+    DIRECTIONS,
+    DRIFT_STATISTICS,
+    DRIFT_STATISTICS_ABOVE,
+    DRIFT_STATISTICS_BELOW,
+    EVIDENCE,
+    LABEL_PATTERN,
+    MATCHES,
+    MAX_HORIZON,
+    NAME_PATTERN,
+    ORDERED_ONLY_STATISTICS,
+    RESERVED_LABELS,
+    SEVERITIES,
+    STORED,
+    STORED_KEYWORD,
+    UNIT_STATISTICS,
+    Change,
+    Direction,
+    Drift,
+    Evidence,
+    Match,
+    Rise,
+    Rule,
+    Severity,
+    Threshold,
+)
+from pipelines.alerting.templates import TEMPLATE_FIELDS, template_problem
 from pipelines.durations import parse_duration
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
-from pipelines.metrics.stats import rate_ratio_p_value, wilson_interval
 from pipelines.settings import SEGMENT_DIMENSIONS
-
-Match = Literal["any", "all"]
-Direction = Literal["up", "down", "any"]
-Severity = Literal["sev1", "sev2", "sev3", "sev4"]
-Evidence = Literal["users", "events"]
-
-MATCHES: tuple[Match, ...] = ("all", "any")
-DIRECTIONS: tuple[Direction, ...] = ("up", "down", "any")
-SEVERITIES: tuple[Severity, ...] = ("sev1", "sev2", "sev3", "sev4")
-EVIDENCE: tuple[Evidence, ...] = ("users", "events")
-
-# Columns of segment_window_drift (fields of pipelines.drift.stats.DistributionDrift).
-# Distances and test statistics grow with drift, so a rule fires when one is `above` a
-# limit; p-values shrink with it, so a rule fires when one is `below` a limit.
-DRIFT_STATISTICS_ABOVE = ("psi", "js_distance", "chi2_statistic", "ks_statistic", "wasserstein")
-DRIFT_STATISTICS_BELOW = ("chi2_p_value", "ks_p_value", "doubling_p_value")
-DRIFT_STATISTICS = DRIFT_STATISTICS_ABOVE + DRIFT_STATISTICS_BELOW
-# Only computed for ordered (numeric) distributions; NULL for categorical ones.
-ORDERED_ONLY_STATISTICS = frozenset({"ks_statistic", "ks_p_value", "wasserstein"})
-# Statistics bounded by 1; the others (psi, chi2_statistic, wasserstein) are unbounded.
-_UNIT_STATISTICS = frozenset(
-    {"js_distance", "ks_statistic", "chi2_p_value", "ks_p_value", "doubling_p_value"}
-)
-
-NAME_PATTERN = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
-LABEL_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-# Label names a notifier sets from the rule itself; a rule's `labels` may not redefine them
-# (nor the names of its `by` dimensions, which label each alert with its segment).
-RESERVED_LABELS = ("alertname", "rule", "metric", "severity", "owner", "runbook", "segment")
-# `by: stored` evaluates a rule per stored segment, whatever `stream.dimensions` holds; the
-# job binds it (`bind_rules`). Its templates cannot name single dimensions (use {segment}),
-# and no extra label may be named like a dimension.
-STORED_KEYWORD = "stored"
-STORED: tuple[str, ...] = ("<stored>",)
-
-DEFAULT_MIN_EVENTS = 30
-
-# Whether a rule is evaluated early (on the still-open window, after every micro-batch) when
-# its YAML has no `early` key: pages (sev1, sev2) should arrive as soon as the evidence is
-# conclusive; tickets (sev3, sev4) can wait for the window to close.
-EARLY_BY_SEVERITY: Mapping[Severity, bool] = MappingProxyType(
-    {"sev1": True, "sev2": True, "sev3": False, "sev4": False}
-)
-# Bound on the probability that one segment's open window fires early while the segment's
-# rate is at or below the rule's reference (pipelines.alerting.sequential.rate_exceeds).
-# It holds however often the window is looked at, but per (rule, segment, window): the
-# chances add up. One segment sitting right at its reference all day has 288 windows, so at
-# most 0.29 chance of an early false page a day at 0.001 (at 0.05 the bound says nothing);
-# a rule has tens to hundreds of segments, and there are several early rules. Healthy
-# segments sit well below the reference (limits are set at incident-sized levels), where
-# the chance is far smaller than the bound, but only a small alpha keeps the sum small.
-EARLY_ALPHA = 0.001
-# The longest `horizons` a rule may have: each closing window re-reads that many stored
-# windows (288 five-minute windows a day).
-MAX_HORIZON = timedelta(days=1)
-
-# Fields every template may use, besides the names of the rule's `by` dimensions.
-TEMPLATE_FIELDS = (
-    "rule",
-    "metric",
-    "segment",
-    "value",
-    "lower",
-    "upper",
-    "numerator",
-    "denominator",
-    "baseline",
-    "q_value",
-    "window_start",
-    "windows",
-    "severity",
-)
-
-
-@dataclass(frozen=True)
-class Threshold:
-    """Fires when the rate's Wilson 95 % lower bound is > `above`, or its upper bound < `below`.
-
-    Exactly one of the two is set. Testing the bound rather than the point estimate means a
-    few events with a high rate do not fire: the interval is still wide. `min_events`: the
-    threshold also needs at least this many events in the rate's denominator (a volume
-    guard of its own, for a rule whose other condition, a `rise`, needs none).
-    `until_baseline`: the threshold counts only while the segment's baseline holds fewer
-    than this many events (None: always): a limit for new segments, where a `rise` has
-    nothing to compare with, that gives way to the rise once the segment has a history
-    (a limit near the normal level of some segments would page on their noise).
-    """
-
-    above: float | None = None
-    below: float | None = None
-    min_events: int = 0
-    until_baseline: int | None = None
-
-    def applies(self, denominator: int, baseline: tuple[int, int] | None) -> bool:
-        """Whether the threshold takes part: enough events, and no history yet when
-        `until_baseline` is set.
-        """
-        if denominator < self.min_events:
-            return False
-        if self.until_baseline is None:
-            return True
-        return baseline is None or baseline[1] < self.until_baseline
-
-    def __post_init__(self) -> None:
-        if (self.above is None) == (self.below is None):
-            msg = "a threshold needs exactly one of above and below"
-            raise ValueError(msg)
-
-    def holds(self, lower: float, upper: float) -> bool:
-        if self.above is not None:
-            return lower > self.above
-        assert self.below is not None
-        return upper < self.below
-
-    def passed(self, numerator: int, denominator: int) -> bool:
-        """Whether the point estimate is past the limit (a shorter horizon of a rule with
-        `horizons`: still burning); False with no events.
-        """
-        if denominator <= 0:
-            return False
-        value = numerator / denominator
-        if self.above is not None:
-            return value > self.above
-        assert self.below is not None
-        return value < self.below
-
-
-@dataclass(frozen=True)
-class Change:
-    """Fires on a significant change of the rate against its baseline (a rate-test row).
-
-    The BH q-value is <= `max_q`, the sign of current - baseline agrees with `direction`
-    (`any`: either sign, but not 0) and its absolute value is >= `min_difference`.
-    """
-
-    max_q: float
-    direction: Direction
-    min_difference: float = 0.0
-
-    def holds(self, q_value: float | None, difference: float | None) -> bool:
-        if q_value is None or difference is None or q_value > self.max_q:
-            return False
-        if self.direction == "up" and difference <= 0:
-            return False
-        if self.direction == "down" and difference >= 0:
-            return False
-        return difference != 0 and abs(difference) >= self.min_difference
-
-
-@dataclass(frozen=True)
-class Rise:
-    """Fires when the rate is shown to be more than `factor` times the segment's baseline.
-
-    The p-value of "rate <= factor x baseline" (pipelines.metrics.stats.rate_ratio_p_value:
-    the exact conditional test for a ratio of Poisson rates, on the window's counts divided
-    by their design effect, against the baseline's counts from the rate test) is at most
-    `alpha`. Unlike `change`, which asks whether the rate moved at all, it asks whether it
-    moved by an incident-sized factor: a benign shift (a release that refuses 20 % more)
-    never fires however much traffic shows it, and a few events in a small segment can
-    fire when its baseline says they almost never happen. No baseline: false.
-    """
-
-    factor: float
-    alpha: float
-
-    def __post_init__(self) -> None:
-        if not (self.factor >= 1.0 and math.isfinite(self.factor)):
-            msg = f"a rise factor must be a number >= 1, got {self.factor}"
-            raise ValueError(msg)
-        if not 0.0 < self.alpha <= 0.5:
-            msg = f"a rise alpha must be between 0 and 0.5, got {self.alpha}"
-            raise ValueError(msg)
-
-    def p_value(
-        self,
-        numerator: int,
-        denominator: int,
-        baseline: tuple[int, int] | None,
-        design_effect: float = 1.0,
-    ) -> float | None:
-        """The test's p-value (None without a baseline). `design_effect` >= 1 (inf: the
-        events cannot be told apart from one actor's) shrinks the window's counts to their
-        effective number.
-        """
-        if baseline is None or baseline[1] <= 0:
-            return None
-        if not design_effect >= 1.0:
-            msg = f"design_effect must be >= 1, got {design_effect}"
-            raise ValueError(msg)
-        if math.isinf(design_effect):
-            return 1.0
-        return rate_ratio_p_value(
-            numerator / design_effect,
-            denominator / design_effect,
-            baseline[0],
-            baseline[1],
-            self.factor,
-        )
-
-    def holds(
-        self,
-        numerator: int,
-        denominator: int,
-        baseline: tuple[int, int] | None,
-        design_effect: float = 1.0,
-    ) -> bool:
-        p = self.p_value(numerator, denominator, baseline, design_effect)
-        return p is not None and p <= self.alpha
-
-    def reference(self, baseline: tuple[int, int] | None) -> float | None:
-        """The rate an open window must be shown to exceed to fire early: `factor` x the
-        Wilson 95 % upper bound of the baseline rate (the bound, not the estimate, so that
-        a short or empty baseline does not make a single event conclusive). None without a
-        baseline.
-        """
-        if baseline is None or baseline[1] <= 0:
-            return None
-        return min(1.0, self.factor * wilson_interval(baseline[0], baseline[1])[1])
-
-
-@dataclass(frozen=True)
-class Drift:
-    """Fires when a drift statistic of a distribution is > `above` (or a p-value < `below`)."""
-
-    distribution: str
-    statistic: str
-    above: float | None = None
-    below: float | None = None
-
-    def __post_init__(self) -> None:
-        if (self.above is None) == (self.below is None):
-            msg = "a drift condition needs exactly one of above and below"
-            raise ValueError(msg)
-
-    def holds(self, value: float | None) -> bool:
-        if value is None:
-            return False
-        if self.above is not None:
-            return value > self.above
-        assert self.below is not None
-        return value < self.below
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One alert rule; see docs/alert-rules.md for the meaning of each field.
-
-    `for_windows` is the YAML key `for`. `path` and `line` (of its `name` key) say where the
-    rule was defined (None and 0 for a rule built in code) and take no part in equality.
-    `early` (evaluate the still-open window too, see pipelines.alerting.evaluate
-    .evaluate_early) may be left out or given as None: it is then set from the severity
-    (`EARLY_BY_SEVERITY`), so after construction it is always a bool. It is the last field
-    so that rules built in code with positional arguments keep working.
-    """
-
-    name: str
-    metric: str
-    by: tuple[str, ...]
-    severity: Severity
-    owner: str
-    runbook: str
-    summary: str
-    threshold: Threshold | None = None
-    change: Change | None = None
-    drift: Drift | None = None
-    match: Match = "all"
-    min_events: int = DEFAULT_MIN_EVENTS
-    for_windows: int = 1
-    keep_firing_for: int = 0
-    description: str = ""
-    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
-    path: str | None = field(default=None, compare=False)
-    line: int = field(default=0, compare=False)
-    early: bool | None = None
-    horizons: tuple[timedelta, ...] = ()
-    # True: the condition also needs the numerator concentrated in one user bucket (a
-    # single actor, pipelines.alerting.evaluate.concentrated); False: it needs it not to
-    # be; None: concentration plays no part.
-    concentrated: bool | None = None
-    # `condition.rise`: the rate shown to be more than `factor` x the segment's baseline.
-    rise: Rise | None = None
-    # "users": events of the same users count less (the rate of a user population: the
-    # cluster-robust interval, the design effect); "events": every event is evidence on its
-    # own (an attack, a leak: who sent them does not make them less real).
-    evidence: Evidence = "users"
-
-    def __post_init__(self) -> None:
-        if (
-            self.threshold is None
-            and self.change is None
-            and self.drift is None
-            and self.rise is None
-        ):
-            msg = f"rule {self.name} needs at least one of threshold, change, drift and rise"
-            raise ValueError(msg)
-        if self.min_events < 1 or self.for_windows < 1 or self.keep_firing_for < 0:
-            msg = f"rule {self.name}: need min_events >= 1, for >= 1, keep_firing_for >= 0"
-            raise ValueError(msg)
-        if self.horizons:
-            horizons = tuple(sorted(set(self.horizons)))
-            if horizons[0] <= timedelta(0):
-                msg = f"rule {self.name}: horizons must be positive durations"
-                raise ValueError(msg)
-            if (
-                (self.threshold is None and self.rise is None)
-                or self.change is not None
-                or self.drift is not None
-            ):
-                msg = (
-                    f"rule {self.name}: horizons need a threshold or rise condition, without "
-                    "change or drift (rate tests and drift statistics are per window)"
-                )
-                raise ValueError(msg)
-            object.__setattr__(self, "horizons", horizons)
-        if self.early is None:
-            if self.severity not in EARLY_BY_SEVERITY:
-                msg = (
-                    f"rule {self.name}: severity {self.severity!r} is not one of "
-                    f"{', '.join(SEVERITIES)}, so early has no default: give early=True or False"
-                )
-                raise ValueError(msg)
-            object.__setattr__(self, "early", EARLY_BY_SEVERITY[self.severity])
-        object.__setattr__(self, "labels", MappingProxyType(dict(self.labels)))
-
-
-# --- templates -------------------------------------------------------------------------
-
-
-class _Missing:
-    """A value that does not exist in this window: prints n/a whatever the format spec."""
-
-    def __format__(self, spec: str) -> str:
-        return "n/a"
-
-    def __str__(self) -> str:
-        return "n/a"
-
-    def __repr__(self) -> str:
-        return "n/a"
-
-
-MISSING = _Missing()
-
-
-def template_fields(rule: Rule) -> tuple[str, ...]:
-    """The fields `rule`'s templates may use: TEMPLATE_FIELDS and its `by` dimensions."""
-    return TEMPLATE_FIELDS + (() if rule.by == STORED else rule.by)
-
-
-def render_template(template: str, values: Mapping[str, object]) -> str:
-    """`template` formatted with `values`; a None value prints as ``n/a``.
-
-    Raises KeyError for a field missing from `values` (the loader guarantees that a rule's
-    templates use only `template_fields(rule)`).
-    """
-    return template.format_map({k: MISSING if v is None else v for k, v in values.items()})
-
-
-def _template_problem(template: str, allowed: Sequence[str]) -> str | None:
-    """Why `template` is not a valid template over `allowed` fields, or None if it is."""
-    try:
-        names = list(_field_names(template))
-    except ValueError as exc:
-        return f"invalid template: {exc}"
-    for name in names:
-        if name == "" or name.isdigit():
-            return "positional fields ({} or {0}) are not allowed: name a field"
-        if "." in name or "[" in name:
-            return f"field {{{name}}}: attribute and index access are not allowed"
-        if name not in allowed:
-            return f"unknown template field {{{name}}}{_suggest(name, allowed)}; allowed: " + (
-                ", ".join(allowed)
-            )
-    dummy: dict[str, object] = {
-        "rule": "Rule",
-        "metric": "violation_rate",
-        "segment": "chat / de-DE",
-        "value": 0.5,
-        "lower": 0.25,
-        "upper": 0.75,
-        "numerator": 1,
-        "denominator": 2,
-        "baseline": 0.5,
-        "q_value": 0.01,
-        "window_start": datetime(2026, 1, 1, tzinfo=UTC),
-        "windows": 1,
-        "severity": "sev1",
-    }
-    dummy.update({d: "value" for d in allowed if d not in dummy})
-    try:
-        render_template(template, dummy)
-    except (ValueError, TypeError) as exc:
-        return f"invalid template: {exc}"
-    return None
-
-
-def _field_names(template: str) -> Iterable[str]:
-    for _, name, spec, _ in string.Formatter().parse(template):
-        if name is not None:
-            yield name
-            if spec:
-                yield from _field_names(spec)
-
-
-# --- loading ---------------------------------------------------------------------------
 
 _STR = "tag:yaml.org,2002:str"
 _RATE_IDS = tuple(r.id for r in RATES)
@@ -466,11 +79,6 @@ _RULE_KEYS = (
     "labels",
 )
 _RULE_REQUIRED = ("name", "metric", "by", "condition", "severity", "owner", "runbook", "summary")
-
-
-def _suggest(word: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _join(prefix: str, key: str) -> str:
@@ -536,7 +144,7 @@ class _Reader:
                 raise self.error(
                     k,
                     field,
-                    f"unknown key{_suggest(key, keys)}; expected one of: {', '.join(keys)}",
+                    f"unknown key{did_you_mean(key, keys)}; expected one of: {', '.join(keys)}",
                 )
             out[key] = (k, v)
         for key in required:
@@ -564,7 +172,7 @@ class _Reader:
             raise self.error(
                 entry[0],
                 field,
-                f"must be one of {', '.join(choices)}, got {value!r}{_suggest(value, choices)}",
+                f"must be one of {', '.join(choices)}, got {value!r}{did_you_mean(value, choices)}",
             )
         return value
 
@@ -611,7 +219,7 @@ class _Reader:
 
     def template(self, entry: Entry, field: str, allowed: Sequence[str]) -> str:
         value = self.string(entry, field)
-        problem = _template_problem(value, allowed)
+        problem = template_problem(value, allowed)
         if problem is not None:
             raise self.error(entry[0], field, problem)
         return value
@@ -668,7 +276,7 @@ class _Reader:
             )
         metric = self.string(m["metric"], "metric")
         if metric not in _RATES:
-            hint = _suggest(metric, _RATE_IDS) or f"; known: {', '.join(_RATE_IDS)}"
+            hint = did_you_mean(metric, _RATE_IDS) or f"; known: {', '.join(_RATE_IDS)}"
             raise self.error(m["metric"][0], "metric", f"unknown rate {metric!r}{hint}")
         by = self.dimensions(m["by"])
         threshold, change, drift, rise = self.condition(m["condition"], metric)
@@ -779,7 +387,8 @@ class _Reader:
                 raise self.error(
                     item,
                     field,
-                    f"unknown segment dimension {value!r}{_suggest(value, SEGMENT_DIMENSIONS)}; "
+                    f"unknown segment dimension {value!r}"
+                    f"{did_you_mean(value, SEGMENT_DIMENSIONS)}; "
                     f"known: {', '.join(SEGMENT_DIMENSIONS)}",
                 )
             if value in out:
@@ -857,7 +466,7 @@ class _Reader:
         dist = _DISTRIBUTIONS.get(dist_id)
         if dist is None:
             known = tuple(_DISTRIBUTIONS)
-            hint = _suggest(dist_id, known) or f"; known: {', '.join(known)}"
+            hint = did_you_mean(dist_id, known) or f"; known: {', '.join(known)}"
             raise self.error(
                 m["distribution"][0],
                 f"{where}.distribution",
@@ -880,7 +489,7 @@ class _Reader:
         field = f"{where}.{bound}"
         if statistic in DRIFT_STATISTICS_BELOW:
             limit = self.number(m[bound], field, 0.0, 1.0, low_open=True)
-        elif statistic in _UNIT_STATISTICS:
+        elif statistic in UNIT_STATISTICS:
             limit = self.number(m[bound], field, 0.0, 1.0)
         else:
             limit = self.number(m[bound], field, 0.0, math.inf)
