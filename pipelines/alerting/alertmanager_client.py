@@ -122,12 +122,15 @@ def http_client(timeout: float) -> httpx.Client:
     """An HTTP client for alert delivery; close it when done (it pools connections).
 
     `timeout` seconds for each of connecting, sending, reading and waiting for a pooled
-    connection. Redirects are followed. Certificates are checked against the system's trust
-    store, not certifi's bundle, so that an internal CA the host trusts is trusted here too.
+    connection. Redirects are not followed: a POST redirected with 301, 302 or 303 would be
+    sent on as a GET, whose 2xx would mark a notice delivered that never arrived; a redirect
+    is an error that names the setting to correct instead. Certificates are checked against
+    the system's trust store, not certifi's bundle, so that an internal CA the host trusts
+    is trusted here too.
     Proxies come from the environment (HTTP_PROXY, HTTPS_PROXY, NO_PROXY).
     """
     return httpx.Client(
-        timeout=httpx.Timeout(timeout), follow_redirects=True, verify=_system_trust()
+        timeout=httpx.Timeout(timeout), follow_redirects=False, verify=_system_trust()
     )
 
 
@@ -192,6 +195,8 @@ def _request(
         # before end time" or a JSON validation error naming the field.
         excerpt = redact_text(_excerpt(response.content), secrets)
         msg = f"Alertmanager at {shown} answered HTTP {response.status_code} to {method}: {excerpt}"
+        if response.is_redirect:
+            msg += f" (a redirect: set {_URL_SETTING} to the address it points to)"
         raise NotifierError(msg, url=shown, status=response.status_code, body=excerpt)
     return response.content
 

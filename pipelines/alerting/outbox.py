@@ -121,6 +121,11 @@ class WebhookNotifier:
             raise NotifierError(msg, url=self.shown) from exc
         if not response.is_success:
             msg = f"webhook {self.shown} answered HTTP {response.status_code}"
+            if response.is_redirect:  # not followed (http_client): the notice stays pending
+                msg += (
+                    " (a redirect: set SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL to the address "
+                    "it points to)"
+                )
             raise NotifierError(msg, url=self.shown, status=response.status_code)
 
     def close(self) -> None:

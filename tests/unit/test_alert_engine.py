@@ -237,6 +237,50 @@ def test_outbox_retries_with_backoff_until_the_webhook_takes_the_notices(warehou
         server.shutdown()
 
 
+class _Redirecting(BaseHTTPRequestHandler):
+    """A webhook moved elsewhere: POST answers 302; the new address takes anything."""
+
+    gets = 0
+
+    def do_POST(self):  # noqa: N802 - the http.server API
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(302)
+        self.send_header("Location", "/moved")
+        self.end_headers()
+
+    def do_GET(self):  # noqa: N802 - a redirected POST would arrive here, without its body
+        _Redirecting.gets += 1
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_redirecting_webhook_keeps_the_notices_pending_and_says_why(warehouse):
+    """Following the redirect would turn the POST into a GET whose 200 marks the notices
+    sent although no alert arrived anywhere.
+    """
+    engine, sink = warehouse
+    alerts = _engine(sink, channels=("webhook",))
+    _evaluate(engine, alerts, [T0 + w * WINDOW for w in range(6)])
+    server = HTTPServer(("127.0.0.1", 0), _Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    _Redirecting.gets = 0
+    try:
+        notifiers = {"webhook": WebhookNotifier(f"http://127.0.0.1:{server.server_port}/hook")}
+        report = deliver(engine, notifiers, now=T0 + timedelta(hours=2))
+    finally:
+        server.shutdown()
+    assert (report.sent, report.pending) == (0, 3)
+    assert _Redirecting.gets == 0
+    assert (
+        "answered HTTP 302 (a redirect: set SAFEWATCH_ALERTING__NOTIFY_WEBHOOK_URL"
+        in (report.errors[0])
+    )
+    assert all(r["sent_at"] is None for r in _rows(engine, sink.tables.outbox))
+
+
 def test_the_delivery_loop_sends_held_notices_when_no_batch_comes(warehouse):
     engine, sink = warehouse
     alerts = _engine(sink, channels=("webhook",))
