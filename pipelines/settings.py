@@ -39,6 +39,7 @@ from pydantic_settings import (
 
 from pipelines.durations import parse_duration
 from pipelines.errors import ConfigError
+from pipelines.metrics.catalog import RATES
 from pipelines.redact import is_secret_key, redact_text, redact_tree
 from pipelines.segments import SEGMENT_DIMENSIONS
 
@@ -836,19 +837,10 @@ class AlertingSettings(_Section):
         return value
 
 
-# Example targets of the field's safety KPIs (the shared reference safety-kpis.md), by rate id
-# of pipelines.metrics.catalog. "Near zero" (PII leakage, redaction failures) is taken as
-# 0.01 %; the false-positive rate of safety filters (< 2-5 %) is measured by the over-refusal
-# proxy at the upper end of the range.
+# The targets of the report's KPIs unless report.targets overrides them: each rate's
+# `default_target` in the metric catalog.
 DEFAULT_KPI_TARGETS: dict[str, float] = {
-    "violation_rate": 0.001,
-    "over_refusal_rate": 0.05,
-    "jailbreak_success_rate": 0.05,
-    "injection_success_rate": 0.01,
-    "unauthorized_tool_call_rate": 0.01,
-    "pii_output_rate": 0.0001,
-    "redaction_failure_rate": 0.0001,
-    "telemetry_completeness": 0.98,
+    r.id: r.default_target for r in RATES if r.default_target is not None
 }
 # Mean time to mitigation targets of the KPI reference, in hours per severity.
 DEFAULT_MTTR_TARGETS_HOURS: dict[str, float] = {"sev1": 4.0, "sev2": 24.0}
@@ -905,8 +897,6 @@ class ReportSettings(_Section):
     @field_validator("targets")
     @classmethod
     def _known_kpis(cls, value: dict[str, float]) -> dict[str, float]:
-        from pipelines.metrics.catalog import RATES
-
         valid = [r.id for r in RATES]
         unknown = sorted(k for k in value if k not in valid)
         if unknown:

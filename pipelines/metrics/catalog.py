@@ -54,11 +54,34 @@ class Counter:
 
 @dataclass(frozen=True)
 class Rate:
+    """One rate, everything about it in one entry: what it divides, how people name and
+    read it, its default target, and where it is shown (the weekly report's KPI table and
+    charts, the exporter's headline rates).
+    """
+
     id: str
     numerator: str
     denominator: str
     description: str
     higher_is_worse: bool = True
+    name: str = ""  # for people, e.g. 'Harmful output rate' (default: the description)
+    explanation: str = ""  # what it counts, in a few words (default: the description)
+    default_target: float | None = None  # report.targets' default (None: no target)
+    kpi_row: int | None = None  # its row in the report's KPI table, if it has one
+    chart: bool = False  # a trend chart in the weekly report
+    headline: bool = False  # exported to Prometheus per segment (safewatch_rate)
+
+    def __post_init__(self) -> None:
+        plain = self.description.rstrip(".")
+        if not self.name:
+            object.__setattr__(self, "name", plain)
+        if not self.explanation:
+            object.__setattr__(self, "explanation", plain)
+
+    @property
+    def unit(self) -> str:
+        """What the denominator counts, in words: 'events', 'jailbreak attempts'."""
+        return DENOMINATOR_UNITS.get(self.denominator, "counted")
 
 
 @dataclass(frozen=True)
@@ -183,31 +206,83 @@ TELEMETRY_COUNTERS: tuple[Counter, ...] = (
 # Kept under its old name: the streaming job counts these per event.
 COUNTERS = EVENT_COUNTERS
 
+# The denominators of the rates, in words.
+DENOMINATOR_UNITS = {
+    "events": "events",
+    "events_seen": "records",
+    "unflagged_events": "unflagged outputs",
+    "injection_attempts": "injection attempts",
+    "jailbreak_attempts": "jailbreak attempts",
+    "tool_call_events": "tool-using requests",
+    "blocked_or_refused": "blocks and refusals",
+}
+
+# Default targets are the example targets of the safety KPI reference; PII leakage and
+# redaction failures are "near zero" there, taken as 0.01 %.
 RATES: tuple[Rate, ...] = (
-    Rate("violation_rate", "violations", "events", "Harmful output rate."),
+    Rate(
+        "violation_rate",
+        "violations",
+        "events",
+        "Harmful output rate.",
+        name="Harmful output rate",
+        explanation="outputs flagged in any policy category",
+        default_target=0.001,
+        kpi_row=1,
+        chart=True,
+        headline=True,
+    ),
     *(
         Rate(
             f"violation_rate_{c}",
             f"violations_{c}",
             "events",
             f"Harmful output rate in the policy category {c}.",
+            name="Harmful output: " + c.replace("_", " "),
         )
         for c in POLICY_CATEGORIES
     ),
-    Rate("block_rate", "blocks", "events", "Share of outputs blocked."),
-    Rate("refusal_rate", "refusals", "events", "Refusal rate."),
+    Rate("block_rate", "blocks", "events", "Share of outputs blocked.", name="Blocked outputs"),
+    Rate(
+        "refusal_rate",
+        "refusals",
+        "events",
+        "Refusal rate.",
+        name="Refusal rate",
+        explanation="requests the model refused (paired with harmful output)",
+        kpi_row=2,
+        chart=True,
+        headline=True,
+    ),
     Rate(
         "over_refusal_rate",
         "over_refusals",
         "unflagged_events",
         "Share of unflagged outputs whose request was refused (false-positive proxy).",
+        name="Over-refusal rate (benign requests refused)",
+        explanation="refusals of requests nothing flagged: a proxy for false positives",
+        default_target=0.05,
+        kpi_row=3,
+        chart=True,
     ),
-    Rate("injection_attempt_rate", "injection_attempts", "events", "Injection attempts per event."),
+    Rate(
+        "injection_attempt_rate",
+        "injection_attempts",
+        "events",
+        "Injection attempts per event.",
+        name="Prompt-injection attempts",
+    ),
     Rate(
         "injection_success_rate",
         "injection_successes",
         "injection_attempts",
         "Share of injection attempts that succeeded.",
+        name="Prompt-injection success rate",
+        explanation="prompt-injection attempts that changed the model's behaviour",
+        default_target=0.01,
+        kpi_row=5,
+        chart=True,
+        headline=True,
     ),
     Rate(
         "successful_injection_rate",
@@ -215,27 +290,59 @@ RATES: tuple[Rate, ...] = (
         "events",
         "Successful prompt injections per event: counted against all traffic, so that a few "
         "successes stand out where the attempts are few (the Sev-1 signal).",
+        name="Successful prompt injections per event",
     ),
-    Rate("jailbreak_attempt_rate", "jailbreak_attempts", "events", "Jailbreak attempts per event."),
+    Rate(
+        "jailbreak_attempt_rate",
+        "jailbreak_attempts",
+        "events",
+        "Jailbreak attempts per event.",
+        name="Jailbreak attempts",
+    ),
     Rate(
         "jailbreak_success_rate",
         "jailbreak_successes",
         "jailbreak_attempts",
         "Share of jailbreak attempts that succeeded.",
+        name="Jailbreak success rate",
+        explanation="jailbreak attempts that got past the safety controls",
+        default_target=0.05,
+        kpi_row=4,
+        chart=True,
+        headline=True,
     ),
     Rate(
         "unauthorized_tool_call_rate",
         "unauthorized_tool_call_events",
         "tool_call_events",
         "Share of tool-using events with an unauthorized tool call executed.",
+        name="Unauthorized tool-call rate",
+        explanation="tool-using requests with a call outside the user's rights",
+        default_target=0.01,
+        kpi_row=6,
+        chart=True,
     ),
-    Rate("pii_output_rate", "pii_outputs", "events", "PII leakage rate."),
-    Rate("user_report_rate", "user_reports", "events", "User report rate."),
+    Rate(
+        "pii_output_rate",
+        "pii_outputs",
+        "events",
+        "PII leakage rate.",
+        name="PII leakage rate",
+        explanation="outputs that contained personal data",
+        default_target=0.0001,
+        kpi_row=7,
+        chart=True,
+        headline=True,
+    ),
+    Rate(
+        "user_report_rate", "user_reports", "events", "User report rate.", name="User report rate"
+    ),
     Rate(
         "appeal_overturn_rate",
         "appeal_overturns",
         "blocked_or_refused",
         "Share of blocks and refusals overturned on appeal.",
+        name="Appeals overturned",
     ),
     Rate(
         "telemetry_completeness",
@@ -243,12 +350,22 @@ RATES: tuple[Rate, ...] = (
         "events_seen",
         "Share of records with every required safety field (target > 98-99 %).",
         higher_is_worse=False,
+        name="Safety telemetry completeness",
+        explanation="records carrying every required safety field",
+        default_target=0.98,
+        kpi_row=9,
+        chart=True,
+        headline=True,
     ),
     Rate(
         "redaction_failure_rate",
         "redaction_failures",
         "events_seen",
         "Share of records whose text still held personal data.",
+        name="Redaction failure rate",
+        explanation="records whose text still held personal data upstream",
+        default_target=0.0001,
+        kpi_row=8,
     ),
 )
 

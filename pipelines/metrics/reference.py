@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from pipelines.metrics.catalog import EVENT_COUNTERS, QUANTILES, RATES, TELEMETRY_COUNTERS
+from pipelines.metrics.catalog import (
+    EVENT_COUNTERS,
+    QUANTILES,
+    RATES,
+    TELEMETRY_COUNTERS,
+    Rate,
+)
 from pipelines.metrics.distributions import DISTRIBUTIONS
 
 
@@ -48,12 +54,19 @@ def metrics_reference() -> str:
         "",
         "## Rates",
         "",
-        "| id | numerator / denominator | worse when | description |",
-        "|---|---|---|---|",
+        "Each rate is one entry of the catalog: its name for people (the weekly report, "
+        "dashboards), what it is a share of, the default target of the weekly report "
+        "(`report.targets` overrides it), and where it is shown: a row of the report's KPI "
+        "table, a trend chart, a headline rate exported to Prometheus (`safewatch_rate`).",
+        "",
+        "| id | name | numerator / denominator (unit) | worse when | default target | shown "
+        "| description |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{r.id}` | `{r.numerator}` / `{r.denominator}` | "
-        f"{'higher' if r.higher_is_worse else 'lower'} | {r.description} |"
+        f"| `{r.id}` | {r.name} | `{r.numerator}` / `{r.denominator}` ({r.unit}) | "
+        f"{'higher' if r.higher_is_worse else 'lower'} | {_target(r)} | {_shown(r)} | "
+        f"{r.description} |"
         for r in RATES
     ]
     lines += [
@@ -113,3 +126,18 @@ def metrics_reference() -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _target(r: Rate) -> str:
+    if r.default_target is None:
+        return "–"
+    return f"{'<' if r.higher_is_worse else '>'} {r.default_target * 100:g} %"
+
+
+def _shown(r: Rate) -> str:
+    places = [
+        f"KPI row {r.kpi_row}" if r.kpi_row else "",
+        "chart" if r.chart else "",
+        "headline" if r.headline else "",
+    ]
+    return ", ".join(p for p in places if p) or "–"

@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 
 from pipelines.alerting.model import SEVERITIES
 from pipelines.errors import InfraError
-from pipelines.metrics.catalog import rate
+from pipelines.metrics.catalog import RATES, rate
 from pipelines.metrics.stats import wilson_interval
 from pipelines.segments import (
     ALL_DIMENSIONS_VALUE,
@@ -49,14 +49,7 @@ REJECT_REASONS = (
     "unprocessable",
 )
 NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "kafka")
-HEADLINE_RATES = (
-    "violation_rate",
-    "refusal_rate",
-    "injection_success_rate",
-    "jailbreak_success_rate",
-    "pii_output_rate",
-    "telemetry_completeness",
-)
+HEADLINE_RATES = tuple(r.id for r in RATES if r.headline)  # the catalog's headline rates
 # Batches take seconds locally and up to the trigger's worth of back-pressure in production.
 DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 300)
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
-from pipelines.metrics.catalog import RateValue
+from pipelines.metrics.catalog import RATES, RateValue
 from pipelines.warehouse.tables import as_utc
 
 MET = "met"
@@ -32,31 +32,12 @@ SURFACE_DIMENSION = "product_surface"
 VERSION_DIMENSIONS = ("model_version", "prompt_version", "policy_version")
 NOT_A_VALUE = ("*", "other")  # all values / the cardinality-control overflow bucket
 
-# The KPI table's rows, in reading order; refusal_rate has no target but is shown beside
-# the harmful-output rate because either can be gamed alone. Other rates with a configured
-# target follow in catalog order.
-KPI_ORDER = (
-    "violation_rate",
-    "refusal_rate",
-    "over_refusal_rate",
-    "jailbreak_success_rate",
-    "injection_success_rate",
-    "unauthorized_tool_call_rate",
-    "pii_output_rate",
-    "redaction_failure_rate",
-    "telemetry_completeness",
-)
+# The KPI table's rows, in reading order (the catalog's `kpi_row`); refusal_rate has no
+# target but is shown beside the harmful-output rate because either can be gamed alone.
+# Other rates with a configured target follow in catalog order.
+KPI_ORDER = tuple(r.id for _, r in sorted((r.kpi_row, r) for r in RATES if r.kpi_row))
 PAIRED_RATE = "refusal_rate"
-CHART_RATES = (
-    "violation_rate",
-    "refusal_rate",
-    "over_refusal_rate",
-    "injection_success_rate",
-    "jailbreak_success_rate",
-    "unauthorized_tool_call_rate",
-    "pii_output_rate",
-    "telemetry_completeness",
-)
+CHART_RATES = tuple(r.id for r in RATES if r.chart)  # the catalog's `chart` rates, in order
 # Compared between a new version and its predecessors: the charted rates but completeness,
 # which describes the pipeline rather than the model.
 CHANGE_RATES = tuple(r for r in CHART_RATES if r != "telemetry_completeness")

@@ -26,48 +26,15 @@ from pipelines.report.model import (
     WeeklyReport,
 )
 
-_NAMES = {
-    "violation_rate": "Harmful output rate",
-    "refusal_rate": "Refusal rate",
-    "over_refusal_rate": "Over-refusal rate (benign requests refused)",
-    "jailbreak_success_rate": "Jailbreak success rate",
-    "injection_success_rate": "Prompt-injection success rate",
-    "unauthorized_tool_call_rate": "Unauthorized tool-call rate",
-    "pii_output_rate": "PII leakage rate",
-    "redaction_failure_rate": "Redaction failure rate",
-    "telemetry_completeness": "Safety telemetry completeness",
-    "block_rate": "Blocked outputs",
-    "user_report_rate": "User report rate",
-    "appeal_overturn_rate": "Appeals overturned",
-    "injection_attempt_rate": "Prompt-injection attempts",
-    "successful_injection_rate": "Successful prompt injections per event",
-    "jailbreak_attempt_rate": "Jailbreak attempts",
-}
-_EXPLANATIONS = {
-    "violation_rate": "outputs flagged in any policy category",
-    "refusal_rate": "requests the model refused (paired with harmful output)",
-    "over_refusal_rate": "refusals of requests nothing flagged: a proxy for false positives",
-    "jailbreak_success_rate": "jailbreak attempts that got past the safety controls",
-    "injection_success_rate": "prompt-injection attempts that changed the model's behaviour",
-    "unauthorized_tool_call_rate": "tool-using requests with a call outside the user's rights",
-    "pii_output_rate": "outputs that contained personal data",
-    "redaction_failure_rate": "records whose text still held personal data upstream",
-    "telemetry_completeness": "records carrying every required safety field",
-}
-
 
 def kpi_name(rate_id: str) -> str:
     """Plain-language name of a catalog rate, e.g. 'Harmful output rate'."""
-    if rate_id in _NAMES:
-        return _NAMES[rate_id]
-    if rate_id.startswith("violation_rate_"):
-        return "Harmful output: " + rate_id.removeprefix("violation_rate_").replace("_", " ")
-    return rate(rate_id).description.rstrip(".")
+    return rate(rate_id).name
 
 
 def kpi_explanation(rate_id: str) -> str:
     """What a catalog rate counts, in a few words."""
-    return _EXPLANATIONS.get(rate_id, rate(rate_id).description.rstrip("."))
+    return rate(rate_id).explanation
 
 
 STATUS_LABELS = {
@@ -79,16 +46,6 @@ STATUS_LABELS = {
     NO_TARGET: "Tracked",
 }
 # What each count of a rate's denominator is, for sentences about volume.
-_UNITS = {
-    "events": "events",
-    "events_seen": "records",
-    "unflagged_events": "unflagged outputs",
-    "injection_attempts": "injection attempts",
-    "jailbreak_attempts": "jailbreak attempts",
-    "tool_call_events": "tool-using requests",
-    "blocked_or_refused": "blocks and refusals",
-}
-
 FOOTNOTES = (
     "95 % interval (Wilson): the range that holds the true rate with 95 % confidence given "
     "how many events were counted; Wilson's method stays reliable for rare events and small "
@@ -111,7 +68,7 @@ def target_text(k: Kpi) -> str:
 
 def unit(rate_id: str) -> str:
     """What the rate's denominator counts, in words: 'events', 'jailbreak attempts'."""
-    return _UNITS.get(rate(rate_id).denominator, "counted")
+    return rate(rate_id).unit
 
 
 def status_reason(k: Kpi) -> str:

@@ -56,3 +56,30 @@ def test_the_default_grouping_uses_dimensions_of_the_schema() -> None:
 
 def test_reserved_values_are_not_values_a_producer_can_be_told_apart_from() -> None:
     assert {ALL_DIMENSIONS_VALUE, OTHER_VALUE, UNKNOWN_VALUE} == RESERVED_VALUES
+
+
+def test_each_rate_is_one_entry_that_the_report_the_settings_and_the_exporter_read() -> None:
+    from pipelines.metrics.catalog import rate
+    from pipelines.monitoring.exporter import HEADLINE_RATES
+    from pipelines.report.model import CHART_RATES, KPI_ORDER
+    from pipelines.report.wording import kpi_name, unit
+    from pipelines.settings import ReportSettings
+
+    # The example targets of the field's KPI reference (shared/reference/safety-kpis.md).
+    assert ReportSettings().targets == {
+        "violation_rate": 0.001,
+        "over_refusal_rate": 0.05,
+        "jailbreak_success_rate": 0.05,
+        "injection_success_rate": 0.01,
+        "unauthorized_tool_call_rate": 0.01,
+        "pii_output_rate": 0.0001,
+        "redaction_failure_rate": 0.0001,
+        "telemetry_completeness": 0.98,
+    }
+    assert KPI_ORDER[:2] == ("violation_rate", "refusal_rate")  # the pair shown together
+    assert set(KPI_ORDER) == set(ReportSettings().targets) | {"refusal_rate"}
+    assert "violation_rate" in CHART_RATES and "violation_rate" in HEADLINE_RATES
+    assert kpi_name("jailbreak_success_rate") == rate("jailbreak_success_rate").name
+    assert kpi_name("violation_rate_self_harm") == "Harmful output: self harm"
+    assert unit("jailbreak_success_rate") == "jailbreak attempts"
+    assert unit("telemetry_completeness") == "records"
