@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from pipelines.errors import InfraError
@@ -34,6 +34,30 @@ PLAN = RolePlan(writer="sw_writer", analyst="sw_analyst")
 
 def _as(url: str, role: str) -> Engine:
     return make_engine(make_url(url).set(username=role).render_as_string(hide_password=False))
+
+
+def _undo_14(conn: Connection) -> None:
+    for view in m0014_suppressed_views.VIEWS:
+        conn.execute(text(f"DROP VIEW {view}"))
+
+
+def _undo_13(conn: Connection) -> None:
+    """v_segment_window_drift as migration 5 made it on PostgreSQL (`SELECT t.*`, expanded
+    when the view was created), a security barrier since migration 7, read by the analyst.
+    """
+    conn.execute(text("DROP VIEW v_segment_window_drift"))
+    conn.execute(text("ALTER TABLE segment_window_drift DROP COLUMN doubling_p_value"))
+    body = m0005_analyst_views._kanon("segment_window_drift")
+    conn.execute(text(f"CREATE VIEW v_segment_window_drift WITH (security_barrier) AS {body}"))
+    conn.execute(text(f"GRANT SELECT ON v_segment_window_drift TO {PLAN.analyst}"))
+
+
+def _record_as_at(conn: Connection, version: int) -> None:
+    """Record the warehouse as at migration `version` (the caller undid the later ones):
+    Alembic's revision and the rows of schema_migrations.
+    """
+    conn.execute(text("DELETE FROM schema_migrations WHERE version > :v"), {"v": version})
+    conn.execute(text("UPDATE alembic_version SET version_num = :r"), {"r": f"{version:04d}"})
 
 
 @pytest.fixture(scope="module")
@@ -133,17 +157,20 @@ def test_migration_11_gives_the_analyst_successful_injection_rate(roles, truth):
     _, writer, analyst = roles
     insert_injection_rows(writer)  # a dimension set of their own: `truth` is unchanged
     with writer.begin() as conn:  # back to a warehouse at migration 10
+        _undo_14(conn)
+        _undo_13(conn)
+        conn.execute(text("ALTER TABLE segment_window_agg DROP COLUMN slice_sums"))  # 12
         for view, (grain, period) in m0011_successful_injection_rate.ROLLUP_VIEWS.items():
             conn.execute(text(f"DROP VIEW {view}"))
             body = m0005_analyst_views._rollup("postgresql", grain, period)
             conn.execute(text(f"CREATE VIEW {view} WITH (security_barrier) AS {body}"))
-        grant_analyst(conn, analyst_roles(conn))
-        conn.execute(text("DELETE FROM schema_migrations WHERE version = 11"))
+            conn.execute(text(f"GRANT SELECT ON {view} TO {PLAN.analyst}"))
+        _record_as_at(conn, 10)
     with analyst.connect() as conn:
         columns = conn.execute(text("SELECT * FROM v_segment_daily LIMIT 0")).keys()
     assert "successful_injection_rate" not in columns
 
-    assert migrate(writer) == [11]
+    assert migrate(writer) == [11, 12, 13, 14]
     assert_successful_injection_rates(analyst)
     for view, period, grain in (
         ("v_segment_daily", "day", "day"),
@@ -170,18 +197,15 @@ def test_migration_13_shows_the_analyst_the_doubling_test_behind_the_same_barrie
     _, writer, analyst = roles
     count = "SELECT COUNT(*) FROM v_segment_window_drift"
     with writer.begin() as conn:  # back to a warehouse at migration 12
-        conn.execute(text("DROP VIEW v_segment_window_drift"))
-        conn.execute(text("ALTER TABLE segment_window_drift DROP COLUMN doubling_p_value"))
-        body = m0005_analyst_views._kanon("segment_window_drift")
-        conn.execute(text(f"CREATE VIEW v_segment_window_drift WITH (security_barrier) AS {body}"))
-        grant_analyst(conn, analyst_roles(conn))
-        conn.execute(text("DELETE FROM schema_migrations WHERE version = 13"))
+        _undo_14(conn)
+        _undo_13(conn)
+        _record_as_at(conn, 12)
     with analyst.connect() as conn:
         visible = conn.execute(text(count)).scalar()
         columns = conn.execute(text("SELECT * FROM v_segment_window_drift LIMIT 0")).keys()
     assert visible and "doubling_p_value" not in columns
 
-    assert migrate(writer) == [13]
+    assert migrate(writer) == [13, 14]
     with writer.begin() as conn:  # rows of before the migration have none: give them one
         conn.execute(text("UPDATE segment_window_drift SET doubling_p_value = chi2_p_value / 2"))
         hidden = conn.execute(text("SELECT COUNT(*) FROM segment_window_drift")).scalar()
@@ -205,9 +229,8 @@ def test_migration_14_gives_the_analyst_what_the_views_hide_behind_a_barrier(rol
     _, writer, analyst = roles
     views = m0014_suppressed_views.VIEWS
     with writer.begin() as conn:  # back to a warehouse at migration 13
-        for view in views:
-            conn.execute(text(f"DROP VIEW {view}"))
-        conn.execute(text("DELETE FROM schema_migrations WHERE version = 14"))
+        _undo_14(conn)
+        _record_as_at(conn, 13)
     assert migrate(writer) == [14]
 
     with analyst.connect() as conn:

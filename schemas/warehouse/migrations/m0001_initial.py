@@ -15,7 +15,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-VERSION = 1
+revision = "0001"
+down_revision = None
 DESCRIPTION = "segment_window_agg, batch_ledger, ingested_offsets"
 
 # Frozen copies of the lists as they were when this migration was written: a migration must

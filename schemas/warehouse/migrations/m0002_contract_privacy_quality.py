@@ -21,7 +21,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-VERSION = 2
+revision = "0002"
+down_revision = "0001"
 DESCRIPTION = "rejects/duplicates in the ledger, redaction failures, user sketches, quality"
 
 # Frozen copies of the lists as they were when this migration was written: a migration must

@@ -19,7 +19,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-VERSION = 3
+revision = "0003"
+down_revision = "0002"
 DESCRIPTION = "full metric catalog, histograms, drift and rate tests, admitted dimension values"
 
 # Frozen copies of the lists as they were when this migration was written: a migration must

@@ -17,7 +17,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-VERSION = 4
+revision = "0004"
+down_revision = "0003"
 DESCRIPTION = "alert_state, alert_history, notification_outbox"
 
 

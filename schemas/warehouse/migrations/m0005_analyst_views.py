@@ -26,7 +26,8 @@ from schemas.warehouse.migrations.m0003_metric_catalog_drift import (
     OLD_COUNTERS,
 )
 
-VERSION = 5
+revision = "0005"
+down_revision = "0004"
 DESCRIPTION = (
     "analyst views (daily/weekly roll-ups, k-anonymous drift), rejected_events, backfill_runs"
 )

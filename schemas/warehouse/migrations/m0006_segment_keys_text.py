@@ -13,7 +13,8 @@ from __future__ import annotations
 from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
-VERSION = 6
+revision = "0006"
+down_revision = "0005"
 DESCRIPTION = "alert segments and notification dedup keys: text, unique by md5 on PostgreSQL"
 
 COLUMNS = (

@@ -19,7 +19,8 @@ from sqlalchemy.engine import Connection
 
 from schemas.warehouse.migrations.m0003_metric_catalog_drift import DIMENSIONS
 
-VERSION = 7
+revision = "0007"
+down_revision = "0006"
 DESCRIPTION = "analyst views as security barriers; alert views hide segments below k"
 
 # Frozen copy of the analyst views when this migration was written.

@@ -12,7 +12,8 @@ from __future__ import annotations
 from sqlalchemy import DateTime, text
 from sqlalchemy.engine import Connection
 
-VERSION = 8
+revision = "0008"
+down_revision = "0007"
 DESCRIPTION = "batch_ledger.derived_at: drift and alert rules of the closed windows done"
 
 

@@ -13,7 +13,8 @@ from sqlalchemy.engine import Connection
 
 from schemas.warehouse.migrations.m0007_analyst_barriers import ALERT_VIEWS, alert_view
 
-VERSION = 9
+revision = "0009"
+down_revision = "0008"
 DESCRIPTION = "alert_history.early and .evidence: pages made on a window still open"
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 from sqlalchemy import LargeBinary, text
 from sqlalchemy.engine import Connection
 
-VERSION = 10
+revision = "0010"
+down_revision = "0009"
 DESCRIPTION = "segment_window_agg.bucket_sums: counters per user bucket (cluster-robust rates)"
 
 

@@ -17,7 +17,8 @@ from sqlalchemy.engine import Connection
 from schemas.warehouse.migrations.m0003_metric_catalog_drift import CATEGORIES, DIMENSIONS
 from schemas.warehouse.migrations.m0005_analyst_views import COUNTERS
 
-VERSION = 11
+revision = "0011"
+down_revision = "0010"
 DESCRIPTION = "successful_injection_rate (injection successes per event) in the roll-up views"
 
 # Frozen copy of the catalog's rates when this migration was written (rate, numerator,

@@ -18,7 +18,8 @@ from __future__ import annotations
 from sqlalchemy import LargeBinary, text
 from sqlalchemy.engine import Connection
 
-VERSION = 12
+revision = "0012"
+down_revision = "0011"
 DESCRIPTION = "segment_window_agg.slice_sums: counters per slice of the window (early alerts)"
 
 

@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 
 from schemas.warehouse.migrations.m0005_analyst_views import _kanon
 
-VERSION = 13
+revision = "0013"
+down_revision = "0012"
 DESCRIPTION = "segment_window_drift.doubling_p_value: an exact test of an outcome doubling"
 
 VIEW = "v_segment_window_drift"

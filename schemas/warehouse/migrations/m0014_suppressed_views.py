@@ -20,7 +20,8 @@ from sqlalchemy.engine import Connection
 from schemas.warehouse.migrations.m0003_metric_catalog_drift import DIMENSIONS
 from schemas.warehouse.migrations.m0011_successful_injection_rate import period
 
-VERSION = 14
+revision = "0014"
+down_revision = "0013"
 DESCRIPTION = "rows and events hidden by v_segment_window and the roll-ups, per period"
 
 # The analyst views this migration adds, security barriers on PostgreSQL (a test checks
