@@ -41,7 +41,7 @@ from pipelines.settings import (
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables
-from tests.integration.conftest import _free_ports
+from tests.integration.conftest import _free_ports, postgres_folder
 from tests.integration.mixed_input import KINDS, Record, build_mixed_input
 from tests.integration.streaming_support import describe_partitions
 
@@ -154,7 +154,8 @@ def world(root: Path, *, postgres: bool = True, alertmanager: bool = True) -> It
         stack.callback(w.webhook.stop)  # type: ignore[union-attr]
         if postgres:
             say("starting PostgreSQL")
-            w.postgres = LocalPostgres(root / "postgres", pg_port, log=lambda _m: None)
+            pg_folder = stack.enter_context(postgres_folder())
+            w.postgres = LocalPostgres(pg_folder / "data", pg_port, log=lambda _m: None)
             w.postgres.start()
             stack.callback(w.postgres.stop, "immediate")
         if alertmanager:

@@ -7,10 +7,12 @@ test session never touches `var/` or a developer's running broker. Tests mark th
 
 from __future__ import annotations
 
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
@@ -149,18 +151,34 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory):
 # -- PostgreSQL -------------------------------------------------------------------------------
 
 
+@contextmanager
+def postgres_folder() -> Iterator[Path]:
+    """A folder for a PostgreSQL server's data, removed at the end: directly under the
+    system's temporary folder, not pytest's. Pytest resets its own root to 0700 whenever
+    another pytest session starts on the machine, and a server running as the postgres user
+    would lose its data directory mid-run.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="safewatch-pg-"))
+    folder.chmod(0o755)
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
-def postgres(tmp_path_factory: pytest.TempPathFactory):
+def postgres():
     """A real PostgreSQL server (Debian's package) on a free port; `.create_database(name)`."""
     from pipelines.infra.postgres import LocalPostgres
 
     (port,) = _free_ports(1)
-    server = LocalPostgres(tmp_path_factory.mktemp("postgres") / "data", port, log=lambda _m: None)
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
+    with postgres_folder() as folder:
+        server = LocalPostgres(folder / "data", port, log=lambda _m: None)
+        server.start()
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 # -- Alertmanager -----------------------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -20,21 +19,22 @@ from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from pipelines.warehouse.retry import RetryPolicy, WarehouseUnavailableError
 from pipelines.warehouse.sink import OffsetRange, WarehouseSink
-from tests.integration.conftest import _free_ports
+from tests.integration.conftest import _free_ports, postgres_folder
 from tests.unit.test_warehouse_sink import _agg, _batch
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def server(tmp_path: Path):
+def server():
     (port,) = _free_ports(1)
-    pg = LocalPostgres(tmp_path / "pg", port, log=lambda _m: None)
-    pg.start()
-    try:
-        yield pg
-    finally:
-        pg.stop(mode="immediate")
+    with postgres_folder() as folder:
+        pg = LocalPostgres(folder / "data", port, log=lambda _m: None)
+        pg.start()
+        try:
+            yield pg
+        finally:
+            pg.stop(mode="immediate")
 
 
 def _sink(url: str, budget_s: float, lines: list[str]) -> WarehouseSink:
