@@ -37,3 +37,18 @@ def test_the_demo_says_how_transitions_and_notices_add_up() -> None:
     )
     assert "4 firing and 1 resolved notices, 5 per channel to alertmanager and kafka" in text
     assert text.endswith("10 in all.")
+
+
+def test_demo_help_describes_the_demo_and_lists_every_scenario(capsys) -> None:
+    import pytest
+
+    from jobs.cli import main
+    from pipelines.synth.scenarios import SCENARIOS
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["demo", "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert "Everything end to end on this machine" in out
+    assert all(f"{name}: " in out for name in SCENARIOS)
+    assert "leave the Kafka broker and Alertmanager running" in out
