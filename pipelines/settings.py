@@ -53,9 +53,17 @@ def _duration(text: str) -> str:
 
 
 def _go_duration(text: str) -> str:
-    """`text` if it is a duration as Alertmanager reads it: "30s", "5m", "1h30m"."""
-    if not _GO_DURATION.fullmatch(text) or not any(ch in "123456789" for ch in text):
+    """`text` if it is a duration as Alertmanager reads it: "0s", "30s", "5m", "1h30m"."""
+    if not _GO_DURATION.fullmatch(text):
         msg = f"cannot read duration {text!r}: use Alertmanager's form, e.g. '30s', '5m', '1h'"
+        raise ValueError(msg)
+    return text
+
+
+def _positive_go_duration(text: str) -> str:
+    """As `_go_duration`, and more than zero (Alertmanager refuses a zero interval)."""
+    if not any(ch in "123456789" for ch in _go_duration(text)):
+        msg = f"duration {text!r} must be more than zero"
         raise ValueError(msg)
     return text
 
@@ -73,6 +81,7 @@ _JVM_MEMORY = re.compile(r"[1-9]\d*[kKmMgGtT]?")
 # A positive duration as Safewatch reads it (pipelines/durations.py), kept as written.
 Duration = Annotated[str, AfterValidator(_duration)]
 GoDuration = Annotated[str, AfterValidator(_go_duration)]
+PositiveGoDuration = Annotated[str, AfterValidator(_positive_go_duration)]
 JvmMemory = Annotated[str, AfterValidator(_jvm_memory)]
 
 
@@ -811,15 +820,15 @@ class AlertingSettings(_Section):
     group_wait: GoDuration = Field(
         "1s", description="Local Alertmanager: wait before the first notification of a group."
     )
-    group_interval: GoDuration = Field(
+    group_interval: PositiveGoDuration = Field(
         "5s",
         description="Local Alertmanager: wait before notifying changes (new or resolved alerts) "
         "of a group.",
     )
-    repeat_interval: GoDuration = Field(
+    repeat_interval: PositiveGoDuration = Field(
         "1h", description="Local Alertmanager: resend a still-firing alert after this long."
     )
-    resolve_timeout: GoDuration = Field(
+    resolve_timeout: PositiveGoDuration = Field(
         "5m",
         description="Local Alertmanager: an alert posted without endsAt is resolved after this "
         "long without an update.",

@@ -58,7 +58,7 @@ def alerts_ack(settings: Settings, args: argparse.Namespace) -> int:
     if not args.by:
         msg = "alerts ack needs --by NAME (who takes the alert)"
         raise SafewatchError(msg)
-    engine = open_warehouse(settings.warehouse)
+    engine = open_warehouse(settings.warehouse, reader=True)
     with engine.begin() as conn:
         done = acknowledge(
             conn,
@@ -180,7 +180,7 @@ def alerts_deliver(settings: Settings) -> int:
     from pipelines.warehouse.migrate import open_warehouse
 
     a = settings.alerting
-    engine = open_warehouse(settings.warehouse)
+    engine = open_warehouse(settings.warehouse, reader=True)
     report = deliver(
         engine,
         build_notifiers(settings),

@@ -361,9 +361,10 @@ def open_warehouse(
 ) -> Engine:
     """The configured warehouse (setting warehouse.url), migrated to the latest schema.
 
-    A `reader` (a command that only shows what the job stored) never creates one: when the
-    URL names an SQLite file that does not exist, it raises ConfigError naming the file and
-    the setting, instead of showing an empty warehouse it just made.
+    A `reader` (a command that shows or acts on what the job stored: show, report, alerts
+    status, ack and deliver) never creates one: when the URL names an SQLite file that does
+    not exist, it raises ConfigError naming the file and the setting, instead of working on
+    an empty warehouse it just made.
     """
     url = settings.url.get_secret_value()
     if reader:

@@ -49,7 +49,17 @@ def test_a_rate_of_the_catalog_is_accepted(elsewhere: Path, monkeypatch, capsys)
     assert "Segments by peak refusal_rate" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("argv", [["show"], ["alerts", "status"], ["drift"]])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["show"],
+        ["alerts", "status"],
+        ["alerts", "deliver"],
+        ["alerts", "ack", "--by", "kim"],
+        ["drift"],
+        ["report", "weekly"],
+    ],
+)
 def test_reading_a_warehouse_that_does_not_exist_creates_none(
     elsewhere: Path, capsys, argv: list[str]
 ) -> None:
