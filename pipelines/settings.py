@@ -37,7 +37,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from pipelines.durations import parse_duration
+from pipelines.durations import parse_duration, spark_interval
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import RATES
 from pipelines.redact import is_secret_key, redact_text, redact_tree
@@ -46,9 +46,7 @@ from pipelines.segments import SEGMENT_DIMENSIONS
 
 def _duration(text: str) -> str:
     """`text` if it reads as a positive duration ("5 minutes", "30 seconds", "1 hour")."""
-    if parse_duration(text).total_seconds() <= 0:
-        msg = f"duration {text!r} must be positive"
-        raise ValueError(msg)
+    spark_interval(text)  # ValueError naming the problem: unreadable, or not positive
     return text
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
 
 from pipelines.errors import ConfigError
 
@@ -43,6 +43,16 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(parsed, pool_pre_ping=True)
+
+
+def sqlite_file(url: URL) -> Path | None:
+    """The file an SQLite URL names; None for another database, an in-memory one or a
+    `file:` URI (whose options SQLite reads itself).
+    """
+    database = url.database or ""
+    if url.get_backend_name() != "sqlite" or database in ("", ":memory:"):
+        return None
+    return None if database.startswith("file:") else Path(database)
 
 
 def describe(engine: Engine) -> str:

@@ -45,7 +45,7 @@ from sqlalchemy.exc import OperationalError
 import schemas.warehouse.migrations as migrations_pkg
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.settings import Settings, WarehouseSettings
-from pipelines.warehouse.engine import describe, make_engine
+from pipelines.warehouse.engine import describe, make_engine, sqlite_file
 from pipelines.warehouse.tables import ANALYST_OBJECTS
 
 if TYPE_CHECKING:
@@ -368,18 +368,12 @@ def open_warehouse(
     """
     url = settings.url.get_secret_value()
     if reader:
-        parsed = make_url(url)
-        database = parsed.database or ""
-        if (
-            parsed.get_backend_name() == "sqlite"
-            and database not in ("", ":memory:")
-            and not database.startswith("file:")
-            and not Path(database).is_file()
-        ):
+        path = sqlite_file(make_url(url))
+        if path is not None and not path.is_file():
             default = url == WarehouseSettings().url.get_secret_value()
             which = "the default of warehouse.url" if default else "warehouse.url"
             msg = (
-                f"no warehouse at {database} ({which}): fill one with `safewatch run` (or see "
+                f"no warehouse at {path} ({which}): fill one with `safewatch run` (or see "
                 f"one with `safewatch demo`), or point SAFEWATCH_WAREHOUSE__URL at yours"
             )
             raise ConfigError(msg)

@@ -33,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
 from pipelines.errors import SafewatchError
-from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.engine import make_engine, sqlite_file
 
 Format = Literal["table", "csv", "json"]
 
@@ -146,14 +146,13 @@ def check_statement(sql: str, dialect: str) -> str:
 
 def sqlite_database(url: URL) -> Path:
     """The SQLite file of `url`; QueryError when it does not exist (nothing is created)."""
-    database = url.database
-    if not database or database == ":memory:" or database.startswith("file:"):
+    path = sqlite_file(url)
+    if path is None:
         msg = (
             "safewatch query needs an SQLite warehouse file: set SAFEWATCH_WAREHOUSE__URL "
             "to sqlite:///path/to/warehouse.db"
         )
         raise QueryError(msg)
-    path = Path(database)
     if not path.is_file():
         msg = (
             f"no warehouse database at {path}: check SAFEWATCH_WAREHOUSE__URL, or create it "

@@ -35,13 +35,17 @@ from pipelines.kafka.producer import produce_raw
 from pipelines.settings import (
     AlertingSettings,
     BrokerSettings,
-    ClusterSettings,
     KafkaSettings,
 )
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables
-from tests.integration.conftest import _free_ports, postgres_folder
+from tests.integration.conftest import (
+    CLUSTER_CLIENT_OPTIONS,
+    _free_ports,
+    local_kafka_cluster,
+    postgres_folder,
+)
 from tests.integration.mixed_input import KINDS, Record, build_mixed_input
 from tests.integration.streaming_support import describe_partitions
 
@@ -167,33 +171,15 @@ def world(root: Path, *, postgres: bool = True, alertmanager: bool = True) -> It
         yield w
 
 
-# A Kafka client call already sent to a broker that dies waits for it until its timeout (60 s
-# by default) before it is tried against the new leader: keep the wait short on the cluster.
-CLUSTER_CLIENT_OPTIONS = {"request.timeout.ms": "10000", "default.api.timeout.ms": "20000"}
-
-
 @contextmanager
 def kafka_cluster(w: World, name: str) -> Iterator[tuple[World, LocalKafkaCluster]]:
     """Three KRaft brokers (replication 3, min.insync.replicas 2) with their storage in
     `w.root`/`name`, and `w` with its Kafka settings pointing at them; stopped at the end.
     """
-    ports = _free_ports(6)
-    cluster = LocalKafkaCluster(
-        ClusterSettings(
-            kafka_ports=tuple(ports[:3]), kafka_controller_ports=tuple(ports[3:]),
-            kafka_data_dir=w.root / name / "kafka", start_timeout_s=180,
-        ),
-        jars_dir=REPO / "var" / "jars" / "kafka", log=lambda _m: None,
-    )  # fmt: skip
     say("starting a Kafka cluster of three brokers")
-    try:
-        cluster.start()
-        kafka = cluster.kafka_settings(
-            KafkaSettings(partitions=3, client_options=CLUSTER_CLIENT_OPTIONS)
-        )
+    with local_kafka_cluster(w.root / name / "kafka") as (kafka, cluster):
+        kafka = kafka.model_copy(update={"client_options": CLUSTER_CLIENT_OPTIONS})
         yield replace(w, kafka=kafka), cluster
-    finally:
-        cluster.stop()
 
 
 def partition_leader(kafka: KafkaSettings, topic: str, partition: int) -> int:

@@ -78,18 +78,22 @@ class KafkaClusterHarness(NamedTuple):
     cluster: LocalKafkaCluster
 
 
-@pytest.fixture(scope="session")
-def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClusterHarness]:
-    """Three real KRaft brokers (each also a controller) for the session, stopped at the end.
+# A Kafka client call already sent to a broker that dies waits for it until its timeout (60 s
+# by default) before it is tried against the new leader: keep the wait short on a cluster
+# whose brokers the tests kill.
+CLUSTER_CLIENT_OPTIONS = {"request.timeout.ms": "10000", "default.api.timeout.ms": "20000"}
 
-    Replication factor 3 and min.insync.replicas 2: writes and reads go on with one broker
-    down. `.cluster.kill(node_id)` crashes a node, `.cluster.restart(node_id)` brings it back.
+
+@contextmanager
+def local_kafka_cluster(data_dir: Path) -> Iterator[KafkaClusterHarness]:
+    """Three real KRaft brokers (each also a controller) on free loopback ports, their
+    storage in `data_dir`; stopped at the end. Topics get 3 partitions on all 3 brokers.
     """
     ports = _free_ports(6)
     settings = ClusterSettings(
         kafka_ports=tuple(ports[:3]),
         kafka_controller_ports=tuple(ports[3:]),
-        kafka_data_dir=tmp_path_factory.mktemp("kafka-cluster"),
+        kafka_data_dir=data_dir,
         start_timeout_s=180,  # three JVMs at once on a small machine
     )
     cluster = LocalKafkaCluster(settings, jars_dir=KAFKA_JARS, log=lambda _m: None)
@@ -100,6 +104,17 @@ def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClu
         )
     finally:
         cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaClusterHarness]:
+    """The cluster of `local_kafka_cluster` for the session.
+
+    Replication factor 3 and min.insync.replicas 2: writes and reads go on with one broker
+    down. `.cluster.kill(node_id)` crashes a node, `.cluster.restart(node_id)` brings it back.
+    """
+    with local_kafka_cluster(tmp_path_factory.mktemp("kafka-cluster")) as harness:
+        yield harness
 
 
 # -- Spark ------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from pipelines.synth.generator import generate_events
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from pipelines.warehouse.tables import Tables, as_utc
+from tests.integration.conftest import CLUSTER_CLIENT_OPTIONS
 from tests.integration.streaming_support import (
     DIMENSIONS,
     describe_partitions,
@@ -48,14 +49,11 @@ T0 = (datetime.now(UTC) - timedelta(days=1)).replace(minute=0, second=0, microse
 EVENTS = 3000
 MAX_OFFSETS = 1050  # three micro-batches (Spark splits a trigger across partitions by lag)
 APP_NAME = "safewatch-cluster-test"
-# A Kafka client call already sent to a broker that dies waits for it until its timeout
-# (60 s by default) before Spark retries it against the new leader: keep the wait short.
-CLIENT_OPTIONS = {"request.timeout.ms": "10000", "default.api.timeout.ms": "20000"}
 
 
 def job_settings(kafka, topic: str, work: Path, url: str) -> Settings:
     """The settings of both runs; alert rules are off (their delivery is not under test)."""
-    kafka = kafka.model_copy(update={"client_options": CLIENT_OPTIONS})
+    kafka = kafka.model_copy(update={"client_options": CLUSTER_CLIENT_OPTIONS})
     settings = make_settings(kafka, topic, work / "checkpoint", url, max_offsets=MAX_OFFSETS)
     return settings.model_copy(update={"alerting": AlertingSettings(evaluate=False)})
 
