@@ -39,24 +39,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipelines.contract.columns import ColumnChecks, bool_mask, node_kind
+from pipelines.contract.reasons import (
+    EVENT_TIME_OUT_OF_RANGE,
+    INVALID_JSON,
+    LATE,
+    MESSAGE_TOO_LARGE,
+    SCHEMA_VIOLATION,
+    UNKNOWN_SCHEMA_VERSION,
+    UNPROCESSABLE,
+)
 from pipelines.segments import REDACTED_VALUE
 from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
 
 if TYPE_CHECKING:
     from pipelines.privacy.detectors import AllowList
 
-MESSAGE_TOO_LARGE = "message_too_large"
-INVALID_JSON = "invalid_json"
-UNKNOWN_SCHEMA_VERSION = "unknown_schema_version"
-SCHEMA_VIOLATION = "schema_violation"
-EVENT_TIME_OUT_OF_RANGE = "event_time_out_of_range"
-PII_DETECTED = "pii_detected"
-# Checking the record raised something unexpected: it is rejected, not the batch failed.
-UNPROCESSABLE = "unprocessable"
-LATE = "late"
-# What became of a record that reaches the dead-letter topic: rejected (a reason code, or
-# late), or counted with the free text that held personal data dropped (pii_detected).
-REJECTED, COUNTED = "rejected", "counted"
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 REDACTED_TEXT = REDACTED_VALUE  # what replaces a free text in which a detector hits

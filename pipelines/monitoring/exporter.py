@@ -26,6 +26,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipelines.alerting.model import SEVERITIES
+from pipelines.contract.reasons import REJECT_REASONS
 from pipelines.errors import InfraError
 from pipelines.metrics.catalog import RATES, rate
 from pipelines.metrics.stats import wilson_interval
@@ -38,16 +39,6 @@ from pipelines.segments import (
 
 PREFIX = "safewatch_"
 BATCH_OUTCOMES = ("committed", "skipped", "failed")
-# The job's rejection reasons (pipelines.stream.classify.REJECT_REASONS, which imports
-# pyspark; tests/unit/test_exporter.py checks the two agree).
-REJECT_REASONS = (
-    "message_too_large",
-    "invalid_json",
-    "unknown_schema_version",
-    "schema_violation",
-    "event_time_out_of_range",
-    "unprocessable",
-)
 NOTIFICATION_CHANNELS = ("alertmanager", "webhook", "kafka")
 HEADLINE_RATES = tuple(r.id for r in RATES if r.headline)  # the catalog's headline rates
 # Batches take seconds locally and up to the trigger's worth of back-pressure in production.

@@ -47,7 +47,8 @@ import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
 from pipelines.alerting.engine import AlertEngine
-from pipelines.contract.records import LATE, Limits
+from pipelines.contract.reasons import AGGREGATED, DUPLICATE, LATE, UNPARSED, rejected_by_reason
+from pipelines.contract.records import Limits
 from pipelines.crashpoints import crash_point
 from pipelines.drift.compute import BaselineCache
 from pipelines.durations import parse_duration
@@ -67,9 +68,6 @@ from pipelines.stream.classify import (
     dead_letters,
 )
 from pipelines.stream.counting import (
-    AGGREGATED,
-    DUPLICATE,
-    UNPARSED,
     Counting,
     Sampling,
     ValueLimits,
@@ -409,9 +407,7 @@ class BatchProcessor:
             candidate = max_event_time - self.watermark_delay
             if watermark_after is None or candidate > watermark_after:
                 watermark_after = candidate
-        rejected_by_reason = {
-            k: v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
-        }
+        rejected = rejected_by_reason(by_status)
         rows, hist_rows, admissions, folded = self._fold(c.aggregates, c.histograms, c.admission)
         result = BatchResult(
             query_id=query_id,
@@ -425,7 +421,7 @@ class BatchProcessor:
             watermark_after=watermark_after,
             offsets=_offset_ranges(stats),
             aggregates=rows,
-            rejected_by_reason=rejected_by_reason,
+            rejected_by_reason=rejected,
             duplicate_rows=by_status[DUPLICATE],
             dlq_rows=dlq_rows,
             max_event_time=max_event_time,
@@ -462,7 +458,7 @@ class BatchProcessor:
             late_rows=result.late_rows,
             duplicate_rows=result.duplicate_rows,
             text_dropped_rows=text_dropped,
-            rejected_by_reason=rejected_by_reason,
+            rejected_by_reason=rejected,
             aggregate_rows_written=written,
             quality_success=derived.quality_success if derived else None,
             seconds=(self.clock() - started).total_seconds(),
@@ -636,9 +632,7 @@ class BatchProcessor:
                 aggregated_events=sum(r["events"] for r in kept),
                 outside_events=sum(r["events"] for r in rows) - sum(r["events"] for r in kept),
                 duplicate_rows=c.by_status[DUPLICATE],
-                rejected_by_reason={
-                    k: v for k, v in c.by_status.items() if k not in (AGGREGATED, DUPLICATE, LATE)
-                },
+                rejected_by_reason=rejected_by_reason(c.by_status),
                 folded_rows=folded,
             ),
             stages.seconds,

@@ -33,20 +33,8 @@ from pyspark.sql import functions as F
 from pyspark.sql import types as T
 from pyspark.sql.pandas.types import from_arrow_schema
 
-from pipelines.contract.records import (
-    COUNTED,
-    EVENT_TIME_OUT_OF_RANGE,
-    INVALID_JSON,
-    MESSAGE_TOO_LARGE,
-    PII_DETECTED,
-    REJECTED,
-    SCHEMA_VIOLATION,
-    UNKNOWN_SCHEMA_VERSION,
-    UNPROCESSABLE,
-    Limits,
-    check_batches,
-    record_checker,
-)
+from pipelines.contract.reasons import COUNTED, PII_DETECTED, REJECTED
+from pipelines.contract.records import Limits, check_batches, record_checker
 from pipelines.privacy.detectors import screen_pattern
 from pipelines.stream.counting import (
     IDS,
@@ -63,15 +51,6 @@ from pipelines.stream.counting import (
     sample_of,
 )
 from pipelines.stream.heap import settle
-
-REJECT_REASONS = (
-    MESSAGE_TOO_LARGE,
-    INVALID_JSON,
-    UNKNOWN_SCHEMA_VERSION,
-    SCHEMA_VIOLATION,
-    EVENT_TIME_OUT_OF_RANGE,
-    UNPROCESSABLE,
-)
 
 
 def check_and_count(

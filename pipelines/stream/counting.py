@@ -34,13 +34,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract.records import (
-    INVALID_JSON,
-    MESSAGE_TOO_LARGE,
-    SCHEMA_VIOLATION,
-    UNKNOWN_SCHEMA_VERSION,
-    output_schema,
-)
+from pipelines.contract.reasons import AGGREGATED, DUPLICATE, SCHEMA_VIOLATION, UNPARSED
+from pipelines.contract.records import output_schema
 from pipelines.metrics.buckets import BUCKETS, user_bucket
 from pipelines.metrics.catalog import EVENT_COUNTERS, bucket_counter_ids, telemetry_counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
@@ -56,10 +51,6 @@ from pipelines.segments import (
     UNKNOWN_VALUE,
 )
 
-AGGREGATED = "aggregated"
-DUPLICATE = "duplicate"
-# Records with no event to read (the quality sample leaves them out).
-UNPARSED = (MESSAGE_TOO_LARGE, INVALID_JSON, UNKNOWN_SCHEMA_VERSION)
 # Paths whose errors make an event's safety telemetry incomplete.
 SAFETY_PATHS = ("moderation", "refusal", "injection", "jailbreak", "tool_calls", "privacy",
                 "feedback", "request.outcome")  # fmt: skip

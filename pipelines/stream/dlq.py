@@ -31,7 +31,7 @@ from typing import Any
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from pipelines.contract.records import REJECTED
+from pipelines.contract.reasons import REJECTED
 from pipelines.settings import KafkaSettings
 from pipelines.stream.udfs import scrub_udf
 

@@ -34,6 +34,7 @@ from sqlalchemy import Engine, and_, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
+from pipelines.contract.reasons import PARSE_ERRORS
 from pipelines.crashpoints import crash_point
 from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import (
@@ -116,15 +117,7 @@ class BatchResult:
         """Records that were not a readable event at all (kept for the ledger's column):
         also those whose check failed unexpectedly (unprocessable), which keep no event.
         """
-        return sum(
-            self.rejected_by_reason.get(r, 0)
-            for r in (
-                "message_too_large",
-                "invalid_json",
-                "unknown_schema_version",
-                "unprocessable",
-            )
-        )
+        return sum(self.rejected_by_reason.get(r, 0) for r in PARSE_ERRORS)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import String
 
+from pipelines.contract.reasons import UNPROCESSABLE
 from pipelines.contract.records import (
     INPUT_SCHEMA,
-    UNPROCESSABLE,
     Limits,
     RecordChecker,
     _FastPath,
@@ -186,11 +186,24 @@ def test_a_record_whose_check_raises_is_unprocessable_and_the_batch_goes_on():
     assert rows[0]["event"]["event_id"] == EXAMPLE["event_id"]
 
 
-def test_unprocessable_is_a_reason_everywhere_reasons_are_listed():
-    from pipelines.monitoring import REJECT_REASONS as EXPORTED
-    from pipelines.stream.classify import REJECT_REASONS
+def test_every_reason_the_checks_write_is_a_known_fate():
+    """Each `<CODE>|<path>: ...` error the record checks can write names a reject reason
+    the exporter and the ledger know (or `late`, which is not a rejection).
+    """
+    import re
+    from pathlib import Path
 
-    assert UNPROCESSABLE in REJECT_REASONS
+    from pipelines.contract import reasons
+    from pipelines.monitoring import REJECT_REASONS as EXPORTED
+
+    folder = Path(reasons.__file__).parent
+    written = set()
+    for name in ("records.py", "columns.py"):
+        written |= set(re.findall(r'f"\{([A-Z_]+)\}\|', (folder / name).read_text()))
+    assert written >= {"UNPROCESSABLE", "INVALID_JSON", "MESSAGE_TOO_LARGE", "LATE"}
+    for code in written:
+        value = getattr(reasons, code)
+        assert value == reasons.LATE or value in reasons.REJECT_REASONS, code
     assert UNPROCESSABLE in EXPORTED
 
 

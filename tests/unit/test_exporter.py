@@ -10,7 +10,7 @@ from scipy.stats import binomtest
 
 from pipelines.errors import InfraError
 from pipelines.metrics.catalog import counter_ids
-from pipelines.monitoring import REJECT_REASONS, JobMetrics, serve
+from pipelines.monitoring import JobMetrics, serve
 from pipelines.stream.batch import BatchReport
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -171,12 +171,6 @@ def test_labelled_counters_exist_at_zero_before_any_event(registry, metrics):
         assert _value(registry, "safewatch_notifications_sent_total", channel=channel) == 0
     for severity in ("sev1", "sev2", "sev3", "sev4"):
         assert _value(registry, "safewatch_alerts_firing", severity=severity) == 0
-
-
-def test_reject_reasons_are_those_of_the_job():
-    from pipelines.stream.classify import REJECT_REASONS as JOB_REASONS
-
-    assert REJECT_REASONS == JOB_REASONS
 
 
 # -- polled state ----------------------------------------------------------------------------
