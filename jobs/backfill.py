@@ -1,8 +1,9 @@
 """Backfill: recompute a period's aggregates from retained Kafka records or a JSONL archive.
 
-The records go through the same classification and metric definitions as the streaming
-batches (`BatchProcessor.recompute`); the period's windows are then replaced in one
-transaction (`WarehouseSink.replace_windows`) and their drift recomputed. Re-running the
+The records (`pipelines.stream.sources`) go through the same classification and metric
+definitions as the streaming batches (`pipelines.stream.aggregate.Aggregator.recompute`);
+the period's windows are then replaced in one transaction (`WarehouseSink.replace_windows`)
+and their drift recomputed (`pipelines.drift.step.DriftStep`). Re-running the
 same backfill leaves the same tables.
 """
 
@@ -14,32 +15,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
-from pyspark.sql import types as T
-from sqlalchemy import func, select
+from pyspark.sql import SparkSession
 from sqlalchemy.engine import Connection
 
-from pipelines.drift.compute import compute_drift
+from pipelines.drift.step import DriftStep
 from pipelines.durations import parse_duration
 from pipelines.errors import SafewatchError
 from pipelines.settings import Settings
-from pipelines.stream.batch import BatchProcessor
+from pipelines.stream.aggregate import Aggregator
+from pipelines.stream.sources import archive_records, kafka_records
+from pipelines.warehouse.ledger import oldest_watermark
 from pipelines.warehouse.migrate import open_warehouse
 from pipelines.warehouse.retry import RetryPolicy
 from pipelines.warehouse.sink import WarehouseSink
-from pipelines.warehouse.tables import as_utc
-
-RAW_SCHEMA = T.StructType(
-    [
-        T.StructField("key", T.BinaryType()),
-        T.StructField("value", T.BinaryType()),
-        T.StructField("topic", T.StringType()),
-        T.StructField("partition", T.IntegerType()),
-        T.StructField("offset", T.LongType()),
-        T.StructField("timestamp", T.TimestampType()),
-    ]
-)
+from pipelines.watermark import WatermarkMove, is_closed
 
 
 @dataclass(frozen=True)
@@ -85,66 +74,6 @@ def align(since: datetime, until: datetime, window: timedelta) -> tuple[datetime
     return start, end
 
 
-def kafka_records(
-    spark: SparkSession, settings: Settings, since: datetime, until: datetime
-) -> DataFrame:
-    """The topic's retained records that can hold events of [since, until).
-
-    From the first record produced at or after `since - contract.max_future` (an event can
-    not be further ahead of its Kafka timestamp) to the end of the topic: late arrivals count.
-    """
-    earliest = since - parse_duration(settings.contract.max_future)
-    return (
-        spark.read.format("kafka")
-        .options(**settings.kafka.spark_options())
-        .option("subscribe", settings.kafka.topic_interactions)
-        .option("startingTimestamp", str(int(earliest.timestamp() * 1000)))
-        .option("startingOffsetsByTimestampStrategy", "latest")
-        .option("endingOffsets", "latest")
-        .load()
-        .select(*RAW_SCHEMA.fieldNames())
-    )
-
-
-def archive_records(spark: SparkSession, paths: Sequence[Path]) -> DataFrame:
-    """JSONL files, one event per line, as Kafka-shaped records.
-
-    Each file is a partition of topic `archive:<file name>` and the line number (from 0) is
-    the offset, so rejects name the line. An archive has no arrival time: the event's own
-    event_time stands in for the Kafka timestamp, so the arrival-time range check passes.
-    """
-    frames = []
-    for index, path in enumerate(paths):
-        if not path.is_file():
-            msg = f"no such archive file: {path}"
-            raise SafewatchError(msg)
-        lines = spark.read.text(str(path)).rdd.zipWithIndex()
-        frame = spark.createDataFrame(
-            lines.map(lambda pair: (pair[0][0], pair[1])),
-            T.StructType(
-                [T.StructField("line", T.StringType()), T.StructField("offset", T.LongType())]
-            ),
-        )
-        event_time = F.to_timestamp(F.get_json_object("line", "$.event_time"))
-        frames.append(
-            frame.select(
-                F.lit(None).cast("binary").alias("key"),
-                F.col("line").cast("binary").alias("value"),
-                F.lit(f"archive:{path.name}").alias("topic"),
-                F.lit(index).alias("partition"),
-                F.col("offset"),
-                F.coalesce(event_time, F.lit(datetime(1970, 1, 1, tzinfo=UTC))).alias("timestamp"),
-            )
-        )
-    if not frames:
-        msg = "no archive file given"
-        raise SafewatchError(msg)
-    out = frames[0]
-    for frame in frames[1:]:
-        out = out.unionByName(frame)
-    return out
-
-
 def run_backfill(
     spark: SparkSession,
     settings: Settings,
@@ -168,8 +97,9 @@ def run_backfill(
         log=log,
     )
     sink.sync_distribution_bins()
-    watermark = _oldest_watermark(sink)
-    if watermark is not None and until > watermark and not force:
+    with engine.connect() as conn:
+        watermark = oldest_watermark(conn, sink.tables)
+    if watermark is not None and not is_closed(until, watermark) and not force:
         msg = (
             f"windows up to {until:%Y-%m-%d %H:%M} are not all closed: the streaming job's "
             f"watermark is {watermark:%Y-%m-%d %H:%M}, and it still adds to later windows. "
@@ -183,8 +113,9 @@ def run_backfill(
         source = f"Kafka topic {settings.kafka.topic_interactions}"
         raw = kafka_records(spark, settings, since, until)
     log(f"backfill: reading {source} for {since:%Y-%m-%d %H:%M} .. {until:%Y-%m-%d %H:%M} UTC")
-    processor = BatchProcessor(sink, settings, log=log)
-    result, stages = processor.recompute(raw, since=since, until=until)
+    result, stages = Aggregator(settings).recompute(
+        raw, since=since, until=until, admitted=sink.admitted_values()
+    )
     log(
         "backfill: classified and aggregated "
         + ", ".join(f"{k} {v:.1f} s" for k, v in stages.items())
@@ -194,16 +125,10 @@ def run_backfill(
     drift_windows: list[datetime] = []
 
     def derive(conn: Connection) -> None:
-        if settings.drift.enabled and windows:
-            compute_drift(
-                conn,
-                sink.tables,
-                windows,
-                dimensions=dims,
-                settings=settings.drift,
-                now=now(),
-            )
-            drift_windows.extend(windows)
+        if settings.drift.enabled:
+            # The period's windows, as if a watermark move had just closed them.
+            move = WatermarkMove(None, until, windows, now=now)
+            drift_windows[:] = DriftStep(sink.tables, settings.drift, dims).run(conn, move)
 
     run = {
         "period_start": since,
@@ -241,16 +166,3 @@ def run_backfill(
         drift_windows=len(drift_windows),
         seconds=(now() - started).total_seconds(),
     )
-
-
-def _oldest_watermark(sink: WarehouseSink) -> datetime | None:
-    """The lowest of the latest watermarks of the streaming queries in the ledger."""
-    t = sink.tables.ledger
-    with sink.engine.connect() as conn:
-        latest = (
-            select(t.c.query_id, func.max(t.c.watermark_after).label("wm"))
-            .group_by(t.c.query_id)
-            .subquery()
-        )
-        value = conn.execute(select(func.min(latest.c.wm))).scalar()
-    return as_utc(value)

@@ -184,9 +184,8 @@ def print_alerts(settings: Settings) -> None:
     from sqlalchemy import select
 
     from pipelines.alerting.alertmanager_client import NotifierError, get_alerts
-    from pipelines.alerting.engine import parse_segment
-    from pipelines.alerting.evaluate import segment_label
     from pipelines.report.text import format_table
+    from pipelines.segments import parse_segment, segment_label
     from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.tables import Tables
 

@@ -30,12 +30,16 @@ from pipelines.alerting.outbox import (
     WebhookNotifier,
     deliver,
 )
+from pipelines.alerting.step import AlertStep
+from pipelines.drift.step import DriftStep
 from pipelines.durations import parse_duration, spark_interval
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
 from pipelines.settings import Settings
-from pipelines.stream.batch import BatchProcessor, BatchReport, Derived, StopRequested
+from pipelines.stream.batch import BatchProcessor
+from pipelines.stream.derive import ClosedWindowSteps, WindowStep
+from pipelines.stream.reports import BatchReport, Derived, StopRequested
 from pipelines.stream.session import query_failure
 from pipelines.warehouse.migrate import open_warehouse
 from pipelines.warehouse.retry import RetryPolicy
@@ -171,6 +175,20 @@ def alerting(
     return alerts, notify
 
 
+def window_steps(
+    settings: Settings, sink: WarehouseSink, alerts: AlertEngine | None
+) -> ClosedWindowSteps:
+    """What a watermark move derives, in order: drift statistics and rate tests (when
+    drift is enabled), then the alert rules (when they are evaluated).
+    """
+    steps: list[WindowStep] = []
+    if settings.drift.enabled:
+        steps.append(DriftStep(sink.tables, settings.drift, settings.stream.dimensions))
+    if alerts is not None:
+        steps.append(AlertStep(alerts))
+    return ClosedWindowSteps(sink.tables, ",".join(settings.stream.dimensions), steps)
+
+
 def build_notifiers(settings: Settings) -> dict[str, Notifier]:
     a = settings.alerting
     notifiers: dict[str, Notifier] = {}
@@ -241,14 +259,14 @@ def start_query(
         settings,
         log=log,
         on_batch=batch_callback,
-        alerts=alerts,
+        steps=window_steps(settings, sink, alerts),
         notify=notify,
         on_failure=on_failure,
         on_derived=derived_callback,
         # The closed windows' drift and alert rules run while Spark counts the next batch.
         overlap=True,
     )
-    processor.prepare_quality()
+    processor.quality.prepare()
     raw = (
         spark.readStream.format("kafka")
         .options(**settings.kafka.spark_options())

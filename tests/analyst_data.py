@@ -19,7 +19,8 @@ from pipelines.drift.compute import compute_drift
 from pipelines.metrics.catalog import RATES, counter_ids
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.settings import DriftSettings
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
+from pipelines.warehouse.sink import WarehouseSink
 
 T0 = datetime(2026, 11, 12, 22, 0, tzinfo=UTC)  # a Thursday; the data spans W46..W48
 DIMENSION_SET = "product_surface,locale"

@@ -16,13 +16,13 @@ from typing import Any
 
 from sqlalchemy import Engine, insert
 
-from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
 from pipelines.report.model import IsoWeek
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, segment_key
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables
 from tests.analyst_data import _sketch
 

@@ -81,9 +81,9 @@ def alerts_ack(settings: Settings, args: argparse.Namespace) -> int:
 
 def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
     from pipelines.alerting.backtest import backtest, stored_windows
-    from pipelines.alerting.evaluate import segment_label
     from pipelines.durations import parse_duration
     from pipelines.report.text import format_table
+    from pipelines.segments import segment_label
     from pipelines.warehouse.migrate import open_warehouse
 
     rules = _rules(settings, args.rules)
@@ -131,9 +131,8 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
 def alerts_status(settings: Settings) -> int:
     from sqlalchemy import select
 
-    from pipelines.alerting.engine import parse_segment
-    from pipelines.alerting.evaluate import segment_label
     from pipelines.report.text import format_table
+    from pipelines.segments import parse_segment, segment_label
     from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.tables import Tables
 

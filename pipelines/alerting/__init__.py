@@ -7,6 +7,5 @@ and the engine that runs the rules on the warehouse and delivers their notices.
   firing) and `inputs` (a rule's per-segment inputs from stored rows): pure.
 - `engine` runs the rules in the batch's derivation; `store` holds the package's SQL;
   `outbox` delivers notices with retries, through `alertmanager_client` and a webhook.
-- `ack` (acknowledgements), `backtest` (replays of history), `quality` (scoring of the
-  alert-quality benchmark), `errors`.
+- `ack` (acknowledgements), `backtest` (replays of history), `errors`.
 """

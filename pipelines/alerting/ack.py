@@ -8,8 +8,7 @@ from datetime import datetime
 from sqlalchemy.engine import Connection
 
 from pipelines.alerting import store
-from pipelines.alerting.engine import parse_segment
-from pipelines.alerting.evaluate import segment_label
+from pipelines.segments import parse_segment, segment_label
 from pipelines.warehouse.tables import Tables, as_utc
 
 

@@ -14,10 +14,11 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Engine
 
-from pipelines.alerting import store
 from pipelines.alerting.engine import AlertEngine, windows_read
-from pipelines.alerting.evaluate import AlertState, Segment, Transition, evaluate, segment_label
+from pipelines.alerting.evaluate import AlertState, Transition, evaluate
 from pipelines.alerting.model import Rule
+from pipelines.segments import Segment, segment_label
+from pipelines.warehouse.ledger import closed_windows, latest_watermark
 from pipelines.warehouse.tables import Tables
 
 
@@ -55,11 +56,13 @@ def stored_windows(
     """
     tables = Tables(engine)
     with engine.connect() as conn:
-        watermark = store.latest_watermark(conn, tables)
+        watermark = latest_watermark(conn, tables)
     if watermark is None:
         return []
     with engine.connect() as conn:
-        return store.closed_windows(conn, tables, dimension_set, watermark, since, until)
+        return closed_windows(
+            conn, tables, dimension_set, watermark=watermark, since=since, until=until
+        )
 
 
 def backtest(

@@ -23,7 +23,6 @@ from pipelines.alerting.evaluate import (
     AlertState,
     Measured,
     OpenWindow,
-    Segment,
     SegmentWindow,
     Transition,
     build_transition,
@@ -36,6 +35,7 @@ from pipelines.alerting.sequential import bucket_excess, rate_exceeds
 from pipelines.metrics.buckets import BucketSums
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
+from pipelines.segments import Segment
 
 
 @dataclass(frozen=True)

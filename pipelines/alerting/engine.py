@@ -31,15 +31,7 @@ from sqlalchemy.engine import Connection
 
 from pipelines.alerting import store
 from pipelines.alerting.early import can_fire_early, evaluate_early
-from pipelines.alerting.evaluate import (
-    AlertState,
-    OpenWindow,
-    Segment,
-    Transition,
-    evaluate,
-    segment_label,
-    still_firing,
-)
+from pipelines.alerting.evaluate import AlertState, OpenWindow, Transition, evaluate, still_firing
 from pipelines.alerting.inputs import (
     RecentWindows,
     WindowData,
@@ -51,19 +43,16 @@ from pipelines.alerting.model import STORED, Rule
 from pipelines.errors import ConfigError
 from pipelines.metrics.buckets import BucketSums
 from pipelines.metrics.catalog import rate
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import (
+    SEGMENT_DIMENSIONS,
+    Segment,
+    parse_segment,
+    segment_key,
+    segment_label,
+)
 from pipelines.warehouse.tables import Tables, as_utc
 
 CHANNELS = ("alertmanager", "webhook", "kafka")
-
-
-def segment_key(segment: Segment) -> str:
-    """The stored form of a segment: JSON [[dimension, value], ...] in the rule's order."""
-    return json.dumps([list(p) for p in segment], separators=(",", ":"))
-
-
-def parse_segment(key: str) -> Segment:
-    return tuple((str(d), str(v)) for d, v in json.loads(key))
 
 
 def _pair(buckets: BucketSums | None) -> tuple[Sequence[int], Sequence[int]] | None:

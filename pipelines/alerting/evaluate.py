@@ -41,8 +41,8 @@ from pipelines.alerting.templates import render_template
 from pipelines.metrics.buckets import BucketSums, design_effects, robust_interval
 from pipelines.metrics.catalog import rate
 from pipelines.metrics.stats import wilson_interval
+from pipelines.segments import Segment, segment_label
 
-Segment = tuple[tuple[str, str], ...]  # ((dimension, value), ...) in the rule's `by` order
 Status = Literal["inactive", "pending", "firing"]
 TransitionTo = Literal["pending", "firing", "inactive", "resolved"]
 
@@ -286,11 +286,6 @@ def measure(rule: Rule, window: SegmentWindow, *, exact: bool = True) -> Measure
         combined = combined and concentrated(window.buckets) == rule.concentrated
     condition = window.denominator >= rule.min_events and combined and window.confirmed
     return Measured(value, lower, upper, condition)
-
-
-def segment_label(segment: Segment) -> str:
-    """``chat / atlas-l-2026.10.2 / de-DE``, or ``all traffic`` for the empty segment."""
-    return " / ".join(value for _, value in segment) or "all traffic"
 
 
 def evaluate(

@@ -16,11 +16,11 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-from pipelines.alerting.evaluate import Segment, SegmentWindow
+from pipelines.alerting.evaluate import SegmentWindow
 from pipelines.alerting.model import Rule
 from pipelines.metrics.buckets import BUCKETS, BucketSums, rate_buckets, read_counter_buckets
 from pipelines.metrics.catalog import rate
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, Segment
 
 WindowKeyed = dict[tuple[str, tuple[str, ...]], dict[str, Any]]
 

@@ -51,7 +51,7 @@ from pipelines.alerting.templates import TEMPLATE_FIELDS, template_problem
 from pipelines.durations import parse_duration
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
-from pipelines.settings import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS
 
 _STR = "tag:yaml.org,2002:str"
 _RATE_IDS = tuple(r.id for r in RATES)

@@ -21,8 +21,8 @@ from typing import Any, NamedTuple
 from sqlalchemy import Table, and_, func, select, update
 from sqlalchemy.engine import Connection, RowMapping
 
-from pipelines.warehouse.sink import upsert_for
 from pipelines.warehouse.tables import Tables, as_utc, text_key
+from pipelines.warehouse.upsert import upsert_for
 
 # --- what the rules read ---------------------------------------------------------------
 
@@ -67,34 +67,6 @@ def open_windows(
         .distinct()
     )
     return sorted({w for w in (as_utc(v) for v in starts) if w is not None})
-
-
-def latest_watermark(conn: Connection, tables: Tables) -> datetime | None:
-    """The highest watermark a committed batch reached (None: no batch yet)."""
-    return as_utc(conn.execute(select(func.max(tables.ledger.c.watermark_after))).scalar())
-
-
-def closed_windows(
-    conn: Connection,
-    tables: Tables,
-    dimension_set: str,
-    watermark: datetime,
-    since: datetime | None,
-    until: datetime | None,
-) -> list[datetime]:
-    """The stored windows of `dimension_set` starting in [since, until) (None: unbounded)
-    that end at or before `watermark`, ascending (UTC).
-    """
-    t = tables.agg
-    stmt = select(t.c.window_start).where(
-        and_(t.c.dimension_set == dimension_set, t.c.window_end <= watermark)
-    )
-    if since is not None:
-        stmt = stmt.where(t.c.window_start >= since)
-    if until is not None:
-        stmt = stmt.where(and_(t.c.window_start < until))
-    found = {as_utc(w) for w in conn.scalars(stmt.distinct())}
-    return sorted(w for w in found if w is not None)
 
 
 # --- states and transitions ------------------------------------------------------------

@@ -3,9 +3,9 @@ Arrow's JSON reader (C++) against the contract's Arrow type, and the contract ch
 Arrow compute over columns. Pure (no Spark, no I/O); `records.RecordChecker` calls it.
 
 It only ever proves records valid. A record it cannot prove valid goes to the per-record
-path in `records.py`, which decides it and names every violation. The reader fails a whole
-block on one bad record (a wrong JSON type, an unknown field, a duplicate key, a number
-out of range); such a block is split in halves until the bad records are
+path (`records.py`, `detailed.py`), which decides it and names every violation. The reader
+fails a whole block on one bad record (a wrong JSON type, an unknown field, a duplicate
+key, a number out of range); such a block is split in halves until the bad records are
 isolated in blocks of at most `_MIN_BLOCK` records, which take the per-record path. The
 work spent on splitting is capped at `_SPLIT_BUDGET` times the batch, so a batch of broken
 records costs what the per-record path costs, never more than a few times that.
@@ -17,11 +17,10 @@ What the reader cannot tell apart, and how it is settled:
 - A null in a column is either a JSON null or an absent key. Where the contract treats the
   two differently (a required field that may be null, such as `injection.source`; an
   optional object that may not be null, such as `excerpts`; an entry of a map), the raw
-  bytes are searched for the key (`"name" :`), which a schema key can only match as that
-  key. A record with an escaped character in a key could spell a key without matching the
-  search, so it takes the per-record path.
+  bytes are searched for the key (`key_search`); a record with an escaped character in a
+  key could spell a key without matching the search, so it takes the per-record path.
 - An object of free keys (`privacy.entity_counts`) is read as a struct with one field per
-  key seen in the block; it becomes the contract's map, keys in sorted order.
+  key seen in the block; it becomes the contract's map, keys in sorted order (`maps`).
 - Date-times are read as text, matched against the contract's format (RE2) and converted;
   a text that is not a real instant (Feb 30, hour 25, year 0) takes the other path.
 - Patterns run in RE2, which is stricter than Python's `re` where they differ (`$` does
@@ -45,6 +44,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from pipelines.contract.key_search import ESCAPED_KEY, Keys
+from pipelines.contract.maps import map_keys, to_map
+from pipelines.contract.masks import bool_mask, mask
+from pipelines.contract.shapes import field_names, is_map, node_kind, optional_keys, read_type
+
 # A block of at most this many records that the reader refuses takes the per-record path.
 _MIN_BLOCK = 64
 # Splitting refused blocks may read at most this many times the batch's records in total.
@@ -53,50 +57,8 @@ _SPLIT_BUDGET = 3
 _MAX_ENTRIES = 64
 # Values that may nest deeper than this take the per-record path (see `prove`).
 _MAX_DEPTH = 1000
-# A key written with an escape (`"\u0065xcerpts":`, `"A\/B":`): the key search cannot see it.
-_ESCAPED_KEY = r'\\.[^"\\]*"\s*:'
-# A key name JSON writes as it is (printable ASCII but the quote and backslash).
-_LITERAL = re.compile(r"[\x20-\x21\x23-\x5b\x5d-\x7e]+")
 _READ = pj.ReadOptions(use_threads=False, block_size=1 << 30)
 _TIMESTAMP = pa.timestamp("us", tz="UTC")
-
-
-def node_kind(node: dict[str, Any]) -> tuple[str, bool]:
-    """(JSON type, allows null) of a schema node."""
-    kind = node.get("type")
-    if isinstance(kind, list):
-        return next(k for k in kind if k != "null"), "null" in kind
-    if kind is None and "const" in node:
-        return "string", False
-    return str(kind), False
-
-
-def _is_map(node: dict[str, Any]) -> bool:
-    return node_kind(node)[0] == "object" and "properties" not in node
-
-
-def read_type(node: dict[str, Any]) -> pa.DataType:
-    """The type the reader reads a schema node as: date-times as text, maps as a struct
-    with no fields (the reader adds one per key it meets).
-    """
-    kind, _ = node_kind(node)
-    if kind == "object" and "properties" in node:
-        return pa.struct([(n, read_type(c)) for n, c in node["properties"].items()])
-    if kind == "object":
-        return pa.struct([])
-    if kind == "array":
-        return pa.list_(read_type(node["items"]))
-    if kind == "string":
-        return pa.string()
-    return {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}[kind]
-
-
-def _keys(node: dict[str, Any]) -> list[str]:
-    out: list[str] = []
-    for name, child in node.get("properties", {}).items():
-        out.append(name)
-        out += _keys(child)
-    return out
 
 
 @dataclass(frozen=True)
@@ -130,11 +92,11 @@ class ColumnChecks:
             unexpected_field_behavior="infer",
         )
         self._read_type = read_type(schema)
-        names = _keys(schema)
+        names = field_names(schema)
         self._schema_keys = set(names)
         # A key name the search may use: it names one field of the schema only.
         self._unique_keys = {n for n in names if names.count(n) == 1}
-        self._optional = _optional_keys(schema)
+        self._optional = optional_keys(schema)
         self._free_texts = [tuple(p.split(".")) for p in free_texts]
         self._storable = storable  # the object whose text values may not hold a NUL
 
@@ -157,10 +119,10 @@ class ColumnChecks:
         n = len(values)
         ok = np.zeros(n, dtype=bool)
         sizes = pc.binary_length(values)
-        candidate = _mask(
+        candidate = mask(
             pc.and_(
                 pc.less_equal(sizes, max_bytes),
-                pc.invert(pc.match_substring_regex(values, _ESCAPED_KEY)),
+                pc.invert(pc.match_substring_regex(values, ESCAPED_KEY)),
             ).fill_null(False)
         )
         # The reader recurses once per level of nesting and can exhaust the stack (a
@@ -170,7 +132,7 @@ class ColumnChecks:
         long = np.flatnonzero(candidate & bool_mask(pc.greater(sizes, 2 * _MAX_DEPTH)))
         if len(long):
             opened = pc.count_substring_regex(values.take(pa.array(long)), r"[\[{]")
-            candidate[long[_mask(pc.greater(opened, _MAX_DEPTH))]] = False
+            candidate[long[mask(pc.greater(opened, _MAX_DEPTH))]] = False
         # The reader does not check UTF-8: a value that is not valid UTF-8 takes the
         # per-record path (which rejects it as invalid_json).
         try:
@@ -259,7 +221,7 @@ class ColumnChecks:
         """Whether the read type is the contract's: no field the reader inferred but the
         entries of a map, and those all integers where the map holds integers.
         """
-        if _is_map(node):
+        if is_map(node):
             values = node["additionalProperties"]
             want = read_type(values)
             return (
@@ -282,7 +244,7 @@ class ColumnChecks:
 
     # --- checks ----------------------------------------------------------------------
 
-    def _has_key(self, raw: _Keys, name: str) -> np.ndarray | None:
+    def _has_key(self, raw: Keys, name: str) -> np.ndarray | None:
         """Rows whose bytes hold `name` as a key; None when the search cannot tell."""
         if name not in self._unique_keys and name in self._schema_keys:
             return None
@@ -291,12 +253,12 @@ class ColumnChecks:
     def _valid(self, events: pa.StructArray, raw: pa.Array) -> np.ndarray:
         # Keys that must be shown absent where their column is null: optional fields that
         # may not be null, and the map entries the block holds.
-        absent = [*self._optional, *_map_keys(events.type, self._read_type)]
-        keys = _Keys(raw, [k for k in absent if k not in self._schema_keys or k in self._optional])
-        ok = _mask(events.is_valid())
+        absent = [*self._optional, *map_keys(events.type, self._read_type)]
+        keys = Keys(raw, [k for k in absent if k not in self._schema_keys or k in self._optional])
+        ok = mask(events.is_valid())
         return ok & self._object(self.schema, events, keys)
 
-    def _object(self, node: dict[str, Any], arr: pa.StructArray, raw: _Keys) -> np.ndarray:
+    def _object(self, node: dict[str, Any], arr: pa.StructArray, raw: Keys) -> np.ndarray:
         """Rows where the (non-null) object meets `node`; unknown fields were refused by
         the reader.
         """
@@ -306,7 +268,7 @@ class ColumnChecks:
         for name, child in node.get("properties", {}).items():
             kind, nullable = node_kind(child)
             column = arr.field(name)
-            present = _mask(column.is_valid())
+            present = mask(column.is_valid())
             if present.all():
                 ok &= self._value(child, column, raw)
                 continue
@@ -328,15 +290,15 @@ class ColumnChecks:
                 ok &= when_null
         return ok
 
-    def _value(self, node: dict[str, Any], column: pa.Array, raw: _Keys | None) -> np.ndarray:
+    def _value(self, node: dict[str, Any], column: pa.Array, raw: Keys | None) -> np.ndarray:
         """Rows where the value meets `node` (rows where it is null: True)."""
         kind, _ = node_kind(node)
         n = len(column)
         if kind == "object":
             if raw is None:
-                return ~_mask(column.is_valid())  # an object inside an array: not proven here
+                return ~mask(column.is_valid())  # an object inside an array: not proven here
             if "properties" in node:
-                return self._object(node, column, raw) | ~_mask(column.is_valid())
+                return self._object(node, column, raw) | ~mask(column.is_valid())
             return self._map(node, column, raw)
         if kind == "array":
             return self._array(node, column)
@@ -351,7 +313,7 @@ class ColumnChecks:
             # -0.0 where the per-record path has 0.0: both are left to that path.
             floats = column.to_numpy(zero_copy_only=False)
             plain = np.isfinite(floats) & ~((floats == 0) & np.signbit(floats))
-            checks.append(pa.array(plain | ~_mask(column.is_valid())))
+            checks.append(pa.array(plain | ~mask(column.is_valid())))
         if "minimum" in node:
             checks.append(pc.greater_equal(column, node["minimum"]))
         if "maximum" in node:
@@ -364,7 +326,7 @@ class ColumnChecks:
             checks.append(_re2(column, node["pattern"]))
         ok = np.ones(n, dtype=bool)
         for check in checks:
-            ok &= _mask(check.fill_null(True))
+            ok &= mask(check.fill_null(True))
         return ok
 
     def _array(self, node: dict[str, Any], column: pa.ListArray) -> np.ndarray:
@@ -376,7 +338,7 @@ class ColumnChecks:
             return ok
         parents = pc.list_parent_indices(column).to_numpy()
         if flat.null_count:
-            ok[np.unique(parents[_mask(flat.is_null())])] = False
+            ok[np.unique(parents[mask(flat.is_null())])] = False
         bad = ~self._value(items, flat, None)
         ok[np.unique(parents[bad])] = False
         if node.get("uniqueItems"):
@@ -388,7 +350,7 @@ class ColumnChecks:
             ok[repeated] = False
         return ok
 
-    def _map(self, node: dict[str, Any], column: pa.StructArray, raw: _Keys) -> np.ndarray:
+    def _map(self, node: dict[str, Any], column: pa.StructArray, raw: Keys) -> np.ndarray:
         n = len(column)
         ok = np.ones(n, dtype=bool)
         values = node["additionalProperties"]
@@ -396,7 +358,7 @@ class ColumnChecks:
         for i in range(column.type.num_fields):
             name = column.type.field(i).name
             entry = column.field(i)
-            present = _mask(entry.is_valid())
+            present = mask(entry.is_valid())
             named = pattern is None or re.search(pattern, name) is not None
             # A map key spelled like a field of the schema would confuse the key search.
             key = self._has_key(raw, name) if named and name not in self._schema_keys else None
@@ -447,7 +409,7 @@ class ColumnChecks:
         earlier = pc.subtract(kafka, pa.scalar(max_age, pa.duration("us")))
         inside = pc.and_(pc.less_equal(stamps, later), pc.greater_equal(stamps, earlier))
         # No Kafka timestamp: no range to check.
-        return _mask(pc.or_kleene(inside, kafka.is_null()).fill_null(True)) & bool_mask(valid)
+        return mask(pc.or_kleene(inside, kafka.is_null()).fill_null(True)) & bool_mask(valid)
 
     def _flagged(
         self, events: pa.StructArray, good: np.ndarray, flagged: Callable[[str], bool]
@@ -470,7 +432,7 @@ class ColumnChecks:
             if any(hits):
                 index = codes.indices.fill_null(0).to_numpy(zero_copy_only=False)
                 hit = np.array(hits, dtype=bool)
-                valid = _mask(codes.indices.is_valid())
+                valid = mask(codes.indices.is_valid())
                 out[rows[valid & hit[index]]] = True
         return out
 
@@ -483,105 +445,10 @@ class ColumnChecks:
             mask = arr.is_null() if arr.null_count else None
             return pa.StructArray.from_arrays(children, fields=list(target), mask=mask)
         if pa.types.is_map(target):
-            return _to_map(arr, target)
+            return to_map(arr, target)
         if pa.types.is_timestamp(target):
             return arr.cast(target)
         return arr.cast(target) if arr.type != target else arr
-
-
-class _Keys:
-    """Which records' bytes hold a key (`"name" :`). The keys expected to be absent from
-    most records are first searched for together, and one by one only in the records
-    where one of them appears.
-    """
-
-    def __init__(self, raw: pa.Array, rare: list[str]) -> None:
-        self.raw = raw
-        self._rare = set(rare)
-        self._some = (
-            bool_mask(pc.match_substring_regex(raw, _key_pattern(*rare)))
-            if rare
-            else np.zeros(len(raw), dtype=bool)
-        )
-        self._some_rows = np.flatnonzero(self._some)
-
-    def holding(self, name: str) -> np.ndarray | None:
-        """Records whose bytes hold `name` as a key; None when it cannot be searched for
-        as written (a character JSON escapes).
-        """
-        if not _LITERAL.fullmatch(name):
-            return None
-        if name not in self._rare:
-            return bool_mask(pc.match_substring_regex(self.raw, _key_pattern(name)))
-        out = np.zeros(len(self.raw), dtype=bool)
-        if len(self._some_rows):
-            subset = self.raw.take(self._some_rows)
-            found = pc.match_substring_regex(subset, _key_pattern(name)).fill_null(False)
-            out[self._some_rows] = _mask(found)
-        return out
-
-    def mentioning(self, text: str) -> np.ndarray:
-        """Records whose bytes may hold the key `text` (written with escapes or not): those
-        that hold its longest run of characters JSON writes as they are; all records when
-        it has none.
-        """
-        runs = re.split(r'["\\\x00-\x1f\x7f-\U0010ffff]+', text)
-        longest = max(runs, key=len)
-        if not longest:
-            return np.ones(len(self.raw), dtype=bool)
-        return bool_mask(pc.match_substring_regex(self.raw, re.escape(longest)))
-
-
-def _key_pattern(*names: str) -> str:
-    return '"(?:' + "|".join(re.escape(n) for n in names) + ')"\\s*:'
-
-
-def _optional_keys(node: dict[str, Any]) -> list[str]:
-    """Names of the fields that may be absent but not null."""
-    out: list[str] = []
-    required = set(node.get("required", []))
-    for name, child in node.get("properties", {}).items():
-        if name not in required and not node_kind(child)[1]:
-            out.append(name)
-        out += _optional_keys(child)
-    return out
-
-
-def _map_keys(actual: pa.DataType, expected: pa.DataType) -> list[str]:
-    """The entry names the reader found in the maps of a block (fields of `actual` that
-    `expected`, the struct the reader was given, does not have).
-    """
-    out: list[str] = []
-    if not pa.types.is_struct(actual):
-        return out
-    if pa.types.is_struct(expected) and expected.num_fields == 0:
-        return [actual.field(i).name for i in range(actual.num_fields)]
-    for i in range(expected.num_fields):
-        out += _map_keys(actual.field(i).type, expected.field(i).type)
-    return out
-
-
-def _to_map(arr: pa.StructArray, target: pa.MapType) -> pa.Array:
-    """A struct with one field per key -> a map of its non-null fields, keys sorted."""
-    n = len(arr)
-    names = sorted(arr.type.field(i).name for i in range(arr.type.num_fields))
-    if not names:
-        offsets = pa.array(np.zeros(n + 1, dtype=np.int32))
-        return pa.MapArray.from_arrays(
-            offsets, pa.array([], target.key_type), pa.array([], target.item_type)
-        )
-    present = np.column_stack([_mask(arr.field(k).is_valid()) for k in names])
-    values = np.column_stack(
-        [arr.field(k).fill_null(0).to_numpy(zero_copy_only=False) for k in names]
-    )
-    counts = present.sum(axis=1)
-    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
-    keys = np.tile(np.array(names, dtype=object), n)[present.ravel()]
-    return pa.MapArray.from_arrays(
-        pa.array(offsets),
-        pa.array(keys.tolist(), target.key_type),
-        pa.array(values.ravel()[present.ravel()], target.item_type),
-    )
 
 
 def _re2(column: pa.Array, pattern: str) -> pa.Array:
@@ -590,13 +457,3 @@ def _re2(column: pa.Array, pattern: str) -> pa.Array:
         return pc.match_substring_regex(column, pattern)
     except pa.ArrowInvalid:
         return pa.array(np.zeros(len(column), dtype=bool))
-
-
-def _mask(arr: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """A boolean Arrow array (no nulls) as numpy."""
-    return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=bool)
-
-
-def bool_mask(arr: pa.Array) -> np.ndarray:
-    """A boolean Arrow array as numpy, null as False."""
-    return _mask(arr.fill_null(False))

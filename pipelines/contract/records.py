@@ -8,13 +8,15 @@ call it directly.
 JSON reader and Arrow compute, a few times cheaper per record); the records that path
 proves valid are done. Every other record is decoded once and decided here, one by one.
 Two paths decide a record here:
-- the fast path decodes the bytes straight into types built from the schema (msgspec, in C):
-  unknown keys, missing or null required fields, wrong JSON types, enums, ranges, patterns and
-  lengths all fail the decode. Unique items and real calendar date-times are checked after
-  it. A record that passes is valid, with no further work;
-- every other record takes the detailed path: a generic decode, then one walk of the schema
-  that names each violation with its JSON path and keeps every field that has the right type
-  (the partial event still places a rejected record in its segment).
+- the fast path decodes the bytes straight into types built from the schema (msgspec, in C;
+  `pipelines.contract.shapes`): unknown keys, missing or null required fields, wrong JSON
+  types, enums, ranges, patterns and lengths all fail the decode. Unique items and real
+  calendar date-times are checked after it. A record that passes is valid, with no further
+  work;
+- every other record takes the detailed path (`pipelines.contract.detailed`): a generic
+  decode, then one walk of the schema that names each violation with its JSON path and keeps
+  every field that has the right type (the partial event still places a rejected record in
+  its segment).
 The fast path only ever accepts what the detailed path accepts (tests/unit/test_contract_
 records.py checks both against the reference validator, jsonschema).
 
@@ -25,206 +27,59 @@ record's `reason`; `errors` lists '<reason>|<json path>: <message>' ([] when acc
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import cache, partial
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipelines.contract.columns import ColumnChecks, bool_mask, node_kind
+from pipelines.contract.columns import ColumnChecks
+from pipelines.contract.detailed import detailed, unstorable
+from pipelines.contract.masks import bool_mask
 from pipelines.contract.reasons import (
     EVENT_TIME_OUT_OF_RANGE,
     INVALID_JSON,
     LATE,
     MESSAGE_TOO_LARGE,
-    SCHEMA_VIOLATION,
-    UNKNOWN_SCHEMA_VERSION,
     UNPROCESSABLE,
 )
+from pipelines.contract.shapes import (
+    DATE_TIME,
+    date_time_paths,
+    fast_type,
+    free_text_paths,
+    map_paths,
+    output_schema,
+    parse_date_time,
+    unique_paths,
+)
 from pipelines.segments import REDACTED_VALUE
-from schemas import SUPPORTED_EVENT_VERSIONS, event_schema
+from schemas import event_schema
 
 if TYPE_CHECKING:
     from pipelines.privacy.detectors import AllowList
 
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 REDACTED_TEXT = REDACTED_VALUE  # what replaces a free text in which a detector hits
-# RFC 3339 in UTC as the contract writes it, matched whole (no trailing newline).
-_DATE_TIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})"
-                        r"(?:\.([0-9]{1,6}))?Z")  # fmt: skip
-
-INPUT_SCHEMA = pa.schema(
-    [
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("timestamp", pa.timestamp("us", tz="UTC")),
-        ("value", pa.binary()),
-    ]
-)
-
-
-def free_text_paths(node: dict[str, Any] | None = None, prefix: str = "") -> list[str]:
-    """Dotted paths of the string fields a person could type into: no enum, pattern, format
-    or const. These are where upstream redaction can fail, so the privacy screen reads them.
-    """
-    node = node if node is not None else event_schema("1")
-    out: list[str] = []
-    for name, child in node.get("properties", {}).items():
-        kind, _ = node_kind(child)
-        path = f"{prefix}{name}"
-        if kind == "object" and "properties" in child:
-            out += free_text_paths(child, path + ".")
-        elif kind == "string" and not ({"enum", "pattern", "format", "const"} & child.keys()):
-            out.append(path)
-    return out
-
-
-# --- Arrow types ---------------------------------------------------------------------------
-
-
-def arrow_type(node: dict[str, Any]) -> pa.DataType:
-    """The Arrow type of a schema node; every field nullable (a rejected event is partial)."""
-    kind, _ = node_kind(node)
-    if kind == "object" and "properties" in node:
-        return pa.struct([(n, arrow_type(c)) for n, c in node["properties"].items()])
-    if kind == "object":
-        return pa.map_(pa.string(), arrow_type(node["additionalProperties"]))
-    if kind == "array":
-        return pa.list_(arrow_type(node["items"]))
-    if kind == "string":
-        return pa.timestamp("us", tz="UTC") if node.get("format") == "date-time" else pa.string()
-    return {"integer": pa.int64(), "number": pa.float64(), "boolean": pa.bool_()}[kind]
-
-
-def output_schema(schema: dict[str, Any] | None = None) -> pa.Schema:
-    """The columns `check_batch` returns."""
-    return pa.schema(
-        [
-            ("topic", pa.string()),
-            ("partition", pa.int32()),
-            ("offset", pa.int64()),
-            ("kafka_timestamp", pa.timestamp("us", tz="UTC")),
-            # Kept only for records that leave here rejected or late (the DLQ needs them).
-            ("value", pa.binary()),
-            ("event", arrow_type(schema if schema is not None else event_schema("1"))),
-            ("errors", pa.list_(pa.string())),
-            ("reason", pa.string()),
-            ("detectors", pa.list_(pa.string())),
-        ]
-    )
 
 
 # --- the fast path -------------------------------------------------------------------------
-
-
-def _fast_type(node: dict[str, Any], name: str) -> Any:
-    """A msgspec type that decodes exactly the values the node accepts (a subset, where
-    msgspec cannot say it: unique items and calendar dates are checked after decoding).
-    """
-    kind, nullable = node_kind(node)
-    result: Any
-    if "const" in node:
-        result = Literal[node["const"]]
-    elif "enum" in node:
-        result = Literal[tuple(v for v in node["enum"] if v is not None)]
-    elif kind == "object" and "properties" in node:
-        required = set(node.get("required", []))
-        fields: list[Any] = []
-        for child_name, child in node["properties"].items():
-            child_type = _fast_type(child, child_name)
-            if child_name in required:
-                fields.append((child_name, child_type))
-            else:
-                # Absent is fine, JSON null only where the node allows it.
-                fields.append((child_name, child_type | msgspec.UnsetType, msgspec.UNSET))
-        result = msgspec.defstruct(
-            f"_{name}", fields, forbid_unknown_fields=node.get("additionalProperties") is False
-        )
-    elif kind == "object":
-        names = node.get("propertyNames", {})
-        key: Any = str
-        if "pattern" in names:
-            key = Annotated[str, msgspec.Meta(pattern=names["pattern"])]
-        result = dict[key, _fast_type(node["additionalProperties"], name)]  # type: ignore[misc,valid-type]
-    elif kind == "array":
-        result = list[_fast_type(node["items"], name)]  # type: ignore[misc]
-    else:
-        meta: dict[str, Any] = {}
-        if "minimum" in node:
-            meta["ge"] = node["minimum"]
-        if "maximum" in node:
-            meta["le"] = node["maximum"]
-        if "maxLength" in node:
-            meta["max_length"] = node["maxLength"]
-        if "pattern" in node:
-            meta["pattern"] = node["pattern"]
-        if kind == "integer":
-            meta["ge"] = max(meta.get("ge", INT64_MIN), INT64_MIN)
-            meta["le"] = min(meta.get("le", INT64_MAX), INT64_MAX)
-        base = {"string": str, "integer": int, "number": float, "boolean": bool}[kind]
-        result = Annotated[base, msgspec.Meta(**meta)] if meta else base
-    return result | None if nullable else result
-
-
-def _unique_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    for name, child in node.get("properties", {}).items():
-        if child.get("uniqueItems"):
-            out.append((*prefix, name))
-        out += _unique_paths(child, (*prefix, name))
-    return out
-
-
-def _map_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    for name, child in node.get("properties", {}).items():
-        if node_kind(child)[0] == "object" and "properties" not in child:
-            out.append((*prefix, name))
-        out += _map_paths(child, (*prefix, name))
-    return out
-
-
-def _date_time_paths(node: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    out: list[tuple[str, ...]] = []
-    for name, child in node.get("properties", {}).items():
-        if child.get("format") == "date-time":
-            out.append((*prefix, name))
-        out += _date_time_paths(child, (*prefix, name))
-    return out
-
-
-def parse_date_time(text: str) -> datetime | None:
-    """The instant of an RFC 3339 UTC date-time as the contract writes it, or None (also for
-    dates that do not exist, such as Feb 30 or hour 25).
-    """
-    m = _DATE_TIME.fullmatch(text)
-    if m is None:
-        return None
-    year, month, day, hour, minute, second, fraction = m.groups()
-    try:
-        return datetime(int(year), int(month), int(day), int(hour), int(minute), int(second),
-                        int((fraction or "0").ljust(6, "0")), tzinfo=UTC)  # fmt: skip
-    except ValueError:
-        return None
 
 
 class _FastPath:
     """Decode-and-validate in one step; None when the record needs the detailed path."""
 
     def __init__(self, schema: dict[str, Any]) -> None:
-        self._decoder = msgspec.json.Decoder(_fast_type(schema, "event"))
-        self._unique = _unique_paths(schema)
-        self._maps = _map_paths(schema)
-        self._date_times = _date_time_paths(schema)
+        self._decoder = msgspec.json.Decoder(fast_type(schema, "event"))
+        self._unique = unique_paths(schema)
+        self._maps = map_paths(schema)
+        self._date_times = date_time_paths(schema)
 
     def __call__(self, value: bytes) -> dict[str, Any] | None:
         try:
@@ -255,171 +110,6 @@ def _get(doc: Any, path: Iterable[str]) -> Any:
     for key in path:
         doc = doc.get(key) if isinstance(doc, dict) else None
     return doc
-
-
-# --- the detailed path ---------------------------------------------------------------------
-
-
-def _violation(path: str, message: str) -> str:
-    return f"{SCHEMA_VIOLATION}|{path}: {message}"
-
-
-def _scalar(kind: str, node: dict[str, Any], value: Any) -> Any:
-    """`value` converted to the node's type, or None when it has another JSON type."""
-    if isinstance(value, bool):
-        return value if kind == "boolean" else None
-    if kind == "string":
-        if not isinstance(value, str):
-            return None
-        return parse_date_time(value) if node.get("format") == "date-time" else value
-    if kind == "integer":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)  # 1.0 is an integer to JSON Schema
-        return value if isinstance(value, int) and INT64_MIN <= value <= INT64_MAX else None
-    if kind == "number" and isinstance(value, int | float):
-        try:
-            return float(value)
-        except OverflowError:
-            return None
-    return None
-
-
-def _expected(node: dict[str, Any], kind: str) -> str:
-    return "string (date-time)" if node.get("format") == "date-time" else kind
-
-
-def _checked_scalar(
-    node: dict[str, Any], kind: str, value: Any, path: str, errors: list[str]
-) -> Any:
-    typed = _scalar(kind, node, value)
-    if typed is None:
-        errors.append(_violation(path, f"mistyped, expected {_expected(node, kind)}"))
-        return None
-    if "enum" in node and typed not in node["enum"]:
-        errors.append(_violation(path, f"not one of {[v for v in node['enum'] if v is not None]}"))
-    if "const" in node and typed != node["const"]:
-        errors.append(_violation(path, f"must be {node['const']!r}"))
-    if "minimum" in node and typed < node["minimum"]:
-        errors.append(_violation(path, f"below minimum {node['minimum']}"))
-    if "maximum" in node and typed > node["maximum"]:
-        errors.append(_violation(path, f"above maximum {node['maximum']}"))
-    if "maxLength" in node and len(typed) > node["maxLength"]:
-        errors.append(_violation(path, f"longer than {node['maxLength']} characters"))
-    if "pattern" in node and node.get("format") != "date-time":
-        if re.search(node["pattern"], typed) is None:
-            errors.append(_violation(path, "does not match the required format"))
-    return typed
-
-
-def _array(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
-    items = node.get("items", {})
-    kind, _ = node_kind(items)
-    typed = [_scalar(kind, items, v) for v in value] if isinstance(value, list) else None
-    if typed is None or any(t is None for t in typed):
-        errors.append(_violation(path, f"mistyped, expected array of {_expected(items, kind)}"))
-        return None
-    if "enum" in items and any(t not in items["enum"] for t in typed):
-        errors.append(_violation(path, f"items must be in {items['enum']}"))
-    if node.get("uniqueItems") and len(set(typed)) != len(typed):
-        errors.append(_violation(path, "items are not unique"))
-    return typed
-
-
-def _map(node: dict[str, Any], value: Any, path: str, errors: list[str]) -> Any:
-    values = node["additionalProperties"]
-    kind, _ = node_kind(values)
-    typed = (
-        {k: _scalar(kind, values, v) for k, v in value.items()} if isinstance(value, dict) else None
-    )
-    if typed is None or any(v is None for v in typed.values()):
-        errors.append(_violation(path, f"mistyped, expected object of {_expected(values, kind)}"))
-        return None
-    pattern = node.get("propertyNames", {}).get("pattern")
-    if pattern is not None and any(re.search(pattern, k) is None for k in typed):
-        errors.append(_violation(path, "key does not match the required format"))
-    minimum = values.get("minimum")
-    if minimum is not None and any(v < minimum for v in typed.values()):
-        errors.append(_violation(path, f"value below minimum {minimum}"))
-    return dict(sorted(typed.items()))  # entries in key order, as the columnar path has them
-
-
-def _object(
-    node: dict[str, Any], doc: dict[str, Any], path: str, errors: list[str]
-) -> dict[str, Any]:
-    props: dict[str, Any] = node.get("properties", {})
-    if node.get("additionalProperties") is False:
-        extra = sorted(k for k in doc if k not in props)
-        if extra:
-            errors.append(_violation(path, f"unexpected field(s) {', '.join(extra)}"))
-    required = set(node.get("required", []))
-    out: dict[str, Any] = {}
-    for name, child in props.items():
-        child_path = f"{path}.{name}"
-        kind, nullable = node_kind(child)
-        if name not in doc:
-            if name in required:
-                errors.append(_violation(child_path, "missing"))
-            out[name] = None
-            continue
-        value = doc[name]
-        if value is None:
-            if not nullable:
-                errors.append(_violation(child_path, "null not allowed"))
-            out[name] = None
-        elif kind == "object" and "properties" in child:
-            if isinstance(value, dict):
-                out[name] = _object(child, value, child_path, errors)
-            else:
-                errors.append(_violation(child_path, "mistyped, expected object"))
-                out[name] = None
-        elif kind == "object":
-            out[name] = _map(child, value, child_path, errors)
-        elif kind == "array":
-            out[name] = _array(child, value, child_path, errors)
-        else:
-            out[name] = _checked_scalar(child, kind, value, child_path, errors)
-    return out
-
-
-def _raw_text(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value)
-
-
-def detailed(value: bytes, schema: dict[str, Any]) -> tuple[dict[str, Any] | None, list[str]]:
-    """(the partial typed event or None, every violation) of one record's bytes.
-
-    Reasons: invalid_json (not a JSON object), unknown_schema_version, schema_violation.
-    Only the version check applies when the version is unknown (the rest of the contract is
-    that version's). A record that is not valid UTF-8 is invalid_json.
-    """
-    try:
-        doc = msgspec.json.decode(value)
-    except (msgspec.DecodeError, RecursionError, ValueError):  # also invalid UTF-8
-        return None, [f"{INVALID_JSON}|$: not a JSON object"]
-    if not isinstance(doc, dict):
-        return None, [f"{INVALID_JSON}|$: not a JSON object"]
-    version = doc.get("schema_version")
-    known = list(SUPPORTED_EVENT_VERSIONS)
-    if version is not None and _raw_text(version) not in known:
-        message = f"not supported (supported: {', '.join(known)})"
-        return None, [f"{UNKNOWN_SCHEMA_VERSION}|$.schema_version: {message}"]
-    errors: list[str] = []
-    return _object(schema, doc, "$", errors), errors
-
-
-def unstorable(event: dict[str, Any] | None) -> list[str]:
-    """Violations of the one rule the schema leaves out: a segment value (stored in the
-    warehouse) holds no NUL character, which PostgreSQL text cannot hold. A pattern would
-    say it, but would also take the segment out of the privacy screen's free text.
-    """
-    segment = event.get("segment") if event is not None else None
-    if not isinstance(segment, dict):
-        return []
-    return [
-        _violation(f"$.segment.{name}", "holds a NUL character (U+0000)")
-        for name, text in segment.items()
-        if isinstance(text, str) and "\x00" in text
-    ]
 
 
 # --- one batch -----------------------------------------------------------------------------
@@ -484,7 +174,7 @@ class RecordChecker:
         self._columns = ColumnChecks(
             self.schema,
             self._event_type,
-            date_time=_DATE_TIME.pattern,
+            date_time=DATE_TIME.pattern,
             free_texts=free_text_paths(self.schema),
             storable="segment",
         )

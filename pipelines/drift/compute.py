@@ -38,7 +38,6 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
-from sqlalchemy import and_, select
 from sqlalchemy.engine import Connection
 
 from pipelines.drift.stats import DistributionDrift, compare_distributions_rows
@@ -47,7 +46,6 @@ from pipelines.drift.store import (
     OFFSETS,
     RATE_COUNTERS,
     Counts,
-    Segment,
     Span,
     WindowSums,
     bucket_matrix,
@@ -66,7 +64,7 @@ from pipelines.metrics.rate_tests import (
     benjamini_hochberg,
     two_proportion_tests,
 )
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, SegmentValues
 from pipelines.settings import DriftSettings
 from pipelines.warehouse.tables import Tables, as_utc
 
@@ -110,7 +108,7 @@ class Baseline:
             return self.pinned_from, self.pinned_to
         return window_start - self.lookback, window_start
 
-    def reference(self, segment: Segment, dimensions: Sequence[str]) -> Segment:
+    def reference(self, segment: SegmentValues, dimensions: Sequence[str]) -> SegmentValues:
         """The baseline's segment for `segment`; overrides apply to grouped dimensions only."""
         if not self.reference_segment:
             return segment
@@ -172,7 +170,7 @@ _LAYOUTS = _layouts()
 
 
 def evaluate_window(
-    segments: Sequence[Segment],
+    segments: Sequence[SegmentValues],
     current_hist: Counts,
     baseline_hist: Counts,
     current_counts: Counts,
@@ -308,20 +306,6 @@ class DriftRun:
     windows: int
     segments: int
     seconds: float
-
-
-def closed_windows(
-    conn: Connection, tables: Tables, dimension_set: str, after: datetime | None, until: datetime
-) -> list[datetime]:
-    """Windows of `dimension_set` that end in (after, until]: those a watermark move closed."""
-    t = tables.agg
-    stmt = select(t.c.window_start).where(
-        and_(t.c.dimension_set == dimension_set, t.c.window_end <= until)
-    )
-    if after is not None:
-        stmt = stmt.where(t.c.window_end > after)
-    found = {as_utc(w) for w in conn.scalars(stmt.distinct())}
-    return sorted(w for w in found if w is not None)
 
 
 def compute_drift(
@@ -474,7 +458,9 @@ def _design_effects(buckets: Sequence[Counts | None]) -> npt.NDArray[np.float64]
     return out
 
 
-def _stack(sums: Mapping[Segment, Counts], segments: Sequence[Segment], width: int) -> Counts:
+def _stack(
+    sums: Mapping[SegmentValues, Counts], segments: Sequence[SegmentValues], width: int
+) -> Counts:
     """One row per segment (zeros for a segment without sums)."""
     out = np.zeros((len(segments), width), dtype=np.int64)
     for i, seg in enumerate(segments):
@@ -491,7 +477,6 @@ __all__ = [
     "Baseline",
     "BaselineCache",
     "DriftRun",
-    "closed_windows",
     "compute_drift",
     "evaluate_window",
 ]

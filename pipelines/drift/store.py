@@ -39,11 +39,10 @@ from pipelines.errors import SafewatchError
 from pipelines.metrics.buckets import BUCKETS, read_counter_buckets
 from pipelines.metrics.catalog import RATES
 from pipelines.metrics.distributions import DISTRIBUTIONS
-from pipelines.segments import ALL_DIMENSIONS_VALUE, SEGMENT_DIMENSIONS
+from pipelines.segments import ALL_DIMENSIONS_VALUE, SEGMENT_DIMENSIONS, SegmentValues
 from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.tables import Tables, as_utc
 
-Segment = tuple[str, ...]  # values of SEGMENT_DIMENSIONS, in order
 Counts = npt.NDArray[np.int64]
 Where = Callable[[Table], ColumnElement[bool]]  # the rows of a table to read
 
@@ -76,9 +75,9 @@ class WindowSums:
     __slots__ = ("buckets", "counts", "hist")
 
     def __init__(self) -> None:
-        self.hist: dict[Segment, Counts] = {}
-        self.counts: dict[Segment, Counts] = {}
-        self.buckets: dict[Segment, list[bytes] | None] = {}
+        self.hist: dict[SegmentValues, Counts] = {}
+        self.counts: dict[SegmentValues, Counts] = {}
+        self.buckets: dict[SegmentValues, list[bytes] | None] = {}
 
     def add(self, other: WindowSums, sign: int = 1) -> None:
         """Add (sign 1) or subtract (sign -1) `other`'s histograms and counters, segment by
@@ -257,7 +256,7 @@ def _utc(w: datetime) -> datetime:
     return utc
 
 
-def _segment(dimensions: Sequence[str], values: Sequence[str]) -> Segment:
+def _segment(dimensions: Sequence[str], values: Sequence[str]) -> SegmentValues:
     grouped = dict(zip(dimensions, values, strict=True))
     return tuple(grouped.get(d, ALL_DIMENSIONS_VALUE) for d in SEGMENT_DIMENSIONS)
 

@@ -19,7 +19,8 @@ from urllib.parse import unquote, urlsplit
 import yaml
 
 from pipelines.errors import ConfigError, InfraError
-from pipelines.infra.alertmanager import LocalService, ServiceStatus, find_binary, write_atomically
+from pipelines.files import write_atomically
+from pipelines.infra.service import LocalService, ServiceStatus, find_binary
 from pipelines.redact import redact_url
 from pipelines.settings import AlertingSettings
 

@@ -3,7 +3,7 @@
 A counter is the number of records in a window x segment for which a boolean predicate holds.
 Event counters are counted over aggregated events (valid, on time, not duplicates); their
 predicate is a Spark SQL expression over the parsed event (the subset that
-`pipelines.stream.counting.SqlPredicate` evaluates on Arrow columns; a test checks it against
+`pipelines.stream.predicates.SqlPredicate` evaluates on Arrow columns; a test checks it against
 Spark), and the same text is what the docs and the warehouse columns show. Telemetry
 counters are counted over every record that names a segment, rejected ones included (see
 `pipelines.stream.counting`), because a broken event is exactly what they measure.

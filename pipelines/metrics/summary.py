@@ -7,8 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from pipelines.metrics.catalog import counter_ids, rate
-from pipelines.metrics.stats import wilson_interval
+from pipelines.metrics.catalog import RateValue, counter_ids, rate, rate_value
 
 
 @dataclass(frozen=True)
@@ -20,14 +19,9 @@ class SegmentSummary:
     peak_rate: float | None  # highest window rate among windows with >= min_events events
     peak_counts: tuple[int, int] | None = None  # numerator, denominator of that window
 
-    def rate(self, rate_id: str) -> float | None:
-        r = rate(rate_id)
-        den = self.totals[r.denominator]
-        return self.totals[r.numerator] / den if den else None
-
-    def interval(self, rate_id: str) -> tuple[float, float]:
-        r = rate(rate_id)
-        return wilson_interval(self.totals[r.numerator], self.totals[r.denominator])
+    def rate(self, rate_id: str) -> RateValue:
+        """The rate over the segment's totals, with its Wilson 95 % interval."""
+        return rate_value(rate_id, self.totals)
 
 
 def summarize_segments(

@@ -26,10 +26,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from pipelines.alerting.model import SEVERITIES
+from pipelines.cardinality import admit
 from pipelines.contract.reasons import REJECT_REASONS
 from pipelines.errors import InfraError
-from pipelines.metrics.catalog import RATES, rate
-from pipelines.metrics.stats import wilson_interval
+from pipelines.metrics.catalog import RATES, rate, rate_value
 from pipelines.segments import (
     ALL_DIMENSIONS_VALUE,
     OTHER_VALUE,
@@ -46,7 +46,7 @@ DURATION_BUCKETS = (0.5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120, 180, 240, 3
 
 
 class _Report(Protocol):
-    """What `observe_batch` reads of a `pipelines.stream.batch.BatchReport`."""
+    """What `observe_batch` reads of a `pipelines.stream.reports.BatchReport`."""
 
     @property
     def skipped(self) -> bool: ...
@@ -412,26 +412,20 @@ class JobMetrics:
             samples = []
             for label, sums in sorted(folded.items()):
                 for r in self._rates:
-                    num, den = sums[r.numerator], sums[r.denominator]
-                    if den == 0:
-                        continue
-                    lower, upper = wilson_interval(num, den)
-                    samples.append(_RateSample(r.id, label, num / den, lower, upper))
+                    v = rate_value(r.id, sums)
+                    if v.value is not None:
+                        samples.append(_RateSample(r.id, label, v.value, v.lower, v.upper))
             self._rates_collector.snapshot = tuple(samples)
 
     def _admit(self, totals: Mapping[str, Mapping[str, int]]) -> None:
-        # Same policy as the warehouse's cardinality control: most records first, ties by
-        # value; once admitted a value stays, so its series never moves to `other`.
-        room = self.max_label_values - len(self._admitted)
-        candidates = sorted(
-            (
-                (v, sums["events_seen"])
-                for v, sums in totals.items()
-                if v not in self._admitted and v != OTHER_VALUE
-            ),
-            key=lambda vn: (-vn[1], vn[0]),
-        )
-        self._admitted.update(v for v, _ in candidates[: max(room, 0)])
+        # The warehouse's cardinality control (pipelines.cardinality.admit): most records
+        # first, ties by value; once admitted a value stays, so its series never moves to
+        # `other`.
+        # Only `other` is reserved: a label's `unknown` is a series of its own and counts.
+        counts = {value: sums["events_seen"] for value, sums in totals.items()}
+        limit = {"": self.max_label_values}
+        allowed, _ = admit({"": self._admitted}, {"": counts}, limit, frozenset({OTHER_VALUE}))
+        self._admitted = set(allowed[""])
 
 
 @dataclass

@@ -23,8 +23,6 @@ Mapping from the schema, per leaf, in schema order:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +30,7 @@ from typing import Any
 
 import pandas as pd
 
+from pipelines.files import write_atomically
 from schemas import ROOT as SCHEMAS_ROOT
 from schemas import event_schema
 
@@ -171,14 +170,7 @@ def render_suite(suite: dict[str, Any]) -> str:
 def write_suite(suite: dict[str, Any], path: Path = SUITE_PATH) -> None:
     """Write `render_suite(suite)` to `path` atomically (temp file in the same folder, rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(render_suite(suite))
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_atomically(path, render_suite(suite))
 
 
 def load_suite(path: Path = SUITE_PATH) -> dict[str, Any]:

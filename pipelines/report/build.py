@@ -16,7 +16,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipelines.alerting.engine import parse_segment
 from pipelines.metrics.catalog import POLICY_CATEGORIES, RateValue, rate_value
 from pipelines.report.changes import (
     VersionSide,
@@ -49,11 +48,12 @@ from pipelines.report.trends import bucket_trends
 from pipelines.report.week_data import (
     DetailRequest,
     Details,
-    Segment,
     WeekData,
+    WeekSegment,
     sum_buckets,
     sum_totals,
 )
+from pipelines.segments import parse_segment
 from pipelines.settings import Settings
 
 
@@ -62,7 +62,7 @@ class Plan:
     """What the report shows, decided from the week's data before the details are read."""
 
     selection: Selection
-    top: tuple[tuple[RateValue, Segment], ...]  # the risk table's segments, ranked
+    top: tuple[tuple[RateValue, WeekSegment], ...]  # the risk table's segments, ranked
     seen: tuple[VersionSeen, ...]
     sides: tuple[VersionSide, ...]
     request: DetailRequest
@@ -188,8 +188,8 @@ def weekly_report(
 
 
 def _top_risks(
-    segments: Sequence[Segment], selection: Selection, settings: Settings
-) -> tuple[tuple[RateValue, Segment], ...]:
+    segments: Sequence[WeekSegment], selection: Selection, settings: Settings
+) -> tuple[tuple[RateValue, WeekSegment], ...]:
     """The shown segments of `report.min_events` events or more, riskiest first: by the
     lower end of their harmful-output interval, then events, then values.
     """

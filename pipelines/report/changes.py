@@ -33,8 +33,8 @@ from pipelines.report.model import (
 from pipelines.report.suppression import Values, union_users
 from pipelines.report.week_data import (
     Details,
-    Segment,
     WeekData,
+    WeekSegment,
     Where,
     sum_buckets,
     sum_totals,
@@ -51,13 +51,13 @@ class VersionSide:
     version: VersionSeen
     surface: str | None
     previous_values: tuple[str, ...]
-    new_rows: tuple[Segment, ...]
-    prev_rows: tuple[Segment, ...]
+    new_rows: tuple[WeekSegment, ...]
+    prev_rows: tuple[WeekSegment, ...]
     new_where: Where
     prev_where: Where
 
 
-def versions_seen(data: WeekData, segments: Sequence[Segment]) -> tuple[VersionSeen, ...]:
+def versions_seen(data: WeekData, segments: Sequence[WeekSegment]) -> tuple[VersionSeen, ...]:
     """Model/prompt/policy versions with traffic in the week's `segments`, new ones first."""
     week, dims = data.week, data.dims
     seen = []
@@ -94,7 +94,7 @@ def versions_seen(data: WeekData, segments: Sequence[Segment]) -> tuple[VersionS
 
 
 def version_sides(
-    data: WeekData, segments: Sequence[Segment], seen: Sequence[VersionSeen]
+    data: WeekData, segments: Sequence[WeekSegment], seen: Sequence[VersionSeen]
 ) -> tuple[VersionSide, ...]:
     """Each new version of `seen` on each of its surfaces, with the versions first seen
     there before it, over the week's shown `segments`.
@@ -229,13 +229,13 @@ def build_changes(
     )
 
 
-def _undecided(rows: Sequence[Segment], k: int) -> bool:
+def _undecided(rows: Sequence[WeekSegment], k: int) -> bool:
     """Neither the events (distinct users never exceed them) nor one window settle it."""
     return sum(s.totals["events"] for s in rows) >= k and not any(s.max_users >= k for s in rows)
 
 
 def _enough_users(
-    rows: Sequence[Segment], where: Where, details: Details, k: int, lg_k: int
+    rows: Sequence[WeekSegment], where: Where, details: Details, k: int, lg_k: int
 ) -> bool:
     if sum(s.totals["events"] for s in rows) < k:
         return False  # distinct users never exceed events

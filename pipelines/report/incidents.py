@@ -10,9 +10,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
-from pipelines.alerting.engine import parse_segment
-from pipelines.alerting.evaluate import segment_label
 from pipelines.report.model import Incident, Incidents, IsoWeek, utc_time
+from pipelines.segments import parse_segment, segment_label
 
 
 def runbook_link(rule: str, base_url: str) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from pipelines.metrics.catalog import RATES, RateValue
+from pipelines.segments import ALL_DIMENSIONS_VALUE, OTHER_VALUE
 from pipelines.warehouse.tables import as_utc
 
 MET = "met"
@@ -30,7 +31,8 @@ DRIFT_PSI = 0.1  # outcome PSI above this counts as a noticeable shift in the ch
 OUTCOME_DISTRIBUTION = "outcome"
 SURFACE_DIMENSION = "product_surface"
 VERSION_DIMENSIONS = ("model_version", "prompt_version", "policy_version")
-NOT_A_VALUE = ("*", "other")  # all values / the cardinality-control overflow bucket
+# All values / the cardinality-control overflow bucket: not a version of its own.
+NOT_A_VALUE = (ALL_DIMENSIONS_VALUE, OTHER_VALUE)
 
 # The KPI table's rows, in reading order (the catalog's `kpi_row`); refusal_rate has no
 # target but is shown beside the harmful-output rate because either can be gamed alone.

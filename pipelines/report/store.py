@@ -33,9 +33,9 @@ from pipelines.report.model import (
 from pipelines.report.week_data import (
     DetailRequest,
     Details,
-    Segment,
     SketchRow,
     WeekData,
+    WeekSegment,
     Where,
     WindowSums,
 )
@@ -111,7 +111,7 @@ class WeekStore:
             table.c.window_start < week.end,
         )
 
-    def segments(self, week: IsoWeek) -> list[Segment]:
+    def segments(self, week: IsoWeek) -> list[WeekSegment]:
         """Per segment of the dimension set: the week's counter sums, max distinct users."""
         agg = self.t.agg
         counters = counter_ids()
@@ -130,7 +130,7 @@ class WeekStore:
         for row in self.conn.execute(stmt):
             values = tuple(str(v) for v in row[:n])
             totals = {c: int(row[n + i] or 0) for i, c in enumerate(counters)}
-            out.append(Segment(values, totals, int(row[-1] or 0), buckets.get(values)))
+            out.append(WeekSegment(values, totals, int(row[-1] or 0), buckets.get(values)))
         out.sort(key=lambda s: s.values)
         return out
 

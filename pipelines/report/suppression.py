@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pipelines.metrics.sketches import merge_sketches
-from pipelines.report.week_data import Segment, SketchRow
+from pipelines.report.week_data import SketchRow, WeekSegment
 
 Values = tuple[str, ...]
 
@@ -32,7 +32,7 @@ class Selection:
 
 
 def select_segments(
-    segments: Sequence[Segment], small_rows: Iterable[SketchRow], k: int, lg_k: int
+    segments: Sequence[WeekSegment], small_rows: Iterable[SketchRow], k: int, lg_k: int
 ) -> Selection:
     """Which segments may be shown, from each one's largest window and, for a segment
     whose every window has fewer than k users, the union of its windows' sketches.

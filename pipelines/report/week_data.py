@@ -31,7 +31,7 @@ WindowSums = tuple[datetime, datetime, dict[str, int]]
 
 
 @dataclass(frozen=True)
-class Segment:
+class WeekSegment:
     """One segment of the dimension set over the week."""
 
     values: tuple[str, ...]
@@ -46,7 +46,7 @@ class Segment:
 class WeekData:
     week: IsoWeek
     dims: tuple[str, ...]
-    segments: tuple[Segment, ...]  # sorted by values
+    segments: tuple[WeekSegment, ...]  # sorted by values
     previous_totals: dict[str, int]  # the previous week's counter sums over every segment
     # The previous week's per-user-bucket sums per segment (None: unknown for that segment).
     previous_buckets: dict[tuple[str, ...], dict[str, Any] | None]

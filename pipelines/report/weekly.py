@@ -26,13 +26,12 @@ written on the machine that wrote it.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import Engine
 
+from pipelines.files import write_atomically
 from pipelines.report import build
 from pipelines.report.model import IsoWeek, WeeklyReport
 from pipelines.report.store import WeekStore, newest_window, report_tables
@@ -113,21 +112,9 @@ def write_report(report: WeeklyReport, out_dir: Path) -> tuple[Path, Path]:
     chart_dir = out_dir / f"{base}-charts"
     chart_dir.mkdir(exist_ok=True)
     for trend in report.trends.charts:
-        _write_atomic(chart_dir / f"{trend.rate_id}.png", trend_chart(trend))
+        write_atomically(chart_dir / f"{trend.rate_id}.png", trend_chart(trend))
     html_path = out_dir / f"{base}.html"
     md_path = out_dir / f"{base}.md"
-    _write_atomic(html_path, render_html(report).encode("utf-8"))
-    _write_atomic(md_path, render_markdown(report, chart_dir.name).encode("utf-8"))
+    write_atomically(html_path, render_html(report).encode("utf-8"))
+    write_atomically(md_path, render_markdown(report, chart_dir.name).encode("utf-8"))
     return html_path, md_path
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a report is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -25,227 +25,42 @@ warehouse, and Spark re-runs the same batch id with the same offsets):
      first thing when the job restarts, without its quality results: its sample was in
      memory only (`quality_success` stays null, "not run").
 
-Steps 2-3 (`BatchProcessor.classified`) are shared with the backfill
-(`BatchProcessor.recompute`), so both count by the same definitions.
+Steps 2-3 are `pipelines.stream.aggregate.Aggregator`, shared with the backfill, so both
+count by the same definitions; the steps of 7 are composed by the job
+(`pipelines.stream.derive.ClosedWindowSteps`), the quality suite is
+`pipelines.quality.sample`, and what a batch reports is `pipelines.stream.reports`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pyspark.sql import DataFrame
 
-from pipelines.alerting.engine import AlertEngine
+from pipelines import watermark
 from pipelines.contract.reasons import AGGREGATED, DUPLICATE, LATE, UNPARSED, rejected_by_reason
-from pipelines.contract.records import Limits
 from pipelines.crashpoints import crash_point
-from pipelines.drift.compute import BaselineCache
 from pipelines.durations import parse_duration
-from pipelines.metrics.buckets import add_counter_buckets
-from pipelines.metrics.catalog import counter_ids
-from pipelines.metrics.sketches import merge_sketches
-from pipelines.privacy.detectors import AllowList, screen_pattern
+from pipelines.quality.sample import SampleValidation, quality_rows
 from pipelines.redact import redact_text
-from pipelines.segments import OTHER_VALUE, RESERVED_VALUES
 from pipelines.settings import Settings
-from pipelines.stream.cardinality import Admission, admit, fold, value_counts
-from pipelines.stream.classify import (
-    check_and_count,
-    collected,
-    counted_ids,
-    counts_of,
-    dead_letters,
-)
-from pipelines.stream.counting import (
-    Counting,
-    Sampling,
-    ValueLimits,
-    latest_event_time,
-)
-from pipelines.stream.dedup import DedupState, repeated
-from pipelines.stream.derive import DerivedWindows, derive_windows
+from pipelines.stream.aggregate import Aggregator
+from pipelines.stream.classify import dead_letters
+from pipelines.stream.dedup import DedupState
+from pipelines.stream.derive import ClosedWindowSteps
 from pipelines.stream.dlq import dlq_records, write_dlq
 from pipelines.stream.dlq import rejected_events as rejected_events_of
 from pipelines.stream.heap import paused, settle
-from pipelines.warehouse.sink import SEGMENT_KEY, BatchResult, OffsetRange, WarehouseSink
-
-# The order the statuses of alert transitions are listed in.
-_TO_STATUS = ("pending", "firing", "resolved", "inactive")
-
-
-def transitions_text(count: int, changes: Mapping[str, int]) -> str:
-    """'10 alert transition(s) (4 to pending, 4 to firing, 2 resolved)': what became of the
-    alerts, so that the count reads against the alerts shown and the notices sent (a
-    transition to pending is recorded, never sent).
-    """
-    words = {"resolved": "{n} resolved", "inactive": "{n} back to inactive"}
-    parts = [
-        words.get(status, "{n} to " + status).format(n=n)
-        for status in sorted(changes, key=lambda s: (_TO_STATUS + (s,)).index(s))
-        if (n := changes[status])
-    ]
-    return f"{count} alert transition(s)" + (f" ({', '.join(parts)})" if parts else "")
-
-
-class StopRequested(Exception):  # noqa: N818 - a request, not an error
-    """Raised at the start of a batch once the job is asked to stop: the batch is left,
-    uncommitted, to the next run (Spark replays it from its offset log).
-    """
-
-    def __init__(self, batch_id: int) -> None:
-        super().__init__(f"stopping: batch {batch_id} is left to the next run")
-        self.batch_id = batch_id
-
-
-@dataclass(frozen=True)
-class BatchReport:
-    batch_id: int
-    skipped: bool
-    input_rows: int = 0
-    aggregated_rows: int = 0
-    late_rows: int = 0
-    duplicate_rows: int = 0
-    # Of the aggregated records: free text held personal data, counted with it dropped.
-    text_dropped_rows: int = 0
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
-    aggregate_rows_written: int = 0
-    quality_success: bool | None = None
-    seconds: float = 0.0
-    watermark: datetime | None = None
-    folded_rows: int = 0  # aggregate rows whose segment had a value counted as `other`
-    # Closed windows that got drift statistics, and alert transitions; None when they are
-    # derived in the background (`Derived`, logged on its own line once done).
-    drift_windows: int | None = 0
-    alert_transitions: int | None = 0
-    alert_changes: Mapping[str, int] = field(default_factory=dict)  # to_status -> transitions
-    # Seconds per stage; "wait" is the time spent waiting for the previous batch's
-    # closed-window steps, which ran meanwhile.
-    stages: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def rejected_rows(self) -> int:
-        return sum(self.rejected_by_reason.values())
-
-    def describe(self) -> str:
-        if self.skipped:
-            return f"batch {self.batch_id}: already in the ledger, skipped (replay)"
-        wm = self.watermark.strftime("%Y-%m-%d %H:%M:%S") if self.watermark else "none"
-        rejects = ", ".join(f"{k} {v}" for k, v in sorted(self.rejected_by_reason.items()))
-        quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
-        dropped = (
-            f" ({self.text_dropped_rows} with personal data in their text, which was dropped)"
-            if self.text_dropped_rows
-            else ""
-        )
-        derived = (
-            ""
-            if self.drift_windows is None
-            else f"quality {quality}; drift for {self.drift_windows} closed window(s); "
-            f"{transitions_text(self.alert_transitions or 0, self.alert_changes)}; "
-        )
-        return (
-            f"batch {self.batch_id}: {self.input_rows} records -> {self.aggregated_rows} "
-            f"aggregated{dropped}, {self.rejected_rows} rejected"
-            f"{f' ({rejects})' if rejects else ''}, "
-            f"{self.late_rows} late, {self.duplicate_rows} duplicates; "
-            f"{self.aggregate_rows_written} aggregate rows upserted"
-            f"{f' ({self.folded_rows} folded into other)' if self.folded_rows else ''}; "
-            f"{derived}{self.seconds:.1f} s; watermark {wm}"
-        )
-
-
-@dataclass(frozen=True)
-class Derived:
-    """The steps a committed batch's new watermark triggers: drift statistics and alert
-    rules of the windows it closed, then delivery of the outbox (`BatchProcessor`).
-    """
-
-    batch_id: int
-    watermark: datetime | None
-    drift_windows: int = 0
-    alert_transitions: int = 0
-    alert_changes: Mapping[str, int] = field(default_factory=dict)  # to_status -> transitions
-    quality_success: bool | None = None  # None: not run (no parsed event, or disabled)
-    seconds: float = 0.0
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def describe(self) -> str:
-        quality = {None: "not run", True: "passed", False: "FAILED"}[self.quality_success]
-        return (
-            f"batch {self.batch_id}: quality {quality}; drift for {self.drift_windows} closed "
-            f"window(s); {transitions_text(self.alert_transitions, self.alert_changes)}; "
-            f"{self.seconds:.1f} s"
-        )
-
-
-class _Stages:
-    """Wall-clock seconds per stage of a batch, for the log and the benchmark."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._open: list[tuple[str, float]] = []  # a stage may run inside another (drift)
-
-    def start(self, name: str) -> None:
-        self._open.append((name, time.perf_counter()))
-
-    def stop(self) -> None:
-        if self._open:
-            name, t0 = self._open.pop()
-            self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - t0
-
-    @contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        self.start(name)
-        try:
-            yield
-        finally:
-            self.stop()
-
-
-@dataclass(frozen=True)
-class Classified:
-    """Raw records classified and aggregated (BatchProcessor.classified)."""
-
-    checked: DataFrame  # check_and_count's rows, cached while the context is open
-    ids: pa.Table  # event_id and event_time of the aggregated records
-    text_dropped: int  # aggregated records whose free text held personal data (dropped)
-    # (partition, offset) of the duplicates whose text held personal data: not counted, so
-    # no copy of theirs goes to the DLQ.
-    dropped_repeats: list[tuple[int, int]]
-    stats: list[dict[str, Any]]  # per topic, partition and status (counting.Counts.stats)
-    aggregates: list[dict[str, Any]]  # per window x segment, before cardinality folding
-    histograms: list[dict[str, Any]]  # per window x segment x distribution x bin
-    by_status: Counter[str]  # records per status (aggregated, duplicate, late or a reason)
-    sample: Any = None  # pyarrow array of sampled parsed events, or None
-    # Cardinality control on the executors: the values each dimension keeps after this
-    # batch and its new admissions (None: the driver decides from the aggregates).
-    admission: tuple[dict[str, frozenset[str]], list[Admission]] | None = None
-
-
-@dataclass(frozen=True)
-class Recomputed:
-    """A period's aggregates recomputed from retained records (BatchProcessor.recompute)."""
-
-    aggregates: list[dict[str, Any]]  # as BatchResult.aggregates, windows of the period only
-    histograms: list[dict[str, Any]]
-    admissions: list[tuple[str, str, int]]
-    input_rows: int  # records read
-    aggregated_events: int  # valid events counted in the period
-    outside_events: int  # valid events of windows outside the period (not written)
-    duplicate_rows: int
-    rejected_by_reason: dict[str, int]  # of all records read
-    folded_rows: int
+from pipelines.stream.merge import latest_event_time
+from pipelines.stream.reports import BatchReport, Derived, Stages, StopRequested
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
+from pipelines.warehouse.sink import WarehouseSink
 
 
 class BatchProcessor:
@@ -254,11 +69,12 @@ class BatchProcessor:
     Idempotent per (query id, batch id): a batch id found in the ledger is skipped, so Spark's
     re-execution of the last batch after a crash changes nothing.
 
-    After a batch commits, its closed windows are derived (drift statistics, alert rules,
-    then delivery of the outbox) in a second transaction. With `overlap` that runs on a
-    background thread while Spark checks and counts the next batch, which waits for it only
-    before its own commit; call `close()` once the query has stopped. A batch a crash left
-    underived is derived before the first batch of the restarted job.
+    After a batch commits, its closed windows are derived (the `steps` the job composes:
+    drift statistics, alert rules; then delivery of the outbox) in a second transaction.
+    With `overlap` that runs on a background thread while Spark checks and counts the next
+    batch, which waits for it only before its own commit; call `close()` once the query has
+    stopped. A batch a crash left underived is derived before the first batch of the
+    restarted job.
     """
 
     def __init__(
@@ -269,7 +85,7 @@ class BatchProcessor:
         log: Callable[[str], None] = print,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_batch: Callable[[BatchReport], None] | None = None,
-        alerts: AlertEngine | None = None,
+        steps: ClosedWindowSteps | None = None,
         notify: Callable[[], None] | None = None,
         on_failure: Callable[[float], None] | None = None,
         on_derived: Callable[[Derived], None] | None = None,
@@ -281,30 +97,18 @@ class BatchProcessor:
         self._pending: Future[Derived] | None = None
         self._deriving: ThreadPoolExecutor | None = None
         self._caught_up: set[str] = set()
-        self.alerts = alerts
+        self.steps = steps or ClosedWindowSteps(
+            sink.tables, ",".join(settings.stream.dimensions), ()
+        )
         self.notify = notify
         self.on_failure = on_failure
         self.settings = settings
-        stream, contract, privacy = settings.stream, settings.contract, settings.privacy
-        self.counting = Counting(
-            window_s=int(parse_duration(stream.window).total_seconds()),
-            slice_s=int(parse_duration(stream.early_slice).total_seconds()),
-            dimensions=tuple(stream.dimensions),
-            users_lg_k=privacy.users_sketch_lg_k,
-            screen=screen_pattern(),
-            # Public contacts (helplines, support addresses) that are not personal data.
-            allow=AllowList(privacy.pii_allowed_values, privacy.pii_allowed_patterns)
-            if privacy.pii_allowed_values or privacy.pii_allowed_patterns
-            else None,
-        )
-        self.watermark_delay: timedelta = parse_duration(stream.watermark)
-        self.max_future = parse_duration(contract.max_future)
-        self.max_age = parse_duration(contract.max_age)
+        self.aggregator = Aggregator(settings)
+        self.quality = SampleValidation(settings.quality)
+        self.watermark_delay = parse_duration(settings.stream.watermark)
         self.log = log
         self.clock = clock
         self.on_batch = on_batch
-        self._validator: Future[Any] | None = None
-        self._baseline = BaselineCache()
         self._query_id: str | None = None
         self._bound = threading.Event()
         # What the last failed batch raised: Spark reports it wrapped in its own exception,
@@ -364,17 +168,18 @@ class BatchProcessor:
         spark = df.sparkSession
         watermark_before = self.sink.watermark(query_id)
         dedup = DedupState(spark, self.settings.contract.dedup_state_dir, query_id)
-        stages = _Stages()
+        stages = Stages()
         recent = self.sink.recent_batches(query_id, watermark_before)
         quality = self.settings.quality
         sample_rows = quality.max_rows if quality.enabled else 0
-        with self.classified(
+        admitted = self.sink.admitted_values()
+        with self.aggregator.classified(
             df,
             stages,
             watermark=watermark_before,
             seen=lambda ids: dedup.seen(recent, ids),
             sample_rows=sample_rows,
-            admitted=self.sink.admitted_values(),
+            admitted=admitted,
         ) as c:
             stats, by_status = c.stats, c.by_status
             dlq_rows = sum(v for k, v in by_status.items() if k not in (AGGREGATED, DUPLICATE))
@@ -402,13 +207,11 @@ class BatchProcessor:
                 dedup.write(c.ids, batch_id)
 
         max_event_time = latest_event_time(stats)
-        watermark_after = watermark_before
-        if max_event_time is not None:
-            candidate = max_event_time - self.watermark_delay
-            if watermark_after is None or candidate > watermark_after:
-                watermark_after = candidate
+        watermark_after = watermark.advance(watermark_before, max_event_time, self.watermark_delay)
         rejected = rejected_by_reason(by_status)
-        rows, hist_rows, admissions, folded = self._fold(c.aggregates, c.histograms, c.admission)
+        rows, hist_rows, admissions, folded = self.aggregator.fold(
+            c.aggregates, c.histograms, admitted, c.admission
+        )
         result = BatchResult(
             query_id=query_id,
             batch_id=batch_id,
@@ -429,7 +232,7 @@ class BatchProcessor:
             admissions=[(a.dimension, a.value, a.events) for a in admissions],
             rejected_events=rejected_events,
         )
-        derives = sample is not None or self._derives(
+        derives = sample is not None or self.steps.needed(
             watermark_before, watermark_after, by_status[AGGREGATED]
         )
         if self._pending is not None:
@@ -484,19 +287,6 @@ class BatchProcessor:
             )
         return report
 
-    def _derives(self, before: datetime | None, after: datetime | None, aggregated: int) -> bool:
-        """Whether a batch that moved the watermark from `before` to `after` and aggregated
-        `aggregated` events has anything to derive: windows it closed, or open windows that
-        rules may fire early on.
-        """
-        if after is None:
-            return False
-        if aggregated and self.alerts is not None and self.alerts.early_rules:
-            return True
-        if before is not None and after <= before:
-            return False
-        return self.settings.drift.enabled or self.alerts is not None
-
     def _derive(
         self,
         query_id: str,
@@ -512,46 +302,40 @@ class BatchProcessor:
         outbox.
         """
         crash_point("before-derive", batch_id)
-        stages = _Stages()
+        stages = Stages()
         outcome = None
         if sample is not None:
             with stages("quality"):
-                outcome = self._validate(*sample)
+                outcome = self.quality.validate(*sample)
         started = time.perf_counter()
-        found = DerivedWindows()
+        found: dict[str, list[Any]] = {}
         tries = 0
 
         def derive(conn: Any) -> None:
-            nonlocal tries
+            nonlocal found, tries
             tries += 1
             if tries > 1:
                 # Tried again after a transient warehouse failure: the earlier transaction
                 # rolled back, and what it found or cached goes with it.
-                found.windows.clear()
-                found.transitions.clear()
-                self._baseline.clear()
-            derive_windows(
+                found = {}
+                self.steps.forget()
+            found = self.steps.run(
                 conn,
-                self.sink.tables,
-                self.settings,
                 before=before,
                 after=after,
-                alerts=self.alerts,
                 now=self.clock,
                 query_id=query_id,
                 batch_id=batch_id,
-                baseline=self._baseline,
                 stage=stages,
-                out=found,
             )
 
         if derives:
-            quality = None if outcome is None else (outcome.success, _quality_rows(outcome))
+            quality = None if outcome is None else (outcome.success, quality_rows(outcome))
             try:
                 self.sink.derive(query_id, batch_id, derive, now=self.clock(), quality=quality)
             except BaseException:
-                # The baseline sums may hold this transaction's rows, which rolled back.
-                self._baseline.clear()
+                # What the steps cached may hold this transaction's rows, which rolled back.
+                self.steps.forget()
                 raise
         if self.notify is not None:
             with stages("notify"):
@@ -564,17 +348,18 @@ class BatchProcessor:
                         "alerts: delivery failed, notices kept in the outbox: "
                         f"{type(exc).__name__}: {redact_text(str(exc))}"
                     )
+        transitions = found.get("alerts", [])
         derived = Derived(
             batch_id=batch_id,
             watermark=after,
-            drift_windows=len(found.windows) if self.settings.drift.enabled else 0,
-            alert_transitions=len(found.transitions),
-            alert_changes=dict(Counter(t.to_status for t in found.transitions)),
+            drift_windows=len(found.get("drift", [])),
+            alert_transitions=len(transitions),
+            alert_changes=dict(Counter(t.to_status for t in transitions)),
             quality_success=None if outcome is None else outcome.success,
             seconds=time.perf_counter() - started,
             stages=stages.seconds,
         )
-        if self.overlap and (found.windows or found.transitions or outcome is not None):
+        if self.overlap and (found.get("windows") or transitions or outcome is not None):
             self.log(derived.describe())
         if self.on_derived is not None:
             self.on_derived(derived)
@@ -600,248 +385,9 @@ class BatchProcessor:
                 )
         self._caught_up.add(query_id)
 
-    def recompute(
-        self, df: DataFrame, *, since: datetime, until: datetime
-    ) -> tuple[Recomputed, dict[str, float]]:
-        """The aggregates of the windows in [since, until) from `df` alone (the backfill).
-
-        Same classification as a streaming batch, but with no watermark and no event ids
-        from earlier batches: every valid event of the period counts once, late or not.
-        Nothing is written: not the DLQ (the stream already sent rejects there), not the
-        deduplication state, not the warehouse. Cardinality folding uses the stored
-        admissions, so the backfill folds values the same way as the stream.
-        """
-        stages = _Stages()
-        with self.classified(df, stages, watermark=None, seen=None) as c:
-            rows, hist_rows = c.aggregates, c.histograms
-
-        def inside(row: dict[str, Any]) -> bool:
-            start = row["window_start"]
-            return bool(since <= start < until)
-
-        kept = [r for r in rows if inside(r)]
-        rows_out, hist_out, admissions, folded = self._fold(
-            kept, [h for h in hist_rows if inside(h)]
-        )
-        return (
-            Recomputed(
-                aggregates=rows_out,
-                histograms=hist_out,
-                admissions=[(a.dimension, a.value, a.events) for a in admissions],
-                input_rows=sum(c.by_status.values()),
-                aggregated_events=sum(r["events"] for r in kept),
-                outside_events=sum(r["events"] for r in rows) - sum(r["events"] for r in kept),
-                duplicate_rows=c.by_status[DUPLICATE],
-                rejected_by_reason=rejected_by_reason(c.by_status),
-                folded_rows=folded,
-            ),
-            stages.seconds,
-        )
-
-    @contextmanager
-    def classified(
-        self,
-        df: DataFrame,
-        stages: _Stages,
-        *,
-        watermark: datetime | None,
-        seen: Callable[[pa.Array], list[str]] | None,
-        sample_rows: int = 0,
-        admitted: Mapping[str, Iterable[str]] | None = None,
-    ) -> Iterator[Classified]:
-        """Check, screen, classify and aggregate raw Kafka records (the records stay cached).
-
-        The one definition of what an event counts as, shared by the streaming batches and
-        the backfill: contract checks, the PII screen, late and duplicate verdicts, then the
-        counters and histograms per window x segment (before cardinality folding), and a
-        deterministic sample of at most `sample_rows` parsed events for the quality suite.
-
-        With the values `admitted` so far, cardinality control runs on the executors
-        (counting.ValueLimits): the batch's new values are admitted (`Classified.admission`)
-        and the rest counted as `other` before anything reaches the driver.
-        """
-        limits = Limits(self.settings.contract.max_message_bytes, self.max_future, self.max_age)
-        sampling = Sampling(sample_rows, self.settings.quality.sample_seed)
-        dims = self.settings.stream.dimensions
-        value_limits = self.settings.stream.value_limits()
-        counting = self.counting
-        if admitted is not None:
-            keep = {d: frozenset(admitted.get(d, ())) - RESERVED_VALUES for d in dims}
-            room = {d: max(value_limits[d] - len(keep[d]), 0) for d in dims}
-            counting = dataclasses.replace(
-                counting, values=ValueLimits(tuple(keep.items()), tuple(room.items()))
-            )
-
-        def counted(
-            duplicates: frozenset[tuple[int, int]], keep_records: bool, by: Counting = counting
-        ) -> DataFrame:
-            return check_and_count(
-                df,
-                limits=limits,
-                watermark=watermark,
-                counting=by,
-                sampling=sampling,
-                duplicates=duplicates,
-                keep_records=keep_records,
-            )
-
-        # Each partition checks and counts its records in one Python pass, as if none were a
-        # duplicate; the records stay cached for the DLQ.
-        checked = counted(frozenset(), keep_records=True).persist()
-        try:
-            with stages("check+count"):
-                partials, ids = collected(checked)
-            with stages("duplicates"):
-                # Ids that earlier batches within the watermark counted (`seen`), or that an
-                # earlier record of this batch holds.
-                earlier = seen(ids.column("event_id")) if seen is not None else []
-                duplicates = repeated(ids, earlier)
-            if duplicates:
-                # Rare (a producer's retries, a replayed topic): count again, knowing them.
-                with stages("recount"):
-                    partials = counted(frozenset(duplicates), keep_records=False).toArrow()
-            counts = counts_of(partials, counting, sampling)
-            admission = None
-            if admitted is not None and counts.new_values is not None:
-                admission = admit(admitted, counts.new_values, value_limits)
-                allowed = admission[0]
-                if any(value in allowed[d] for d, value in counts.folded):
-                    # A partition counted as `other` a value the batch admits (it came after
-                    # the partition's room was used up): count again with the final limits.
-                    final = dataclasses.replace(
-                        counting,
-                        values=ValueLimits(tuple((d, allowed[d]) for d in dims), final=True),
-                    )
-                    with stages("recount"):
-                        partials = counted(frozenset(duplicates), False, final).toArrow()
-                    counts = counts_of(partials, final, sampling)
-            by_status = Counter[str]()
-            for s in counts.stats:
-                by_status[s["status"]] += s["rows"]
-            dropped = ids.filter(ids.column("text_dropped"))
-            repeats = set(duplicates)
-            dropped_repeats = [
-                xy for xy in zip(dropped.column("partition").to_pylist(),
-                                 dropped.column("offset").to_pylist(), strict=True)
-                if xy in repeats
-            ]  # fmt: skip
-            yield Classified(
-                checked, counted_ids(ids, duplicates), len(dropped) - len(dropped_repeats),
-                dropped_repeats, counts.stats, counts.aggregates, counts.histograms, by_status,
-                counts.sample, admission,
-            )  # fmt: skip
-        finally:
-            checked.unpersist()
-
-    def _fold(
-        self,
-        rows: list[dict[str, Any]],
-        hist_rows: list[dict[str, Any]],
-        admission: tuple[dict[str, frozenset[str]], list[Admission]] | None = None,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Any], int]:
-        """Cardinality control: admit new values up to each dimension's limit (unless the
-        executors did, `admission`), fold the rest; and the number of rows with a value
-        counted as `other`.
-        """
-        dims = self.settings.stream.dimensions
-        allowed, admissions = admission or admit(
-            self.sink.admitted_values(),
-            value_counts(rows, dims, "events_seen"),
-            self.settings.stream.value_limits(),
-        )
-        if any(r[d] not in allowed[d] and r[d] not in RESERVED_VALUES for r in rows for d in dims):
-            lg_k = self.settings.privacy.users_sketch_lg_k
-            rows = fold(
-                rows,
-                allowed,
-                SEGMENT_KEY,
-                add=counter_ids(),
-                merge={
-                    "users_sketch": lambda sketches: merge_sketches(sketches, lg_k)[0],
-                    "bucket_sums": lambda sums: add_counter_buckets(*sums),
-                    "slice_sums": lambda sums: add_counter_buckets(*sums),
-                },
-            )
-            hist_rows = fold(
-                hist_rows, allowed, (*SEGMENT_KEY, "distribution", "bin"), add=["count"]
-            )
-        folded = sum(1 for r in rows if any(r[d] == OTHER_VALUE for d in dims))
-        return rows, hist_rows, admissions, folded
-
-    def prepare_quality(self) -> None:
-        """Start building the quality suite in the background (it takes seconds): the
-        streaming job calls this before its query starts, so the first batch need not wait.
-        """
-        if self.settings.quality.enabled and self._validator is None:
-            pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="safewatch-quality")
-            self._validator = pool.submit(self._build_validator)
-            pool.shutdown(wait=False)
-
-    def _build_validator(self) -> Any:
-        from pipelines.quality.runner import BatchValidator
-        from pipelines.quality.suite import load_suite
-
-        return BatchValidator(
-            load_suite(),
-            max_rows=self.settings.quality.max_rows,
-            seed=self.settings.quality.sample_seed,
-            max_text_chars=self.settings.quality.max_text_chars,
-        )
-
-    def _validate(self, sample: Any, total: int) -> Any:
-        """Run the suite on the sampled parsed events (`total` of them in the batch)."""
-        from pipelines.quality.suite import leaf_columns
-        from schemas import event_schema
-
-        if self._validator is None or self._validator.exception() is not None:
-            # Not prepared, or the background build failed: build here (and raise here).
-            self._validator = Future()
-            self._validator.set_result(self._build_validator())
-        validator = self._validator.result()
-        if total == 0 or sample is None:
-            return None
-        columns: dict[str, Any] = {}
-        for leaf in leaf_columns(event_schema("1")):
-            values: Any = sample
-            for part in leaf.path:
-                values = pc.struct_field(values, part)
-            if leaf.node.get("format") == "date-time":
-                values = pa.array([_iso_millis(t) for t in values.to_pylist()], pa.string())
-            columns[leaf.column] = values
-        # Arrow, not pandas: the validator cuts long strings before converting.
-        return validator.validate(pa.table(columns), total_rows=total)
-
 
 def _nothing_to_derive(conn: Any) -> None:
     """The derivation of a batch that closed no window, with no rule to fire early."""
-
-
-def _iso_millis(t: datetime | None) -> str | None:
-    """A date-time as the event carries it, to the millisecond (as the suite reads it)."""
-    if t is None:
-        return None
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
-
-
-def _quality_rows(quality: Any) -> list[dict[str, Any]]:
-    if quality is None:
-        return []
-    rows = []
-    for row in quality.to_rows():
-        rows.append(
-            {
-                "expectation_type": row["expectation_type"],
-                "column_name": row.get("column") or "",
-                "success": bool(row["success"]),
-                "element_count": int(row.get("element_count") or 0),
-                "unexpected_count": int(row.get("unexpected_count") or 0),
-                "unexpected_percent": float(row.get("unexpected_percent") or 0.0),
-                "rows_total": quality.rows_total,
-                "rows_validated": quality.rows_validated,
-                "sampled": quality.sampled,
-            }
-        )
-    return rows
 
 
 def _offset_ranges(stats: list[Any]) -> list[OffsetRange]:

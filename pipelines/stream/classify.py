@@ -36,21 +36,12 @@ from pyspark.sql.pandas.types import from_arrow_schema
 from pipelines.contract.reasons import COUNTED, PII_DETECTED, REJECTED
 from pipelines.contract.records import Limits, check_batches, record_checker
 from pipelines.privacy.detectors import screen_pattern
-from pipelines.stream.counting import (
-    IDS,
-    NO_SAMPLE,
-    PARTIAL_SCHEMA,
-    RECORD,
-    SAMPLE,
-    Counting,
-    Counts,
-    Sampling,
-    ids_of,
-    merge_partials,
-    partial_counts,
-    sample_of,
-)
+from pipelines.stream.counting import Counting
 from pipelines.stream.heap import settle
+from pipelines.stream.merge import Counts, merge_partials
+from pipelines.stream.packing import IDS, PARTIAL_SCHEMA, RECORD, SAMPLE, ids_of
+from pipelines.stream.partials import partial_counts
+from pipelines.stream.sampling import NO_SAMPLE, Sampling, sample_of
 
 
 def check_and_count(

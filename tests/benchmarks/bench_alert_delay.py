@@ -438,10 +438,10 @@ def _diagnose(
 ) -> None:
     """What the job did with the incident, when it did not page in time."""
     from pipelines.alerting.early import early_evidence, early_reference
-    from pipelines.alerting.engine import segment_key
     from pipelines.alerting.evaluate import OpenWindow
     from pipelines.alerting.loader import load_rules
     from pipelines.metrics.catalog import rate
+    from pipelines.segments import segment_key
     from pipelines.warehouse.tables import Tables, as_utc
 
     rule_name = RULE[args.scenario]

@@ -13,18 +13,18 @@ through the job's own warehouse and alert code, micro-batch by micro-batch:
 2. for every trigger interval of arrival time (30 s by default) with records, the slice's
    counts are committed as one batch (WarehouseSink.commit of a BatchResult with its own
    batch id and offset range; the watermark moves to the newest event time so far minus
-   the watermark delay, as BatchProcessor computes it), then derived as the job derives
-   (pipelines.stream.derive.derive_windows inside WarehouseSink.derive: drift and rate
+   the watermark delay, pipelines.watermark.advance), then derived as the job derives
+   (the job's ClosedWindowSteps inside WarehouseSink.derive: drift and rate
    tests of the windows the watermark closed, the rules on them, and the early rules on
    the open windows), with the simulated clock (the slice's end) as `now`;
 3. the pages are the transitions to firing in alert_history (recorded_at = simulated
-   time), scored against the incidents by pipelines.alerting.quality: precision, recall
+   time), scored against the incidents by tests.benchmarks.alert_scoring: precision, recall
    (all incidents, and those >= 3x baseline), time to page (median, p90) and false pages
    per week per 50 segments, per rule, per incident kind and overall, and the targets;
    beside them, recall over the *detectable* incidents (>= 3x baseline and an oracle
    detection probability >= 50 %: the power of a Poisson count test that knows the
    incident's segment, start, end and baseline exactly, at the false-page budget; see
-   pipelines.alerting.quality), as no rule can page on the others without paging on noise.
+   tests.benchmarks.alert_oracle), as no rule can page on the others without paging on noise.
 
 Seeds: the default seeds (1001 1002 1003) are the held-apart acceptance seeds; --tuning
 uses the tuning seeds (1 2 3) instead. Tune rules on the tuning seeds only.
@@ -60,7 +60,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO))
 
-from pipelines.alerting.quality import (  # noqa: E402
+from tests.benchmarks.alert_oracle import oracle_power, oracle_time  # noqa: E402
+from tests.benchmarks.alert_scoring import (  # noqa: E402
     Incident,
     Page,
     Quality,
@@ -70,8 +71,6 @@ from pipelines.alerting.quality import (  # noqa: E402
     check_targets,
     default_grace,
     detectable_target,
-    oracle_power,
-    oracle_time,
     score,
 )
 from tests.benchmarks.synthetic_week import (  # noqa: E402
@@ -200,15 +199,17 @@ def run_seed(
     """Draw the week of `seed`, replay it through the warehouse and alert code, and return
     its pages and incidents.
     """
-    from pipelines.alerting.engine import AlertEngine, parse_segment
+    from jobs.streaming_aggregator import window_steps
+    from pipelines import watermark as wmark
+    from pipelines.alerting.engine import AlertEngine
     from pipelines.alerting.loader import load_rules
-    from pipelines.drift.compute import BaselineCache
     from pipelines.durations import parse_duration
-    from pipelines.stream.derive import derive_windows
+    from pipelines.segments import parse_segment
     from pipelines.stream.heap import paused, settle
+    from pipelines.warehouse.batch_result import BatchResult, OffsetRange
     from pipelines.warehouse.engine import make_engine
     from pipelines.warehouse.migrate import migrate
-    from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+    from pipelines.warehouse.sink import WarehouseSink
     from pipelines.warehouse.tables import as_utc
 
     started = time.perf_counter()
@@ -252,7 +253,7 @@ def run_seed(
     if unknown:
         _say(f"rules {unknown} cover no incident kind here: every page of theirs is false")
     severity = {r.name: r.severity for r in rules}
-    baseline = BaselineCache()
+    steps = window_steps(settings, sink, alerts)
     timings = Timings()
     totals = WeekTotals()
     stages: dict[str, float] = timings.stages
@@ -288,10 +289,7 @@ def run_seed(
         if not records:
             continue  # Spark runs no micro-batch when nothing arrived
         before = wm
-        if sl.max_event_time is not None:
-            candidate = sl.max_event_time - watermark
-            if wm is None or candidate > wm:
-                wm = candidate
+        wm = wmark.advance(wm, sl.max_event_time, watermark)
         result = BatchResult(
             query_id=QUERY_ID,
             batch_id=sl.index,
@@ -311,7 +309,7 @@ def run_seed(
             histograms=sl.histograms,
         )
         offset += records
-        derives = _derives(before, wm, sl.aggregated, alerts, settings)
+        derives = steps.needed(before, wm, sl.aggregated)
         found: list[Any] = []
         with paused():
             t = time.perf_counter()
@@ -328,26 +326,22 @@ def run_seed(
                     batch_id: int = sl.index,
                     found: list[Any] = found,
                 ) -> None:
-                    done = derive_windows(
+                    done = steps.run(
                         conn,
-                        sink.tables,
-                        settings,
                         before=before,
                         after=after,
-                        alerts=alerts,
                         now=lambda: now,
                         query_id=QUERY_ID,
                         batch_id=batch_id,
-                        baseline=baseline,
                         stage=stage,
                     )
-                    found.extend(done.transitions)
+                    found.extend(done.get("alerts", []))
 
                 t = time.perf_counter()
                 try:
                     sink.derive(QUERY_ID, sl.index, derive, now=now, quality=None)
                 except BaseException:
-                    baseline.clear()
+                    steps.forget()
                     raise
                 timings.derive += time.perf_counter() - t
                 timings.derivations += 1
@@ -444,17 +438,6 @@ def run_seed(
 
 def _nothing(conn: Any) -> None:
     """A batch with nothing to derive is marked derived at once (as the job does)."""
-
-
-def _derives(before: Any, after: Any, aggregated: int, alerts: Any, settings: Any) -> bool:
-    """BatchProcessor._derives: windows closed, or open windows early rules may fire on."""
-    if after is None:
-        return False
-    if aggregated and alerts is not None and alerts.early_rules:
-        return True
-    if before is not None and after <= before:
-        return False
-    return bool(settings.drift.enabled or alerts is not None)
 
 
 def _pages(
@@ -631,7 +614,7 @@ def report(
         f"(paged/incidents) over the incidents >= {rep.min_multiplier:g}x whose oracle "
         f"detection probability is >= {rep.min_power * 100:g} %: the power of a Poisson count test "
         "that knows the segment, start, end and baseline, at the false-page budget; see "
-        "pipelines/alerting/quality.py)"
+        "tests/benchmarks/alert_oracle.py)"
     )
     r, e = rep.time_to_page_rate, rep.time_to_page_event
     out.append(
@@ -653,7 +636,7 @@ def report(
     o, op, tp = rep.oracle_time_rate, rep.oracle_time_rate_paged, rep.time_to_page_rate_paged
     out.append(
         f"the oracle's time to detect rate incidents (with {rep.min_power * 100:g} % "
-        f"probability; pipelines/alerting/quality.py): median {_dur(o.median)}, p90 "
+        f"probability; tests/benchmarks/alert_oracle.py): median {_dur(o.median)}, p90 "
         f"{_dur(o.p90)} over the {o.count} detectable ones; on the {op.count} paged ones that "
         f"it detects: oracle median {_dur(op.median)}, rules' median time to page "
         f"{_dur(tp.median)}"

@@ -32,9 +32,10 @@ from pipelines.metrics.catalog import RATES, counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.settings import DriftSettings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 DIMS = ("product_surface", "model_version", "locale")

@@ -26,16 +26,12 @@ from sqlalchemy import text
 from pipelines.metrics.catalog import counter_ids
 from pipelines.report.model import IsoWeek
 from pipelines.report.weekly import collect_weekly, write_report
-from pipelines.settings import (
-    SEGMENT_DIMENSIONS,
-    ContractSettings,
-    Settings,
-    SparkSettings,
-    WarehouseSettings,
-)
+from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.settings import ContractSettings, Settings, SparkSettings, WarehouseSettings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 
 REPO = Path(__file__).resolve().parents[2]
 WEEK = IsoWeek(2026, 47)

@@ -55,7 +55,7 @@ The world (`plan_week`)
   its last event (see `KINDS`). Each incident carries the expected count of the quantity
   it moves (`AFFECTED`) in its segment over [start, end], without it and with it
   (`baseline_count`, `incident_count`), computed from the plan as the events are drawn: the
-  ground truth of what is detectable at all (pipelines.alerting.quality.oracle_power).
+  ground truth of what is detectable at all (tests.benchmarks.alert_oracle.oracle_power).
 
 The output (`iter_slices`): per trigger interval of ARRIVAL time, a `Slice` with the rows
 the job would add to segment_window_agg (window of the EVENT time, segment, every counter

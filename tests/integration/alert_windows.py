@@ -17,9 +17,10 @@ from sqlalchemy import Engine
 
 from pipelines.metrics.catalog import counter_ids
 from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 
 DIMS = ("product_surface", "locale")
 

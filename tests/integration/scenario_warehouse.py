@@ -26,6 +26,7 @@ from pydantic import SecretStr
 from pyspark.sql import SparkSession
 from sqlalchemy import Engine
 
+from jobs.streaming_aggregator import window_steps
 from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.loader import load_rules
 from pipelines.durations import parse_duration
@@ -36,7 +37,8 @@ from pipelines.settings import (
     StreamSettings,
     WarehouseSettings,
 )
-from pipelines.stream.batch import BatchProcessor, BatchReport
+from pipelines.stream.batch import BatchProcessor
+from pipelines.stream.reports import BatchReport
 from pipelines.synth.generator import generate_events
 from pipelines.synth.scenarios import SCENARIOS
 from pipelines.warehouse.engine import make_engine
@@ -159,7 +161,13 @@ def build_scenario_warehouse(
             window=parse_duration(settings.stream.window),
             ttl_windows=settings.alerting.ttl_windows,
         )
-        return BatchProcessor(sink, settings, log=lambda _m: None, alerts=alerts, overlap=overlap)
+        return BatchProcessor(
+            sink,
+            settings,
+            log=lambda _m: None,
+            steps=window_steps(settings, sink, alerts),
+            overlap=overlap,
+        )
 
     processor = start_job()
     reports = []

@@ -10,10 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import select, text
 
-from pipelines.alerting.engine import AlertEngine, parse_segment
+from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.loader import parse_rules
 from pipelines.alerting.model import EARLY_ALPHA
 from pipelines.alerting.sequential import rate_exceeds
+from pipelines.segments import parse_segment
 from pipelines.warehouse.sink import WarehouseSink
 from tests.integration.alert_windows import DIMS, commit_windows, warehouse_engine
 

@@ -25,9 +25,8 @@ import pytest
 from sqlalchemy import select
 
 from pipelines.alerting.backtest import Episode, RuleBacktest, backtest, stored_windows
-from pipelines.alerting.engine import parse_segment
-from pipelines.alerting.evaluate import segment_label
 from pipelines.alerting.loader import load_rules
+from pipelines.segments import parse_segment, segment_label
 from pipelines.warehouse.tables import Tables, as_utc
 from tests.integration.scenario_warehouse import RULES_DIR, Incident, ScenarioWarehouse
 

@@ -30,10 +30,11 @@ from sqlalchemy import Engine, text
 
 from pipelines.metrics.catalog import counter_ids
 from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.queries import distinct_users
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import as_utc
 from tests.integration.test_warehouse_doc_queries import doc_query
 

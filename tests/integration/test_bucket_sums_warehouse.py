@@ -31,13 +31,17 @@ from pipelines.alerting.engine import windows_read
 from pipelines.alerting.evaluate import interval
 from pipelines.alerting.inputs import rule_inputs
 from pipelines.alerting.model import Rule, Threshold
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.contract.records import Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.metrics.buckets import design_effect, ratio_standard_error
 from pipelines.metrics.stats import wilson_interval
 from pipelines.privacy.detectors import detector_names, screen_pattern
-from pipelines.stream.counting import Counting, merge_partials, partial_counts
+from pipelines.stream.counting import Counting
+from pipelines.stream.merge import merge_partials
+from pipelines.stream.partials import partial_counts
 from pipelines.synth.generator import generate_events
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
+from pipelines.warehouse.sink import WarehouseSink
 from tests.integration.alert_windows import warehouse_engine
 
 DIMS = ("product_surface", "model_version")

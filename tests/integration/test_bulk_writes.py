@@ -11,11 +11,12 @@ import pytest
 from sqlalchemy import select
 
 from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.warehouse.batch_result import SEGMENT_KEY
 from pipelines.warehouse.bulk import execute_many
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import SEGMENT_KEY, upsert_for
 from pipelines.warehouse.tables import Tables, as_utc
+from pipelines.warehouse.upsert import upsert_for
 
 KEY = [*SEGMENT_KEY, "distribution", "bin"]
 COLUMNS = [*KEY, "count"]

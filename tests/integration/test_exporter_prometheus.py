@@ -10,7 +10,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from pipelines.monitoring import JobMetrics, serve
-from pipelines.stream.batch import BatchReport
+from pipelines.stream.reports import BatchReport
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,8 @@ from pydantic import SecretStr
 from pyspark.sql import functions as F
 from sqlalchemy import func, select
 
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.contract.records import Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.contract.spark_schema import spark_schema_from_json_schema
 from pipelines.metrics.catalog import EVENT_COUNTERS
 from pipelines.privacy.detectors import detector_names, screen_pattern
@@ -31,7 +32,7 @@ from pipelines.settings import (
     WarehouseSettings,
 )
 from pipelines.stream.batch import BatchProcessor
-from pipelines.stream.counting import Columns, SqlPredicate
+from pipelines.stream.predicates import Columns, SqlPredicate
 from pipelines.synth.generator import generate_events
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
@@ -57,7 +58,7 @@ def _events(n: int, seed: int) -> list[dict]:
 
 def test_counter_predicates_equal_spark_sql(spark):
     """The catalog's predicates are Spark SQL; the executors evaluate them on Arrow columns
-    (counting.SqlPredicate). Spark itself is the reference, on varied events."""
+    (predicates.SqlPredicate). Spark itself is the reference, on varied events."""
     events = _events(1500, seed=4)
     rng = random.Random(9)
     for e in events[:500]:

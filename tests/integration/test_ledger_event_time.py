@@ -18,14 +18,18 @@ import pyarrow as pa
 import pytest
 from sqlalchemy import Engine, select
 
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.contract.records import Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.privacy.detectors import detector_names, screen_pattern
-from pipelines.stream.counting import Counting, latest_event_time, merge_partials, partial_counts
+from pipelines.stream.counting import Counting
+from pipelines.stream.merge import latest_event_time, merge_partials
+from pipelines.stream.partials import partial_counts
 from pipelines.synth.generator import generate_events
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.queries import ledger_rows
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables, as_utc
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import DateTime, Engine, MetaData, String, bindparam, select, text
 
-from pipelines.alerting.engine import parse_segment
+from pipelines.segments import parse_segment
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.tables import Tables, as_utc

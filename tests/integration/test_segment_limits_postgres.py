@@ -21,15 +21,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select, text
 
-from pipelines.alerting.engine import AlertEngine, parse_segment
+from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.loader import parse_rules
 from pipelines.contract.records import Limits, RecordChecker
 from pipelines.metrics.catalog import counter_ids
 from pipelines.privacy.detectors import detector_names, screen_pattern
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, parse_segment
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from schemas import event_schema, example_paths
 
 pytestmark = pytest.mark.integration

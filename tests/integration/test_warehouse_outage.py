@@ -14,11 +14,12 @@ import time
 import pytest
 
 from pipelines.infra.postgres import LocalPostgres
+from pipelines.warehouse.batch_result import OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from pipelines.warehouse.retry import RetryPolicy, WarehouseUnavailableError
-from pipelines.warehouse.sink import OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from tests.integration.conftest import _free_ports, postgres_folder
 from tests.unit.test_warehouse_sink import _agg, _batch
 

@@ -13,15 +13,16 @@ from scipy.stats import binomtest
 from sqlalchemy import select, text
 
 from pipelines.alerting.alertmanager_client import NotifierError
-from pipelines.alerting.engine import AlertEngine, parse_segment
+from pipelines.alerting.engine import AlertEngine
 from pipelines.alerting.loader import parse_rules
 from pipelines.alerting.outbox import DeliveryLoop, WebhookNotifier, backoff, deliver
 from pipelines.errors import ConfigError
 from pipelines.metrics.catalog import counter_ids
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, parse_segment
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 
 T0 = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
 WINDOW = timedelta(minutes=5)

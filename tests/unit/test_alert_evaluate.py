@@ -11,14 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import binomtest
 
-from pipelines.alerting.evaluate import (
-    AlertState,
-    SegmentWindow,
-    Transition,
-    evaluate,
-    segment_label,
-)
+from pipelines.alerting.evaluate import AlertState, SegmentWindow, Transition, evaluate
 from pipelines.alerting.model import Change, Drift, Rule, Threshold
+from pipelines.segments import segment_label
 
 T0 = datetime(2026, 11, 2, 14, 0, tzinfo=UTC)
 STEP = timedelta(minutes=5)

@@ -1,5 +1,5 @@
-"""Scoring of pages against known incidents (pipelines.alerting.quality), on small cases
-computed by hand.
+"""Scoring of pages against known incidents (tests.benchmarks.alert_scoring) and the oracle
+detection probability (tests.benchmarks.alert_oracle), on small cases computed by hand.
 """
 
 from __future__ import annotations
@@ -12,19 +12,16 @@ import numpy as np
 import pytest
 from scipy.stats import poisson
 
-from pipelines.alerting.quality import (
+from tests.benchmarks.alert_oracle import critical_count, oracle_alpha, oracle_power, oracle_time
+from tests.benchmarks.alert_scoring import (
     Incident,
     Page,
     Targets,
     check_targets,
     contains,
-    critical_count,
     default_grace,
     detectable_target,
     matches,
-    oracle_alpha,
-    oracle_power,
-    oracle_time,
     per_week_per_50,
     quantile,
     score,

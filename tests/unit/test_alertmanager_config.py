@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from pipelines.errors import ConfigError, InfraError
-from pipelines.infra.alertmanager import LocalAlertmanager, find_binary
+from pipelines.infra.alertmanager import LocalAlertmanager
 from pipelines.infra.prometheus import (
     LocalPrometheus,
     prometheus_config,
@@ -22,6 +22,7 @@ from pipelines.infra.prometheus import (
     promtool_check_rules,
     promtool_test_rules,
 )
+from pipelines.infra.service import find_binary
 from pipelines.settings import AlertingSettings
 
 HOOK = "https://hooks.example.org/services/T000/B000/secret-token"

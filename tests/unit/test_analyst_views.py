@@ -9,9 +9,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import RATES
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, segment_key
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import (
     applied_versions,

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipelines.stream.cardinality import Admission, admit, fold, value_counts
+from pipelines.cardinality import Admission, admit, fold, value_counts
 
 RESERVED = {"other", "*", "unknown"}  # written out here, independent of the module
 

@@ -25,7 +25,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker, output_schema
+from pipelines.contract.records import Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA, output_schema
 from pipelines.privacy.detectors import detector_names, screen_pattern
 from pipelines.synth.generator import generate_events
 from schemas import event_schema, example_paths
@@ -1481,7 +1482,8 @@ def test_deep_nesting_does_not_crash_the_process() -> None:
 import json, sys
 from datetime import timedelta
 import pyarrow as pa
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker
+from pipelines.contract.records import Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.privacy.detectors import detector_names, screen_pattern
 limits = Limits(max_message_bytes=1_000_000, max_future=timedelta(minutes=5),
                 max_age=timedelta(days=7))

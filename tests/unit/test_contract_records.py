@@ -13,15 +13,9 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from pipelines.contract.records import (
-    INPUT_SCHEMA,
-    Limits,
-    RecordChecker,
-    _FastPath,
-    detailed,
-    output_schema,
-    parse_date_time,
-)
+from pipelines.contract.detailed import detailed
+from pipelines.contract.records import Limits, RecordChecker, _FastPath
+from pipelines.contract.shapes import INPUT_SCHEMA, output_schema, parse_date_time
 from pipelines.contract.validate import validate_event
 from pipelines.privacy.detectors import detector_names, screen_pattern
 from schemas import event_schema, example_paths

@@ -18,28 +18,22 @@ import pyarrow as pa
 import pytest
 from scipy.stats import kstest
 
-from pipelines.contract.records import INPUT_SCHEMA, Limits, RecordChecker, record_checker
+from pipelines.cardinality import admit, fold, value_counts
+from pipelines.contract.records import Limits, RecordChecker, record_checker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.metrics.buckets import add_counter_buckets
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS
 from pipelines.metrics.sketches import estimate
 from pipelines.privacy.detectors import AllowList, detector_names, screen_pattern
-from pipelines.stream.cardinality import admit, fold, value_counts
-from pipelines.stream.counting import (
-    COUNTERS,
-    SAMPLE,
-    Columns,
-    Counting,
-    Sampling,
-    SqlPredicate,
-    ValueLimits,
-    merge_partials,
-    partial_counts,
-    sample_hash,
-    sample_of,
-)
+from pipelines.stream.counting import COUNTERS, Counting, ValueLimits
+from pipelines.stream.merge import merge_partials
+from pipelines.stream.packing import SAMPLE
+from pipelines.stream.partials import partial_counts
+from pipelines.stream.predicates import Columns, SqlPredicate
+from pipelines.stream.sampling import Sampling, sample_hash, sample_of
 from pipelines.synth.generator import generate_events
-from pipelines.warehouse.sink import SEGMENT_KEY
+from pipelines.warehouse.batch_result import SEGMENT_KEY
 
 NOW = datetime.now(UTC).replace(second=0, microsecond=0)
 DIMS = ("product_surface", "model_version")
@@ -398,12 +392,13 @@ def test_the_job_counts_with_the_allow_list_of_its_settings(tmp_path):
     engine = make_engine(url)
     migrate(engine)
     try:
-        allow = BatchProcessor(WarehouseSink(engine), settings, log=lambda _m: None).counting.allow
+        job = BatchProcessor(WarehouseSink(engine), settings, log=lambda _m: None)
+        allow = job.aggregator.counting.allow
         plain = BatchProcessor(
             WarehouseSink(engine),
             Settings(warehouse=WarehouseSettings(url=SecretStr(url))),
             log=lambda _m: None,
-        ).counting.allow
+        ).aggregator.counting.allow
     finally:
         engine.dispose()
     assert (
@@ -414,7 +409,7 @@ def test_the_job_counts_with_the_allow_list_of_its_settings(tmp_path):
 
 def test_values_beyond_the_limit_fold_on_the_executors_as_on_the_driver():
     """Cardinality control in the partitions (ValueLimits) ends in the same rows as folding
-    the unbounded counts on the driver (pipelines.stream.cardinality), and no partition
+    the unbounded counts on the driver (pipelines.cardinality), and no partition
     sends more than its room of new values."""
     events = _events(1500, seed=21)
     rng = random.Random(3)

@@ -16,14 +16,16 @@ from scipy import stats
 from scipy.spatial.distance import jensenshannon
 from sqlalchemy import select
 
-from pipelines.drift.compute import BaselineCache, closed_windows, compute_drift
+from pipelines.drift.compute import BaselineCache, compute_drift
 from pipelines.metrics.catalog import RATES, counter_ids
 from pipelines.metrics.distributions import DISTRIBUTIONS, distribution
 from pipelines.segments import SEGMENT_DIMENSIONS
 from pipelines.settings import DriftSettings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
+from pipelines.warehouse.ledger import closed_windows
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 
 T0 = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
 DIMS = ("locale", "model_version")
@@ -313,8 +315,8 @@ def test_closed_windows_are_those_a_watermark_move_passes(warehouse):
             conn,
             sink.tables,
             ",".join(DIMS),
-            T0 + timedelta(minutes=10),
-            T0 + timedelta(minutes=20),
+            after=T0 + timedelta(minutes=10),
+            watermark=T0 + timedelta(minutes=20),
         )
     # Windows end at start + 5 min: ends in (10, 20] are the windows starting at 10 and 15.
     assert got == [T0 + timedelta(minutes=10), T0 + timedelta(minutes=15)]

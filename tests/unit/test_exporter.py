@@ -11,7 +11,7 @@ from scipy.stats import binomtest
 from pipelines.errors import InfraError
 from pipelines.metrics.catalog import counter_ids
 from pipelines.monitoring import JobMetrics, serve
-from pipelines.stream.batch import BatchReport
+from pipelines.stream.reports import BatchReport
 
 NOW = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
 # The headline rates as the metric catalog defines them, restated here as the expectation.

@@ -7,7 +7,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 from jobs.demo import notices_explained
-from pipelines.stream.batch import Derived, transitions_text
+from pipelines.stream.reports import Derived, transitions_text
 
 
 def test_transitions_are_counted_by_what_they_became() -> None:

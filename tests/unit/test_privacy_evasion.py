@@ -25,7 +25,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from pipelines.contract.records import INPUT_SCHEMA, REDACTED_TEXT, Limits, RecordChecker
+from pipelines.contract.records import REDACTED_TEXT, Limits, RecordChecker
+from pipelines.contract.shapes import INPUT_SCHEMA
 from pipelines.privacy.detectors import (
     DETECTORS,
     AllowList,

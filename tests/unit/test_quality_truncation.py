@@ -15,9 +15,9 @@ import pyarrow as pa
 import pytest
 
 from pipelines.quality.runner import BatchValidator, cut_strings, text_limits
+from pipelines.quality.sample import SampleValidation
 from pipelines.quality.suite import flatten_events, load_suite
 from pipelines.settings import Settings
-from pipelines.stream.batch import BatchProcessor
 from pipelines.synth import generate_events
 
 START = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
@@ -163,9 +163,7 @@ def test_the_streaming_job_passes_the_setting(tmp_path):
         }
     )
     assert settings.quality.max_text_chars == 300
-    processor = BatchProcessor.__new__(BatchProcessor)
-    processor.settings = settings
-    validator = processor._build_validator()
+    validator = SampleValidation(settings.quality).build()
     assert validator.max_text_chars == 300
     assert validator.text_limits["segment__locale"] == 300
 
@@ -176,13 +174,11 @@ def test_the_jobs_typed_sample_is_cut_with_the_same_verdicts(events, uncut, monk
     typed = copy.deepcopy(bad)
     for e in typed:
         e["event_time"] = datetime.fromisoformat(e["event_time"].replace("Z", "+00:00"))
-    processor = BatchProcessor.__new__(BatchProcessor)
-    processor.settings = Settings.load(environ={})
-    processor._validator = None
-    validator = processor._build_validator()
-    processor._validator = _done(validator)
+    quality = SampleValidation(Settings.load(environ={}).quality)
+    validator = quality.build()
+    quality._validator = _done(validator)
     seen = _seen_by_the_suite(validator, monkeypatch)
-    result = processor._validate(pa.array(typed), len(typed))
+    result = quality.validate(pa.array(typed), len(typed))
     assert max(_longest_string(seen[0]).values()) == 2_001
     assert result.to_rows() == uncut.validate(flatten_events(bad)).to_rows()
 

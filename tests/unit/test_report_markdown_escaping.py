@@ -17,15 +17,16 @@ from typing import Any
 import pytest
 from sqlalchemy import insert
 
-from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
 from pipelines.report.markdown import md_escape, render_markdown
 from pipelines.report.model import IsoWeek
 from pipelines.report.weekly import collect_weekly
-from pipelines.settings import SEGMENT_DIMENSIONS, Settings
+from pipelines.segments import SEGMENT_DIMENSIONS, segment_key
+from pipelines.settings import Settings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables
 from tests.analyst_data import _sketch
 

@@ -18,17 +18,18 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert
 
-from pipelines.alerting.engine import segment_key
 from pipelines.metrics.catalog import counter_ids
 from pipelines.report.html import render_html
 from pipelines.report.markdown import render_markdown
 from pipelines.report.model import IsoWeek, WeeklyReport
 from pipelines.report.suppression import alert_segment_shown, complementary_segment
 from pipelines.report.weekly import collect_weekly
+from pipelines.segments import segment_key
 from pipelines.settings import Settings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables
 from tests.unit.test_weekly_report import window_aggregates
 

@@ -1,5 +1,8 @@
 from datetime import UTC, datetime, timedelta
 
+import pytest
+from scipy.stats import binomtest
+
 from pipelines.metrics.catalog import counter_ids
 from pipelines.metrics.summary import summarize_segments
 
@@ -30,9 +33,10 @@ def test_summaries_sum_counters_and_rank_by_peak_window_with_enough_events():
     assert de.totals["events"] == 200 and de.totals["violations"] == 21
     assert de.peak_rate == 0.2 and de.peak_window_start == T0 + timedelta(minutes=5)
     assert en.peak_rate == 0.01 and en.windows == 2
-    assert en.rate("violation_rate") == 12 / 310
-    lo, hi = en.interval("violation_rate")
-    assert lo < 12 / 310 < hi
+    value = en.rate("violation_rate")
+    assert (value.numerator, value.denominator, value.value) == (12, 310, 12 / 310)
+    ci = binomtest(12, 310).proportion_ci(method="wilson")  # scipy's Wilson interval
+    assert value.lower == pytest.approx(ci.low) and value.upper == pytest.approx(ci.high)
 
 
 def test_segment_without_eligible_window_sorts_last():

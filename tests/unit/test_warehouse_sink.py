@@ -8,17 +8,17 @@ from sqlalchemy.exc import OperationalError
 
 from pipelines.metrics.catalog import counter_ids
 from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.warehouse.batch_result import (
+    BatchResult,
+    OffsetRange,
+    OffsetsAlreadyIngestedError,
+    counted_columns,
+)
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import available_migrations, migrate
 from pipelines.warehouse.queries import aggregate_rows, ledger_rows
 from pipelines.warehouse.retry import RetryPolicy
-from pipelines.warehouse.sink import (
-    BatchResult,
-    OffsetRange,
-    OffsetsAlreadyIngestedError,
-    WarehouseSink,
-    counted_columns,
-)
+from pipelines.warehouse.sink import WarehouseSink
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
@@ -218,7 +218,7 @@ def test_batches_committed_before_migration_8_count_as_derived(tmp_path):
 def test_ledger_duration_stays_within_the_integer_column():
     from datetime import timedelta
 
-    from pipelines.warehouse.sink import ledger_duration_ms
+    from pipelines.warehouse.batch_result import ledger_duration_ms
 
     assert ledger_duration_ms(timedelta(seconds=1.5)) == 1500
     assert ledger_duration_ms(timedelta(days=25)) == 2**31 - 1  # 2,160,000,000 ms otherwise

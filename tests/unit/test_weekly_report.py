@@ -28,7 +28,6 @@ import pytest
 from scipy import stats
 from sqlalchemy import insert
 
-from pipelines.alerting.engine import segment_key
 from pipelines.errors import ConfigError, SafewatchError
 from pipelines.metrics.catalog import counter_ids, rate
 from pipelines.report.charts import HEIGHT_PX, WIDTH_PX, trend_chart
@@ -39,11 +38,12 @@ from pipelines.report.numbers import rate as rate_text
 from pipelines.report.trends import bucket_trends
 from pipelines.report.weekly import collect_weekly, latest_week, write_report
 from pipelines.report.wording import STATUS_LABELS
-from pipelines.segments import SEGMENT_DIMENSIONS
+from pipelines.segments import SEGMENT_DIMENSIONS, segment_key
 from pipelines.settings import Settings
+from pipelines.warehouse.batch_result import BatchResult, OffsetRange
 from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.migrate import migrate
-from pipelines.warehouse.sink import BatchResult, OffsetRange, WarehouseSink
+from pipelines.warehouse.sink import WarehouseSink
 from pipelines.warehouse.tables import Tables
 
 REPO = Path(__file__).resolve().parents[2]

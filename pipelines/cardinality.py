@@ -10,7 +10,8 @@ only on the stored admissions and the batch itself, so a replayed batch folds th
 The streaming job applies the limits on the executors already (pipelines.stream.counting
 `ValueLimits`), so that a flood of new values never reaches the driver, and decides the
 admissions here from the exact counts of the new values; the backfill folds the rows it
-collected. Pure functions; no Spark and no I/O.
+collected; the Prometheus exporter limits the values of its rate label by the same
+`admit`. Pure functions; no Spark and no I/O.
 """
 
 from __future__ import annotations
@@ -33,19 +34,21 @@ def admit(
     admitted: Mapping[str, Iterable[str]],
     batch_counts: Mapping[str, Mapping[str, int]],
     limits: Mapping[str, int],
+    reserved: frozenset[str] = RESERVED_VALUES,
 ) -> tuple[dict[str, frozenset[str]], list[Admission]]:
     """The values each dimension keeps after this batch, and the batch's new admissions.
 
     `batch_counts[dim][value]` is the batch's records per value; `limits[dim]` the most
-    values `dim` may hold (reserved values do not count against it).
+    values `dim` may hold (`reserved` values are never admitted and do not count against
+    it).
     """
     allowed: dict[str, frozenset[str]] = {}
     new: list[Admission] = []
     for dim, counts in batch_counts.items():
-        keep = set(admitted.get(dim, ())) - RESERVED_VALUES
+        keep = set(admitted.get(dim, ())) - reserved
         room = limits[dim] - len(keep)
         candidates = sorted(
-            ((v, n) for v, n in counts.items() if v not in keep and v not in RESERVED_VALUES),
+            ((v, n) for v, n in counts.items() if v not in keep and v not in reserved),
             key=lambda vn: (-vn[1], vn[0]),
         )
         for value, events in candidates[: max(room, 0)]:
