@@ -34,8 +34,8 @@ from pipelines.alerting.step import AlertStep
 from pipelines.drift.step import DriftStep
 from pipelines.durations import parse_duration, spark_interval
 from pipelines.errors import ConfigError, SafewatchError
-from pipelines.monitoring.collect import Collector
 from pipelines.monitoring.exporter import JobMetrics, serve
+from pipelines.monitoring.refresh import MetricsRefresher
 from pipelines.settings import Settings
 from pipelines.stream.batch import BatchProcessor
 from pipelines.stream.derive import ClosedWindowSteps, WindowStep
@@ -238,18 +238,18 @@ def start_query(
     on_failure = None
     if metrics is not None:
         severities = {r.name: r.severity for r in alerts.rules} if alerts else {}
-        collector = Collector(metrics, engine, settings, severities)
-        collector.refresh_lag()
+        refresher = MetricsRefresher(metrics, engine, settings, severities)
+        refresher.refresh_lag()
         on_failure = metrics.observe_failure
 
         def observed(report: BatchReport) -> None:
             metrics.observe_batch(report)
-            collector.refresh_lag()
+            refresher.refresh_lag()
             if on_batch is not None:
                 on_batch(report)
 
         def derived(done: Derived) -> None:
-            collector.refresh(done.watermark)  # rates of the newest closed window, alerts
+            refresher.refresh(done.watermark)  # rates of the newest closed window, alerts
             if on_derived is not None:
                 on_derived(done)
 

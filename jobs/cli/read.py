@@ -27,7 +27,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_metrics(args: argparse.Namespace) -> int:
     from pipelines.metrics.catalog import QUANTILES, RATES
-    from pipelines.metrics.reference import metrics_reference
+    from pipelines.metrics.docs import metrics_reference
     from pipelines.report.text import format_table
 
     if args.action == "docs":
@@ -44,16 +44,16 @@ def cmd_metrics(args: argparse.Namespace) -> int:
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from pipelines.drift.compute import Baseline, BaselineCache, compute_drift
+    from pipelines.drift.compute import Baseline
+    from pipelines.drift.step import recompute_drift
     from pipelines.report.terminal import print_changes
     from pipelines.warehouse.migrate import open_warehouse
     from pipelines.warehouse.queries import drift_windows
-    from pipelines.warehouse.sink import WarehouseSink
+    from pipelines.warehouse.tables import Tables
 
     settings = load_settings(args)
     dims = settings.stream.dimensions
     engine = open_warehouse(settings.warehouse, reader=True)
-    sink = WarehouseSink(engine)
     windows = drift_windows(engine, dimension_set=",".join(dims))
     since = parse_time(args.since, "--from") if args.since else None
     until = parse_time(args.until, "--to") if args.until else None
@@ -63,19 +63,15 @@ def cmd_drift(args: argparse.Namespace) -> int:
         return 0
     baseline = Baseline.from_settings(settings.drift).describe()
     log(f"computing drift for {len(windows)} windows against the {baseline} baseline")
-    segments = 0
-    seconds = 0.0
-    cache = BaselineCache()
-    for i, w in enumerate(windows, 1):
-        with engine.begin() as conn:
-            run = compute_drift(
-                conn, sink.tables, [w], dimensions=dims, settings=settings.drift,
-                now=datetime.now(UTC), cache=cache,
-            )  # fmt: skip
-        segments += run.segments
-        seconds += run.seconds
-        if i % 20 == 0 or i == len(windows):
-            log(f"{i}/{len(windows)} windows done")
+
+    def progress(done: int, total: int) -> None:
+        if done % 20 == 0 or done == total:
+            log(f"{done}/{total} windows done")
+
+    segments, seconds = recompute_drift(
+        engine, Tables(engine), windows, settings=settings.drift, dimensions=dims,
+        now=lambda: datetime.now(UTC), progress=progress,
+    )  # fmt: skip
     per = 1000 * seconds / segments if segments else 0.0
     log(f"drift stored for {segments} window x segments in {seconds:.1f} s ({per:.1f} ms each)")
     print_changes(engine, dims, limit=args.top)

@@ -106,7 +106,7 @@ def _kind(node: yaml.Node) -> str:
 Entry = tuple[yaml.Node, yaml.Node]  # (key node, value node)
 
 
-class _Reader:
+class _RuleFile:
     """Reads one file's node tree; every error it raises carries file, line, rule, field."""
 
     def __init__(self, path: str) -> None:
@@ -544,7 +544,7 @@ def parse_rules(text: str, path: str | Path = "<string>") -> list[Rule]:
     except yaml.YAMLError as exc:
         msg = f"invalid YAML: {exc}"
         raise RuleError(msg, path=where) from exc
-    return _Reader(where).rules(root)
+    return _RuleFile(where).rules(root)
 
 
 def load_rule_file(path: str | Path) -> list[Rule]:

@@ -263,7 +263,7 @@ class BaselineCache:
             return cached_lo, cached_hi
         return None
 
-    def sums(self, reader: _Reader, lo: datetime, hi: datetime) -> WindowSums:
+    def sums(self, reader: _SpanReader, lo: datetime, hi: datetime) -> WindowSums:
         """The sums over [lo, hi) of `reader`'s dimension set, moved or read in full."""
         moving = self.moving(reader.dimension_set, lo, hi)
         if moving is None:
@@ -280,7 +280,7 @@ class BaselineCache:
         return self.total
 
 
-class _Reader:
+class _SpanReader:
     """Sums over ranges of windows: from a span already read when one covers the range,
     otherwise from the warehouse.
     """
@@ -404,7 +404,7 @@ def _read_chunk(
     chunk: Sequence[datetime],
     baseline: Baseline,
     cache: BaselineCache,
-) -> tuple[Mapping[datetime, WindowSums], _Reader]:
+) -> tuple[Mapping[datetime, WindowSums], _SpanReader]:
     """The sums of each window of `chunk`, and a reader for the moves of their baselines.
 
     A pinned baseline does not move: only the windows are read. A trailing one, window after
@@ -415,7 +415,9 @@ def _read_chunk(
     and without the windows kept from the last call (`BaselineCache.recent`).
     """
     if baseline.kind != "trailing":
-        return read_windows(conn, tables, dimensions, chunk), _Reader(conn, tables, dimensions, [])
+        return read_windows(conn, tables, dimensions, chunk), _SpanReader(
+            conn, tables, dimensions, []
+        )
     dimension_set = ",".join(dimensions)
     first, last = chunk[0], chunk[-1]
     first_lo, first_hi = baseline.period(first)
@@ -437,7 +439,7 @@ def _read_chunk(
     # Keep the windows that a trailing baseline has yet to add: from the last one on.
     cache.recent = current.since(last)
     dropped = read_span(conn, tables, dimensions, drops_from, baseline.period(last)[0])
-    return current.windows, _Reader(conn, tables, dimensions, [current, dropped])
+    return current.windows, _SpanReader(conn, tables, dimensions, [current, dropped])
 
 
 def _design_effects(buckets: Sequence[Counts | None]) -> npt.NDArray[np.float64]:

@@ -1,13 +1,16 @@
 """Drift statistics and rate tests as a closed-window step: what the job runs, in the
 transaction that marks a batch derived, for the windows the batch's watermark closed
-(composed in `jobs/streaming_aggregator.py`; run by `pipelines.stream.derive`).
+(composed in `jobs/streaming_aggregator.py`; run by `pipelines.stream.derive`), and the
+recomputation of stored windows (`safewatch drift`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+
+from sqlalchemy import Engine
 
 from pipelines.drift.compute import BaselineCache, compute_drift
 from pipelines.settings import DriftSettings
@@ -47,3 +50,32 @@ class DriftStep:
     def forget(self) -> None:
         """The transaction rolled back: the cached baseline sums may hold its rows."""
         self.baseline.clear()
+
+
+def recompute_drift(
+    engine: Engine,
+    tables: Tables,
+    windows: Sequence[datetime],
+    *,
+    settings: DriftSettings,
+    dimensions: Sequence[str],
+    now: Callable[[], datetime],
+    progress: Callable[[int, int], None] | None = None,
+) -> tuple[int, float]:
+    """(Re)compute the drift of stored `windows`, oldest first, one transaction each
+    (`safewatch drift`); `progress(done, total)` after each. The window x segments
+    computed and the seconds it took.
+    """
+    step = DriftStep(tables, settings, dimensions)
+    segments, seconds = 0, 0.0
+    for done, window in enumerate(windows, 1):
+        with engine.begin() as conn:
+            run = compute_drift(
+                conn, tables, [window], dimensions=step.dimensions, settings=settings,
+                now=now(), cache=step.baseline,
+            )  # fmt: skip
+        segments += run.segments
+        seconds += run.seconds
+        if progress is not None:
+            progress(done, len(windows))
+    return segments, seconds

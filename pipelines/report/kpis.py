@@ -20,8 +20,8 @@ from pipelines.report.model import (
     PAIRED_RATE,
     SIGNIFICANCE,
     UNCONFIRMED,
-    Change,
     Kpi,
+    WeekChange,
 )
 from pipelines.report.wording import kpi_explanation, kpi_name
 
@@ -93,7 +93,7 @@ def volume_to_confirm(
     return high
 
 
-def week_over_week(current: RateValue, previous: RateValue) -> Change:
+def week_over_week(current: RateValue, previous: RateValue) -> WeekChange:
     """The week's rate against the previous week's: a pooled two-proportion z test whose
     variance on each side is widened by that week's design effect (the rates'
     `design_effect`, from the per-user-bucket sums), so that a change one prolific user
@@ -108,8 +108,8 @@ def week_over_week(current: RateValue, previous: RateValue) -> Change:
         baseline_design_effect=previous.design_effect,
     )
     if test.status != OK or test.p_value is None:
-        return Change(None, None, None)
-    return Change(test.difference, test.p_value, test.p_value < SIGNIFICANCE)
+        return WeekChange(None, None, None)
+    return WeekChange(test.difference, test.p_value, test.p_value < SIGNIFICANCE)
 
 
 def build_kpi(

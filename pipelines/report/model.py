@@ -104,7 +104,7 @@ class IsoWeek:
 
 # ---------------------------------------------------------------- the report tree
 @dataclass(frozen=True)
-class Change:
+class WeekChange:
     """The week against the previous one: difference of proportions and its p-value."""
 
     difference: float | None  # current - previous; None when either week has no data
@@ -122,7 +122,7 @@ class Kpi:
     target: float | None
     higher_is_worse: bool
     status: str  # MET, MISSED, AT_RISK, UNCONFIRMED, NO_DATA or NO_TARGET
-    change: Change
+    change: WeekChange
     # The smallest denominator at which a week with nothing bad seen meets the target
     # (`volume_to_confirm`); None without a target or when no volume can.
     volume_to_confirm: int | None = None
@@ -237,7 +237,7 @@ class RateComparison:
     new: RateValue
     previous: RateValue
     higher_is_worse: bool
-    p_value: float | None  # the same test as `Change.p_value`: new against previous versions
+    p_value: float | None  # the same test as `WeekChange.p_value`: new against previous versions
     q_value: float | None  # Benjamini-Hochberg over every comparison of the section
 
 

@@ -19,10 +19,10 @@ from pipelines.report.model import (
     NO_TARGET,
     SIGNIFICANCE,
     UNCONFIRMED,
-    Change,
     Incident,
     Kpi,
     VersionComparison,
+    WeekChange,
     WeeklyReport,
 )
 
@@ -115,7 +115,7 @@ def p_text(p: float) -> str:
     return "p<0.001" if p < 0.001 else f"p={p:.2g}" if p < 0.01 else f"p={p:.2f}"
 
 
-def change_text(change: Change, *, higher_is_worse: bool, has_previous: bool) -> str:
+def change_text(change: WeekChange, *, higher_is_worse: bool, has_previous: bool) -> str:
     """'+0.05 pp, worse: significant (p=0.003)' or '−0.01 pp: not significant (p=0.41)'."""
     if not has_previous:
         return "no data last week"

@@ -9,12 +9,12 @@ sections' descriptions.
 
 One module per group of sections (`kafka`, `stream`, `warehouse`, `alerting`, `report`), the
 value types they share (`types`), the root object and its loading (`root`), and the settings
-as a person reads them (`reference`).
+as a person reads them (`docs`).
 """
 
 from pipelines.settings.alerting import AlertingSettings
+from pipelines.settings.docs import settings_reference, settings_shown
 from pipelines.settings.kafka import BrokerSettings, ClusterSettings, KafkaSettings
-from pipelines.settings.reference import settings_reference, settings_shown
 from pipelines.settings.report import ReportSettings
 from pipelines.settings.root import Settings
 from pipelines.settings.stream import (

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pipelines.metrics.catalog import EVENT_COUNTERS, QUANTILES, RATES, TELEMETRY_COUNTERS
 from pipelines.metrics.distributions import DISTRIBUTIONS
-from pipelines.metrics.reference import metrics_reference
+from pipelines.metrics.docs import metrics_reference
 
 REPO = Path(__file__).resolve().parents[2]
 

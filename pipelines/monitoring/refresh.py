@@ -21,7 +21,7 @@ from pipelines.settings import Settings
 from pipelines.warehouse.tables import Tables
 
 
-class Collector:
+class MetricsRefresher:
     """Refreshes a JobMetrics from the warehouse (and Kafka, for the lag).
 
     `severities` maps each alert rule to its severity. Notification counts come from the
