@@ -27,6 +27,7 @@ from pipelines.errors import InfraError
 from pipelines.infra.process import (
     TAIL_LINES,
     check_port_free,
+    kill_if_lingering,
     port_open,
     process_alive,
     read_pid,
@@ -250,10 +251,8 @@ class LocalKafkaBroker:
     def wait_stopped(self, timeout_s: float = 30) -> None:
         """Wait for the broker to exit after `request_stop`; SIGKILL it after `timeout_s`."""
         pid = read_pid(self._pid_file)
-        if pid is not None and not wait_until_gone(lambda: self._alive(pid), timeout_s):
-            self._log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
-            signal_group(pid, signal.SIGKILL)
-            wait_until_gone(lambda: self._alive(pid), 10)
+        if pid is not None:
+            kill_if_lingering(pid, lambda: self._alive(pid), timeout_s, self.name, self._log)
         self._pid_file.unlink(missing_ok=True)
         self._proc = None
         self._log(f"{self.name} stopped")

@@ -91,6 +91,18 @@ def wait_until_gone(alive: Callable[[], bool], timeout_s: float) -> bool:
     return not alive()
 
 
+def kill_if_lingering(
+    pid: int, alive: Callable[[], bool], timeout_s: float, name: str, log: Callable[[str], None]
+) -> None:
+    """After a SIGTERM to `pid`'s group: wait `timeout_s` for it to go (`alive` False),
+    else SIGKILL the group, saying so, and wait up to 10 s more.
+    """
+    if not wait_until_gone(alive, timeout_s):
+        log(f"{name} did not stop within {timeout_s:g} s; killing it")
+        signal_group(pid, signal.SIGKILL)
+        wait_until_gone(alive, 10)
+
+
 def port_open(host: str, port: int) -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:

@@ -18,12 +18,12 @@ from pipelines.errors import InfraError
 from pipelines.infra.process import (
     check_port_free,
     http_ok,
+    kill_if_lingering,
     process_alive,
     read_pid,
     signal_group,
     spawn,
     tail,
-    wait_until_gone,
 )
 
 # What such a server writes to its log when it cannot read its configuration file.
@@ -135,10 +135,7 @@ class LocalService:
             return False
         self._log(f"stopping {self.name} (pid {pid}) …")
         signal_group(pid, signal.SIGTERM)
-        if not wait_until_gone(lambda: self._alive(pid), timeout_s):
-            self._log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
-            signal_group(pid, signal.SIGKILL)
-            wait_until_gone(lambda: self._alive(pid), 10)
+        kill_if_lingering(pid, lambda: self._alive(pid), timeout_s, self.name, self._log)
         self._pid_file.unlink(missing_ok=True)
         self._proc = None
         self._log(f"{self.name} stopped")

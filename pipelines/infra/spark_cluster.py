@@ -33,13 +33,13 @@ from pipelines.errors import InfraError
 from pipelines.infra.process import (
     check_port_free,
     http_json,
+    kill_if_lingering,
     process_alive,
     read_pid,
     rolling_log4j2,
     signal_group,
     spawn,
     tail,
-    wait_until_gone,
 )
 from pipelines.settings import ClusterSettings
 
@@ -168,10 +168,7 @@ class _Daemon:
         return pid
 
     def wait_stopped(self, pid: int, timeout_s: float, log: Callable[[str], None]) -> None:
-        if not wait_until_gone(lambda: self.alive(pid), timeout_s):
-            log(f"{self.name} did not stop within {timeout_s:g} s; killing it")
-            signal_group(pid, signal.SIGKILL)
-            wait_until_gone(lambda: self.alive(pid), 10)
+        kill_if_lingering(pid, lambda: self.alive(pid), timeout_s, self.name, log)
         self.pid_file.unlink(missing_ok=True)
         self._proc = None
 

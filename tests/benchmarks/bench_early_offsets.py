@@ -4,7 +4,7 @@ without the window's slices (stream.early_slice), by simulation of the job's ear
 The live benchmark (bench_alert_delay.py) measures one incident per run; where in its
 5-minute window the incident starts is chance, and it decides much of the delay: an
 incident that starts mid-window shares the window with healthy minutes. This benchmark
-runs the job's own early evaluation (`pipelines.alerting.evaluate.early_evidence` with the
+runs the job's own early evaluation (`pipelines.alerting.early.early_evidence` with the
 repository's `HarmfulOutputRateHigh` rule, bound to the stored dimensions) on simulated
 traffic instead, many times per starting point:
 
