@@ -181,8 +181,7 @@ def weekly_report(settings: Settings) -> tuple[Path, Path]:
 
 def print_alerts(settings: Settings) -> None:
     """What the alert rules did: every transition, and what Alertmanager holds now."""
-    from sqlalchemy import select
-
+    from pipelines.alerting import store
     from pipelines.alerting.alertmanager_client import NotifierError, get_alerts
     from pipelines.report.text import format_table
     from pipelines.segments import parse_segment, segment_label
@@ -192,14 +191,8 @@ def print_alerts(settings: Settings) -> None:
     engine = open_warehouse(settings.warehouse, reader=True)
     t = Tables(engine)
     with engine.connect() as conn:
-        history = (
-            conn.execute(select(t.alert_history).order_by(t.alert_history.c.window_start))
-            .mappings()
-            .all()
-        )
-        notices = conn.execute(
-            select(t.outbox.c.channel, t.outbox.c.dedup_key, t.outbox.c.sent_at)
-        ).all()
+        history = store.transitions(conn, t)
+        notices = store.notices(conn, t)
     unsent = [n for n in notices if n.sent_at is None]
     changes = [h for h in history if h["to_status"] in ("firing", "resolved")]
     if not changes:

@@ -129,8 +129,7 @@ def alerts_backtest(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def alerts_status(settings: Settings) -> int:
-    from sqlalchemy import select
-
+    from pipelines.alerting import store
     from pipelines.report.text import format_table
     from pipelines.segments import parse_segment, segment_label
     from pipelines.warehouse.migrate import open_warehouse
@@ -139,16 +138,8 @@ def alerts_status(settings: Settings) -> int:
     engine = open_warehouse(settings.warehouse, reader=True)
     t = Tables(engine)
     with engine.connect() as conn:
-        states = (
-            conn.execute(select(t.alert_state).where(t.alert_state.c.status != "inactive"))
-            .mappings()
-            .all()
-        )
-        pending = conn.execute(
-            select(t.outbox.c.channel, t.outbox.c.attempts, t.outbox.c.last_error).where(
-                t.outbox.c.sent_at.is_(None)
-            )
-        ).all()
+        states = store.active_states(conn, t)
+        pending = store.unsent_notices(conn, t)
     if not states:
         print("No alert is firing or pending.")
     else:

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from sqlalchemy import Table, and_, func, select, update
-from sqlalchemy.engine import Connection, RowMapping
+from sqlalchemy.engine import Connection, Row, RowMapping
 
 from pipelines.warehouse.tables import Tables, as_utc, text_key
 from pipelines.warehouse.upsert import upsert_for
@@ -234,3 +234,32 @@ def pending_notices(conn: Connection, tables: Tables) -> tuple[int, datetime | N
         select(func.count(), func.min(t.c.created_at)).where(t.c.sent_at.is_(None))
     ).one()
     return int(pending), as_utc(oldest)
+
+
+# --- what people read: `safewatch alerts status`, the demo's summary -------------------
+
+
+def active_states(conn: Connection, tables: Tables) -> Sequence[RowMapping]:
+    """The alert states that are firing or pending (not inactive)."""
+    t = tables.alert_state
+    return conn.execute(select(t).where(t.c.status != "inactive")).mappings().all()
+
+
+def unsent_notices(conn: Connection, tables: Tables) -> Sequence[Row[Any, Any, Any]]:
+    """(channel, attempts, last_error) of every notice not delivered yet."""
+    t = tables.outbox
+    return conn.execute(
+        select(t.c.channel, t.c.attempts, t.c.last_error).where(t.c.sent_at.is_(None))
+    ).all()
+
+
+def transitions(conn: Connection, tables: Tables) -> Sequence[RowMapping]:
+    """Every recorded alert transition, oldest window first."""
+    t = tables.alert_history
+    return conn.execute(select(t).order_by(t.c.window_start)).mappings().all()
+
+
+def notices(conn: Connection, tables: Tables) -> Sequence[Row[Any, Any, Any]]:
+    """(channel, dedup_key, sent_at) of every notice in the outbox, sent or not."""
+    t = tables.outbox
+    return conn.execute(select(t.c.channel, t.c.dedup_key, t.c.sent_at)).all()
