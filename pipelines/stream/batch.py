@@ -70,7 +70,8 @@ class BatchProcessor:
     re-execution of the last batch after a crash changes nothing.
 
     After a batch commits, its closed windows are derived (the `steps` the job composes:
-    drift statistics, alert rules; then delivery of the outbox) in a second transaction.
+    drift statistics, alert rules; none by default; then delivery of the outbox) in a
+    second transaction.
     With `overlap` that runs on a background thread while Spark checks and counts the next
     batch, which waits for it only before its own commit; call `close()` once the query has
     stopped. A batch a crash left underived is derived before the first batch of the

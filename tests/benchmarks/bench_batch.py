@@ -25,6 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydantic import SecretStr
 
+from jobs.streaming_aggregator import window_steps
 from pipelines.settings import ContractSettings, Settings, SparkSettings, WarehouseSettings
 from pipelines.stream.batch import BatchProcessor
 from pipelines.stream.session import build_session
@@ -91,7 +92,10 @@ def main() -> None:
                 contract=ContractSettings(dedup_state_dir=f"{tmp}/dedup"),
                 warehouse=WarehouseSettings(url=SecretStr(url)),
             )
-            processor = BatchProcessor(WarehouseSink(engine), settings, log=lambda _m: None)
+            sink = WarehouseSink(engine)
+            # As the job composes them, without alert rules: drift of the closed windows.
+            steps = window_steps(settings, sink, None)
+            processor = BatchProcessor(sink, settings, log=lambda _m: None, steps=steps)
             for run in range(args.runs):
                 # Read from Parquet, as a batch reads from Kafka: tasks carry file ranges.
                 source = _records(size, run, start, tmp)
