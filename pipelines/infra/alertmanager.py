@@ -3,9 +3,8 @@
 Everything it owns lives in `<data_dir>/alertmanager/`: `alertmanager.yml` (rewritten from the
 settings on every start), `data/` (silences and notification log), `alertmanager.pid` and
 `alertmanager.log` (its output of the current run). Clustering is switched off, so it listens
-on 127.0.0.1:`port` only.
-
-`LocalService`, the process supervision shared with `pipelines.infra.prometheus`, lives here too.
+on 127.0.0.1:`port` only. Started, stopped and reported on as every server of its family
+(`pipelines.infra.service.LocalServer`).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ from typing import Any
 import yaml
 
 from pipelines.files import write_atomically
-from pipelines.infra.service import LocalService, ServiceStatus, find_binary
+from pipelines.infra.service import LocalServer
 from pipelines.settings import AlertingSettings
 
 # Debian's name first, then upstream's.
@@ -26,7 +25,6 @@ RECEIVER = "safewatch"
 _PORT_SETTING = "SAFEWATCH_ALERTING__ALERTMANAGER_PORT"
 
 
-# How Alertmanager and Prometheus report a configuration they reject.
 def alertmanager_config(settings: AlertingSettings) -> dict[str, Any]:
     """Every alert routed to the one receiver `safewatch`, which calls `webhook_url` when set.
 
@@ -57,7 +55,7 @@ def render_alertmanager_config(settings: AlertingSettings) -> str:
     return header + yaml.safe_dump(alertmanager_config(settings), sort_keys=False)
 
 
-class LocalAlertmanager:
+class LocalAlertmanager(LocalServer):
     """Writes the config, starts, stops and reports on a local Alertmanager.
 
     `data_dir` (default `settings.data_dir`) and `port` (default `settings.alertmanager_port`)
@@ -65,6 +63,11 @@ class LocalAlertmanager:
     the working directory at construction. `binary` defaults to `prometheus-alertmanager` (or
     `alertmanager`) on PATH.
     """
+
+    name = "Alertmanager"
+    binaries = ALERTMANAGER_BINARIES
+    package = "prometheus-alertmanager"
+    port_setting = _PORT_SETTING
 
     def __init__(
         self,
@@ -77,20 +80,15 @@ class LocalAlertmanager:
     ) -> None:
         self.settings = settings
         root = Path(data_dir) if data_dir is not None else settings.data_dir
-        self.data_dir = root.expanduser().absolute() / "alertmanager"
-        self.port = port if port is not None else settings.alertmanager_port
-        self.config_file = self.data_dir / "alertmanager.yml"
-        self._binary = binary
-        self._log = log
-        self._service = LocalService(
-            "Alertmanager", self.data_dir, self.url, self.config_file, log=log
+        folder = root.expanduser().absolute() / "alertmanager"
+        super().__init__(
+            folder,
+            port if port is not None else settings.alertmanager_port,
+            folder / "alertmanager.yml",
+            timeout_s=settings.start_timeout_s,
+            log=log,
+            binary=binary,
         )
-        self.log_file = self._service.log_file
-
-    @property
-    def url(self) -> str:
-        """Base URL of its web UI and API, e.g. `http://127.0.0.1:9193`."""
-        return f"http://127.0.0.1:{self.port}"
 
     def write_config(self) -> Path:
         """Write `alertmanager.yml` from the settings and return its path.
@@ -101,19 +99,8 @@ class LocalAlertmanager:
         write_atomically(self.config_file, render_alertmanager_config(self.settings), 0o600)
         return self.config_file
 
-    def start(self) -> ServiceStatus:
-        """Start Alertmanager unless it already runs; return once `/-/ready` answers.
-
-        Raises InfraError when the binary is missing, the port is taken, or it does not start
-        within `start_timeout_s` (the message quotes its log and names the setting to change).
-        """
-        pid = self._service.running_pid()
-        if pid is not None:
-            self._log(f"Alertmanager already running (pid {pid}) at {self.url}")
-            return self.status()
-        binary = self._binary or find_binary(ALERTMANAGER_BINARIES, "prometheus-alertmanager")
-        self.write_config()
-        cmd = [
+    def command(self, binary: str) -> list[str]:
+        return [
             binary,
             f"--config.file={self.config_file}",
             f"--storage.path={self.data_dir / 'data'}",
@@ -121,19 +108,6 @@ class LocalAlertmanager:
             "--cluster.listen-address=",  # no HA gossip port (default 9094)
             "--log.level=info",
         ]
-        self._service.start(
-            cmd,
-            port=self.port,
-            port_setting=_PORT_SETTING,
-            timeout_s=self.settings.start_timeout_s,
-            hint=f"{self.log_file}; is {binary} Alertmanager 0.25 or newer?",
-        )
-        return self.status()
 
-    def stop(self, timeout_s: float = 20) -> bool:
-        """Stop it (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
-        return self._service.stop(timeout_s)
-
-    def status(self) -> ServiceStatus:
-        """Current state; changes nothing."""
-        return self._service.status()
+    def hint(self, binary: str) -> str:
+        return f"{self.log_file}; is {binary} Alertmanager 0.25 or newer?"

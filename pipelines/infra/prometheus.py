@@ -20,7 +20,7 @@ import yaml
 
 from pipelines.errors import ConfigError, InfraError
 from pipelines.files import write_atomically
-from pipelines.infra.service import LocalService, ServiceStatus, find_binary
+from pipelines.infra.service import LocalServer, find_binary
 from pipelines.redact import redact_url
 from pipelines.settings import AlertingSettings
 
@@ -70,13 +70,18 @@ def prometheus_config(
     }
 
 
-class LocalPrometheus:
+class LocalPrometheus(LocalServer):
     """Writes the config, starts, stops and reports on a local Prometheus.
 
     `data_dir`, `port` and `alertmanager_url` override the settings (e.g. for tests on free
     ports); relative paths, including the `prometheus_rules` glob, are resolved against the
     working directory at construction. `binary` defaults to `prometheus` on PATH.
     """
+
+    name = "Prometheus"
+    binaries = ("prometheus",)
+    package = "prometheus"
+    port_setting = _PORT_SETTING
 
     def __init__(
         self,
@@ -90,22 +95,17 @@ class LocalPrometheus:
     ) -> None:
         self.settings = settings
         root = Path(data_dir) if data_dir is not None else settings.data_dir
-        self.data_dir = root.expanduser().absolute() / "prometheus"
-        self.port = port if port is not None else settings.prometheus_port
+        folder = root.expanduser().absolute() / "prometheus"
         self.alertmanager_url = alertmanager_url or settings.alertmanager_url
         self.rule_files = Path(settings.prometheus_rules).expanduser().absolute()
-        self.config_file = self.data_dir / "prometheus.yml"
-        self._binary = binary
-        self._log = log
-        self._service = LocalService(
-            "Prometheus", self.data_dir, self.url, self.config_file, log=log
+        super().__init__(
+            folder,
+            port if port is not None else settings.prometheus_port,
+            folder / "prometheus.yml",
+            timeout_s=settings.start_timeout_s,
+            log=log,
+            binary=binary,
         )
-        self.log_file = self._service.log_file
-
-    @property
-    def url(self) -> str:
-        """Base URL of its web UI and API, e.g. `http://127.0.0.1:9190`."""
-        return f"http://127.0.0.1:{self.port}"
 
     def write_config(self) -> Path:
         """Write `prometheus.yml` from the settings and return its path."""
@@ -117,19 +117,8 @@ class LocalPrometheus:
         write_atomically(self.config_file, header + yaml.safe_dump(config, sort_keys=False), 0o600)
         return self.config_file
 
-    def start(self) -> ServiceStatus:
-        """Start Prometheus unless it already runs; return once `/-/ready` answers.
-
-        Raises InfraError when the binary is missing, the port is taken, or it does not start
-        within `start_timeout_s` (the message quotes its log and names the setting to change).
-        """
-        pid = self._service.running_pid()
-        if pid is not None:
-            self._log(f"Prometheus already running (pid {pid}) at {self.url}")
-            return self.status()
-        binary = self._binary or find_binary(("prometheus",), "prometheus")
-        self.write_config()
-        cmd = [
+    def command(self, binary: str) -> list[str]:
+        return [
             binary,
             f"--config.file={self.config_file}",
             f"--storage.tsdb.path={self.data_dir / 'data'}",
@@ -137,22 +126,9 @@ class LocalPrometheus:
             "--web.enable-lifecycle",  # POST /-/reload picks up changed rule files
             "--log.level=info",
         ]
-        self._service.start(
-            cmd,
-            port=self.port,
-            port_setting=_PORT_SETTING,
-            timeout_s=self.settings.start_timeout_s,
-            hint=f"{self.log_file}; check the rule files {self.rule_files} with promtool",
-        )
-        return self.status()
 
-    def stop(self, timeout_s: float = 20) -> bool:
-        """Stop it (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
-        return self._service.stop(timeout_s)
-
-    def status(self) -> ServiceStatus:
-        """Current state; changes nothing."""
-        return self._service.status()
+    def hint(self, binary: str) -> str:
+        return f"{self.log_file}; check the rule files {self.rule_files} with promtool"
 
 
 def promtool_check_config(

@@ -171,3 +171,81 @@ class LocalService:
 
     def _alive(self, pid: int) -> bool:
         return process_alive(pid, (f"--config.file={self.config_file}",), self._proc)
+
+
+class LocalServer:
+    """A Prometheus-family server made from the settings (`LocalAlertmanager`,
+    `LocalPrometheus`): its configuration written on every start, started unless it
+    already runs, stopped, reported on. A subclass names it (`name`, `binaries`,
+    `package`, `port_setting`) and gives its configuration, command line and last hint.
+    """
+
+    name = ""
+    binaries: tuple[str, ...] = ()
+    package = ""
+    port_setting = ""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        port: int,
+        config_file: Path,
+        *,
+        timeout_s: float,
+        log: Callable[[str], None] = print,
+        binary: str | None = None,
+    ) -> None:
+        self.data_dir = data_dir
+        self.port = port
+        self.config_file = config_file
+        self._timeout_s = timeout_s
+        self._binary = binary
+        self._log = log
+        self._service = LocalService(self.name, data_dir, self.url, config_file, log=log)
+        self.log_file = self._service.log_file
+
+    @property
+    def url(self) -> str:
+        """Base URL of its web UI and API, e.g. `http://127.0.0.1:9193`."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def write_config(self) -> Path:
+        """Write its configuration file from the settings and return its path."""
+        raise NotImplementedError
+
+    def command(self, binary: str) -> list[str]:
+        """Its command line, with `binary` as the program."""
+        raise NotImplementedError
+
+    def hint(self, binary: str) -> str:
+        """What to check when it does not start and its log says nothing known."""
+        raise NotImplementedError
+
+    def start(self) -> ServiceStatus:
+        """Start it unless it already runs; return once `/-/ready` answers.
+
+        Raises InfraError when the binary is missing, the port is taken, or it does not start
+        within `start_timeout_s` (the message quotes its log and names the setting to change).
+        """
+        pid = self._service.running_pid()
+        if pid is not None:
+            self._log(f"{self.name} already running (pid {pid}) at {self.url}")
+            return self.status()
+        binary = self._binary or find_binary(self.binaries, self.package)
+        self.write_config()
+        self._service.start(
+            self.command(binary),
+            port=self.port,
+            port_setting=self.port_setting,
+            timeout_s=self._timeout_s,
+            hint=self.hint(binary),
+        )
+        return self.status()
+
+    def stop(self, timeout_s: float = 20) -> bool:
+        """Stop it (SIGTERM, SIGKILL after `timeout_s`); True if one was running."""
+        return self._service.stop(timeout_s)
+
+    def status(self) -> ServiceStatus:
+        """Current state; changes nothing."""
+        return self._service.status()
