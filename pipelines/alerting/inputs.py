@@ -18,7 +18,7 @@ import numpy.typing as npt
 
 from pipelines.alerting.evaluate import SegmentWindow
 from pipelines.alerting.model import Rule
-from pipelines.metrics.buckets import BUCKETS, BucketSums, rate_buckets, read_counter_buckets
+from pipelines.metrics.buckets import BUCKETS, BucketSums, read_counter_buckets
 from pipelines.metrics.catalog import rate
 from pipelines.segments import SEGMENT_DIMENSIONS, Segment
 
@@ -46,14 +46,6 @@ def _decoded(row: Mapping[str, Any], column: str = "bucket_sums") -> dict[str, A
     if isinstance(row, dict):
         row[cached] = decoded
     return decoded
-
-
-def row_buckets(row: Mapping[str, Any], numerator: str, denominator: str) -> BucketSums | None:
-    """One aggregate row's per-bucket sums of a rate; None when the row has none (counted
-    before they were kept).
-    """
-    decoded = _decoded(row)
-    return None if decoded is None else rate_buckets(decoded, numerator, denominator)
 
 
 def add_buckets(a: BucketSums | None, b: BucketSums | None, b_events: int) -> BucketSums | None:

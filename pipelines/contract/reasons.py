@@ -28,7 +28,6 @@ REJECT_REASONS = (
 AGGREGATED = "aggregated"
 LATE = "late"
 DUPLICATE = "duplicate"
-FATES = (AGGREGATED, LATE, DUPLICATE, *REJECT_REASONS)
 
 # A detector hit in an aggregated event's free text: the event is counted with that text
 # dropped, and a scrubbed copy goes to the DLQ topic under this reason.

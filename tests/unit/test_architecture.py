@@ -36,8 +36,10 @@ def modules() -> dict[str, Path]:
     return found
 
 
-def imports(path: Path) -> set[str]:
-    """Every module name `path` imports (`from a.b import c` counts as a.b and a.b.c)."""
+def imports(path: Path, roots: tuple[str, ...] = ROOTS) -> set[str]:
+    """Every module name of `roots` that `path` imports (`from a.b import c` counts as a.b
+    and a.b.c).
+    """
     names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -45,7 +47,7 @@ def imports(path: Path) -> set[str]:
             names.update(f"{node.module}.{a.name}" for a in node.names)
         elif isinstance(node, ast.Import):
             names.update(a.name for a in node.names)
-    return {n for n in names if n.split(".")[0] in ROOTS}
+    return {n for n in names if n.split(".")[0] in roots}
 
 
 def package_of(module: str, known: dict[str, int]) -> str | None:
@@ -129,3 +131,55 @@ def test_the_checker_sees_an_upward_import(tmp_path: Path) -> None:
     assert imports(path) == {"pipelines.report.text", "pipelines.report.text.format_table"}
     known = layers()
     assert known[package_of("pipelines.report.text", known)] > known["pipelines.warehouse"]
+
+
+# -- rooms of one idea, entry points that only wire ------------------------------------------
+
+MAX_MODULE_LINES = 600
+# What building SQL or Spark transformations takes: never in an entry point.
+STATEMENTS = {f"sqlalchemy.{n}" for n in ("select", "insert", "update", "delete", "text", "func")}
+TRANSFORMS = {"pyspark.sql.functions", "pyspark.sql.types"}
+
+
+def test_no_module_is_over_the_size_of_one_idea() -> None:
+    big = {
+        name: n
+        for name, path in modules().items()
+        if name.startswith(("pipelines", "jobs"))
+        and (n := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert not big, f"modules over {MAX_MODULE_LINES} lines (split them by idea): {big}"
+
+
+def sql_or_spark(path: Path) -> list[str]:
+    """What `path` imports to build SQL or Spark transformations, and the statements it
+    executes on a connection.
+    """
+    found = sorted(imports(path, ("sqlalchemy", "pyspark")) & (STATEMENTS | TRANSFORMS))
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            if node.func.attr == "execute":
+                found.append(f"line {node.lineno}: .execute(…)")
+    return found
+
+
+def test_entry_points_only_parse_wire_and_print() -> None:
+    found = {
+        name: what
+        for name, path in modules().items()
+        if name.startswith("jobs") and (what := sql_or_spark(path))
+    }
+    assert not found, f"SQL or Spark transformations in jobs/ (move them to pipelines/): {found}"
+
+
+def test_the_entry_point_check_sees_sql(tmp_path: Path) -> None:
+    path = tmp_path / "m.py"
+    path.write_text(
+        "def f(conn):\n    from sqlalchemy import select\n    conn.execute(select(1))\n"
+        "from pyspark.sql import functions as F\n"
+    )
+    assert sql_or_spark(path) == [
+        "pyspark.sql.functions",
+        "sqlalchemy.select",
+        "line 3: .execute(…)",
+    ]

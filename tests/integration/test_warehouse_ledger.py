@@ -1,29 +1,29 @@
-"""The ledger's watermarks and the windows a watermark has closed, against a real SQLite file."""
+"""The ledger's watermarks and the windows a watermark has closed, and the alert store's reads
+that `alerts status` and the demo print, on SQLite and on PostgreSQL."""
 
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from pipelines.warehouse.batch_result import BatchResult, OffsetRange
-from pipelines.warehouse.engine import make_engine
 from pipelines.warehouse.ledger import (
     closed_windows,
     latest_watermark,
     oldest_watermark,
     query_watermark,
 )
-from pipelines.warehouse.migrate import migrate
 from pipelines.warehouse.sink import WarehouseSink
+from tests.integration.alert_windows import warehouse_engine
 from tests.unit.test_warehouse_sink import _agg
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC)
 
 
-@pytest.fixture
-def sink(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'wh.db'}")
-    migrate(engine)
-    return WarehouseSink(engine)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def sink(request, tmp_path):
+    engine = warehouse_engine(request, tmp_path, "ledger")
+    yield WarehouseSink(engine)
+    engine.dispose()
 
 
 def _commit(sink, query_id, batch_id, watermark, aggs=(), offset=0):
@@ -86,3 +86,52 @@ def test_closed_windows_end_at_or_before_the_watermark(sink):
         assert closed_windows(
             conn, sink.tables, "model_version", watermark=T0 + timedelta(hours=1)
         ) == [T0]
+
+
+def test_the_alert_reads_people_see(sink):
+    from pipelines.alerting import store
+
+    t = sink.tables
+    seg = '[["locale","de-DE"]]'
+    state = {
+        "rule": "R", "segment": seg, "started_at": T0, "firing_since": T0, "last_window": T0,
+        "true_windows": 2, "false_windows": 0, "updated_at": T0,
+    }  # fmt: skip
+    history = {
+        "rule": "R", "segment": seg, "severity": "sev2", "from_status": "pending",
+        "metric": "violation_rate", "summary": "s", "description": "d", "recorded_at": T0,
+    }  # fmt: skip
+    notice = {"dedup_key": "k|firing", "payload": "{}", "created_at": T0, "attempts": 0,
+              "next_attempt_at": T0}  # fmt: skip
+    with sink.engine.begin() as conn:
+        conn.execute(
+            t.alert_state.insert(),
+            [
+                {**state, "status": "firing"},
+                {**state, "segment": '[["locale","en-US"]]', "status": "inactive"},
+            ],
+        )
+        conn.execute(
+            t.alert_history.insert(),
+            [
+                {**history, "window_start": T0 + timedelta(minutes=5), "to_status": "resolved"},
+                {**history, "window_start": T0, "to_status": "firing"},
+            ],
+        )
+        conn.execute(
+            t.outbox.insert(),
+            [
+                {**notice, "channel": "kafka", "sent_at": None},
+                {**notice, "channel": "webhook", "attempts": 1, "sent_at": T0},
+            ],
+        )  # fmt: skip
+    with sink.engine.connect() as conn:
+        assert [(s["segment"], s["status"]) for s in store.active_states(conn, t)] == [
+            (seg, "firing")
+        ]
+        assert [tuple(n) for n in store.unsent_notices(conn, t)] == [("kafka", 0, None)]
+        assert [h["to_status"] for h in store.transitions(conn, t)] == ["firing", "resolved"]
+        assert sorted((n.channel, n.sent_at is None) for n in store.notices(conn, t)) == [
+            ("kafka", True),
+            ("webhook", False),
+        ]
